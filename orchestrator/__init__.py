@@ -1,0 +1,1 @@
+"""grid's orchestrator: spec loading, expansion into trials, launching (Ray), CLI."""

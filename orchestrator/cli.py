@@ -1,0 +1,232 @@
+"""The `grid` command. Each subcommand is a few lines: parse, load, call the part that works.
+
+Bad input (a GridError) is printed as one line per problem on stderr with exit status 2,
+never as a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable
+
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator.errors import GridError
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    COMMANDS[fn.__name__.removeprefix("cmd_")] = fn
+    return fn
+
+
+def _load(args: argparse.Namespace):
+    from orchestrator.spec import load_spec, smoke
+    spec = load_spec(args.spec, getattr(args, "set", None) or ())
+    return smoke(spec) if getattr(args, "smoke", False) else spec
+
+
+def _fmt(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+@command
+def cmd_plan(args: argparse.Namespace) -> int:
+    from orchestrator.expand import axis_label, expand
+    spec = _load(args)
+    trials = expand(spec)
+    if args.json:
+        print(json.dumps({"grid": spec.name, "count": len(trials),
+                          "trials": [{"key": t.key, "params": t.params, "config": t.config}
+                                     for t in trials]}, indent=1))
+        return 0
+    axes = list(trials[0].params)
+    table = Table(title=f"{spec.name}: {len(trials)} cells", title_justify="left")
+    table.add_column("#", justify="right", style="dim")
+    for a in axes:
+        table.add_column(axis_label(a))
+    table.add_column("key", style="cyan")
+    for i, t in enumerate(trials, 1):
+        table.add_row(str(i), *[_fmt(t.params[a]) for a in axes], t.key)
+    console = Console()
+    console.print(table)
+    epochs = sum(t.config["train"]["epochs"] for t in trials)
+    console.print(f"{len(trials)} trials x epochs = [bold]{epochs}[/bold] epochs of training "
+                  f"({spec.resources['pack']} cell(s) per trial process)")
+    return 0
+
+
+@command
+def cmd_launch(args: argparse.Namespace) -> int:
+    spec = _load(args)
+    from orchestrator.launch import launch  # the one module that imports ray
+    return launch(spec, store_uri=args.store, address=args.address,
+                  max_concurrent=args.max_concurrent, force=args.force, dry_run=args.dry_run,
+                  dashboard_host=args.dashboard_host)
+
+
+@command
+def cmd_status(args: argparse.Namespace) -> int:
+    from orchestrator.expand import axis_label, expand
+    from results.store import open_store
+    spec = _load(args)
+    trials = expand(spec)
+    found = open_store(args.store).statuses(spec.name)
+    rows = [{"key": t.key, "status": found.get(t.key, "missing"), "params": t.params}
+            for t in trials]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    table = Table(title=f"{spec.name}: status", title_justify="left")
+    axes = list(trials[0].params)
+    for a in axes:
+        table.add_column(axis_label(a))
+    table.add_column("key", style="cyan")
+    table.add_column("status")
+    colour = {"completed": "green", "diverged": "yellow", "failed": "red", "missing": "dim"}
+    for r in rows:
+        table.add_row(*[_fmt(r["params"][a]) for a in axes], r["key"],
+                      f"[{colour[r['status']]}]{r['status']}[/]")
+    console = Console()
+    console.print(table)
+    counts = {s: sum(r["status"] == s for r in rows) for s in colour}
+    console.print(", ".join(f"{n} {s}" for s, n in counts.items()))
+    return 0
+
+
+@command
+def cmd_train(args: argparse.Namespace) -> int:
+    from orchestrator.expand import expand
+    from trainers.loop import train
+    spec = _load(args)
+    trials = expand(spec)
+    if args.cell:
+        trials = [t for t in trials if t.key.startswith(args.cell)]
+        if len(trials) != 1:
+            raise GridError(f"--cell {args.cell}: matches {len(trials)} cells of {spec.name} "
+                            f"(see `grid plan {args.spec}` for the keys)")
+    trial = trials[0]
+    console = Console()
+    console.print(f"cell {trial.key}: {trial.params}")
+
+    def report(m: dict, _state: dict) -> None:
+        val = "" if m.get("val_acc") is None else f" val {m['val_acc']:.2%}"
+        console.print(f"epoch {m['epoch']:>3}  lr {m['lr']:.4g}  train loss {m['train_loss']:.4f} "
+                      f"acc {m['train_acc']:.2%}{val}  test {m['test_acc']:.2%}  "
+                      f"{m['epoch_s']:.1f}s  {m['images_per_s']:,.0f} img/s")
+
+    summary = train(trial.config, report)
+    console.print(f"{summary['status']} after {summary['epochs']} epochs, "
+                  f"{summary['wall_s']:.1f}s on {summary['device']}")
+    return 0
+
+
+@command
+def cmd_models(args: argparse.Namespace) -> int:
+    from trainers.models import PAPER_PARAMS, count_params, create_model, list_models
+    rows = [{"name": n, "params": count_params(create_model(n, num_classes=10)),
+             "paper_params": PAPER_PARAMS.get(n)} for n in list_models()]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    table = Table(title="models (10 classes, no batch norm, width 1)", title_justify="left")
+    for col in ("name", "params", "paper says"):
+        table.add_column(col, justify="left" if col == "name" else "right")
+    for r in rows:
+        paper = f"~{r['paper_params']:,}" if r["paper_params"] else ""
+        table.add_row(r["name"], f"{r['params']:,}", paper)
+    console = Console()
+    console.print(table)
+    console.print("Counts follow the papers' layer tables; for model_b and model_c the papers' "
+                  "own approximate counts disagree with those tables.")
+    return 0
+
+
+@command
+def cmd_table(args: argparse.Namespace) -> int:
+    from results.store import open_store
+    from results.tables import table_command
+    return table_command(_load(args), open_store(args.store), fmt=args.format, out=args.out)
+
+
+@command
+def cmd_plot(args: argparse.Namespace) -> int:
+    from results.plots import plot_command
+    from results.store import open_store
+    return plot_command(_load(args), open_store(args.store), args.out)
+
+
+@command
+def cmd_bench(args: argparse.Namespace) -> int:
+    from trainers.bench import main as bench_main
+    return bench_main(args.bench_args)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="grid", description="Deep-learning benchmark grids as "
+                                "Ray Tune trials, with Parquet results and the papers' tables.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def spec_cmd(name: str, help: str) -> argparse.ArgumentParser:
+        s = sub.add_parser(name, help=help, description=help)
+        s.add_argument("spec", help="grid spec YAML, e.g. grids/quickstart.yaml")
+        s.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                       help="override a config value or axis (repeatable), e.g. lr=[0.1,0.05]")
+        return s
+
+    s = spec_cmd("plan", "validate a spec and list its cells with their keys")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument("--smoke", action="store_true", help="plan the --smoke variant")
+    s = spec_cmd("launch", "run the grid's missing cells as Ray Tune trials")
+    s.add_argument("--store", help="result store: a folder (default ./runs) or s3://bucket/prefix")
+    s.add_argument("--address", help="join an existing Ray cluster (auto, ray://host:10001, "
+                   "host:port); default: RAY_ADDRESS, else start a local Ray")
+    s.add_argument("--smoke", action="store_true",
+                   help="the grid shrunk to seconds per cell, under the name <grid>-smoke")
+    s.add_argument("--max-concurrent", type=int, help="at most N trials at once")
+    s.add_argument("--force", action="store_true", help="rerun finished cells too")
+    s.add_argument("--dry-run", action="store_true", help="say what would run; start nothing")
+    s.add_argument("--dashboard-host", default="127.0.0.1",
+                   help="interface the local Ray dashboard binds to (default: localhost only)")
+    s = spec_cmd("status", "per-cell status from the result store (no Ray)")
+    s.add_argument("--store")
+    s.add_argument("--smoke", action="store_true")
+    s.add_argument("--json", action="store_true")
+    s = spec_cmd("train", "train one cell in this process, without Ray: the way to debug a cell")
+    s.add_argument("--cell", metavar="KEY", help="the cell's key (or a prefix); default: first")
+    s.add_argument("--smoke", action="store_true")
+    s = sub.add_parser("models", help="list the architectures with their parameter counts")
+    s.add_argument("--json", action="store_true")
+    s = spec_cmd("table", "the spec's comparison tables from the results, beside the papers'")
+    s.add_argument("--store")
+    s.add_argument("--smoke", action="store_true")
+    s.add_argument("--format", default="rich", choices=["rich", "markdown", "latex", "csv", "html"])
+    s.add_argument("--out", help="write to this file instead of the terminal")
+    s = spec_cmd("plot", "PNG learning curves of the spec's tables")
+    s.add_argument("--store")
+    s.add_argument("--smoke", action="store_true")
+    s.add_argument("--out", required=True, help="folder for the PNG files")
+    s = sub.add_parser("bench", help="images/s of our trainer vs a naive seed-style pipeline",
+                       add_help=False)
+    s.add_argument("bench_args", nargs=argparse.REMAINDER)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except GridError as e:
+        for line in str(e).splitlines():
+            print(f"grid: error: {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("grid: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""The trial config: its defaults, the check of every key, aliases and dotted-path helpers.
+
+A trial config has three sections, `dataset`, `model` and `train`. Every leaf has a default
+here and a checker; a spec only states what differs. `docs/spec.md` documents each key.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+from typing import Any, Callable
+
+# The defaults follow Springenberg et al. (2015) for All-CNN-C, the project's headline model:
+# SGD with momentum 0.9, weight decay 0.001, lr drops x0.1 at epochs 200/250/300 of 350,
+# 20% dropout on the input and 50% after each pooling stage.
+DEFAULTS: dict[str, Any] = {
+    "dataset": {
+        "name": "cifar10",
+        "root": None,  # None: $GRID_DATA, else ~/.cache/grid/data
+        "download": True,
+        "augment": ["crop", "flip"],
+        "crop_padding": 4,
+        "cutout_size": 8,
+        "preprocess": "standardize",
+        "val_size": 5000,
+        "subset": None,
+    },
+    "model": {
+        "arch": "allcnn_c",
+        "init": "he_normal",
+        "activation": "relu",
+        "batch_norm": False,
+        "dropout": 0.5,
+        "input_dropout": 0.2,
+        "width": 1.0,
+    },
+    "train": {
+        "epochs": 350,
+        "batch_size": 128,
+        "lr": 0.05,
+        "optimizer": {"name": "sgd", "momentum": 0.9, "nesterov": False, "weight_decay": 0.001},
+        "schedule": {"name": "multistep", "milestones": [200, 250, 300], "gamma": 0.1,
+                     "warmup_epochs": 0},
+        "label_smoothing": 0.0,
+        "seed": 0,
+        "precision": "auto",
+        "channels_last": "auto",
+        "compile": False,
+        "device": "auto",
+    },
+}
+
+# Short names for the five headline axes and the seed.
+ALIASES = {
+    "arch": "model.arch",
+    "init": "model.init",
+    "activation": "model.activation",
+    "batch_norm": "model.batch_norm",
+    "lr": "train.lr",
+    "seed": "train.seed",
+}
+SHORT = {v: k for k, v in ALIASES.items()}
+
+# Where a trial runs, not what it trains: left out of its key so that the same cell has the
+# same key on a laptop and on a cluster with another data root.
+NON_IDENTITY = ("dataset.root", "dataset.download", "train.device")
+
+DATASETS = ("cifar10", "cifar100", "synthetic")
+AUGMENTS = ("crop", "flip", "cutout")
+PREPROCESS = ("none", "standardize", "gcn_zca", "stretch")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("multistep", "cosine", "onecycle", "constant")
+
+
+def did_you_mean(name: Any, choices) -> str:
+    """' (did you mean 'x'?)' when a choice is close to `name`, else ''."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _registry(kind: str) -> list[str]:
+    # Imported lazily: the registries live with the trainers and import torch.
+    if kind == "arch":
+        from trainers.models import list_models
+        return list_models()
+    if kind == "init":
+        from trainers.inits import INITS
+        return sorted(INITS)
+    from trainers.activations import ACTIVATIONS
+    return sorted(ACTIVATIONS)
+
+
+def _show(v: Any) -> str:
+    return f"'{v}'" if isinstance(v, str) else repr(v)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def choice(options: Callable[[], list[str]] | tuple, what: str):
+    def check(v):
+        names = options() if callable(options) else options
+        if v in names:
+            return None, v
+        if not isinstance(v, str):
+            return f"expected a {what} name, got {_show(v)}", v
+        return f"unknown {what} '{v}'{did_you_mean(v, names)}; choose from {', '.join(names)}", v
+    return check
+
+
+def number(lo: float | None = None, lo_open: bool = True, hi: float | None = None,
+           hi_open: bool = False, integer: bool = False, optional: bool = False):
+    def check(v):
+        if v is None and optional:
+            return None, v
+        if integer and not (isinstance(v, int) and not isinstance(v, bool)):
+            return f"expected an integer, got {_show(v)}", v
+        if not _is_number(v):
+            return f"expected a number, got {_show(v)}", v
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            return f"must be {'>' if lo_open else '>='} {lo}, got {v}", v
+        if hi is not None and (v >= hi if hi_open else v > hi):
+            return f"must be {'<' if hi_open else '<='} {hi}, got {v}", v
+        return None, (v if integer else float(v))
+    return check
+
+
+def boolean(v):
+    return (None, v) if isinstance(v, bool) else (f"expected true or false, got {_show(v)}", v)
+
+
+def tri_state(v):
+    """'auto' or a bool."""
+    if v == "auto" or isinstance(v, bool):
+        return None, v
+    return f"expected auto, true or false, got {_show(v)}", v
+
+
+def optional_str(v):
+    return (None, v) if v is None or isinstance(v, str) else (f"expected a path, got {_show(v)}", v)
+
+
+def str_list(options: tuple, what: str):
+    def check(v):
+        if not isinstance(v, list):
+            return f"expected a list of {what} names, got {_show(v)}", v
+        for x in v:
+            err, _ = choice(options, what)(x)
+            if err:
+                return err, v
+        return None, sorted(set(v))  # order does not change training: one canonical form
+    return check
+
+
+def milestones(v):
+    if not isinstance(v, list) or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0
+                                          for x in v):
+        return f"expected a list of positive epoch numbers, got {_show(v)}", v
+    return None, sorted(v)
+
+
+def device(v):
+    if isinstance(v, str) and (v in ("auto", "cpu", "cuda") or v.startswith("cuda:")):
+        return None, v
+    return f"expected auto, cpu, cuda or cuda:N, got {_show(v)}", v
+
+
+CHECKS: dict[str, Callable[[Any], tuple[str | None, Any]]] = {
+    "dataset.name": choice(DATASETS, "dataset"),
+    "dataset.root": optional_str,
+    "dataset.download": boolean,
+    "dataset.augment": str_list(AUGMENTS, "augmentation"),
+    "dataset.crop_padding": number(0, lo_open=False, integer=True),
+    "dataset.cutout_size": number(0, lo_open=False, integer=True),
+    "dataset.preprocess": choice(PREPROCESS, "preprocessing"),
+    "dataset.val_size": number(0, lo_open=False, integer=True),
+    "dataset.subset": number(0, integer=True, optional=True),
+    "model.arch": choice(lambda: _registry("arch"), "arch"),
+    "model.init": choice(lambda: _registry("init"), "init"),
+    "model.activation": choice(lambda: _registry("activation"), "activation"),
+    "model.batch_norm": boolean,
+    "model.dropout": number(0, lo_open=False, hi=1, hi_open=True),
+    "model.input_dropout": number(0, lo_open=False, hi=1, hi_open=True),
+    "model.width": number(0),
+    "train.epochs": number(0, integer=True),
+    "train.batch_size": number(0, integer=True),
+    "train.lr": number(0),
+    "train.optimizer.name": choice(OPTIMIZERS, "optimizer"),
+    "train.optimizer.momentum": number(0, lo_open=False, hi=1, hi_open=True),
+    "train.optimizer.nesterov": boolean,
+    "train.optimizer.weight_decay": number(0, lo_open=False),
+    "train.schedule.name": choice(SCHEDULES, "schedule"),
+    "train.schedule.milestones": milestones,
+    "train.schedule.gamma": number(0),
+    "train.schedule.warmup_epochs": number(0, lo_open=False, integer=True),
+    "train.label_smoothing": number(0, lo_open=False, hi=1, hi_open=True),
+    "train.seed": number(None, integer=True),
+    "train.precision": choice(("auto", "bf16", "fp32"), "precision"),
+    "train.channels_last": tri_state,
+    "train.compile": boolean,
+    "train.device": device,
+}
+
+SECTIONS = ("dataset", "model", "train", "train.optimizer", "train.schedule")
+PATHS = tuple(CHECKS) + SECTIONS
+
+
+def canonical_path(name: str) -> str:
+    """An axis or override name as a dotted config path (aliases resolved)."""
+    return ALIASES.get(name, name)
+
+
+def unknown_path(name: str) -> str:
+    """The error for a key that is no config path, with a did-you-mean."""
+    hint = did_you_mean(name, list(ALIASES) + list(PATHS))
+    return f"unknown key '{name}'{hint}"
+
+
+def get_path(cfg: dict, path: str) -> Any:
+    for part in path.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def set_path(cfg: dict, path: str, value: Any) -> None:
+    parts = path.split(".")
+    for part in parts[:-1]:
+        cfg = cfg.setdefault(part, {})
+    cfg[parts[-1]] = value
+
+
+def flatten(mapping: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested override mappings as {dotted path: value}; aliases resolved.
+
+    A mapping under a section path (`train.schedule: {name: cosine}`) becomes its leaves,
+    so it merges onto the base config instead of dropping the keys it does not name.
+    """
+    out: dict[str, Any] = {}
+    for k, v in mapping.items():
+        path = canonical_path(f"{prefix}{k}") if not prefix else f"{prefix}{k}"
+        if isinstance(v, dict) and path in SECTIONS:
+            out.update(flatten(v, path + "."))
+        else:
+            out[path] = v
+    return out
+
+
+def check_leaves(flat: dict[str, Any], where: str) -> tuple[list[str], dict[str, Any]]:
+    """Check each {dotted path: value}; returns (errors, values in canonical form)."""
+    errors, clean = [], {}
+    for path, value in flat.items():
+        if path not in CHECKS:
+            errors.append(f"{where}{path}: " + (f"expected a mapping, got {_show(value)}"
+                                                 if path in SECTIONS else unknown_path(path)))
+            continue
+        err, value = CHECKS[path](value)
+        if err:
+            errors.append(f"{where}{path}: {err}")
+        clean[path] = value
+    return errors, clean
+
+
+def default_config() -> dict:
+    return copy.deepcopy(DEFAULTS)

@@ -1,0 +1,107 @@
+"""Pure functions from a Spec to its ordered list of trials, each with a stable key.
+
+The key is a hash of the canonical resolved config: the same cell has the same key across
+runs, machines and YAML key order, and any value that changes training changes it. That key
+is what lets `grid launch` skip finished cells and run only the new cells of a grown grid.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import itertools
+import json
+from typing import Any
+
+from orchestrator import config as C
+from orchestrator.errors import GridError
+from orchestrator.spec import Spec
+
+KEY_LENGTH = 12  # 48 bits: a collision needs ~16M cells in one grid before it is likely
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+    """One cell: its key, its grid, its axis values (dotted path -> value), its config."""
+    key: str
+    grid: str
+    params: dict[str, Any]
+    config: dict
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Trial":
+        return cls(**d)
+
+
+def canonical_json(config: dict) -> str:
+    """The config with where-it-runs keys removed, as sorted compact JSON."""
+    cfg = copy.deepcopy(config)
+    for path in C.NON_IDENTITY:
+        section, _, leaf = path.rpartition(".")
+        C.get_path(cfg, section).pop(leaf, None)
+    return json.dumps(cfg, sort_keys=True, separators=(",", ":"))
+
+
+def trial_key(config: dict) -> str:
+    """The stable key of a resolved config."""
+    return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:KEY_LENGTH]
+
+
+def _cap(current: Any, cap: Any) -> Any:
+    # --smoke shrinks: numbers are capped (an epochs axis of [1, 5] stays distinct below the
+    # cap), and an unset subset gets the cap.
+    if C._is_number(current) and C._is_number(cap):
+        return min(current, cap)
+    return cap
+
+
+def resolve(spec: Spec, overrides: dict[str, Any]) -> dict:
+    """The base config with one cell's overrides (dotted paths) applied."""
+    cfg = copy.deepcopy(spec.base)
+    for path, value in overrides.items():
+        C.set_path(cfg, path, copy.deepcopy(value))
+    for path, cap in spec.forced.items():
+        C.set_path(cfg, path, _cap(C.get_path(cfg, path), cap))
+    return cfg
+
+
+def _matches(cfg: dict, rule: dict[str, Any]) -> bool:
+    return all(C.get_path(cfg, path) == value for path, value in rule.items())
+
+
+def cell_overrides(spec: Spec) -> list[dict[str, Any]]:
+    """The product of the axes (the base cell when there are none), then the includes.
+    A spec with includes and no `grid` at all is just its includes."""
+    cells: list[dict[str, Any]] = []
+    if spec.axes or not spec.include:
+        paths = list(spec.axes)
+        cells = [dict(zip(paths, combo)) for combo in itertools.product(*spec.axes.values())]
+    return cells + [dict(c) for c in spec.include]
+
+
+def expand(spec: Spec) -> list[Trial]:
+    """Spec -> ordered, de-duplicated trials (first occurrence wins)."""
+    axis_paths = list(spec.axes) + [p for c in spec.include for p in c if p not in spec.axes]
+    axis_paths = list(dict.fromkeys(axis_paths))
+    trials, seen = [], set()
+    for overrides in cell_overrides(spec):
+        cfg = resolve(spec, overrides)
+        if any(_matches(cfg, rule) for rule in spec.exclude):
+            continue
+        key = trial_key(cfg)
+        if key in seen:
+            continue
+        seen.add(key)
+        params = {p: C.get_path(cfg, p) for p in axis_paths}
+        trials.append(Trial(key=key, grid=spec.name, params=params, config=cfg))
+    if not trials:
+        raise GridError(f"{spec.path}: exclude: removes every cell of the grid; nothing to run")
+    return trials
+
+
+def axis_label(path: str) -> str:
+    """The short name of an axis for display (`train.lr` -> `lr`)."""
+    return C.SHORT.get(path, path)

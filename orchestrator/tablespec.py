@@ -1,0 +1,136 @@
+"""Validation of a spec's `tables:` section (the comparison tables `grid table` builds).
+
+Each table is normalised to a dict with every key present and axis names as dotted paths,
+which is what `results/` receives. The format is documented in docs/spec.md.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from orchestrator import config as C
+
+METRICS = ("test_acc", "val_acc", "train_acc", "test_error", "val_error", "train_error",
+           "test_loss", "val_loss", "train_loss")
+SHOW = ("params", "wall_s", "epochs", "images_per_s")
+TABLE_KEYS = ("name", "title", "rows", "columns", "metric", "at", "best_by", "over", "show",
+              "reference", "reference_label")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _axis(value: Any, where: str, axis_paths: set[str], errors: list[str]) -> str | None:
+    if not isinstance(value, str):
+        errors.append(f"{where}: expected an axis name, got {value!r}")
+        return None
+    path = C.canonical_path(value)
+    if path not in C.CHECKS:
+        errors.append(f"{where}: {C.unknown_path(value)}")
+        return None
+    return path
+
+
+def _choice(value: Any, options: tuple, where: str, errors: list[str]) -> None:
+    if value not in options:
+        errors.append(f"{where}: unknown value {value!r}{C.did_you_mean(value, options)}; "
+                      f"choose from {', '.join(options)}")
+
+
+def _reference(ref: Any, rows: list[str], where: str, errors: list[str]) -> list[dict]:
+    """`reference` as a list of {where, value, label}; a plain {row value: number} mapping is
+    accepted for single-row-axis tables."""
+    if ref is None:
+        return []
+    if isinstance(ref, dict):
+        if len(rows) != 1:
+            errors.append(f"{where}: a mapping of row value -> number needs exactly one row "
+                          f"axis; use a list of {{where: {{...}}, value: N}}")
+            return []
+        ref = [{"where": {rows[0]: k}, "value": v} for k, v in ref.items()]
+    if not isinstance(ref, list):
+        errors.append(f"{where}: expected a list of {{where: {{axis: value}}, value: N}}")
+        return []
+    out = []
+    for i, entry in enumerate(ref):
+        w = f"{where}[{i}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("where"), dict):
+            errors.append(f"{w}: expected {{where: {{axis: value}}, value: N}}")
+            continue
+        unknown = set(entry) - {"where", "value", "label"}
+        if unknown:
+            errors.append(f"{w}: unknown key '{sorted(unknown)[0]}'; valid: where, value, label")
+        value = entry.get("value")
+        if not C._is_number(value):
+            errors.append(f"{w}.value: expected a number, got {value!r}")
+        match = {}
+        for k, v in entry["where"].items():
+            path = C.canonical_path(str(k))
+            if path not in C.CHECKS:
+                errors.append(f"{w}.where.{k}: {C.unknown_path(str(k))}")
+                continue
+            err, v = C.CHECKS[path](v)
+            if err:
+                errors.append(f"{w}.where.{k}: {err}")
+            match[path] = v
+        out.append({"where": match, "value": value, "label": entry.get("label")})
+    return out
+
+
+def check_table(t: Any, where: str, axis_paths: set[str], errors: list[str]) -> dict | None:
+    if not isinstance(t, dict):
+        errors.append(f"{where}: expected a mapping")
+        return None
+    for key in t:
+        if key not in TABLE_KEYS:
+            errors.append(f"{where}.{key}: unknown key{C.did_you_mean(key, TABLE_KEYS)}; "
+                          f"valid: {', '.join(TABLE_KEYS)}")
+    name = t.get("name", "table")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        errors.append(f"{where}.name: must be a folder-safe id, got {name!r}")
+    rows_in = t.get("rows")
+    if rows_in is None:
+        errors.append(f"{where}.rows: missing (the axis or axes that make the table's rows)")
+        rows_in = []
+    rows_in = rows_in if isinstance(rows_in, list) else [rows_in]
+    rows = [p for i, r in enumerate(rows_in)
+            if (p := _axis(r, f"{where}.rows[{i}]", axis_paths, errors))]
+    columns = t.get("columns")
+    if columns is not None:
+        columns = _axis(columns, f"{where}.columns", axis_paths, errors)
+    over = t.get("over")
+    best_by = t.get("best_by")
+    if over is not None:
+        over = _axis(over, f"{where}.over", axis_paths, errors)
+    if (over is None) != (best_by is None):
+        errors.append(f"{where}: best_by and over go together (pick the best `over` value "
+                      f"per row by `best_by`)")
+    metric = t.get("metric", "test_acc")
+    _choice(metric, METRICS, f"{where}.metric", errors)
+    if best_by is not None:
+        _choice(best_by, METRICS, f"{where}.best_by", errors)
+    at = t.get("at", "final")
+    _choice(at, ("final", "best"), f"{where}.at", errors)
+    show = t.get("show", [])
+    show = show if isinstance(show, list) else [show]
+    for i, s in enumerate(show):
+        _choice(s, SHOW, f"{where}.show[{i}]", errors)
+    return {"name": name, "title": str(t.get("title", name)), "rows": rows, "columns": columns,
+            "metric": metric, "at": at, "best_by": best_by, "over": over, "show": show,
+            "reference": _reference(t.get("reference"), rows, f"{where}.reference", errors),
+            "reference_label": str(t.get("reference_label", "paper"))}
+
+
+def check_tables(tables: Any, axis_paths: set[str], errors: list[str]) -> list[dict]:
+    """Normalised tables; problems are appended to `errors` as 'tables[i].key: message'."""
+    if not isinstance(tables, list):
+        errors.append("tables: expected a list of tables")
+        return []
+    out, names = [], set()
+    for i, t in enumerate(tables):
+        table = check_table(t, f"tables[{i}]", axis_paths, errors)
+        if table is None:
+            continue
+        if table["name"] in names:
+            errors.append(f"tables[{i}].name: '{table['name']}' is used by another table")
+        names.add(table["name"])
+        out.append(table)
+    return out

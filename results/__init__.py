@@ -1,0 +1,1 @@
+"""grid's results: the Parquet store, aggregation, tables and plots."""

@@ -1,0 +1,61 @@
+"""The small commands, called in-process: models, status, train."""
+import json
+import textwrap
+
+from orchestrator.cli import main
+from orchestrator.expand import expand
+from orchestrator.spec import load_spec
+from results.schema import trial_row
+from results.store import open_store
+
+TINY = """
+name: tiny
+dataset: {name: synthetic, subset: 256, val_size: 64}
+model: {arch: allcnn_c, width: 0.125, dropout: 0.0, input_dropout: 0.0}
+train: {epochs: 1, batch_size: 64, lr: 0.05, schedule: {name: constant}}
+grid: {lr: [0.05, 0.01, 0.1]}
+"""
+
+
+def test_models_json_lists_every_arch_with_params(capsys):
+    assert main(["models", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert {"model_a", "strided_b", "convpool_c", "allcnn_c", "nin", "resnet9",
+            "resnet18"} <= set(rows)
+    assert rows["allcnn_c"]["params"] == 1_369_738
+    assert rows["model_a"]["params"] == 839_242
+
+
+def test_status_reads_the_store_without_ray(tmp_path, capsys):
+    spec_path = tmp_path / "tiny.yaml"
+    spec_path.write_text(textwrap.dedent(TINY))
+    trials = expand(load_spec(spec_path))
+    store = open_store(str(tmp_path / "runs"))
+    summary = {"status": "completed", "epochs": 1, "params": 10, "wall_s": 1.0,
+               "images_per_s": 100.0, "device": "cpu",
+               "final": {"epoch": 1, "test_acc": 0.5, "val_acc": 0.5, "train_acc": 0.5,
+                         "test_loss": 1.0, "val_loss": 1.0, "train_loss": 1.0},
+               "best": {"epoch": 1, "test_acc": 0.5, "val_acc": 0.5}, "history": []}
+    store.write_trial("tiny", trials[0].key, trial_row(trials[0], summary, {}), [])
+    store.write_trial("tiny", trials[1].key, trial_row(trials[1], None, {}, error="boom"), [])
+    assert main(["status", str(spec_path), "--store", str(tmp_path / "runs"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["status"] for r in rows] == ["completed", "failed", "missing"]
+    assert main(["status", str(spec_path), "--store", str(tmp_path / "runs")]) == 0
+    assert "1 completed, 0 diverged, 1 failed, 1 missing" in capsys.readouterr().out
+
+
+def test_train_runs_one_cell_in_process(tmp_path, capsys):
+    spec_path = tmp_path / "tiny.yaml"
+    spec_path.write_text(textwrap.dedent(TINY))
+    key = expand(load_spec(spec_path))[1].key
+    assert main(["train", str(spec_path), "--cell", key[:6]]) == 0
+    out = capsys.readouterr().out
+    assert f"cell {key}" in out and "epoch   1" in out and "completed after 1 epochs" in out
+
+
+def test_train_unknown_cell_exits_2(tmp_path, capsys):
+    spec_path = tmp_path / "tiny.yaml"
+    spec_path.write_text(textwrap.dedent(TINY))
+    assert main(["train", str(spec_path), "--cell", "zzzz"]) == 2
+    assert "--cell zzzz: matches 0 cells of tiny" in capsys.readouterr().err
