@@ -156,8 +156,7 @@ def _validate(doc: dict, path: Path, errors: list[str]) -> Spec | None:
     if "table" in doc and "tables" in doc:
         errors.append("table: give either 'table' (one) or 'tables' (a list), not both")
     tables_doc = doc.get("tables", [doc["table"]] if "table" in doc else [])
-    axis_paths = set(axes) | {p for cell in include for p in cell}
-    tables = check_tables(tables_doc, axis_paths, errors)
+    tables = check_tables(tables_doc, errors)
     description = doc.get("description", "")
     if not isinstance(description, str):
         errors.append(f"description: expected text, got {description!r}")

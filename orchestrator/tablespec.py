@@ -18,7 +18,7 @@ TABLE_KEYS = ("name", "title", "rows", "columns", "metric", "at", "best_by", "ov
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def _axis(value: Any, where: str, axis_paths: set[str], errors: list[str]) -> str | None:
+def _axis(value: Any, where: str, errors: list[str]) -> str | None:
     if not isinstance(value, str):
         errors.append(f"{where}: expected an axis name, got {value!r}")
         return None
@@ -75,7 +75,7 @@ def _reference(ref: Any, rows: list[str], where: str, errors: list[str]) -> list
     return out
 
 
-def check_table(t: Any, where: str, axis_paths: set[str], errors: list[str]) -> dict | None:
+def check_table(t: Any, where: str, errors: list[str]) -> dict | None:
     if not isinstance(t, dict):
         errors.append(f"{where}: expected a mapping")
         return None
@@ -92,14 +92,14 @@ def check_table(t: Any, where: str, axis_paths: set[str], errors: list[str]) -> 
         rows_in = []
     rows_in = rows_in if isinstance(rows_in, list) else [rows_in]
     rows = [p for i, r in enumerate(rows_in)
-            if (p := _axis(r, f"{where}.rows[{i}]", axis_paths, errors))]
+            if (p := _axis(r, f"{where}.rows[{i}]", errors))]
     columns = t.get("columns")
     if columns is not None:
-        columns = _axis(columns, f"{where}.columns", axis_paths, errors)
+        columns = _axis(columns, f"{where}.columns", errors)
     over = t.get("over")
     best_by = t.get("best_by")
     if over is not None:
-        over = _axis(over, f"{where}.over", axis_paths, errors)
+        over = _axis(over, f"{where}.over", errors)
     if (over is None) != (best_by is None):
         errors.append(f"{where}: best_by and over go together (pick the best `over` value "
                       f"per row by `best_by`)")
@@ -119,14 +119,14 @@ def check_table(t: Any, where: str, axis_paths: set[str], errors: list[str]) -> 
             "reference_label": str(t.get("reference_label", "paper"))}
 
 
-def check_tables(tables: Any, axis_paths: set[str], errors: list[str]) -> list[dict]:
+def check_tables(tables: Any, errors: list[str]) -> list[dict]:
     """Normalised tables; problems are appended to `errors` as 'tables[i].key: message'."""
     if not isinstance(tables, list):
         errors.append("tables: expected a list of tables")
         return []
     out, names = [], set()
     for i, t in enumerate(tables):
-        table = check_table(t, f"tables[{i}]", axis_paths, errors)
+        table = check_table(t, f"tables[{i}]", errors)
         if table is None:
             continue
         if table["name"] in names:

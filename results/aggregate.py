@@ -1,0 +1,252 @@
+"""From trial rows to the cells of one comparison table.
+
+A table (a normalised `tables:` entry of the spec) groups trials by its `rows` axes and its
+`columns` axis. Within each group it may first pick the value of `over` whose mean `best_by`
+is best (e.g. the best lr by validation accuracy); the trials left (several seeds, or any axis
+the table does not name) are averaged: mean, sample std (0 for one trial) and n. A cell with
+no completed trial is kept as missing, or as diverged when every trial of it diverged.
+Published reference numbers are matched to cells and the difference is ours - reference.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import statistics
+from typing import Any, Callable
+
+from results import schema
+
+SHOW_COLUMNS = ("params", "wall_s", "epochs", "images_per_s")
+
+
+@dataclasses.dataclass
+class Cell:
+    """One table cell: its statistics over the trials averaged, the `over` pick, the
+    published number it is compared with and the difference."""
+    mean: float | None = None
+    std: float | None = None
+    n: int = 0
+    diverged: int = 0
+    failed: int = 0
+    pick: Any = None
+    keys: list[str] = dataclasses.field(default_factory=list)
+    reference: float | None = None
+    reference_label: str | None = None
+    delta: float | None = None
+
+    @property
+    def status(self) -> str:
+        """ok (has a mean), diverged (every trial diverged) or missing."""
+        if self.n:
+            return "ok"
+        return "diverged" if self.diverged else "missing"
+
+
+@dataclasses.dataclass
+class TableData:
+    """A table's cells in display order; `columns` is [None] for a table without columns."""
+    table: dict
+    rows: list[tuple]
+    columns: list[Any]
+    cells: dict[tuple[tuple, Any], Cell]
+    row_refs: dict[tuple, tuple[float, str | None]]  # row-wide references of column tables
+    extras: dict[tuple, dict[str, float | None]]     # the `show` columns, per row
+    params_by_arch: dict[str, float]
+
+
+def metric_value(row: dict, metric: str, at: str = "final") -> float | None:
+    """`metric` of a trial row in the table's unit: accuracy and error in percent
+    (error = 100 - accuracy), losses as they are; None when not measured."""
+    split, _, kind = metric.rpartition("_")
+    value = row.get(f"{at}_{split}_{'loss' if kind == 'loss' else 'acc'}")
+    if value is None or not math.isfinite(value):
+        return None
+    if kind == "acc":
+        return 100.0 * value
+    return 100.0 * (1.0 - value) if kind == "error" else value
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric.endswith("_acc")
+
+
+def _stats(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarise(trials: list[dict], metric: str, at: str) -> Cell:
+    """Mean, std and n of the completed trials' metric; counts of diverged and failed."""
+    values = [v for t in trials if t.get("status") == "completed"
+              if (v := metric_value(t, metric, at)) is not None]
+    mean, std = _stats(values)
+    return Cell(mean=mean, std=std, n=len(values),
+                diverged=sum(t.get("status") == "diverged" for t in trials),
+                failed=sum(t.get("status") == "failed" for t in trials),
+                keys=[t["key"] for t in trials])
+
+
+def pick_over(trials: list[dict], table: dict, order: Callable[[Any], Any]) -> tuple[Any, list]:
+    """The `over` value whose completed trials have the best mean `best_by`, and its trials
+    (None and [] when no value has a `best_by` result); ties go to the first in axis order."""
+    over, best_by, at = table["over"], table["best_by"], table["at"]
+    groups: dict[Any, list[dict]] = {}
+    for t in trials:
+        groups.setdefault(t.get(over), []).append(t)
+    scored = []
+    for value in sorted(groups, key=order):
+        mean, _ = _stats([v for t in groups[value] if t.get("status") == "completed"
+                          if (v := metric_value(t, best_by, at)) is not None])
+        if mean is not None:
+            scored.append((mean if higher_is_better(best_by) else -mean, value))
+    if not scored:
+        return None, []
+    best = max(score for score, _ in scored)
+    value = next(v for score, v in scored if score == best)
+    return value, groups[value]
+
+
+def axis_order(path: str, axes: dict[str, list]) -> Callable[[Any], Any]:
+    """Sort key for the values of axis `path`: the spec's order first, then natural order."""
+    listed = [schema.encode(path, v) for v in axes.get(path, [])]
+
+    def key(value: Any) -> tuple:
+        if value in listed:
+            return (0, listed.index(value))
+        if value is None:
+            return (2,)
+        return (1, isinstance(value, str), value)
+    return key
+
+
+def _coords(table: dict, source: list[dict]) -> tuple[list[tuple], list[Any]]:
+    rows = list(dict.fromkeys(tuple(t.get(p) for p in table["rows"]) for t in source))
+    cols = list(dict.fromkeys(t.get(table["columns"]) for t in source)) if table["columns"] else [None]
+    return rows, cols
+
+
+def _merge(first: list, then: list, key: Callable) -> list:
+    return first + sorted((v for v in dict.fromkeys(then) if v not in first), key=key)
+
+
+def layout(table: dict, trials: list[dict], expected: list[dict] | None,
+           axes: dict[str, list]) -> tuple[list[tuple], list[Any]]:
+    """Row and column values in display order: the expected cells' order (the grid's), then
+    anything else found, sorted; without expected cells, sorted by the spec's axis order."""
+    orders = [axis_order(p, axes) for p in table["rows"]]
+    row_key = lambda r: tuple(o(v) for o, v in zip(orders, r))  # noqa: E731
+    col_key = axis_order(table["columns"], axes) if table["columns"] else (lambda v: 0)
+    seen_rows, seen_cols = _coords(table, trials)
+    if expected is not None:
+        rows, cols = _coords(table, expected)
+    else:  # a stand-in spec: the product of the axes the table names, when it names axes
+        paths, column = table["rows"], table["columns"]
+        rows = ([tuple(schema.encode(p, v) for p, v in zip(paths, combo))
+                 for combo in itertools.product(*(axes[p] for p in paths))]
+                if all(p in axes for p in paths) else [])
+        cols = [schema.encode(column, v) for v in axes.get(column, [])] if column else [None]
+    return _merge(rows, seen_rows, row_key), _merge(cols, seen_cols, col_key)
+
+
+def _match(ref: dict, table: dict, row: tuple, col: Any, cell_trials: list[dict]) -> int | None:
+    """How many `where` keys of `ref` this cell matches (None if one differs). Keys that are
+    not the table's axes are checked against the cell's trials; `over` is not checked: a
+    reference is compared with whatever value our pick is."""
+    coords = dict(zip(table["rows"], row))
+    if table["columns"]:
+        coords[table["columns"]] = col
+    hits = 0
+    for path, value in ref["where"].items():
+        value = schema.encode(path, value)
+        if path in coords:
+            if coords[path] != value:
+                return None
+            hits += 1
+        elif path != table["over"] and cell_trials:
+            if any(t.get(path) != value for t in cell_trials):
+                return None
+    return hits
+
+
+def attach_references(data: TableData, by_cell: dict[tuple, list[dict]]) -> None:
+    """Give each cell its most specific matching reference and ours - reference. In a table
+    with columns, a reference that does not name the column axis applies to the whole row."""
+    table, column = data.table, data.table["columns"]
+    for (row, col), cell in data.cells.items():
+        best, best_hits = None, -1
+        for ref in table["reference"]:
+            if column and column not in ref["where"]:
+                continue
+            hits = _match(ref, table, row, col, by_cell.get((row, col), []))
+            if hits is not None and hits > best_hits:
+                best, best_hits = ref, hits
+        if best is not None:
+            cell.reference, cell.reference_label = float(best["value"]), best.get("label")
+            cell.delta = None if cell.mean is None else cell.mean - cell.reference
+    if column:
+        for row in data.rows:
+            for ref in table["reference"]:
+                if column not in ref["where"] and _match(ref, table, row, None, []) is not None:
+                    data.row_refs[row] = (float(ref["value"]), ref.get("label"))
+                    break
+
+
+def _extras(trials: list[dict], show: list[str]) -> dict[str, float | None]:
+    done = [t for t in trials if t.get("status") == "completed"] or trials
+    out = {}
+    for name in show:
+        values = [t[name] for t in done if t.get(name) is not None]
+        out[name] = statistics.fmean(values) if values else None
+    return out
+
+
+def build_table(table: dict, trials: list[dict], expected: list[dict] | None = None,
+                axes: dict[str, list] | None = None) -> TableData:
+    """The cells of `table` from trial rows (dicts with the store's columns). `expected`:
+    the flat configs (`schema.flat_config`, plus `key`) of the spec's cells: only those
+    trials count, and every expected row and column is shown, found or not."""
+    axes = axes or {}
+    if expected is not None:
+        wanted = {e["key"] for e in expected}
+        trials = [t for t in trials if t.get("key") in wanted]
+    rows, cols = layout(table, trials, expected, axes)
+    groups: dict[tuple, list[dict]] = {}
+    for t in trials:
+        coord = (tuple(t.get(p) for p in table["rows"]),
+                 t.get(table["columns"]) if table["columns"] else None)
+        groups.setdefault(coord, []).append(t)
+    cells, used = {}, {}
+    for coord in ((r, c) for r in rows for c in cols):
+        group = groups.get(coord, [])
+        if table["over"] and table["best_by"]:
+            pick, chosen = pick_over(group, table, axis_order(table["over"], axes))
+            chosen = chosen or [t for t in group if t.get("status") != "completed"]
+        else:
+            pick, chosen = None, group
+        cells[coord] = summarise(chosen, table["metric"], table["at"])
+        cells[coord].pick = pick
+        used[coord] = chosen
+    data = TableData(table=table, rows=rows, columns=cols, cells=cells, row_refs={},
+                     extras={}, params_by_arch={})
+    attach_references(data, used)
+    for row in rows:
+        data.extras[row] = _extras([t for c in cols for t in used[(row, c)]], table["show"])
+    archs: dict[str, list] = {}
+    for t in (t for chosen in used.values() for t in chosen):
+        if t.get("model.arch") is not None and t.get("params") is not None:
+            archs.setdefault(t["model.arch"], []).append(t["params"])
+    data.params_by_arch = {a: statistics.fmean(v) for a, v in archs.items()}
+    return data
+
+
+def expected_cells(spec: Any) -> list[dict] | None:
+    """The flat configs (with `key`) of every cell the spec defines, or None when `spec`
+    cannot be expanded (a stand-in without the base config)."""
+    try:
+        from orchestrator.expand import expand
+        trials = expand(spec)
+    except (AttributeError, TypeError, KeyError):
+        return None
+    return [{"key": t.key, **schema.flat_config(t.config)} for t in trials]

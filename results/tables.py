@@ -1,0 +1,327 @@
+"""`grid table`: the spec's comparison tables from the store, beside the published numbers.
+
+Each table is laid out once as header + text rows + notes (`layout`), then written as a rich
+table, markdown, LaTeX (booktabs) or HTML; CSV is the tidy form instead, one line per cell
+with mean, std, n, reference and difference as numbers.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import html
+import io
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from orchestrator.config import SHORT
+from orchestrator.errors import GridError
+from results.aggregate import Cell, TableData, build_table, expected_cells
+
+FORMATS = ("rich", "markdown", "latex", "csv", "html")
+METRIC_LABELS = {"acc": "acc. (%)", "error": "error (%)", "loss": "loss"}
+SHOW_LABELS = {"params": "params", "wall_s": "wall time", "epochs": "epochs",
+               "images_per_s": "images/s"}
+# The papers' own approximate sizes for B and C (seeds/001 Table 1, seeds/002: ~1 M and
+# ~1.3 M) disagree with their layer tables (0.89 M and 0.95 M); our models follow the tables.
+PARAM_NOTES = {arch: stated for stated, archs in (("~1.0M", ("model_b", "strided_b")),
+                                                  ("~1.3M", ("model_c", "strided_c")))
+               for arch in archs}
+
+
+@dataclasses.dataclass
+class Layout:
+    """A table as text: title, header, rows of cells, which columns are numbers, notes."""
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    numeric: list[bool]
+    notes: list[str]
+
+
+def axis_label(path: str) -> str:
+    return SHORT.get(path, path)
+
+
+def fmt_value(value: Any) -> str:
+    """An axis value for display: yes/no, 0.05, a JSON list as crop+flip."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, str) and value.startswith("["):
+        try:
+            return "+".join(str(v) for v in json.loads(value)) or "none"
+        except ValueError:
+            return value
+    return "-" if value is None else str(value)
+
+
+def fmt_params(n: float) -> str:
+    if n >= 1e5:
+        return f"{n / 1e6:.2f}M"
+    return f"{n / 1e3:.1f}K" if n >= 1e3 else f"{n:.0f}"
+
+
+def fmt_duration(s: float) -> str:
+    s = round(s)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def fmt_extra(name: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    return {"params": fmt_params, "wall_s": fmt_duration,
+            "images_per_s": lambda v: f"{v:,.0f}"}.get(name, lambda v: f"{v:g}")(value)
+
+
+def _num(metric: str, v: float) -> str:
+    return f"{v:.4f}" if metric.endswith("_loss") else f"{v:.2f}"
+
+
+def fmt_cell(cell: Cell, metric: str, pick: str = "") -> str:
+    """'12.34', '12.34 ± 0.56 (n=3)', 'div' or 'missing' (+ ' @lr=0.05' for a pick)."""
+    if cell.status != "ok":
+        return "div" if cell.status == "diverged" else "missing"
+    text = _num(metric, cell.mean)
+    counts = [f"n={cell.n}"] if cell.n > 1 or cell.diverged else []
+    counts += [f"{cell.diverged} div"] if cell.diverged else []
+    if cell.n > 1:
+        text += f" ± {_num(metric, cell.std)}"
+    return text + (f" ({', '.join(counts)})" if counts else "") + pick
+
+
+def fmt_reference(value: float | None, label: str | None, metric: str) -> str:
+    if value is None:
+        return ""
+    return _num(metric, value) + (f" ({label})" if label else "")
+
+
+def metric_header(table: dict) -> str:
+    split, _, kind = table["metric"].rpartition("_")
+    at = " at best epoch" if table["at"] == "best" else ""
+    return f"{split} {METRIC_LABELS[kind]}{at}"
+
+
+def _body(data: TableData) -> tuple[list[str], list[list[str]], list[bool]]:
+    t = data.table
+    col_refs = {c: any(data.cells[(r, c)].reference is not None for r in data.rows)
+                for c in data.columns}
+    header = [axis_label(p) for p in t["rows"]]
+    numeric = [False] * len(header)
+
+    def add(name: str, is_number: bool = True) -> None:
+        header.append(name)
+        numeric.append(is_number)
+    for c in data.columns:  # the same order as _row
+        if t["columns"]:
+            add(f"{axis_label(t['columns'])}={fmt_value(c)}")
+        else:
+            if t["best_by"]:
+                add(axis_label(t["over"]), False)
+            add(metric_header(t))
+        if col_refs[c]:
+            add(t["reference_label"])
+            add("Δ")
+    if data.row_refs:
+        add(t["reference_label"])
+    for s in t["show"]:
+        add(SHOW_LABELS[s])
+    return header, [_row(data, r, col_refs) for r in data.rows], numeric
+
+
+def _row(data: TableData, row: tuple, col_refs: dict) -> list[str]:
+    t, metric = data.table, data.table["metric"]
+    out = [fmt_value(v) for v in row]
+    for c in data.columns:
+        cell = data.cells[(row, c)]
+        if not t["columns"] and t["best_by"]:
+            out.append(fmt_value(cell.pick) if cell.pick is not None else "-")
+        pick = (f" @{axis_label(t['over'])}={fmt_value(cell.pick)}"
+                if t["columns"] and t["best_by"] and cell.pick is not None else "")
+        out.append(fmt_cell(cell, metric, pick))
+        if col_refs[c]:
+            out += [fmt_reference(cell.reference, cell.reference_label, metric),
+                    "" if cell.delta is None else f"{cell.delta:+.2f}"]
+    if data.row_refs:
+        out.append(fmt_reference(*data.row_refs.get(row, (None, None)), metric))
+    out += [fmt_extra(s, data.extras[row].get(s)) for s in t["show"]]
+    return out
+
+
+def notes(data: TableData) -> list[str]:
+    """Footnotes: the parameter-count caveat of the papers' B and C models, the legend."""
+    out = []
+    if "params" in data.table["show"]:
+        for arch, params in data.params_by_arch.items():
+            if arch in PARAM_NOTES:
+                out.append(f"{arch}: {fmt_params(params)} parameters, following the papers' "
+                           f"layer tables; the papers state {PARAM_NOTES[arch]}, which "
+                           f"disagrees with their own tables.")
+    cells = data.cells.values()
+    if any(c.n > 1 for c in cells):
+        out.append("mean ± sample std over n runs (seeds and axes the table does not name).")
+    if any(c.reference is not None for c in cells):
+        out.append(f"Δ = ours - {data.table['reference_label']}.")
+    return out
+
+
+def layout(data: TableData) -> Layout:
+    header, rows, numeric = _body(data)
+    return Layout(title=data.table["title"], header=header, rows=rows, numeric=numeric,
+                  notes=notes(data))
+
+
+def to_markdown(lay: Layout) -> str:
+    esc = lambda s: s.replace("|", "\\|")  # noqa: E731
+    lines = [f"### {lay.title}", "", "| " + " | ".join(esc(h) for h in lay.header) + " |",
+             "| " + " | ".join("---:" if n else "---" for n in lay.numeric) + " |"]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in lay.rows]
+    return "\n".join(lines + ([""] + [f"- {n}" for n in lay.notes] if lay.notes else [])) + "\n"
+
+
+LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                 "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                 "^": r"\textasciicircum{}", "±": r"$\pm$", "Δ": r"$\Delta$"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(LATEX_ESCAPES.get(ch, ch) for ch in text)
+
+
+def to_latex(lay: Layout, name: str) -> str:
+    row = lambda cells: " & ".join(latex_escape(c) for c in cells) + r" \\"  # noqa: E731
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(lay.title)}}}",
+             rf"\label{{tab:{name}}}",
+             rf"\begin{{tabular}}{{{''.join('r' if n else 'l' for n in lay.numeric)}}}",
+             r"\toprule", row(lay.header), r"\midrule", *[row(r) for r in lay.rows],
+             r"\bottomrule", r"\end{tabular}"]
+    lines += [r"\par\smallskip\footnotesize " + latex_escape(n) + r"\par" for n in lay.notes]
+    return "\n".join(lines + [r"\end{table}"]) + "\n"
+
+
+def to_html(lay: Layout) -> str:
+    esc = html.escape
+    td = lambda c, n, tag="td": (f'<{tag} class="{"num" if n else "key"}'  # noqa: E731
+                                 f'{" missing" if c == "missing" else ""}">{esc(c)}</{tag}>')
+    lines = ['<table class="grid-table">', f"<caption>{esc(lay.title)}</caption>",
+             "<thead><tr>" + "".join(td(h, n, "th") for h, n in zip(lay.header, lay.numeric))
+             + "</tr></thead>", "<tbody>"]
+    lines += ["<tr>" + "".join(td(c, n) for c, n in zip(r, lay.numeric)) + "</tr>"
+              for r in lay.rows]
+    lines += ["</tbody>", "</table>"] + [f'<p class="grid-note">{esc(n)}</p>' for n in lay.notes]
+    return "\n".join(lines) + "\n"
+
+
+def to_rich(lay: Layout) -> Table:
+    table = Table(title=lay.title, title_justify="left", caption="\n".join(lay.notes) or None,
+                  caption_justify="left")
+    for h, n in zip(lay.header, lay.numeric):
+        table.add_column(h, justify="right" if n else "left")
+    styles = {"missing": "dim", "div": "yellow"}
+    for r in lay.rows:
+        table.add_row(*[Text(c, style=styles.get(c, "")) for c in r])
+    return table
+
+
+def _csv_value(v: Any) -> Any:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        v = round(v, 4)
+        return int(v) if v.is_integer() else v
+    return "" if v is None else v
+
+
+def to_csv(datas: list[TableData]) -> str:
+    """All tables as one tidy CSV: a line per cell, axes as columns, numbers unformatted."""
+    axes = list(dict.fromkeys(p for d in datas for p in
+                              d.table["rows"] + [d.table["columns"], d.table["over"]] if p))
+    shows = list(dict.fromkeys(s for d in datas for s in d.table["show"]))
+    head = ["table", *axes, "metric", "at", "status", "mean", "std", "n", "diverged",
+            "reference", "delta", *shows]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(head)
+    for d in datas:
+        t = d.table
+        for (row, col), cell in d.cells.items():
+            vals = dict(zip(t["rows"], row)) | ({t["columns"]: col} if t["columns"] else {})
+            if t["over"] and t["best_by"]:
+                vals[t["over"]] = cell.pick
+            ref = cell.reference if cell.reference is not None else d.row_refs.get(row, (None,))[0]
+            w.writerow([_csv_value(x) for x in (
+                t["name"], *[vals.get(a) for a in axes], t["metric"], t["at"], cell.status,
+                cell.mean, cell.std, cell.n, cell.diverged, ref, cell.delta,
+                *[d.extras[row].get(s) for s in shows])])
+    return buf.getvalue()
+
+
+def build_tables(spec: Any, trials: list[dict]) -> list[TableData]:
+    """Every table of `spec` from trial rows."""
+    expected = expected_cells(spec)
+    axes = getattr(spec, "axes", {}) or {}
+    return [build_table(t, trials, expected, axes) for t in spec.tables]
+
+
+def render(datas: list[TableData], fmt: str) -> str:
+    """Every table in one text format (not rich)."""
+    if fmt == "csv":
+        return to_csv(datas)
+    parts = [to_markdown(layout(d)) if fmt == "markdown" else to_latex(layout(d), d.table["name"])
+             if fmt == "latex" else to_html(layout(d)) for d in datas]
+    return "\n".join(parts)
+
+
+def read_rows(store: Any, grid: str, console: Console) -> list[dict]:
+    """The grid's trial rows; files the store skipped are reported on the console."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rows = store.read_trials(grid).to_pylist()
+    for w in caught:
+        console.print(Text(f"warning: {w.message}", style="yellow"))
+    return rows
+
+
+def _write(out: str | Path, text: str) -> None:
+    try:
+        Path(out).write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise GridError(f"--out {out}: cannot write: {e.strerror or e}") from None
+
+
+def table_command(spec: Any, store: Any, fmt: str = "rich", out: str | Path | None = None,
+                  console: Console | None = None) -> int:
+    """Print (or write to `out`) every table of `spec` from `store`; 0 even with no results."""
+    if fmt not in FORMATS:
+        raise GridError(f"--format {fmt}: choose from {', '.join(FORMATS)}")
+    console = console or Console()
+    if not spec.tables:
+        console.print(f"{spec.name} defines no tables (add a `tables:` section to the spec)")
+        return 0
+    rows = read_rows(store, spec.name, console)
+    if not rows:
+        console.print(Text(f"no results for grid {spec.name} in {store}"))
+    datas = build_tables(spec, rows)
+    if fmt == "rich":
+        sink = console if out is None else Console(file=io.StringIO(), width=160, no_color=True)
+        for d in datas:
+            sink.print(to_rich(layout(d)))
+        text = None if out is None else sink.file.getvalue()
+    else:
+        text = render(datas, fmt)
+        if out is None:
+            console.out(text, highlight=False, end="")
+    if out is not None:
+        _write(out, text)
+        console.print(Text(f"wrote {len(datas)} table(s) to {out}"))
+    return 0

@@ -1,0 +1,177 @@
+"""results.store: local folders and S3 (a real moto server on loopback)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import boto3
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from orchestrator.errors import GridError
+from results import schema
+from results.store import LocalStore, S3Store, StoreWarning, open_store, unify
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    if request.param == "local":
+        return open_store(str(tmp_path / "runs"))
+    return open_store(request.getfixturevalue("s3_uri"))
+
+
+def test_open_store_kinds(tmp_path):
+    assert isinstance(open_store(None), LocalStore) and str(open_store(None)) == "./runs"
+    assert isinstance(open_store(str(tmp_path)), LocalStore)
+    with pytest.raises(GridError, match="unknown scheme"):
+        open_store("gs://bucket/x")
+
+
+def test_write_read_replace_statuses(store, make_trial, summary, put):
+    store.check_writable()
+    a, b = make_trial(**{"train.lr": 0.1}), make_trial(**{"train.lr": 0.05})
+    put(store, a, summary(test_acc=0.5))
+    put(store, b, None, error="boom")
+    assert store.statuses("g") == {a.key: "completed", b.key: "failed"}
+    put(store, a, summary(test_acc=0.75, epochs=2))   # rerun of the same key: replaces
+    put(store, b, summary("diverged"))
+    trials = store.read_trials("g")
+    assert trials.num_rows == 2
+    rows = {r["key"]: r for r in trials.to_pylist()}
+    assert rows[a.key]["final_test_acc"] == pytest.approx(0.75) and rows[a.key]["epochs"] == 2
+    assert rows[b.key]["status"] == "diverged" and rows[b.key]["error"] is None
+    epochs = store.read_epochs("g").to_pylist()
+    assert sorted(e["epoch"] for e in epochs if e["key"] == a.key) == [1, 2]
+    assert store.statuses("g") == {a.key: "completed", b.key: "diverged"}
+    assert store.list_grids() == ["g"]
+
+
+def test_empty_store_reads_as_empty(store):
+    assert store.read_trials("nothing").num_rows == 0
+    assert store.read_epochs("nothing").num_rows == 0
+    assert store.statuses("nothing") == {} and store.list_grids() == []
+
+
+def test_several_grids_are_listed(store, make_trial, summary, put):
+    put(store, make_trial("alpha"), summary())
+    put(store, make_trial("beta"), summary())
+    assert store.list_grids() == ["alpha", "beta"]
+    assert len(store.read_trials("alpha")) == 1
+
+
+def test_local_layout_is_readable_as_a_dataset(local_store, make_trial, summary, put):
+    good = make_trial(**{"train.lr": 0.1})
+    bad = make_trial(**{"train.lr": 0.2})
+    put(local_store, bad, None, error="x")        # nulls in every metric column
+    put(local_store, good, summary(val_acc=None))
+    folder = local_store.root / "g"
+    assert sorted(p.name for p in (folder / "trials").iterdir()) == \
+        sorted([f"{good.key}.parquet", f"{bad.key}.parquet"])   # no temp files left behind
+    assert ds.dataset(folder / "trials").to_table().num_rows == 2
+    df = pd.read_parquet(folder / "trials")
+    assert set(df["status"]) == {"completed", "failed"} and "model.arch" in df.columns
+    assert len(pd.read_parquet(folder / "epochs")) == 3   # the failed trial has no epochs
+
+
+def test_concurrent_writers_lose_nothing(local_store):
+    """Two processes write different cells of one grid into the same folder at once."""
+    script = textwrap.dedent("""
+        import sys
+        from types import SimpleNamespace
+        from results.store import open_store
+        root, tag = sys.argv[1], sys.argv[2]
+        store = open_store(root)
+        for i in range(8):
+            key = f"{tag}{i:011d}"
+            row = {"key": key, "grid": "g", "status": "completed", "final_test_acc": 0.5}
+            store.write_trial("g", key, row, [{"key": key, "grid": "g", "epoch": 1}])
+    """)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(local_store.root), tag],
+                              env=env, cwd=REPO) for tag in "ab"]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    statuses = local_store.statuses("g")
+    assert len(statuses) == 16 and set(statuses.values()) == {"completed"}
+    assert local_store.read_epochs("g").num_rows == 16
+
+
+def test_corrupt_and_foreign_files_are_skipped_by_name(store, make_trial, summary, put):
+    put(store, make_trial(), summary())
+    foreign = pa.BufferOutputStream()
+    pq.write_table(pa.table({"a": [1, 2]}), foreign)
+    store._put("g/trials/garbage.parquet", b"PAR1 this is not parquet")
+    store._put("g/trials/foreign.parquet", foreign.getvalue().to_pybytes())
+    with pytest.warns(StoreWarning) as caught:
+        trials = store.read_trials("g")
+    assert trials.num_rows == 1
+    messages = " ".join(str(w.message) for w in caught)
+    assert "garbage.parquet" in messages and "foreign.parquet" in messages
+    assert "no 'key' column" in messages
+
+
+def test_files_with_new_columns_are_unified(local_store, make_trial, summary, put):
+    old, new = make_trial(**{"train.lr": 0.1}), make_trial(**{"train.lr": 0.2})
+    put(local_store, old, summary())
+    row = schema.trial_row(new, summary(), {})
+    row["final_new_metric"] = 1.5               # a later version adds a column
+    local_store.write_trial("g", new.key, row, [])
+    rows = {r["key"]: r for r in local_store.read_trials("g").to_pylist()}
+    assert rows[new.key]["final_new_metric"] == 1.5 and rows[old.key]["final_new_metric"] is None
+
+
+def test_unify_reads_clashing_types_as_text():
+    t = unify([pa.table({"key": ["a"], "x": [True]}), pa.table({"key": ["b"], "x": ["auto"]}),
+               pa.table({"key": ["c"], "y": [1]}), pa.table({"key": ["d"], "y": [0.5]})])
+    assert t.column("x").to_pylist() == ["true", "auto", None, None]
+    assert t.column("y").to_pylist() == [None, None, 1.0, 0.5]
+
+
+def test_local_check_writable_fails_with_the_path(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    store = open_store(str(blocker / "runs"))
+    with pytest.raises(GridError) as e:
+        store.check_writable()
+    assert str(blocker / "runs") in str(e.value) and "\n" not in str(e.value)
+
+
+def test_local_check_writable_leaves_no_probe(local_store):
+    local_store.check_writable()
+    assert list(local_store.root.iterdir()) == []
+
+
+def test_s3_objects_are_where_the_layout_says(s3_uri, make_trial, summary, put):
+    store = open_store(s3_uri)
+    assert isinstance(store, S3Store)
+    trial = make_trial()
+    put(store, trial, summary())
+    s3 = boto3.client("s3")
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=store.bucket)["Contents"])
+    assert keys == [f"results/g/epochs/{trial.key}.parquet", f"results/g/trials/{trial.key}.parquet"]
+    body = s3.get_object(Bucket=store.bucket, Key=keys[1])["Body"].read()
+    assert pq.read_table(pa.BufferReader(body)).column("key").to_pylist() == [trial.key]
+
+
+def test_s3_unreachable_endpoint_is_a_grid_error(dead_endpoint):
+    store = open_store("s3://bucket/prefix")
+    with pytest.raises(GridError) as e:
+        store.check_writable()
+    message = str(e.value)
+    assert message.startswith("store s3://bucket/prefix: not writable")
+    assert "\n" not in message and "testing-secret" not in message
+
+
+def test_s3_missing_bucket_is_a_grid_error(s3_uri):
+    store = open_store("s3://no-such-bucket-here/x")
+    with pytest.raises(GridError, match="no-such-bucket-here"):
+        store.check_writable()
+    with pytest.raises(GridError, match="cannot list"):
+        store.read_trials("g")
