@@ -131,7 +131,7 @@ def _merge(first: list, then: list, key: Callable) -> list:
     return first + sorted((v for v in dict.fromkeys(then) if v not in first), key=key)
 
 
-def layout(table: dict, trials: list[dict], expected: list[dict] | None,
+def coordinates(table: dict, trials: list[dict], expected: list[dict] | None,
            axes: dict[str, list]) -> tuple[list[tuple], list[Any]]:
     """Row and column values in display order: the expected cells' order (the grid's), then
     anything else found, sorted; without expected cells, sorted by the spec's axis order."""
@@ -211,7 +211,7 @@ def build_table(table: dict, trials: list[dict], expected: list[dict] | None = N
     if expected is not None:
         wanted = {e["key"] for e in expected}
         trials = [t for t in trials if t.get("key") in wanted]
-    rows, cols = layout(table, trials, expected, axes)
+    rows, cols = coordinates(table, trials, expected, axes)
     groups: dict[tuple, list[dict]] = {}
     for t in trials:
         coord = (tuple(t.get(p) for p in table["rows"]),

@@ -13,12 +13,13 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 from rich.console import Console
 from rich.text import Text
 
 from orchestrator.errors import GridError
 from results.aggregate import TableData, axis_order, build_table, expected_cells, metric_value
-from results.tables import axis_label, fmt_value, metric_header, read_rows
+from results.tables import axis_label, fmt_value, metric_header, read_rows, skipped_files
 
 LR = "train.lr"
 
@@ -55,11 +56,13 @@ def plot_curves(data: TableData, epochs: dict[str, list[dict]], path: Path) -> b
     for (row, col), cell in data.cells.items():
         xs, ys = _curves(cell.keys, epochs)
         if xs:
-            ax.plot(xs, ys, label=_label(data, row, col), linewidth=1.2)
+            label = _label(data, row, col) + (" (diverged)" if cell.status == "diverged" else "")
+            ax.plot(xs, ys, label=label, linewidth=1.2)
             drawn += 1
     if not drawn:
         return False
     ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=data.table["title"][:90])
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     fig.savefig(path)
@@ -84,16 +87,19 @@ def plot_lr(data: TableData, trials: list[dict], path: Path) -> bool:
     """The table's metric against the learning rate, one line per row (log x axis)."""
     fig = _new_figure()
     ax = fig.add_subplot()
-    drawn = 0
+    lrs: set[float] = set()
     for row in data.rows:
         points = _lr_points(data, trials, row)
         if points:
             xs, ys, es = zip(*points)
             ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=_label(data, row))
-            drawn += 1
-    if not drawn:
+            lrs.update(xs)
+    if not lrs:
         return False
     ax.set_xscale("log")
+    ax.set_xticks(sorted(lrs))  # the grid's own learning rates, written as in the spec
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set(xlabel="learning rate", ylabel=metric_header(data.table), title=data.table["title"][:90])
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
@@ -110,7 +116,8 @@ def plot_command(spec: Any, store: Any, out_dir: str | Path,
     if not trials:
         console.print(Text(f"no results for grid {spec.name} in {store}; nothing to plot"))
         return 0
-    epoch_table = store.read_epochs(spec.name)
+    with skipped_files(console):
+        epoch_table = store.read_epochs(spec.name)
     epochs: dict[str, list[dict]] = {}
     for e in epoch_table.to_pylist():
         epochs.setdefault(e["key"], []).append(e)

@@ -32,6 +32,14 @@ class StoreWarning(UserWarning):
     """A result file that was skipped (corrupt, or not written by grid)."""
 
 
+class StoreError(GridError):
+    """A store operation failed: one line naming the store, what it did and why."""
+
+    def __init__(self, uri: str, action: str, reason: str):
+        super().__init__(f"store {uri}: {action}: {reason}")
+        self.reason = reason
+
+
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
@@ -68,10 +76,8 @@ class Store:
         try:
             self._put(name, b"probe")
             self._delete(name)
-        except GridError:
-            raise
-        except Exception as e:  # noqa: BLE001 - any failure here means "cannot write there"
-            raise GridError(f"store {self.uri}: not writable: {_one_line(e)}") from None
+        except StoreError as e:
+            raise StoreError(self.uri, "not writable", e.reason) from None
 
     def write_trial(self, grid: str, key: str, row: dict, epochs: list[dict]) -> None:
         """Write (or replace) a trial's two files. The epochs go first: a trial file is only
@@ -186,7 +192,7 @@ class LocalStore(Store):
             os.replace(tmp, path)
         except OSError as e:
             tmp.unlink(missing_ok=True)
-            raise GridError(f"store {self.uri}: cannot write {name}: {e.strerror or e}") from None
+            raise StoreError(self.uri, f"cannot write {name}", e.strerror or str(e)) from None
 
     def _get(self, name: str) -> str:
         return str(self.root / name)
@@ -202,7 +208,7 @@ class LocalStore(Store):
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise GridError(f"store {self.uri}: not writable: {e.strerror or e}") from None
+            raise StoreError(self.uri, "not writable", e.strerror or str(e)) from None
         super().check_writable()
 
     def list_grids(self) -> list[str]:
@@ -226,8 +232,10 @@ class S3Store(Store):
         self.bucket, self.prefix = bucket, prefix.strip("/")
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         # Path-style addressing: what MinIO, Ceph and other self-hosted endpoints expect.
-        config = Config(connect_timeout=5, read_timeout=60,
-                        retries={"max_attempts": 3, "mode": "standard"},
+        # Three tries unless the standard AWS_MAX_ATTEMPTS says otherwise.
+        retries = {"mode": "standard"} if os.environ.get("AWS_MAX_ATTEMPTS") else \
+            {"mode": "standard", "max_attempts": 3}
+        config = Config(connect_timeout=5, read_timeout=60, retries=retries,
                         s3={"addressing_style": "path"} if endpoint else None)
         self.client = boto3.client("s3", endpoint_url=endpoint or None, config=config)
 
@@ -239,7 +247,7 @@ class S3Store(Store):
         try:
             return fn(Bucket=self.bucket, **kw)
         except (BotoCoreError, ClientError) as e:
-            raise GridError(f"store {self.uri}: cannot {what}: {_one_line(e)}") from None
+            raise StoreError(self.uri, f"cannot {what}", _one_line(e)) from None
 
     def _put(self, name: str, data: bytes) -> None:
         self._call(f"write {name}", self.client.put_object, Key=self._key(name), Body=data)

@@ -1,30 +1,30 @@
 """`grid table`: the spec's comparison tables from the store, beside the published numbers.
 
 Each table is laid out once as header + text rows + notes (`layout`), then written as a rich
-table, markdown, LaTeX (booktabs) or HTML; CSV is the tidy form instead, one line per cell
-with mean, std, n, reference and difference as numbers.
+table, markdown, LaTeX (booktabs) or HTML (`results.formats`); CSV is the tidy form instead,
+one line per cell with mean, std, n, reference and difference as numbers.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
-import dataclasses
-import html
 import io
 import json
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from orchestrator.config import SHORT
 from orchestrator.errors import GridError
 from results.aggregate import Cell, TableData, build_table, expected_cells
+from results.formats import Layout, to_html, to_latex, to_markdown, to_rich
+from results.store import StoreWarning
 
 FORMATS = ("rich", "markdown", "latex", "csv", "html")
-METRIC_LABELS = {"acc": "acc. (%)", "error": "error (%)", "loss": "loss"}
+METRIC_LABELS = {"acc": "accuracy (%)", "error": "error (%)", "loss": "loss"}
 SHOW_LABELS = {"params": "params", "wall_s": "wall time", "epochs": "epochs",
                "images_per_s": "images/s"}
 # The papers' own approximate sizes for B and C (seeds/001 Table 1, seeds/002: ~1 M and
@@ -32,16 +32,6 @@ SHOW_LABELS = {"params": "params", "wall_s": "wall time", "epochs": "epochs",
 PARAM_NOTES = {arch: stated for stated, archs in (("~1.0M", ("model_b", "strided_b")),
                                                   ("~1.3M", ("model_c", "strided_c")))
                for arch in archs}
-
-
-@dataclasses.dataclass
-class Layout:
-    """A table as text: title, header, rows of cells, which columns are numbers, notes."""
-    title: str
-    header: list[str]
-    rows: list[list[str]]
-    numeric: list[bool]
-    notes: list[str]
 
 
 def axis_label(path: str) -> str:
@@ -181,58 +171,6 @@ def layout(data: TableData) -> Layout:
                   notes=notes(data))
 
 
-def to_markdown(lay: Layout) -> str:
-    esc = lambda s: s.replace("|", "\\|")  # noqa: E731
-    lines = [f"### {lay.title}", "", "| " + " | ".join(esc(h) for h in lay.header) + " |",
-             "| " + " | ".join("---:" if n else "---" for n in lay.numeric) + " |"]
-    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in lay.rows]
-    return "\n".join(lines + ([""] + [f"- {n}" for n in lay.notes] if lay.notes else [])) + "\n"
-
-
-LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-                 "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                 "^": r"\textasciicircum{}", "±": r"$\pm$", "Δ": r"$\Delta$"}
-
-
-def latex_escape(text: str) -> str:
-    return "".join(LATEX_ESCAPES.get(ch, ch) for ch in text)
-
-
-def to_latex(lay: Layout, name: str) -> str:
-    row = lambda cells: " & ".join(latex_escape(c) for c in cells) + r" \\"  # noqa: E731
-    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(lay.title)}}}",
-             rf"\label{{tab:{name}}}",
-             rf"\begin{{tabular}}{{{''.join('r' if n else 'l' for n in lay.numeric)}}}",
-             r"\toprule", row(lay.header), r"\midrule", *[row(r) for r in lay.rows],
-             r"\bottomrule", r"\end{tabular}"]
-    lines += [r"\par\smallskip\footnotesize " + latex_escape(n) + r"\par" for n in lay.notes]
-    return "\n".join(lines + [r"\end{table}"]) + "\n"
-
-
-def to_html(lay: Layout) -> str:
-    esc = html.escape
-    td = lambda c, n, tag="td": (f'<{tag} class="{"num" if n else "key"}'  # noqa: E731
-                                 f'{" missing" if c == "missing" else ""}">{esc(c)}</{tag}>')
-    lines = ['<table class="grid-table">', f"<caption>{esc(lay.title)}</caption>",
-             "<thead><tr>" + "".join(td(h, n, "th") for h, n in zip(lay.header, lay.numeric))
-             + "</tr></thead>", "<tbody>"]
-    lines += ["<tr>" + "".join(td(c, n) for c, n in zip(r, lay.numeric)) + "</tr>"
-              for r in lay.rows]
-    lines += ["</tbody>", "</table>"] + [f'<p class="grid-note">{esc(n)}</p>' for n in lay.notes]
-    return "\n".join(lines) + "\n"
-
-
-def to_rich(lay: Layout) -> Table:
-    table = Table(title=lay.title, title_justify="left", caption="\n".join(lay.notes) or None,
-                  caption_justify="left")
-    for h, n in zip(lay.header, lay.numeric):
-        table.add_column(h, justify="right" if n else "left")
-    styles = {"missing": "dim", "div": "yellow"}
-    for r in lay.rows:
-        table.add_row(*[Text(c, style=styles.get(c, "")) for c in r])
-    return table
-
-
 def _csv_value(v: Any) -> Any:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -282,14 +220,23 @@ def render(datas: list[TableData], fmt: str) -> str:
     return "\n".join(parts)
 
 
-def read_rows(store: Any, grid: str, console: Console) -> list[dict]:
-    """The grid's trial rows; files the store skipped are reported on the console."""
+@contextlib.contextmanager
+def skipped_files(console: Console) -> Iterator[None]:
+    """Report the result files a store read skipped (corrupt, foreign) on the console."""
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        rows = store.read_trials(grid).to_pylist()
+        warnings.simplefilter("always", StoreWarning)
+        yield
     for w in caught:
-        console.print(Text(f"warning: {w.message}", style="yellow"))
-    return rows
+        if issubclass(w.category, StoreWarning):
+            console.print(Text(f"warning: {w.message}", style="yellow"))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def read_rows(store: Any, grid: str, console: Console) -> list[dict]:
+    """The grid's trial rows, as dicts."""
+    with skipped_files(console):
+        return store.read_trials(grid).to_pylist()
 
 
 def _write(out: str | Path, text: str) -> None:
@@ -314,7 +261,9 @@ def table_command(spec: Any, store: Any, fmt: str = "rich", out: str | Path | No
     datas = build_tables(spec, rows)
     if fmt == "rich":
         sink = console if out is None else Console(file=io.StringIO(), width=160, no_color=True)
-        for d in datas:
+        for i, d in enumerate(datas):
+            if i:
+                sink.print()
             sink.print(to_rich(layout(d)))
         text = None if out is None else sink.file.getvalue()
     else:

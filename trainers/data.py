@@ -1,12 +1,13 @@
 """The GPU-resident data pipeline (airbench style).
 
-`load_data` puts the whole data set on the device once, as uint8 (float16 after ZCA).
-Batches are then built with batched tensor ops on the device: a shuffled index from a
-`torch.Generator`, normalisation, random crop with zero padding, horizontal flip and cutout.
-There is no DataLoader and no per-image Python.
+`load_data` puts the whole data set on the device once, as uint8. Batches are then built
+with batched tensor ops on the device (`trainers.preprocess`): a shuffled index from a
+`torch.Generator`, the fitted preprocessing, random crop with zero padding, horizontal flip
+and cutout. There is no DataLoader and no per-image Python.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import pickle
@@ -16,11 +17,11 @@ from typing import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torchvision.datasets import CIFAR10, CIFAR100
+from torchvision.datasets.vision import VisionDataset
 
 from orchestrator.errors import GridError
-from trainers.preprocess import normalize, preprocess
+from trainers.preprocess import Preprocess, augment, fit_preprocess
 
 DEFAULT_ROOT = "~/.cache/grid/data"
 SYNTHETIC_TRAIN, SYNTHETIC_TEST = 5000, 1000
@@ -28,8 +29,9 @@ SYNTHETIC_TRAIN, SYNTHETIC_TEST = 5000, 1000
 
 @dataclass
 class Data:
-    """A data set on one device. Images are N x 3 x 32 x 32 uint8 (float16 after gcn_zca);
-    labels int64. `mean`/`std` (1 x 3 x 1 x 1) turn stored images into model inputs."""
+    """A data set on one device: images uint8 N x 3 x 32 x 32, labels int64 (val may be
+    empty). `prep` (fitted on the training images) turns stored images into model inputs;
+    `cfg` is the dataset section, whose augment/crop_padding/cutout_size drive `augment`."""
     train_x: torch.Tensor
     train_y: torch.Tensor
     val_x: torch.Tensor
@@ -37,15 +39,12 @@ class Data:
     test_x: torch.Tensor
     test_y: torch.Tensor
     num_classes: int
-    mean: torch.Tensor
-    std: torch.Tensor
-    augment: tuple[str, ...] = ()
-    crop_padding: int = 4
-    cutout_size: int = 8
+    prep: Preprocess
+    cfg: dict
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Stored images (uint8 or float16) as float32 model inputs."""
-        return normalize(x, self.mean, self.std)
+        """Stored uint8 images as float32 model inputs (no augmentation)."""
+        return self.prep(x)
 
 
 # ---------------------------------------------------------------- reading the raw images
@@ -55,34 +54,63 @@ def data_root(root: str | None) -> Path:
     return Path(root or os.environ.get("GRID_DATA") or DEFAULT_ROOT).expanduser()
 
 
-def _existing_files_ok(base: type) -> type:
-    """`base` with md5 checks dropped for files already on disk (a checksum of None is an
-    existence check in torchvision): offline clusters often hold re-pickled copies whose md5
-    differs. A download still verifies the archive's md5."""
-    return type(f"Local{base.__name__}", (base,), {
-        "train_list": [[name, None] for name, _ in base.train_list],
-        "test_list": [[name, None] for name, _ in base.test_list],
-        "meta": {**base.meta, "md5": None},
-    })
+def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR pickle: (uint8 N x 3 x 32 x 32, int64 labels); GridError naming the file.
+
+    The official files are Python 2 pickles whose keys load as str ("data"); copies
+    re-pickled by Python 3 tools (numpy 2) have bytes keys (b"data"), on which torchvision's
+    own reader fails with KeyError 'data'. Both are accepted."""
+    try:
+        with open(path, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")
+        entry = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}
+        x = np.asarray(entry["data"]).reshape(-1, 3, 32, 32)
+        y = np.asarray(entry["labels"] if "labels" in entry else entry["fine_labels"], np.int64)
+    except Exception as e:  # truncated, garbage, or not a CIFAR batch
+        raise GridError(f"dataset.root: corrupt CIFAR file {path} ({type(e).__name__}: {e}); "
+                        "replace it with a fresh copy") from None
+    if x.dtype != np.uint8 or y.shape != (len(x),):
+        raise GridError(f"dataset.root: corrupt CIFAR file {path} ({x.dtype} images x{len(x)}, "
+                        f"{y.size} labels)")
+    return x, y
 
 
-CIFAR = {"cifar10": (_existing_files_ok(CIFAR10), 10), "cifar100": (_existing_files_ok(CIFAR100), 100)}
+class _ExistingFolder:
+    """Mixin for torchvision's CIFAR classes: a folder that already holds the files is used
+    as it is, with an existence check instead of md5s (offline clusters hold re-pickled
+    copies whose md5s differ) and read by `read_batch`. A missing folder is still fetched
+    by torchvision's `download()`, which verifies the archive's md5."""
+
+    def __init__(self, root: str, train: bool = True, download: bool = False) -> None:
+        VisionDataset.__init__(self, root)
+        self.train = train
+        if download:
+            self.download()
+        if not self._check_integrity():
+            raise RuntimeError(f"no {self.base_folder} in {self.root}")
+        parts = [read_batch(Path(self.root, self.base_folder, name))
+                 for name, _ in (self.train_list if train else self.test_list)]
+        self.data = np.concatenate([x for x, _ in parts]).transpose(0, 2, 3, 1)  # HWC, as torchvision
+        self.targets = np.concatenate([y for _, y in parts]).tolist()
+
+    def _check_integrity(self) -> bool:
+        return all(Path(self.root, self.base_folder, name).is_file()
+                   for name, _ in self.train_list + self.test_list)
 
 
-def _first_bad_file(folder: Path, names: list[str]) -> Path | None:
-    for name in names:
-        try:
-            with open(folder / name, "rb") as f:
-                entry = pickle.load(f, encoding="latin1")
-            if not isinstance(entry, dict):
-                return folder / name
-        except Exception:
-            return folder / name
-    return None
+class LocalCIFAR10(_ExistingFolder, CIFAR10):
+    pass
+
+
+class LocalCIFAR100(_ExistingFolder, CIFAR100):
+    pass
+
+
+CIFAR = {"cifar10": (LocalCIFAR10, 10), "cifar100": (LocalCIFAR100, 100)}
 
 
 def read_cifar(name: str, root: Path, download: bool):
-    """CIFAR-10/100 through torchvision's own reader: (train_x, train_y, test_x, test_y,
+    """CIFAR-10/100 via torchvision's classes (download + md5): (train_x, train_y, test_x, test_y,
     num_classes) as numpy uint8 N x 3 x 32 x 32 and int64 labels."""
     cls, num_classes = CIFAR[name]
     folder = root / cls.base_folder
@@ -97,14 +125,9 @@ def read_cifar(name: str, root: Path, download: bool):
             raise GridError(f"dataset.root: no {name} data in {root} and the download failed "
                             f"({type(e).__name__}: {e}); put the python version in {folder} "
                             f"or point dataset.root / $GRID_DATA at a folder holding it") from None
-    try:
-        train, test = cls(str(root), train=True), cls(str(root), train=False)
-        arrays = [np.ascontiguousarray(d.data.transpose(0, 3, 1, 2)) for d in (train, test)]
-        labels = [np.asarray(d.targets, dtype=np.int64) for d in (train, test)]
-    except Exception as e:
-        bad = _first_bad_file(folder, names)
-        raise GridError(f"dataset.root: corrupt {name} file {bad or folder} "
-                        f"({type(e).__name__}: {e}); replace it with a fresh copy") from None
+    train, test = cls(str(root), train=True), cls(str(root), train=False)  # GridError if corrupt
+    arrays = [np.ascontiguousarray(d.data.transpose(0, 3, 1, 2)) for d in (train, test)]
+    labels = [np.asarray(d.targets, dtype=np.int64) for d in (train, test)]
     for x, y, split in zip(arrays, labels, ("train", "test")):
         if x.dtype != np.uint8 or len(x) != len(y) or y.min() < 0 or y.max() >= num_classes:
             raise GridError(f"dataset.root: corrupt {name} {split} data in {folder} "
@@ -114,6 +137,18 @@ def read_cifar(name: str, root: Path, download: bool):
 
 def synthetic(n_train: int = SYNTHETIC_TRAIN, n_test: int = SYNTHETIC_TEST,
               num_classes: int = 10):
+    """`make_synthetic`'s arrays, generated once per process (copies: callers may write)."""
+    arrays = _synthetic_memo(n_train, n_test, num_classes)
+    return *(a.copy() for a in arrays[:4]), num_classes
+
+
+@functools.lru_cache(maxsize=2)
+def _synthetic_memo(n_train: int, n_test: int, num_classes: int):
+    return make_synthetic(n_train, n_test, num_classes)
+
+
+def make_synthetic(n_train: int = SYNTHETIC_TRAIN, n_test: int = SYNTHETIC_TEST,
+                   num_classes: int = 10):
     """A deterministic, learnable 32x32 RGB set: each class is a coloured sinusoidal grating
     with its own orientation and frequency; random phase, amplitude, tint and pixel noise
     vary each image. Same images on every call (fixed generator); uint8 numpy like CIFAR."""
@@ -163,55 +198,13 @@ def load_data(dataset_cfg: dict, device: torch.device | str, seed: int) -> Data:
     to = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
     x_all, y_all = to(train_x), to(train_y)
     tr, va = tr.to(device), va.to(device)
-    x_tr, others, mean, std = preprocess(cfg.get("preprocess", "standardize"), x_all[tr],
-                                         [x_all[va], to(test_x)], root / "grid_cache")
-    return Data(train_x=x_tr, train_y=y_all[tr], val_x=others[0], val_y=y_all[va],
-                test_x=others[1], test_y=to(test_y), num_classes=num_classes,
-                mean=mean, std=std, augment=tuple(cfg.get("augment", ())),
-                crop_padding=cfg.get("crop_padding", 4), cutout_size=cfg.get("cutout_size", 8))
+    prep = fit_preprocess(cfg.get("preprocess", "standardize"), x_all[tr], root)
+    return Data(train_x=x_all[tr], train_y=y_all[tr], val_x=x_all[va], val_y=y_all[va],
+                test_x=to(test_x), test_y=to(test_y), num_classes=num_classes, prep=prep,
+                cfg={"augment": [], "crop_padding": 4, "cutout_size": 8, **cfg})
 
 
-# ---------------------------------------------------------------- batched augmentation
-
-def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Tensor:
-    """Zero-pad by `padding` and crop back to size at a random offset per image."""
-    n, _, h, w = x.shape
-    padded = F.pad(x, (padding,) * 4).permute(0, 2, 3, 1)               # n x H x W x c
-    dy, dx = torch.randint(0, 2 * padding + 1, (2, n, 1), device=x.device, generator=gen)
-    rows = dy + torch.arange(h, device=x.device)                         # n x h
-    cols = dx + torch.arange(w, device=x.device)                         # n x w
-    idx = torch.arange(n, device=x.device)[:, None, None]
-    return padded[idx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
-
-
-def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Mirror each image left-right with probability 1/2."""
-    flip = torch.rand(x.shape[0], device=x.device, generator=gen) < 0.5
-    return torch.where(flip[:, None, None, None], x.flip(3), x)
-
-
-def cutout(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
-    """Zero a size x size square (clipped at the border) at a random centre per image
-    (DeVries & Taylor, 2017); zero is the data mean after normalisation."""
-    n, _, h, w = x.shape
-    cy, cx = torch.randint(0, max(h, w), (2, n, 1), device=x.device, generator=gen)
-    r, c = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
-    in_r = (r >= cy - size // 2) & (r < cy - size // 2 + size)           # n x h
-    in_c = (c >= cx - size // 2) & (c < cx - size // 2 + size)           # n x w
-    return x.masked_fill((in_r[:, :, None] & in_c[:, None, :])[:, None], 0)
-
-
-def augment(x: torch.Tensor, gen: torch.Generator, names, crop_padding: int = 4,
-            cutout_size: int = 8) -> torch.Tensor:
-    """Apply the named augmentations (crop, flip, cutout; in that order) to a float batch."""
-    if "crop" in names and crop_padding > 0:
-        x = random_crop(x, crop_padding, gen)
-    if "flip" in names:
-        x = random_flip(x, gen)
-    if "cutout" in names and cutout_size > 0:
-        x = cutout(x, cutout_size, gen)
-    return x
-
+# ---------------------------------------------------------------- batches
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
     """Full batches per epoch (the last partial batch is dropped); at least one."""
@@ -225,8 +218,9 @@ def train_batches(data: Data, batch_size: int, gen: torch.Generator
     perm = torch.randperm(n, device=data.train_y.device, generator=gen)
     for i in range(steps_per_epoch(n, batch_size)):
         idx = perm[i * batch_size:(i + 1) * batch_size]
-        x = augment(data.normalize(data.train_x[idx]), gen, data.augment,
-                    data.crop_padding, data.cutout_size)
+        # Normalise, then augment: crop padding and cutout holes are zeros of the model's
+        # input space (the mean colour), and stretch/gcn_zca see the image, not the padding.
+        x = augment(data.normalize(data.train_x[idx]), data.cfg, gen)
         yield x, data.train_y[idx]
 
 

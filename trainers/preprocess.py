@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -122,9 +123,9 @@ def _cached_zca(train_x: Tensor, cache_dir: Path | None) -> tuple[Tensor, Tensor
         mean, w = _ZCA_MEMO[key]
         return mean.to(train_x.device), w.to(train_x.device)
     path = Path(cache_dir) / "grid-cache" / f"zca-{key}.pt" if cache_dir else None
-    if path is not None and path.is_file():
-        saved = torch.load(path, map_location=train_x.device)
-        mean, w = saved["mean"], saved["zca"]
+    saved = _load_quietly(path) if path is not None else None
+    if saved is not None:
+        mean, w = saved["mean"].to(train_x.device), saved["zca"].to(train_x.device)
     else:
         mean, w = zca_fit(gcn(train_x.float().div_(255)))
         if path is not None:
@@ -133,11 +134,21 @@ def _cached_zca(train_x: Tensor, cache_dir: Path | None) -> tuple[Tensor, Tensor
     return mean, w
 
 
+def _load_quietly(path: Path) -> dict | None:
+    """The cached fit, or None when missing or unreadable (a torn write: refit it)."""
+    try:
+        return torch.load(path, map_location="cpu") if path.is_file() else None
+    except Exception:
+        return None
+
+
 def _save_quietly(obj: dict, path: Path) -> None:
     """Write atomically; a read-only data folder only costs the cache."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{torch.randint(1 << 30, ()).item()}")
+        # pid, not torch.randint: drawing from the global RNG here would change the
+        # model init of a run that misses the cache against one that hits it.
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
         torch.save(obj, tmp)
         tmp.replace(path)
     except OSError:

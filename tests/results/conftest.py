@@ -112,6 +112,7 @@ def dead_endpoint(monkeypatch, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     _aws_env(monkeypatch, tmp_path, f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")   # no retry backoff: fail at once
     return port
 
 
@@ -164,6 +165,11 @@ def golden_spec(tables=None):
                       "train.seed": [0, 1]},
                 include=[], exclude=[], resources={}, max_failures=0,
                 tables=GOLDEN_TABLES if tables is None else tables)
+
+
+@pytest.fixture
+def spec_factory():
+    return golden_spec
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from orchestrator.errors import GridError
-from trainers.inits import INITS, LSUV_TOL, init_model
+from trainers.inits import INITS, LSUV_TOL, init_model, negative_slope
 from trainers.models import create_model
 
 EXPECTED = {"default", "xavier_uniform", "xavier_normal", "he_normal", "he_uniform",
@@ -56,6 +56,13 @@ def test_he_normal_std():
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     w = convs[1].weight  # 5x5 conv 96 -> 192: fan_in 2400
     assert abs(w.std().item() - math.sqrt(2 / 2400)) < 0.05 * math.sqrt(2 / 2400)
+
+
+def test_he_gain_follows_the_activation():
+    assert negative_slope(create_model("model_a", activation="relu", width=0.1)) == 0.0
+    leaky = create_model("model_a", activation="leaky_relu", width=0.1)
+    assert negative_slope(leaky) == pytest.approx(0.01)
+    assert negative_slope(create_model("model_a", activation="prelu", width=0.1)) == 0.25
 
 
 def test_orthogonal_rows_are_orthogonal():

@@ -16,9 +16,6 @@ from trainers.models import register_model
 from trainers.models.layers import (ActLayer, NormLayer, conv_norm_act, norm_or_identity,
                                     scale_channels)
 
-# Seed 003's stated sizes (with batch norm, 10 classes), for `grid models`.
-PAPER_PARAMS: dict[str, int] = {"resnet9": 6_573_130, "resnet18": 11_173_962}
-
 
 def _dropout(p: float) -> nn.Module:
     return nn.Dropout(p) if p > 0 else nn.Identity()

@@ -1,0 +1,192 @@
+"""results.tables: golden renderings of a small hand-made grid in every format, the empty
+store, and the table shapes of the seed papers."""
+from __future__ import annotations
+
+import csv
+import io
+from types import SimpleNamespace
+
+import pytest
+from rich.console import Console
+
+from orchestrator.errors import GridError
+from results import tables as T
+from results.store import open_store
+
+GOLDEN_MARKDOWN = """\
+### Best lr per model: test error (%)
+
+| arch | lr | test error (%) | paper | Δ | params | wall time |
+| --- | --- | ---: | ---: | ---: | ---: | ---: |
+| model_a | 0.05 | 11.00 ± 1.41 (n=2) | 12.47 | -1.47 | 0.84M | 1h02m |
+| model_b | 0.1 | 9.00 | 10.20 | -1.20 | 0.89M | 2m05s |
+| model_c | - | missing | 9.74 (Springenberg) |  | - | - |
+
+- model_b: 0.89M parameters, following the papers' layer tables; the papers state ~1.0M, \
+which disagrees with their own tables.
+- mean ± sample std over n runs (seeds and axes the table does not name).
+- Δ = ours - paper.
+
+### Test accuracy (%) per lr
+
+| arch | lr=0.1 | lr=0.05 | paper | Δ |
+| --- | ---: | ---: | ---: | ---: |
+| model_a | 85.50 ± 0.71 (n=2) | 89.00 ± 1.41 (n=2) | 88.50 | +0.50 |
+| model_b | 91.00 | div |  |  |
+| model_c | missing | missing |  |  |
+
+- mean ± sample std over n runs (seeds and axes the table does not name).
+- Δ = ours - paper.
+"""
+
+GOLDEN_CSV = """\
+table,model.arch,train.lr,metric,at,status,mean,std,n,diverged,reference,delta,params,wall_s
+best_lr,model_a,0.05,test_error,final,ok,11,1.4142,2,0,12.47,-1.47,839242,3725
+best_lr,model_b,0.1,test_error,final,ok,9,0,1,0,10.2,-1.2,885610,125
+best_lr,model_c,,test_error,final,missing,,,0,0,9.74,,,
+lr_sweep,model_a,0.1,test_acc,final,ok,85.5,0.7071,2,0,,,,
+lr_sweep,model_a,0.05,test_acc,final,ok,89,1.4142,2,0,88.5,0.5,,
+lr_sweep,model_b,0.1,test_acc,final,ok,91,0,1,0,,,,
+lr_sweep,model_b,0.05,test_acc,final,diverged,,,0,2,,,,
+lr_sweep,model_c,0.1,test_acc,final,missing,,,0,0,,,,
+lr_sweep,model_c,0.05,test_acc,final,missing,,,0,0,,,,
+"""
+
+
+def run(spec, store, fmt, tmp_path):
+    out = tmp_path / f"tables.{fmt}"
+    console = Console(file=io.StringIO(), width=200)
+    assert T.table_command(spec, store, fmt=fmt, out=out, console=console) == 0
+    return out.read_text(encoding="utf-8"), console.file.getvalue()
+
+
+def test_markdown_golden(golden, tmp_path):
+    text, said = run(*golden, "markdown", tmp_path)
+    assert text == GOLDEN_MARKDOWN
+    assert "wrote 2 table(s)" in said
+
+
+def test_csv_golden_is_tidy_and_parses(golden, tmp_path):
+    text, _ = run(*golden, "csv", tmp_path)
+    assert text == GOLDEN_CSV
+    assert len(list(csv.DictReader(io.StringIO(text)))) == 9
+
+
+def test_latex_golden(golden, tmp_path):
+    text, _ = run(*golden, "latex", tmp_path)
+    for part in (r"\begin{tabular}{llrrrrr}", r"\toprule", r"\midrule", r"\bottomrule",
+                 r"\caption{Best lr per model: test error (\%)}", r"\label{tab:best_lr}",
+                 r"arch & lr & test error (\%) & paper & $\Delta$ & params & wall time \\",
+                 r"model\_a & 0.05 & 11.00 $\pm$ 1.41 (n=2) & 12.47 & -1.47 & 0.84M & 1h02m \\",
+                 r"model\_c & missing & missing &  &  \\", r"\textasciitilde{}1.0M"):
+        assert part in text, part
+
+
+def test_html_golden(golden, tmp_path):
+    text, _ = run(*golden, "html", tmp_path)
+    assert text.count('<table class="grid-table">') == 2
+    for part in ("<caption>Best lr per model: test error (%)</caption>",
+                 '<th class="num">Δ</th>', '<td class="num">11.00 ± 1.41 (n=2)</td>',
+                 '<td class="num missing">missing</td>', '<td class="num">div</td>',
+                 "9.74 (Springenberg)", '<p class="grid-note">'):
+        assert part in text, part
+
+
+def test_rich_golden_on_the_console(golden):
+    console = Console(file=io.StringIO(), width=200)
+    assert T.table_command(*golden, console=console) == 0
+    text = console.file.getvalue()
+    for part in ("Best lr per model: test error (%)", "11.00 ± 1.41 (n=2)", "-1.47", "1h02m",
+                 "missing", "div", "lr=0.05", "+0.50", "model_b: 0.89M parameters"):
+        assert part in text, part
+
+
+def test_empty_store_with_a_real_spec_renders_every_cell_missing(spec_factory, tmp_path):
+    store = open_store(str(tmp_path / "empty"))
+    console = Console(file=io.StringIO(), width=200)
+    assert T.table_command(spec_factory(), store, fmt="csv", console=console) == 0
+    said = console.file.getvalue()
+    assert said.startswith(f"no results for grid golden in {tmp_path / 'empty'}")
+    assert said.count(",missing,") == 3 + 6 and "Traceback" not in said
+
+
+def test_empty_store(tmp_path, table):
+    spec = SimpleNamespace(name="empty", axes={"model.arch": ["model_a", "model_b"]},
+                           tables=[table(name="t", title="T", reference=[
+                               {"where": {"model.arch": "model_a"}, "value": 90.0,
+                                "label": None}])])
+    store = open_store(str(tmp_path / "runs"))
+    console = Console(file=io.StringIO(), width=200)
+    assert T.table_command(spec, store, fmt="markdown", console=console) == 0
+    said = console.file.getvalue()
+    assert f"no results for grid empty in {tmp_path / 'runs'}" in said
+    assert "| model_a | missing | 90.00 |  |" in said and "| model_b | missing |  |  |" in said
+
+
+def test_spec_without_tables(tmp_path):
+    console = Console(file=io.StringIO(), width=200)
+    spec = SimpleNamespace(name="none", axes={}, tables=[])
+    assert T.table_command(spec, open_store(str(tmp_path)), console=console) == 0
+    assert "defines no tables" in console.file.getvalue()
+
+
+def test_unknown_format_and_unwritable_out(golden, tmp_path):
+    with pytest.raises(GridError, match="--format"):
+        T.table_command(*golden, fmt="xlsx")
+    with pytest.raises(GridError, match="--out"):
+        T.table_command(*golden, fmt="csv", out=tmp_path / "no" / "such" / "dir.csv",
+                        console=Console(file=io.StringIO()))
+
+
+@pytest.mark.parametrize("seconds,text", [(45, "45s"), (125, "2m05s"), (3725, "1h02m"),
+                                          (90000, "25h00m")])
+def test_fmt_duration(seconds, text):
+    assert T.fmt_duration(seconds) == text
+
+
+@pytest.mark.parametrize("n,text", [(1_369_738, "1.37M"), (885_610, "0.89M"),
+                                    (11_173_962, "11.17M"), (12_345, "12.3K"), (42, "42")])
+def test_fmt_params(n, text):
+    assert T.fmt_params(n) == text
+
+
+def test_fmt_value():
+    assert [T.fmt_value(v) for v in (True, False, 0.05, '["crop","flip"]', None, "nin")] == \
+        ["yes", "no", "0.05", "crop+flip", "-", "nin"]
+
+
+def nin_rows(make_trial, summary, put, store):
+    """seeds/004 Table 2's shape: activation x batch norm x init, no validation split."""
+    for act, bn, init, acc in (("elu", True, "he_normal", 0.915), ("relu", False, "he_normal", 0.9)):
+        trial = make_trial("nin", **{"model.activation": act, "model.batch_norm": bn,
+                                     "model.init": init, "model.arch": "nin"})
+        put(store, trial, summary(test_acc=acc, val_acc=None, params=966_986, wall_s=10_700))
+
+
+def test_seed_004_activation_bn_init_table(local_store, make_trial, summary, put, table):
+    nin_rows(make_trial, summary, put, local_store)
+    axes = {"model.activation": ["relu", "elu"], "model.batch_norm": [False, True],
+            "model.init": ["xavier_uniform", "he_normal"]}
+    t = table(name="nin", title="NIN", rows=list(axes), show=["params", "wall_s"],
+              reference_label="seeds/004", reference=[
+                  {"where": {"model.activation": "elu", "model.batch_norm": True,
+                             "model.init": "he_normal"}, "value": 91.67, "label": "ELU+BN+WI"}])
+    spec = SimpleNamespace(name="nin", axes=axes, tables=[t])
+    text = T.render(T.build_tables(spec, local_store.read_trials("nin").to_pylist()), "markdown")
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    assert lines[0] == ("| activation | batch_norm | init | test accuracy (%) | seeds/004 | Δ "
+                        "| params | wall time |")
+    assert len(lines) == 2 + 8                                       # every combination
+    assert "| elu | yes | he_normal | 91.50 | 91.67 (ELU+BN+WI) | -0.17 | 0.97M | 2h58m |" in text
+    assert "| relu | no | xavier_uniform | missing |" in text
+
+
+def test_seed_002_best_validation_accuracy_table(local_store, make_trial, summary, put, table):
+    put(local_store, make_trial("v", **{"model.arch": "model_a"}), summary(test_acc=0.8,
+                                                                          val_acc=0.85))
+    t = table(rows=["model.arch"], metric="val_acc", at="best", show=["params", "epochs"],
+              reference=[{"where": {"model.arch": "model_a"}, "value": 85.0, "label": None}])
+    spec = SimpleNamespace(name="v", axes={}, tables=[t])
+    text = T.render(T.build_tables(spec, local_store.read_trials("v").to_pylist()), "markdown")
+    assert "| arch | val accuracy (%) at best epoch | paper | Δ | params | epochs |" in text
+    assert "| model_a | 85.00 | 85.00 | +0.00 | 1.0K | 3 |" in text

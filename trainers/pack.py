@@ -1,0 +1,277 @@
+"""Train K cells as one fused model: `train_packed(configs, reports, resumes) -> summaries`.
+
+Cells that differ only in lr, seed, init, weight decay or schedule (`pack_key`) share one
+architecture, so their K forward passes can run as one: `torch.vmap` over
+`torch.func.functional_call`, each model on its OWN batch (inputs K x B x 3 x 32 x 32). vmap
+turns every conv into one grouped conv (groups = K) and every batch norm into one with K x C
+channels: one kernel launch where K separate processes would launch K, which is where packing
+pays for small models on a GPU. On a CPU it pays by running one process and one data load
+instead of K (see BENCHMARKS.md).
+
+What each cell keeps as its own, exactly as in its unpacked `trainers.loop.train` run:
+- its data: split, shuffle and augmentation from its own seed's generator (`load_data`,
+  `data_generator`, `train_batches`), its init (seeded as the loop seeds it);
+- its parameters as leaf tensors, its own optimizer and LambdaLR schedule (`build_optimizer`,
+  `build_schedule`): the K leaves are stacked inside the forward (torch.stack's backward hands
+  each cell its gradient), so checkpoints are per cell and have the loop's shape;
+- its batch-norm running statistics: one stacked buffer per name, with each cell's module
+  buffer a view into it, updated in place by batch norm under vmap.
+
+Not identical to the unpacked run: dropout masks (drawn for all cells from one global RNG
+stream, seeded by the first cell's seed), and float rounding (grouped vs. single kernels).
+With dropout 0 the metrics match the unpacked run to float tolerance (tests/trainers).
+
+A cell whose epoch train loss is NaN/inf is marked diverged after that epoch (its report
+gets that epoch, as the loop's does) and leaves the fused model; the others keep training.
+Resume: each cell continues from its own `state`; cells at different epochs are fine, the
+ones ahead wait until the others catch up (the fused model holds the cells at one epoch).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import hashlib
+import json
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from trainers import loop
+from trainers.data import Data, data_generator, load_data, steps_per_epoch, train_batches
+from trainers.inits import init_model
+from trainers.models import count_params, create_model
+from trainers.optim import build_optimizer, build_schedule
+
+# What may differ inside a pack (docs/spec.md, resources.pack): per-cell optimizers,
+# schedules, inits and data generators handle these; everything else is shared.
+PACKABLE = ("train.lr", "train.seed", "model.init", "train.optimizer.weight_decay",
+            "train.schedule")
+
+
+def pack_key(config: dict) -> str:
+    """A hash of `config` without its packable fields: cells with equal keys can be packed."""
+    cfg = copy.deepcopy(config)
+    for path in PACKABLE:
+        section, _, leaf = path.rpartition(".")
+        node = cfg
+        for part in section.split("."):
+            node = node.get(part, {})
+        node.pop(leaf, None)
+    blob = json.dumps(cfg, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def can_pack(configs: list[dict]) -> bool:
+    """True when `configs` (one or more) share a pack key and are not torch.compile'd (the
+    packed trainer does not compile)."""
+    return (len(configs) >= 1 and len({pack_key(c) for c in configs}) == 1
+            and not any(c["train"].get("compile") for c in configs))
+
+
+@dataclasses.dataclass
+class Cell:
+    """One cell of a pack: what the loop builds for one config, plus its run state."""
+    config: dict
+    data: Data
+    gen: torch.Generator
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    report: Callable[[dict, dict], None] | None = None
+    history: list = dataclasses.field(default_factory=list)
+    prior_wall: float = 0.0
+    status: str = "completed"  # "diverged" once a loss went NaN/inf
+
+    def __post_init__(self):
+        if self.history and loop._diverged(self.history[-1]):
+            self.status = "diverged"
+
+
+def memory_format_of(train_cfg: dict, device: torch.device) -> torch.memory_format:
+    """`train.channels_last` (auto: on for CUDA) as a memory format."""
+    on = train_cfg["channels_last"]
+    on = device.type == "cuda" if on == "auto" else on
+    return torch.channels_last if on else torch.contiguous_format
+
+
+def build_cell(config: dict, device: torch.device, resume: dict | None = None,
+               train_images: int | None = None) -> Cell:
+    """Data, generator, model (initialised), optimizer and schedule of one cell, built in the
+    same order and from the same seeds as `trainers.loop.train` builds them, then `resume`
+    loaded. `train_images` keeps only that many training images (the benchmark's fixed
+    number of steps)."""
+    dcfg, mcfg, tcfg = config["dataset"], config["model"], config["train"]
+    torch.manual_seed(tcfg["seed"])
+    data = load_data(dcfg, device, tcfg["seed"])
+    if train_images is not None:
+        data = dataclasses.replace(data, train_x=data.train_x[:train_images],
+                                   train_y=data.train_y[:train_images])
+    gen = data_generator(device, tcfg["seed"])
+    fmt = memory_format_of(tcfg, device)
+    model = create_model(mcfg["arch"], num_classes=data.num_classes,
+                         activation=mcfg["activation"], batch_norm=mcfg["batch_norm"],
+                         dropout=mcfg["dropout"], input_dropout=mcfg["input_dropout"],
+                         width=mcfg["width"]).to(device, memory_format=fmt)
+    if resume is None:
+        batch = data.normalize(data.train_x[:tcfg["batch_size"]])
+        init_model(model, mcfg["init"], batch=batch.contiguous(memory_format=fmt))
+    optimizer = build_optimizer(model.parameters(), tcfg)
+    scheduler = build_schedule(optimizer, tcfg,
+                               steps_per_epoch(len(data.train_y), tcfg["batch_size"]))
+    cell = Cell(config, data, gen, model, optimizer, scheduler)
+    if resume is not None:
+        cell.history, cell.prior_wall = loop.restore_state(resume, model, optimizer,
+                                                           scheduler, gen)
+        cell.__post_init__()
+    return cell
+
+
+class Fused:
+    """K models of one architecture as one vmapped model: `fused(x)` maps K x B x 3 x H x W
+    inputs (cell k's batch at x[k]) to K x B x classes logits."""
+
+    def __init__(self, models: list[nn.Module], memory_format=torch.contiguous_format):
+        self.base = copy.deepcopy(models[0]).to("meta")  # the structure; holds no data
+        self.params = [dict(m.named_parameters()) for m in models]
+        self.nhwc = memory_format == torch.channels_last
+        self.buffers = share_buffers(models)
+        self._vmapped = torch.vmap(self._forward, randomness="different")
+
+    def _forward(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.base, (params, buffers), (x,))
+
+    def stack(self, tensors: list[torch.Tensor], dim: int = 0) -> torch.Tensor:
+        """torch.stack on `dim`; 4-d tensors in channels_last order when it is on: laid out
+        so that vmap's grouped conv sees channels_last inputs and weights ([B, K*C, H, W]
+        with K*C innermost), with no copy inside the forward."""
+        if not (self.nhwc and tensors[0].dim() == 4):
+            return torch.stack(tensors, dim)
+        if dim == 0:   # weights: K x Cout x kh x kw x Cin physically
+            return torch.stack([t.permute(0, 2, 3, 1) for t in tensors]).permute(0, 1, 4, 2, 3)
+        # inputs (dim 0 is the cell too, but B goes outermost): B x H x W x K x C physically
+        return torch.stack([t.permute(0, 2, 3, 1) for t in tensors], 3).permute(3, 0, 4, 1, 2)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        params = {n: self.stack([p[n] for p in self.params]) for n in self.params[0]}
+        self.base.train()
+        return self._vmapped(params, self.buffers, x)
+
+
+def share_buffers(models: list[nn.Module]) -> dict[str, torch.Tensor]:
+    """Stack the models' buffers (batch-norm running stats) into one K x ... tensor per name
+    and make each model's buffer a view of its slice: batch norm's in-place updates under
+    vmap land in the stack, and each model (eval, state_dict) sees its own."""
+    names = [n for n, _ in models[0].named_buffers()]
+    stacked = {n: torch.stack([m.get_buffer(n) for m in models]) for n in names}
+    for k, model in enumerate(models):
+        for name in names:
+            owner, _, leaf = name.rpartition(".")
+            model.get_submodule(owner)._buffers[leaf] = stacked[name][k]
+    return stacked
+
+
+def train_packed_epoch(fused: Fused, cells: list[Cell], loss_fn: nn.Module, batch_size: int,
+                       *, autocast=contextlib.nullcontext):
+    """One epoch of every cell at once, each on its own shuffled, augmented batches;
+    returns (mean losses K, accuracies K, images per cell), device tensors (no host sync)."""
+    device = cells[0].data.train_y.device
+    loss_sum = torch.zeros(len(cells), device=device)
+    correct = torch.zeros(len(cells), device=device)
+    seen = 0
+    per_cell = torch.vmap(loss_fn)
+    epochs = [train_batches(c.data, batch_size, c.gen) for c in cells]
+    for batches in zip(*epochs):
+        x = fused.stack([b[0] for b in batches], dim=1)
+        y = torch.stack([b[1] for b in batches])
+        with autocast():
+            logits = fused(x).float()
+        losses = per_cell(logits, y)
+        for c in cells:
+            c.optimizer.zero_grad(set_to_none=True)
+        # Cells are independent: d(sum)/d(loss_k) = 1 gives each cell its own gradient.
+        losses.sum().backward()
+        for c in cells:
+            c.optimizer.step()
+            c.scheduler.step()
+        loss_sum += losses.detach() * y.shape[1]
+        correct += (logits.detach().argmax(-1) == y).sum(1)
+        seen += y.shape[1]
+    return loss_sum / seen, correct / seen, seen
+
+
+def run_packed_epoch(epoch: int, cells: list[Cell], loss_fn: nn.Module, batch_size: int,
+                     memory_format=torch.contiguous_format, autocast=contextlib.nullcontext
+                     ) -> list[dict]:
+    """Train the cells one epoch as one fused model, evaluate each on its val and test
+    sets, and return one metrics dict per cell (the loop's keys)."""
+    device = cells[0].data.train_y.device
+    wall0, start = time.perf_counter(), loop._mark(device)
+    lrs = [c.optimizer.param_groups[0]["lr"] for c in cells]
+    fused = Fused([c.model for c in cells], memory_format)
+    train_loss, train_acc, seen = train_packed_epoch(fused, cells, loss_fn, batch_size,
+                                                     autocast=autocast)
+    train_end = loop._mark(device)
+    fmt = {"autocast": autocast, "memory_format": memory_format}
+    rows = []
+    for k, c in enumerate(cells):
+        val = loop.evaluate(c.model, c.data.val_x, c.data.val_y, c.data.normalize, **fmt)
+        test = loop.evaluate(c.model, c.data.test_x, c.data.test_y, c.data.normalize, **fmt)
+        rows.append(torch.stack([train_loss[k], train_acc[k], *(val or (test[0], test[0])),
+                                 *test]))
+    values = torch.stack(rows).tolist()  # the one host sync of the epoch
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    train_s = max(loop._seconds(start, train_end), 1e-9)
+    has_val = len(cells[0].data.val_y) > 0
+    return [{"epoch": epoch, "lr": lr, "train_loss": v[0], "train_acc": v[1],
+             "val_loss": v[2] if has_val else None, "val_acc": v[3] if has_val else None,
+             "test_loss": v[4], "test_acc": v[5], "epoch_s": time.perf_counter() - wall0,
+             "images_per_s": seen / train_s} for lr, v in zip(lrs, values)]
+
+
+def train_packed(configs: list[dict], reports: list[Callable] | None = None,
+                 resumes: list[dict | None] | None = None) -> list[dict]:
+    """Train the cells `configs` (all with one `pack_key`) as one fused model; returns one
+    summary per cell, each as `trainers.loop.train` returns it. `reports[i](metrics, state)`
+    runs after each of cell i's epochs; `resumes[i]` is such a `state`."""
+    if not can_pack(configs):
+        raise ValueError("train_packed: the configs differ in more than lr, seed, init, "
+                         "weight decay or schedule (or use train.compile); train them apart")
+    t0 = time.perf_counter()
+    tcfg = configs[0]["train"]
+    device = loop.resolve_device(tcfg["device"])
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    reports = reports or [None] * len(configs)
+    resumes = resumes or [None] * len(configs)
+    cells = [build_cell(cfg, device, res) for cfg, res in zip(configs, resumes)]
+    for cell, report in zip(cells, reports):
+        cell.report = report
+    if all(r is None for r in resumes):
+        torch.manual_seed(tcfg["seed"])  # the pack's dropout stream: the first cell's seed
+    fmt = {"memory_format": memory_format_of(tcfg, device),
+           "autocast": loop.autocast_for(tcfg["precision"], device)}
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=tcfg["label_smoothing"])
+
+    for epoch in range(1, tcfg["epochs"] + 1):
+        # Cells still training that have done epoch - 1 epochs (resumed ones ahead wait).
+        active = [c for c in cells if c.status != "diverged" and len(c.history) == epoch - 1]
+        if not active:
+            continue
+        for cell, metrics in zip(active, run_packed_epoch(epoch, active, loss_fn,
+                                                          tcfg["batch_size"], **fmt)):
+            cell.history.append(metrics)
+            if loop._diverged(metrics):
+                cell.status = "diverged"
+            if cell.report is not None:
+                wall = cell.prior_wall + time.perf_counter() - t0
+                cell.report(metrics, loop.capture_state(cell.model, cell.optimizer,
+                                                        cell.scheduler, cell.gen,
+                                                        cell.history, wall))
+    wall = time.perf_counter() - t0
+    return [loop.summarize(c.history, c.status, count_params(c.model), c.prior_wall + wall,
+                           loop.device_name(device)) for c in cells]
