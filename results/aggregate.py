@@ -123,7 +123,8 @@ def axis_order(path: str, axes: dict[str, list]) -> Callable[[Any], Any]:
 
 def _coords(table: dict, source: list[dict]) -> tuple[list[tuple], list[Any]]:
     rows = list(dict.fromkeys(tuple(t.get(p) for p in table["rows"]) for t in source))
-    cols = list(dict.fromkeys(t.get(table["columns"]) for t in source)) if table["columns"] else [None]
+    column = table["columns"]
+    cols = list(dict.fromkeys(t.get(column) for t in source)) if column else [None]
     return rows, cols
 
 

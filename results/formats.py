@@ -23,6 +23,7 @@ class Layout:
 
 
 def to_markdown(lay: Layout) -> str:
+    """A `### title`, a pipe table (numbers right-aligned) and the notes as a list."""
     esc = lambda s: s.replace("|", "\\|")  # noqa: E731
     lines = [f"### {lay.title}", "", "| " + " | ".join(esc(h) for h in lay.header) + " |",
              "| " + " | ".join("---:" if n else "---" for n in lay.numeric) + " |"]
@@ -36,10 +37,12 @@ LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", 
 
 
 def latex_escape(text: str) -> str:
+    """`text` safe inside a LaTeX table cell (± and Δ as math)."""
     return "".join(LATEX_ESCAPES.get(ch, ch) for ch in text)
 
 
 def to_latex(lay: Layout, name: str) -> str:
+    """A booktabs `table` float with caption, label `tab:<name>` and the notes below."""
     row = lambda cells: " & ".join(latex_escape(c) for c in cells) + r" \\"  # noqa: E731
     lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(lay.title)}}}",
              rf"\label{{tab:{name}}}",
@@ -51,6 +54,7 @@ def to_latex(lay: Layout, name: str) -> str:
 
 
 def to_html(lay: Layout) -> str:
+    """A `<table class="grid-table">` with a caption; missing cells get class `missing`."""
     esc = html.escape
     td = lambda c, n, tag="td": (f'<{tag} class="{"num" if n else "key"}'  # noqa: E731
                                  f'{" missing" if c == "missing" else ""}">{esc(c)}</{tag}>')
@@ -64,6 +68,7 @@ def to_html(lay: Layout) -> str:
 
 
 def to_rich(lay: Layout) -> Table:
+    """A rich Table for the terminal; the notes are its caption."""
     table = Table(title=lay.title, title_justify="left", caption="\n".join(lay.notes) or None,
                   caption_justify="left")
     for h, n in zip(lay.header, lay.numeric):

@@ -276,7 +276,8 @@ class S3Store(Store):
 
     def list_grids(self) -> list[str]:
         prefix = self._key("")
-        grids = [p["Prefix"][len(prefix):].rstrip("/") for page in self._pages(prefix, Delimiter="/")
+        grids = [p["Prefix"][len(prefix):].rstrip("/")
+                 for page in self._pages(prefix, Delimiter="/")
                  for p in page.get("CommonPrefixes", [])]
         return sorted(g for g in grids if self._call(
             "list", self.client.list_objects_v2, Prefix=self._key(f"{g}/trials/"),

@@ -35,6 +35,7 @@ PARAM_NOTES = {arch: stated for stated, archs in (("~1.0M", ("model_b", "strided
 
 
 def axis_label(path: str) -> str:
+    """The short name of an axis (`train.lr` -> `lr`), else its dotted path."""
     return SHORT.get(path, path)
 
 
@@ -53,12 +54,14 @@ def fmt_value(value: Any) -> str:
 
 
 def fmt_params(n: float) -> str:
+    """1.37M, 12.3K: millions to compare with the papers' ~1.3 M."""
     if n >= 1e5:
         return f"{n / 1e6:.2f}M"
     return f"{n / 1e3:.1f}K" if n >= 1e3 else f"{n:.0f}"
 
 
 def fmt_duration(s: float) -> str:
+    """45s, 2m05s, 1h02m."""
     s = round(s)
     if s < 60:
         return f"{s}s"
@@ -215,9 +218,9 @@ def render(datas: list[TableData], fmt: str) -> str:
     """Every table in one text format (not rich)."""
     if fmt == "csv":
         return to_csv(datas)
-    parts = [to_markdown(layout(d)) if fmt == "markdown" else to_latex(layout(d), d.table["name"])
-             if fmt == "latex" else to_html(layout(d)) for d in datas]
-    return "\n".join(parts)
+    writers = {"markdown": lambda d: to_markdown(layout(d)), "html": lambda d: to_html(layout(d)),
+               "latex": lambda d: to_latex(layout(d), d.table["name"])}
+    return "\n".join(writers[fmt](d) for d in datas)
 
 
 @contextlib.contextmanager
@@ -253,7 +256,7 @@ def table_command(spec: Any, store: Any, fmt: str = "rich", out: str | Path | No
         raise GridError(f"--format {fmt}: choose from {', '.join(FORMATS)}")
     console = console or Console()
     if not spec.tables:
-        console.print(f"{spec.name} defines no tables (add a `tables:` section to the spec)")
+        console.print(Text(f"{spec.name} defines no tables (add a `tables:` section to the spec)"))
         return 0
     rows = read_rows(store, spec.name, console)
     if not rows:

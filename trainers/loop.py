@@ -156,7 +156,10 @@ def summarize(history: list[dict], status: str, params: int, wall_s: float, devi
 
 
 def _diverged(metrics: dict) -> bool:
-    return not math.isfinite(metrics["train_loss"])
+    """A NaN/inf loss. The eval losses count too: the epoch's last step can blow up the
+    weights after the train loss (averaged before each update) was still finite."""
+    losses = (metrics["train_loss"], metrics["val_loss"], metrics["test_loss"])
+    return not all(math.isfinite(v) for v in losses if v is not None)
 
 
 def train(config: dict, report: Callable[[dict, dict], None] | None = None,

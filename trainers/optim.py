@@ -6,6 +6,14 @@ from typing import Callable, Iterable
 
 import torch
 
+from orchestrator.errors import GridError
+
+# Names accepted here; spec.py validates them first, this guards direct callers.
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("multistep", "cosine", "onecycle", "constant")
+# Adam's second-moment decay: PyTorch's and Kingma & Ba's default (`momentum` is beta1).
+ADAM_BETA2 = 0.999
+
 # One-cycle (Smith & Topin, 2019) as torch's OneCycleLR defaults: 30% of the steps ramp up
 # from lr/25, the rest ramp down to ~0; linear both ways, as in the super-convergence paper.
 ONECYCLE_PCT_START = 0.3
@@ -21,20 +29,26 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], train_cfg: dict) -> to
     params = list(params)
     opt, lr = train_cfg["optimizer"], train_cfg["lr"]
     wd = opt.get("weight_decay", 0.0)
+    momentum = opt.get("momentum", 0.0)
     fused = {"fused": True} if params and all(p.is_cuda for p in params) else {}
     if opt["name"] == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=opt.get("momentum", 0.0),
-                               nesterov=opt.get("nesterov", False), weight_decay=wd, **fused)
-    if opt["name"] == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd, **fused)
-    if opt["name"] == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd, **fused)
-    raise ValueError(f"train.optimizer.name: unknown optimizer {opt['name']!r}")
+        # Nesterov with zero momentum is plain SGD (torch refuses the combination).
+        nesterov = bool(opt.get("nesterov", False)) and momentum > 0
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov,
+                               weight_decay=wd, **fused)
+    if opt["name"] in ("adam", "adamw"):
+        cls = torch.optim.Adam if opt["name"] == "adam" else torch.optim.AdamW
+        return cls(params, lr=lr, betas=(momentum, ADAM_BETA2), weight_decay=wd, **fused)
+    raise GridError(f"train.optimizer.name: unknown optimizer {opt['name']!r}; "
+                    f"choose from {', '.join(OPTIMIZERS)}")
 
 
 def lr_factor(schedule: dict, epochs: int, steps_per_epoch: int) -> Callable[[int], float]:
     """The multiplier of the base lr at each optimizer step (0-based), warmup included."""
     name = schedule["name"]
+    if name not in SCHEDULES:
+        raise GridError(f"train.schedule.name: unknown schedule {name!r}; "
+                        f"choose from {', '.join(SCHEDULES)}")
     total = max(1, epochs * steps_per_epoch)
     warm = min(schedule.get("warmup_epochs", 0) * steps_per_epoch, total)
     milestones = sorted(schedule.get("milestones", []))

@@ -144,16 +144,21 @@ class Fused:
     def _forward(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.base, (params, buffers), (x,))
 
-    def stack(self, tensors: list[torch.Tensor], dim: int = 0) -> torch.Tensor:
-        """torch.stack on `dim`; 4-d tensors in channels_last order when it is on: laid out
-        so that vmap's grouped conv sees channels_last inputs and weights ([B, K*C, H, W]
-        with K*C innermost), with no copy inside the forward."""
-        if not (self.nhwc and tensors[0].dim() == 4):
-            return torch.stack(tensors, dim)
-        if dim == 0:   # weights: K x Cout x kh x kw x Cin physically
+    def stack(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        """torch.stack of the K cells' parameters; with channels_last, 4-d weights laid out
+        K x Cout x kh x kw x Cin so that vmap's grouped conv (weight K*Cout x Cin x kh x kw)
+        sees a channels_last weight without a copy."""
+        if self.nhwc and tensors[0].dim() == 4:
             return torch.stack([t.permute(0, 2, 3, 1) for t in tensors]).permute(0, 1, 4, 2, 3)
-        # inputs (dim 0 is the cell too, but B goes outermost): B x H x W x K x C physically
-        return torch.stack([t.permute(0, 2, 3, 1) for t in tensors], 3).permute(3, 0, 4, 1, 2)
+        return torch.stack(tensors)
+
+    def stack_inputs(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        """The K cells' batches (each B x C x H x W) as K x B x C x H x W; with channels_last,
+        laid out B x H x W x K x C so that vmap's grouped conv input (B x K*C x H x W) is
+        channels_last without a copy."""
+        if self.nhwc:
+            return torch.stack([x.permute(0, 2, 3, 1) for x in xs], 3).permute(3, 0, 4, 1, 2)
+        return torch.stack(xs)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         params = {n: self.stack([p[n] for p in self.params]) for n in self.params[0]}
@@ -185,7 +190,7 @@ def train_packed_epoch(fused: Fused, cells: list[Cell], loss_fn: nn.Module, batc
     per_cell = torch.vmap(loss_fn)
     epochs = [train_batches(c.data, batch_size, c.gen) for c in cells]
     for batches in zip(*epochs):
-        x = fused.stack([b[0] for b in batches], dim=1)
+        x = fused.stack_inputs([b[0] for b in batches])
         y = torch.stack([b[1] for b in batches])
         with autocast():
             logits = fused(x).float()

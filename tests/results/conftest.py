@@ -149,7 +149,8 @@ GOLDEN_TABLES = [
 # (arch, lr, seed) -> (status, test_acc, val_acc); model_c has no result at all.
 GOLDEN_OUTCOMES = {
     ("model_a", 0.1, 0): ("completed", 0.85, 0.80), ("model_a", 0.1, 1): ("completed", 0.86, 0.82),
-    ("model_a", 0.05, 0): ("completed", 0.88, 0.84), ("model_a", 0.05, 1): ("completed", 0.90, 0.86),
+    ("model_a", 0.05, 0): ("completed", 0.88, 0.84),
+    ("model_a", 0.05, 1): ("completed", 0.90, 0.86),
     ("model_b", 0.1, 0): ("completed", 0.91, 0.90), ("model_b", 0.1, 1): ("failed", None, None),
     ("model_b", 0.05, 0): ("diverged", 0.10, 0.10), ("model_b", 0.05, 1): ("diverged", 0.10, 0.10),
 }

@@ -14,7 +14,8 @@ def rows(make_trial, summary, cells):
     out = []
     for params, status, test_acc, val_acc in cells:
         s = None if status == "failed" else summary(status, test_acc, val_acc)
-        out.append(schema.trial_row(make_trial(**params), s, PROV, error="x" if s is None else None))
+        error = "x" if s is None else None
+        out.append(schema.trial_row(make_trial(**params), s, PROV, error=error))
     return out
 
 

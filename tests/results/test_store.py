@@ -155,7 +155,8 @@ def test_s3_objects_are_where_the_layout_says(s3_uri, make_trial, summary, put):
     put(store, trial, summary())
     s3 = boto3.client("s3")
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=store.bucket)["Contents"])
-    assert keys == [f"results/g/epochs/{trial.key}.parquet", f"results/g/trials/{trial.key}.parquet"]
+    assert keys == [f"results/g/epochs/{trial.key}.parquet",
+                    f"results/g/trials/{trial.key}.parquet"]
     body = s3.get_object(Bucket=store.bucket, Key=keys[1])["Body"].read()
     assert pq.read_table(pa.BufferReader(body)).column("key").to_pylist() == [trial.key]
 

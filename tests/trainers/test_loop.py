@@ -188,3 +188,37 @@ def test_build_schedule_sets_the_optimizer_lr_per_step():
         opt.step()
         sched.step()
     assert lrs == pytest.approx([0.1, 0.1, 0.1, 0.01, 0.01, 0.01])
+
+
+def test_unknown_names_and_nesterov_without_momentum():
+    from orchestrator.errors import GridError
+    params = [torch.nn.Parameter(torch.ones(1))]
+    with pytest.raises(GridError, match="train.optimizer.name"):
+        build_optimizer(params, _train_cfg(optimizer={"name": "lamb", "momentum": 0.9,
+                                                      "nesterov": False, "weight_decay": 0}))
+    with pytest.raises(GridError, match="train.schedule.name"):
+        lr_factor(_sched("linear"), epochs=2, steps_per_epoch=3)
+    opt = build_optimizer(params, _train_cfg(optimizer={"name": "sgd", "momentum": 0.0,
+                                                        "nesterov": True, "weight_decay": 0}))
+    assert opt.param_groups[0]["nesterov"] is False  # the same maths as plain SGD
+    adam = build_optimizer(params, _train_cfg(optimizer={"name": "adam", "momentum": 0.8,
+                                                         "nesterov": False, "weight_decay": 0}))
+    assert adam.param_groups[0]["betas"] == (0.8, 0.999)  # momentum is Adam's beta1
+
+
+def test_weights_blown_up_by_the_last_step_count_as_diverged(small_config, monkeypatch):
+    # The final epoch's train loss is averaged before each update, so it can be finite while
+    # the last update left NaN weights: the eval losses catch that.
+    import trainers.loop as loop
+    small_config["dataset"]["subset"] = 100
+    small_config["train"]["epochs"] = 1
+    real_evaluate = loop.evaluate
+
+    def evaluate_after_poison(model, *a, **k):
+        for p in model.parameters():
+            p.data.fill_(float("nan"))
+        return real_evaluate(model, *a, **k)
+    monkeypatch.setattr(loop, "evaluate", evaluate_after_poison)
+    summary = train(small_config)
+    assert math.isfinite(summary["final"]["train_loss"])
+    assert summary["status"] == "diverged" and summary["epochs"] == 1
