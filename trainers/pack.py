@@ -34,6 +34,7 @@ import dataclasses
 import hashlib
 import json
 import time
+import warnings
 from typing import Callable
 
 import torch
@@ -50,6 +51,9 @@ from trainers.optim import build_optimizer, build_schedule
 # schedules, inits and data generators handle these; everything else is shared.
 PACKABLE = ("train.lr", "train.seed", "model.init", "train.optimizer.weight_decay",
             "train.schedule")
+# vmap has no batching rule for as_strided_ (adaptive average pooling of a channels_last
+# tensor): it loops over the K cells for that one small op and warns; expected, not news.
+warnings.filterwarnings("ignore", message=r".*batching rule for aten::as_strided_")
 
 
 def pack_key(config: dict) -> str:
@@ -98,18 +102,13 @@ def memory_format_of(train_cfg: dict, device: torch.device) -> torch.memory_form
     return torch.channels_last if on else torch.contiguous_format
 
 
-def build_cell(config: dict, device: torch.device, resume: dict | None = None,
-               train_images: int | None = None) -> Cell:
+def build_cell(config: dict, device: torch.device, resume: dict | None = None) -> Cell:
     """Data, generator, model (initialised), optimizer and schedule of one cell, built in the
     same order and from the same seeds as `trainers.loop.train` builds them, then `resume`
-    loaded. `train_images` keeps only that many training images (the benchmark's fixed
-    number of steps)."""
+    loaded."""
     dcfg, mcfg, tcfg = config["dataset"], config["model"], config["train"]
     torch.manual_seed(tcfg["seed"])
     data = load_data(dcfg, device, tcfg["seed"])
-    if train_images is not None:
-        data = dataclasses.replace(data, train_x=data.train_x[:train_images],
-                                   train_y=data.train_y[:train_images])
     gen = data_generator(device, tcfg["seed"])
     fmt = memory_format_of(tcfg, device)
     model = create_model(mcfg["arch"], num_classes=data.num_classes,
