@@ -10,10 +10,11 @@ result depends on the driver surviving; a row is one file per key, so a retry th
 replaces the failed row instead of adding one.
 
 Testing hook, read here in the trial's process (`grid launch` forwards it to the trials):
-  GRID_FAIL_INJECT="<key prefix or *>:<epoch>:<times>" makes the matching cells' trial raise
-  `InjectedFailure` right after epoch <epoch> is checkpointed (or at the start of an attempt
-  that resumes past it), the first <times> attempts. Attempts are counted with marker files
-  in GRID_FAIL_INJECT_DIR (default: <tmp>/grid-fail-inject), so they survive the process.
+  GRID_FAIL_INJECT="<key prefix or *>:<epoch>:<times>[,...]" makes a matching cell's trial
+  raise `InjectedFailure` right after epoch <epoch> is checkpointed (or at the start of an
+  attempt that resumes at or past it), the first <times> attempts. Attempts are counted with
+  marker files in GRID_FAIL_INJECT_DIR (default: <tmp>/grid-fail-inject), so the count
+  survives the process; delete the folder to re-arm it.
 """
 from __future__ import annotations
 
@@ -107,18 +108,20 @@ def _inject_dir() -> Path:
 def maybe_inject_failure(key: str, epoch: int, *, resumed: bool = False) -> None:
     """The GRID_FAIL_INJECT hook (module docstring): raise after epoch E's checkpoint, or
     at the start of an attempt resumed at epoch >= E, the first `times` attempts."""
-    spec = os.environ.get(FAIL_INJECT_ENV)
-    if not spec:
-        return
-    prefix, at, times = spec.rsplit(":", 2)
-    if not (prefix == "*" or key.startswith(prefix)):
-        return
-    if (epoch >= int(at)) if resumed else (epoch != int(at)):
-        return
+    spec = os.environ.get(FAIL_INJECT_ENV, "")
+    rules = [rule.rsplit(":", 2) for rule in spec.split(",") if rule.strip()]
+    for prefix, at, times in rules:
+        if prefix.strip() == "*" or key.startswith(prefix.strip()):
+            if epoch >= int(at) if resumed else epoch == int(at):
+                _fail_once_more(key, epoch, int(times), spec)
+            return
+
+
+def _fail_once_more(key: str, epoch: int, times: int, spec: str) -> None:
     folder = _inject_dir()
     folder.mkdir(parents=True, exist_ok=True)
     done = len(list(folder.glob(f"{key}-*")))
-    if done < int(times):
+    if done < times:
         (folder / f"{key}-{done + 1}").touch()
         raise InjectedFailure(f"injected failure {done + 1}/{times} of cell {key} "
                               f"at epoch {epoch} ({FAIL_INJECT_ENV}={spec})")

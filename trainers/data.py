@@ -90,7 +90,8 @@ class _ExistingFolder:
             raise RuntimeError(f"no {self.base_folder} in {self.root}")
         parts = [read_batch(Path(self.root, self.base_folder, name))
                  for name, _ in (self.train_list if train else self.test_list)]
-        self.data = np.concatenate([x for x, _ in parts]).transpose(0, 2, 3, 1)  # HWC, as torchvision
+        # N x H x W x C, torchvision's own layout for `.data`.
+        self.data = np.concatenate([x for x, _ in parts]).transpose(0, 2, 3, 1)
         self.targets = np.concatenate([y for _, y in parts]).tolist()
 
     def _check_integrity(self) -> bool:

@@ -51,9 +51,9 @@ from trainers.optim import build_optimizer, build_schedule
 # schedules, inits and data generators handle these; everything else is shared.
 PACKABLE = ("train.lr", "train.seed", "model.init", "train.optimizer.weight_decay",
             "train.schedule")
-# vmap has no batching rule for as_strided_ (adaptive average pooling of a channels_last
-# tensor): it loops over the K cells for that one small op and warns; expected, not news.
-warnings.filterwarnings("ignore", message=r".*batching rule for aten::as_strided_")
+# vmap has no batching rule for as_strided_ (in adaptive average pooling): it loops over
+# the K cells for that one small op, and warns; expected, not news.
+NO_AS_STRIDED_RULE = r".*batching rule for aten::as_strided_"
 
 
 def pack_key(config: dict) -> str:
@@ -88,11 +88,12 @@ class Cell:
     report: Callable[[dict, dict], None] | None = None
     history: list = dataclasses.field(default_factory=list)
     prior_wall: float = 0.0
-    status: str = "completed"  # "diverged" once a loss went NaN/inf
 
-    def __post_init__(self):
-        if self.history and loop._diverged(self.history[-1]):
-            self.status = "diverged"
+    @property
+    def status(self) -> str:
+        """"diverged" once an epoch's train loss was NaN/inf (the loop's rule), else
+        "completed"."""
+        return "diverged" if self.history and loop._diverged(self.history[-1]) else "completed"
 
 
 def memory_format_of(train_cfg: dict, device: torch.device) -> torch.memory_format:
@@ -102,13 +103,14 @@ def memory_format_of(train_cfg: dict, device: torch.device) -> torch.memory_form
     return torch.channels_last if on else torch.contiguous_format
 
 
-def build_cell(config: dict, device: torch.device, resume: dict | None = None) -> Cell:
+def build_cell(config: dict, device: torch.device, resume: dict | None = None,
+               data: Data | None = None) -> Cell:
     """Data, generator, model (initialised), optimizer and schedule of one cell, built in the
     same order and from the same seeds as `trainers.loop.train` builds them, then `resume`
-    loaded."""
+    loaded. `data`: this config's `load_data` result when already loaded (same seed)."""
     dcfg, mcfg, tcfg = config["dataset"], config["model"], config["train"]
     torch.manual_seed(tcfg["seed"])
-    data = load_data(dcfg, device, tcfg["seed"])
+    data = data if data is not None else load_data(dcfg, device, tcfg["seed"])
     gen = data_generator(device, tcfg["seed"])
     fmt = memory_format_of(tcfg, device)
     model = create_model(mcfg["arch"], num_classes=data.num_classes,
@@ -125,18 +127,26 @@ def build_cell(config: dict, device: torch.device, resume: dict | None = None) -
     if resume is not None:
         cell.history, cell.prior_wall = loop.restore_state(resume, model, optimizer,
                                                            scheduler, gen)
-        cell.__post_init__()
     return cell
 
 
 class Fused:
-    """K models of one architecture as one vmapped model: `fused(x)` maps K x B x 3 x H x W
-    inputs (cell k's batch at x[k]) to K x B x classes logits."""
+    """K models of one architecture run as one: `fused(x)` maps K x B x 3 x H x W inputs
+    (cell k's batch at x[k]) to K x B x classes logits.
 
-    def __init__(self, models: list[nn.Module], memory_format=torch.contiguous_format):
+    mode "vmap": one vmapped forward over the stacked parameters (grouped kernels: the GPU
+    path). mode "loop": the K models one after another in the same step, the exact ops of
+    their unpacked runs (faster on a CPU, where grouped convs are slower than K plain ones,
+    and bit-for-bit equal to the unpacked runs but for dropout)."""
+
+    def __init__(self, models: list[nn.Module], memory_format=torch.contiguous_format,
+                 mode: str = "vmap"):
+        if mode not in ("vmap", "loop"):
+            raise ValueError(f"Fused: mode must be vmap or loop, got {mode!r}")
+        self.models, self.mode, self.memory_format = models, mode, memory_format
         self.base = copy.deepcopy(models[0]).to("meta")  # the structure; holds no data
         self.params = [dict(m.named_parameters()) for m in models]
-        self.nhwc = memory_format == torch.channels_last
+        self.nhwc = memory_format == torch.channels_last and mode == "vmap"
         self.buffers = share_buffers(models)
         self._vmapped = torch.vmap(self._forward, randomness="different")
 
@@ -160,9 +170,21 @@ class Fused:
         return torch.stack(xs)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "loop":
+            return torch.stack([m.train()(xk.contiguous(memory_format=self.memory_format))
+                                for m, xk in zip(self.models, x)])
         params = {n: self.stack([p[n] for p in self.params]) for n in self.params[0]}
         self.base.train()
-        return self._vmapped(params, self.buffers, x)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=NO_AS_STRIDED_RULE)
+            return self._vmapped(params, self.buffers, x)
+
+
+def pack_mode(mode: str, device: torch.device) -> str:
+    """`auto` -> vmap on CUDA (one grouped kernel for K cells), loop elsewhere."""
+    if mode == "auto":
+        return "vmap" if device.type == "cuda" else "loop"
+    return mode
 
 
 def share_buffers(models: list[nn.Module]) -> dict[str, torch.Tensor]:
@@ -186,7 +208,10 @@ def train_packed_epoch(fused: Fused, cells: list[Cell], loss_fn: nn.Module, batc
     loss_sum = torch.zeros(len(cells), device=device)
     correct = torch.zeros(len(cells), device=device)
     seen = 0
-    per_cell = torch.vmap(loss_fn)
+    if fused.mode == "vmap":
+        per_cell = torch.vmap(loss_fn)
+    else:  # the unpacked runs' exact loss ops
+        per_cell = lambda logits, y: torch.stack([loss_fn(a, b) for a, b in zip(logits, y)])  # noqa: E731
     epochs = [train_batches(c.data, batch_size, c.gen) for c in cells]
     for batches in zip(*epochs):
         x = fused.stack_inputs([b[0] for b in batches])
@@ -208,14 +233,14 @@ def train_packed_epoch(fused: Fused, cells: list[Cell], loss_fn: nn.Module, batc
 
 
 def run_packed_epoch(epoch: int, cells: list[Cell], loss_fn: nn.Module, batch_size: int,
-                     memory_format=torch.contiguous_format, autocast=contextlib.nullcontext
-                     ) -> list[dict]:
+                     memory_format=torch.contiguous_format, autocast=contextlib.nullcontext,
+                     mode: str = "vmap") -> list[dict]:
     """Train the cells one epoch as one fused model, evaluate each on its val and test
     sets, and return one metrics dict per cell (the loop's keys)."""
     device = cells[0].data.train_y.device
     wall0, start = time.perf_counter(), loop._mark(device)
     lrs = [c.optimizer.param_groups[0]["lr"] for c in cells]
-    fused = Fused([c.model for c in cells], memory_format)
+    fused = Fused([c.model for c in cells], memory_format, mode)
     train_loss, train_acc, seen = train_packed_epoch(fused, cells, loss_fn, batch_size,
                                                      autocast=autocast)
     train_end = loop._mark(device)
@@ -224,24 +249,24 @@ def run_packed_epoch(epoch: int, cells: list[Cell], loss_fn: nn.Module, batch_si
     for k, c in enumerate(cells):
         val = loop.evaluate(c.model, c.data.val_x, c.data.val_y, c.data.normalize, **fmt)
         test = loop.evaluate(c.model, c.data.test_x, c.data.test_y, c.data.normalize, **fmt)
-        rows.append(torch.stack([train_loss[k], train_acc[k], *(val or (test[0], test[0])),
-                                 *test]))
+        rows.append(torch.stack([train_loss[k], train_acc[k], *test, *(val or ())]))
     values = torch.stack(rows).tolist()  # the one host sync of the epoch
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     train_s = max(loop._seconds(start, train_end), 1e-9)
-    has_val = len(cells[0].data.val_y) > 0
     return [{"epoch": epoch, "lr": lr, "train_loss": v[0], "train_acc": v[1],
-             "val_loss": v[2] if has_val else None, "val_acc": v[3] if has_val else None,
-             "test_loss": v[4], "test_acc": v[5], "epoch_s": time.perf_counter() - wall0,
+             "val_loss": v[4] if len(v) > 4 else None, "val_acc": v[5] if len(v) > 4 else None,
+             "test_loss": v[2], "test_acc": v[3], "epoch_s": time.perf_counter() - wall0,
              "images_per_s": seen / train_s} for lr, v in zip(lrs, values)]
 
 
 def train_packed(configs: list[dict], reports: list[Callable] | None = None,
-                 resumes: list[dict | None] | None = None) -> list[dict]:
+                 resumes: list[dict | None] | None = None, *, mode: str = "auto"
+                 ) -> list[dict]:
     """Train the cells `configs` (all with one `pack_key`) as one fused model; returns one
     summary per cell, each as `trainers.loop.train` returns it. `reports[i](metrics, state)`
-    runs after each of cell i's epochs; `resumes[i]` is such a `state`."""
+    runs after each of cell i's epochs; `resumes[i]` is such a `state`. `mode`: see
+    `Fused` (auto: vmap on CUDA, loop on CPU)."""
     if not can_pack(configs):
         raise ValueError("train_packed: the configs differ in more than lr, seed, init, "
                          "weight decay or schedule (or use train.compile); train them apart")
@@ -252,13 +277,16 @@ def train_packed(configs: list[dict], reports: list[Callable] | None = None,
         torch.backends.cudnn.benchmark = True
     reports = reports or [None] * len(configs)
     resumes = resumes or [None] * len(configs)
-    cells = [build_cell(cfg, device, res) for cfg, res in zip(configs, resumes)]
-    for cell, report in zip(cells, reports):
-        cell.report = report
+    cells, loaded = [], {}  # cells with one seed share one read-only copy of the data
+    for cfg, resume, report in zip(configs, resumes, reports):
+        seed = cfg["train"]["seed"]
+        cells.append(build_cell(cfg, device, resume, loaded.get(seed)))
+        cells[-1].report, loaded[seed] = report, cells[-1].data
     if all(r is None for r in resumes):
         torch.manual_seed(tcfg["seed"])  # the pack's dropout stream: the first cell's seed
     fmt = {"memory_format": memory_format_of(tcfg, device),
-           "autocast": loop.autocast_for(tcfg["precision"], device)}
+           "autocast": loop.autocast_for(tcfg["precision"], device),
+           "mode": pack_mode(mode, device)}
     loss_fn = nn.CrossEntropyLoss(label_smoothing=tcfg["label_smoothing"])
 
     for epoch in range(1, tcfg["epochs"] + 1):
@@ -269,8 +297,6 @@ def train_packed(configs: list[dict], reports: list[Callable] | None = None,
         for cell, metrics in zip(active, run_packed_epoch(epoch, active, loss_fn,
                                                           tcfg["batch_size"], **fmt)):
             cell.history.append(metrics)
-            if loop._diverged(metrics):
-                cell.status = "diverged"
             if cell.report is not None:
                 wall = cell.prior_wall + time.perf_counter() - t0
                 cell.report(metrics, loop.capture_state(cell.model, cell.optimizer,

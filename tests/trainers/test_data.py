@@ -154,10 +154,11 @@ def test_zca_whitens_training_data(tmp_path, monkeypatch):
     assert torch.equal(again.zca, prep.zca)
 
 
-def test_zca_gram_path_matches_the_covariance_formula():
-    # Fewer rows than dimensions takes the Gram-matrix route; it must equal pylearn2's
-    # V diag(1/sqrt(l + bias)) V^T from the full covariance.
-    x = torch.randn(20, 48, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+@pytest.mark.parametrize("rows", [20, 100])
+def test_zca_matches_pylearn2s_formula(rows):
+    # pylearn2: V diag(1/sqrt(l + bias)) V^T over the covariance's eigenpairs. Fewer rows
+    # than dimensions (20 < 48) takes the Gram-matrix route, which must give the same W.
+    x = torch.randn(rows, 48, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     mean, w = zca_fit(x.float())
     c = x - x.mean(0)
     lam, vec = torch.linalg.eigh(c.T @ c / len(x))

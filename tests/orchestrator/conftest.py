@@ -1,0 +1,72 @@
+"""Shared fixtures for the Ray tests of `grid launch`: tiny synthetic specs, and one Ray
+cluster for the whole session (a head with no CPUs, so every trial runs on a worker node
+that a test can kill)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator.launch import token_path
+from orchestrator.spec import load_spec
+
+# Seconds per epoch on a CPU: 128 synthetic images, a quarter-width strided All-CNN-A.
+TINY = {
+    "dataset": {"name": "synthetic", "subset": 128, "val_size": 32, "augment": []},
+    "model": {"arch": "strided_a", "width": 0.25, "dropout": 0.0, "input_dropout": 0.0},
+    "train": {"epochs": 1, "batch_size": 64, "lr": 0.05, "schedule": {"name": "constant"}},
+    "resources": {"cpu": 1, "gpu": "auto"},
+    "max_failures": 1,
+}
+
+
+def write_spec(folder: Path, name: str, lrs: list[float], **changes) -> Path:
+    """A tiny grid `name` over `lrs`, in its own folder (spec names are unique per folder);
+    `changes` replace top-level keys or sections (`train={...}` updates the section)."""
+    doc = {"name": name, **{k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY.items()},
+           "grid": {"lr": lrs}}
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(doc.get(key), dict):
+            doc[key].update(value)
+        else:
+            doc[key] = value
+    path = folder / name / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(yaml.safe_dump(doc, sort_keys=False)))
+    return path
+
+
+@pytest.fixture
+def tiny_spec(tmp_path):
+    """Factory: tiny_spec(name, lrs, overrides=(), **changes) -> loaded Spec."""
+    def make(name: str, lrs: list[float], overrides=(), **changes):
+        return load_spec(write_spec(tmp_path / "specs", name, lrs, **changes), overrides)
+    return make
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One Ray for the session's cluster tests: a head with 0 CPUs and one 2-CPU worker
+    node (`cluster_utils.Cluster`: real raylets on this machine).
+
+    With token auth, as Ray 2.60 gives every local Ray: a process that started one (the
+    local-start test) keeps token mode and can only join clusters that use it too."""
+    from ray.cluster_utils import Cluster
+    before = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "token"
+    if not token_path().exists():  # what `ray.init()` would generate on first use
+        subprocess.run(["ray", "get-auth-token", "--generate"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": 0, "include_dashboard": False})
+    cluster.add_node(num_cpus=2)
+    yield cluster
+    cluster.shutdown()
+    if before is None:
+        os.environ.pop("RAY_AUTH_MODE", None)
+    else:
+        os.environ["RAY_AUTH_MODE"] = before

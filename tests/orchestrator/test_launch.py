@@ -1,0 +1,290 @@
+"""`grid launch`: the plain parts (progress, cell selection and packing, the failure hook,
+the store checks) without Ray, then real Ray on the CPU: a local start with its dashboard,
+skipping and growing a grid, a SIGKILLed launch, injected failures and a dead worker node.
+
+The Ray tests share one `cluster_utils.Cluster` (conftest.py); one goes through the local
+start path. Each trains a few tiny synthetic cells for one to three epochs.
+"""
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pyarrow.dataset as pads
+import pytest
+import ray
+from rich.console import Console
+
+from orchestrator import launch as L
+from orchestrator import trial as T
+from orchestrator.errors import GridError
+from orchestrator.expand import expand
+from orchestrator.progress import GridProgress, fmt_duration
+from results.store import open_store
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def console() -> tuple[Console, io.StringIO]:
+    buf = io.StringIO()
+    return Console(file=buf, width=200, color_system=None), buf
+
+
+def rows(store_dir: Path, grid: str) -> dict[str, dict]:
+    table = open_store(str(store_dir)).read_trials(grid).to_pylist()
+    return {r["key"]: r for r in table}
+
+
+# -- without Ray ----------------------------------------------------------------------------
+def test_progress_counts_best_and_estimate():
+    now = [100.0]
+    p = GridProgress("g", {"a": (1, 2), "b+1": (2, 2), "c": (1, 2)}, skipped=3,
+                     clock=lambda: now[0])
+    assert p.remaining_s() is None  # nothing measured yet
+    p.start("a")
+    now[0] += 10
+    p.result("a", {"epoch": 1, "val_acc": 0.5})
+    p.result("b+1", {"epoch": 1, "val_acc": 0.7, "test_acc": 0.9})
+    # 3 cell-epochs in 10 s; left: a 1, b+1 2 x 1, c 2 -> 5 cell-epochs
+    assert p.remaining_s() == pytest.approx(5 * 10 / 3)
+    assert p.best == ("val_acc", 0.7, "b+1")
+    p.retry("a")
+    p.result("a", {"epoch": 1})  # the retry repeats epoch 1: not counted again
+    assert p.epochs_done == 3
+    p.finish("b+1")
+    p.fail("c", "boom")
+    assert p.counts() == {"done": 5, "running": 1, "pending": 0, "failed": 1}
+    line = p.summary_line()
+    assert "5/7 cells done" in line and "1 failed" in line and "best val_acc 70.00%" in line
+
+
+def test_progress_render_lists_running_trials():
+    p = GridProgress("g", {"k1": (1, 3), "k2+3": (4, 3)}, clock=lambda: 0.0)
+    p.result("k2+3", {"epoch": 2})
+    con, buf = console()
+    con.print(p.render())
+    out = buf.getvalue()
+    assert "k2+3 (4 cells)" in out and "2/3" in out and "k1" not in out.split("\n", 1)[1]
+    assert fmt_duration(3725) == "1:02:05" and fmt_duration(65) == "1:05"
+
+
+def test_select_skips_finished_and_force_reruns(tiny_spec):
+    trials = expand(tiny_spec("sel", [0.1, 0.2, 0.3, 0.4]))
+    statuses = {trials[0].key: "completed", trials[1].key: "diverged", trials[2].key: "failed"}
+    todo, done = T.select_cells(trials, statuses)
+    assert [t.key for t in todo] == [trials[2].key, trials[3].key]
+    assert [t.key for t in done] == [trials[0].key, trials[1].key]
+    assert T.select_cells(trials, statuses, force=True) == (trials, [])
+
+
+def test_group_cells_packs_only_what_differs_in_packable_axes(tiny_spec):
+    spec = tiny_spec("pk", [0.1, 0.2, 0.3], grid={"lr": [0.1, 0.2, 0.3],
+                                                 "model.width": [0.25, 0.5]})
+    trials = expand(spec)
+    assert [[t.key for t in u] for u in T.group_cells(trials, 1)] == [[t.key] for t in trials]
+    units = T.group_cells(trials, 2)
+    assert sorted(len(u) for u in units) == [1, 1, 2, 2]
+    for unit in units:  # one width per pack, lr free
+        assert len({t.config["model"]["width"] for t in unit}) == 1
+    assert sorted(t.key for u in units for t in u) == sorted(t.key for t in trials)
+    assert T.unit_label(units[0]) == units[0][0].key + "+1"
+
+
+def test_fail_inject_hook_counts_attempts_in_marker_files(tmp_path, monkeypatch):
+    monkeypatch.setenv(T.FAIL_INJECT_ENV, "abc:2:2,*:9:1")
+    monkeypatch.setenv(T.FAIL_INJECT_DIR_ENV, str(tmp_path))
+    T.maybe_inject_failure("abc123", 1)  # not its epoch
+    for attempt in (1, 2):
+        with pytest.raises(T.InjectedFailure, match=f"{attempt}/2"):
+            T.maybe_inject_failure("abc123", 2)
+    T.maybe_inject_failure("abc123", 2)  # exhausted: trains on
+    with pytest.raises(T.InjectedFailure):
+        T.maybe_inject_failure("zzz", 9, resumed=True)  # resumed at or past the epoch
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["abc123-1", "abc123-2", "zzz-1"]
+
+
+def test_error_text_is_one_line_then_frames():
+    try:
+        raise ValueError("bad\nthing")
+    except ValueError as e:
+        text = T.error_text(e)
+    head, *frames = text.splitlines()
+    assert head == "ValueError: bad thing"
+    assert frames and "test_error_text_is_one_line_then_frames" in "\n".join(frames)
+
+
+def test_local_store_is_refused_on_a_multi_node_cluster(tmp_path, monkeypatch):
+    monkeypatch.setattr(ray, "nodes", lambda: [
+        {"NodeManagerAddress": "10.0.0.1", "Alive": True},
+        {"NodeManagerAddress": "10.0.0.2", "Alive": True}])
+    with pytest.raises(GridError, match="needs a shared store: --store s3://"):
+        L.check_shared_store(open_store(str(tmp_path)))
+
+
+def test_tune_storage_under_the_store(tmp_path, monkeypatch):
+    path, _ = L.tune_storage(open_store(str(tmp_path / "runs")), "g")
+    assert Path(path) == (tmp_path / "runs" / "g" / "_tune").resolve()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    path, fs = L.tune_storage(open_store("s3://bucket/pre"), "g")
+    assert path == "bucket/pre/g/_tune" and fs.type_name == "s3"
+
+
+def test_dry_run_starts_nothing(tiny_spec, tmp_path):
+    con, buf = console()
+    spec = tiny_spec("dry", [0.1, 0.2])
+    assert L.launch(spec, store_uri=str(tmp_path / "runs"), dry_run=True, console=con) == 0
+    out = buf.getvalue()
+    assert "would run 2 cells as 2 Tune trials" in out and "lr=0.2" in out
+    assert not ray.is_initialized()
+
+
+# -- real Ray -------------------------------------------------------------------------------
+def _get(url: str, token: str | None) -> int:
+    req = urllib.request.Request(url)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+@pytest.mark.ray
+def test_local_start_dashboard_skip_and_grow(tiny_spec, tmp_path, monkeypatch, ray_cluster):
+    """Local Ray with its dashboard (token auth), every cell stored; a relaunch runs
+    nothing; a grown grid runs only its new cell (on the session cluster)."""
+    seen = {}
+    real = L._print_dashboard
+
+    def check_dashboard(con, url, *, local, host):  # runs while the local Ray is up
+        real(con, url, local=local, host=host)
+        if not local:  # the session cluster, joined to grow the grid: no dashboard
+            return
+        token = L.token_path().read_text().strip()
+        seen.update(url=url, local=local, auth=os.environ.get("RAY_AUTH_MODE"),
+                    with_token=_get(f"http://{url}/api/version", token),
+                    without=_get(f"http://{url}/api/version", None))
+
+    monkeypatch.setattr(L, "_print_dashboard", check_dashboard)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    store = tmp_path / "runs"
+    spec = tiny_spec("e2e", [0.05, 0.1, 0.2])
+    con, buf = console()
+    assert L.launch(spec, store_uri=str(store), console=con) == 0
+    assert seen["local"] and seen["url"].startswith("127.0.0.1:")
+    assert seen["with_token"] == 200
+    assert seen["without"] == (401 if seen["auth"] == "token" else 200)
+    assert "Ray dashboard: http://127.0.0.1:" in buf.getvalue() and "auth_token" in buf.getvalue()
+    keys = {t.key for t in expand(spec)}
+    found = rows(store, "e2e")
+    assert set(found) == keys and {r["status"] for r in found.values()} == {"completed"}
+    assert not ray.is_initialized()
+
+    con, buf = console()
+    assert L.launch(spec, store_uri=str(store), console=con) == 0
+    assert "skipping 3 finished cells" in buf.getvalue() and "nothing to run" in buf.getvalue()
+    assert "Ray dashboard" not in buf.getvalue()  # Ray was not even started
+
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (store / "e2e" / "trials").iterdir()}
+    grown = tiny_spec("e2e", [0.05, 0.1, 0.2], overrides=["lr=[0.05,0.1,0.2,0.4]"])
+    con, buf = console()
+    assert L.launch(grown, store_uri=str(store), address=ray_cluster.address, console=con) == 0
+    assert "skipping 3 finished cells" in buf.getvalue()
+    assert "running 1 cells as 1 Tune trials" in buf.getvalue()
+    found = rows(store, "e2e")
+    assert len(found) == 4 and {r["status"] for r in found.values()} == {"completed"}
+    assert {p.name: p.stat().st_mtime_ns for p in (store / "e2e" / "trials").iterdir()
+            if p.name in mtimes} == mtimes  # the finished cells were not touched
+
+
+@pytest.mark.ray
+def test_sigkilled_launch_relaunches_to_one_row_per_cell(tiny_spec, tmp_path, ray_cluster):
+    spec = tiny_spec("kill", [0.05, 0.1, 0.2, 0.3], train={"epochs": 2})
+    store = tmp_path / "runs"
+    trials_dir = store / "kill" / "trials"
+    cmd = [sys.executable, "-m", "orchestrator.cli", "launch", spec.path, "--store", str(store),
+           "--address", ray_cluster.address]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while not (trials_dir.is_dir() and any(trials_dir.glob("*.parquet"))):
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no cell finished"
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert len(list(trials_dir.glob("*.parquet"))) < 4  # killed mid-grid
+
+    con, buf = console()
+    assert L.launch(spec, store_uri=str(store), address=ray_cluster.address, console=con) == 0
+    keys = {t.key for t in expand(spec)}
+    assert {p.stem for p in trials_dir.glob("*.parquet")} == keys
+    assert pads.dataset(str(trials_dir)).count_rows() == 4  # one row per key as a dataset
+    found = rows(store, "kill")
+    assert set(found) == keys and {r["status"] for r in found.values()} == {"completed"}
+    assert all(r["epochs"] == 2 for r in found.values())
+
+
+@pytest.mark.ray
+def test_injected_failures_retry_from_checkpoint_then_exhaust(tiny_spec, tmp_path,
+                                                              monkeypatch, ray_cluster):
+    spec = tiny_spec("inject", [0.05, 0.1], train={"epochs": 2})
+    retried, doomed = (t.key for t in expand(spec))
+    monkeypatch.setenv(T.FAIL_INJECT_ENV, f"{retried}:1:1,{doomed}:1:9")
+    monkeypatch.setenv(T.FAIL_INJECT_DIR_ENV, str(tmp_path / "markers"))
+    store = tmp_path / "runs"
+    con, buf = console()
+    assert L.launch(spec, store_uri=str(store), address=ray_cluster.address, console=con) == 1
+    found = rows(store, "inject")
+    # One failure after epoch 1, then the retry resumed from epoch 1's checkpoint.
+    assert found[retried]["status"] == "completed" and found[retried]["resumed_epoch"] == 1
+    epochs = open_store(str(store)).read_epochs("inject").to_pylist()
+    assert sorted(e["epoch"] for e in epochs if e["key"] == retried) == [1, 2]
+    # max_failures 1: two attempts, then a failed row with the error, listed at the end.
+    assert found[doomed]["status"] == "failed"
+    assert found[doomed]["error"].startswith("InjectedFailure: injected failure 2/9")
+    out = buf.getvalue()
+    assert "1 of 2 cells did not finish" in out and f"{doomed}" in out
+    assert "InjectedFailure" in out.split("did not finish", 1)[1]
+    markers = sorted(p.name for p in (tmp_path / "markers").iterdir())
+    assert markers == sorted([f"{retried}-1", f"{doomed}-1", f"{doomed}-2"])
+
+
+@pytest.mark.ray
+def test_worker_node_killed_mid_trial(tiny_spec, tmp_path, ray_cluster):
+    """The node running the trials dies after their first checkpoint; a fresh node joins
+    and Tune retries them there: the grid completes (the head has no CPUs for trials)."""
+    spec = tiny_spec("node", [0.05, 0.1], train={"epochs": 3})
+    store = tmp_path / "runs"
+    con, buf = console()
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(rc=L.launch(
+        spec, store_uri=str(store), address=ray_cluster.address, console=con)))
+    thread.start()
+    tune_dir = store / "node" / "_tune" / "node"
+    deadline = time.monotonic() + 240
+    while not any(tune_dir.glob("*/checkpoint_*")):
+        assert thread.is_alive() and time.monotonic() < deadline, buf.getvalue()
+        time.sleep(0.2)
+    assert not any((store / "node" / "trials").glob("*.parquet"))  # mid-trial
+    for node in list(ray_cluster.worker_nodes):
+        ray_cluster.remove_node(node)
+    ray_cluster.add_node(num_cpus=2)
+    thread.join(timeout=300)
+    assert result.get("rc") == 0, buf.getvalue()
+    found = rows(store, "node")
+    assert len(found) == 2 and {r["status"] for r in found.values()} == {"completed"}
+    assert "retry" in buf.getvalue()  # Tune saw the trials die with their node

@@ -1,0 +1,299 @@
+"""`grid bench`: training images/s of our trainer against a naive seed-style pipeline, and
+of K cells packed into one fused model against the same K cells one after another.
+
+- ours: the data on the device as uint8, batched on-device augmentation, our optimizer, the
+  loop's own `train_epoch` (bf16 autocast + channels_last on CUDA);
+- naive: what the seeds ran: torchvision's CIFAR10 reading the same files, PIL transforms
+  (RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, Normalize), a DataLoader,
+  `.to(device)` per batch, fp32, `loss.item()` per step (a running loss to print);
+- packed vs sequential: `trainers.pack.train_packed_epoch` on K cells vs `train_epoch` K times.
+
+Both sides train the same model on the same synthetic images, written as real CIFAR-10
+files (`trainers.cifar_files`) to a temporary folder. Every timed block is `--steps` steps
+after `--warmup` steps; the pipelines alternate block by block (`--repeats` rounds, order
+flipped each round) and the median rate is reported, so a noisy machine hits both sides.
+    python -m trainers.bench --device cuda --width 1.0,0.25 --batch 128 --pack 4 --json
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import statistics
+import tempfile
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from orchestrator.config import DEFAULTS
+from trainers import loop
+from trainers.cifar_files import write_cifar10
+from trainers.data import synthetic
+from trainers.models import create_model
+from trainers.pack import Fused, build_cell, memory_format_of, pack_mode, train_packed_epoch
+
+EPOCH_IMAGES = 45_000  # a CIFAR-10 training epoch after the usual 5,000-image validation split
+# The per-channel CIFAR-10 mean/std the seeds' torchvision pipelines normalise with.
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+QUICK = {"width": "0.125", "batch": 16, "steps": 1, "warmup": 1, "repeats": 1, "pack": 2}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="grid bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", default="allcnn_c")
+    p.add_argument("--width", default="1.0,0.25", help="comma-separated width multipliers")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--steps", type=int, help="timed steps per block (20 on CUDA, 2 on CPU)")
+    p.add_argument("--warmup", type=int, help="untimed steps first (3 on CUDA, 1 on CPU)")
+    p.add_argument("--repeats", type=int, default=3, help="alternating rounds; median taken")
+    p.add_argument("--pack", type=int, default=4, help="cells to pack (0: skip packing)")
+    p.add_argument("--pack-width", type=float, help="width of the packed cells (the smallest)")
+    p.add_argument("--pack-mode", default="auto", choices=["auto", "vmap", "loop"],
+                   help="fused forward (auto: vmap on CUDA, loop on CPU; see trainers/pack.py)")
+    p.add_argument("--naive-workers", type=int, help="DataLoader workers (2 on CUDA, 0 on CPU)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument("--quick", action="store_true", help="a tiny run, for tests")
+    args = p.parse_args(argv)
+    if args.quick:
+        for key, value in QUICK.items():
+            setattr(args, key, value)
+    cuda = loop.resolve_device(args.device).type == "cuda"
+    for key, on_cuda, on_cpu in (("steps", 20, 2), ("warmup", 3, 1), ("naive_workers", 2, 0)):
+        if getattr(args, key) is None:
+            setattr(args, key, on_cuda if cuda else on_cpu)
+    try:
+        args.widths = [float(w) for w in args.width.split(",") if w.strip()]
+    except ValueError:
+        p.error(f"--width: expected numbers separated by commas, got {args.width!r}")
+    if not args.widths or min(args.widths) <= 0 or min(args.batch, args.steps, args.repeats) < 1:
+        p.error("--width, --batch, --steps and --repeats must be positive")
+    return args
+
+
+def config_for(root: str, args: argparse.Namespace, width: float, seed: int = 0,
+               lr: float = 0.05) -> dict:
+    """A resolved config (the defaults: All-CNN recipe) on the benchmark's files."""
+    cfg = copy.deepcopy(DEFAULTS)
+    cfg["dataset"].update(name="cifar10", root=root, download=False, val_size=0)
+    cfg["model"].update(arch=args.arch, width=width)
+    cfg["train"].update(batch_size=args.batch, seed=seed, lr=lr, device=args.device)
+    return cfg
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _head(cell, images: int):
+    """`cell` training on only its first `images` training images: one epoch, fixed steps."""
+    data = dataclasses.replace(cell.data, train_x=cell.data.train_x[:images],
+                               train_y=cell.data.train_y[:images])
+    return dataclasses.replace(cell, data=data)
+
+
+class Ours:
+    """Our trainer's steps: `loop.train_epoch` over exactly `steps` batches."""
+
+    def __init__(self, cfg: dict, device: torch.device):
+        self.cell, self.batch = build_cell(cfg, device), cfg["train"]["batch_size"]
+        self.fmt = {"autocast": loop.autocast_for(cfg["train"]["precision"], device),
+                    "memory_format": memory_format_of(cfg["train"], device)}
+        self.loss_fn = nn.CrossEntropyLoss()
+
+    def run(self, steps: int) -> int:
+        torch.backends.cudnn.benchmark = True  # as loop.train sets it
+        c = _head(self.cell, steps * self.batch)
+        loop.train_epoch(c.model, c.data, c.gen, c.optimizer, c.scheduler, self.loss_fn,
+                         self.batch, **self.fmt)
+        return steps * self.batch
+
+
+def _seed_cifar10() -> type:
+    """torchvision's CIFAR10 as the seeds used it, minus the md5s of the real files (ours
+    are synthetic files in the same layout)."""
+    from torchvision.datasets import CIFAR10
+    return type("SyntheticCIFAR10", (CIFAR10,), {
+        "train_list": [[name, None] for name, _ in CIFAR10.train_list],
+        "test_list": [[name, None] for name, _ in CIFAR10.test_list],
+        "meta": {**CIFAR10.meta, "md5": None}})
+
+
+class Naive:
+    """The seeds' pipeline: torchvision dataset + PIL transforms + DataLoader, fp32."""
+
+    def __init__(self, cfg: dict, device: torch.device, workers: int):
+        from torchvision import transforms as T
+        tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+                        T.Normalize(CIFAR_MEAN, CIFAR_STD)])
+        dataset = _seed_cifar10()(cfg["dataset"]["root"], train=True, transform=tf)
+        self.loader = torch.utils.data.DataLoader(dataset, batch_size=cfg["train"]["batch_size"],
+                                                  shuffle=True, num_workers=workers,
+                                                  drop_last=True)
+        m = cfg["model"]
+        torch.manual_seed(0)
+        self.model = create_model(m["arch"], width=m["width"], dropout=m["dropout"],
+                                  input_dropout=m["input_dropout"]).to(device)
+        opt = cfg["train"]["optimizer"]
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg["train"]["lr"],
+                                         momentum=opt["momentum"],
+                                         weight_decay=opt["weight_decay"])
+        self.device, self.batches = device, iter(self.loader)
+
+    def _next(self):
+        try:
+            return next(self.batches)
+        except StopIteration:  # a new epoch, as the seeds' `for epoch` loop starts one
+            self.batches = iter(self.loader)
+            return next(self.batches)
+
+    def run(self, steps: int) -> int:
+        torch.backends.cudnn.benchmark = False  # PyTorch's default, which the seeds kept
+        self.model.train()
+        running, seen = 0.0, 0
+        for _ in range(steps):
+            x, y = self._next()
+            x, y = x.to(self.device), y.to(self.device)
+            self.optimizer.zero_grad()
+            loss = F.cross_entropy(self.model(x), y)
+            loss.backward()
+            self.optimizer.step()
+            running += loss.item()  # the seeds' running loss: a host sync every step
+            seen += len(y)
+        return seen
+
+
+class Packed:
+    """K cells (seeds 0..K-1, lrs around 0.05) packed in one model (`mode` vmap or loop),
+    or, with mode None, trained one after another."""
+
+    def __init__(self, cfgs: list[dict], device: torch.device, mode: str | None):
+        self.ours = [Ours(cfg, device) for cfg in cfgs]
+        self.fused = mode and Fused([o.cell.model for o in self.ours],
+                                    self.ours[0].fmt["memory_format"], mode)
+
+    def run(self, steps: int) -> int:
+        if not self.fused:
+            return sum(o.run(steps) for o in self.ours)
+        torch.backends.cudnn.benchmark = True
+        first = self.ours[0]
+        cells = [_head(o.cell, steps * first.batch) for o in self.ours]
+        train_packed_epoch(self.fused, cells, first.loss_fn, first.batch,
+                           autocast=first.fmt["autocast"])
+        return steps * first.batch * len(cells)
+
+
+def measure(runners: dict[str, object], args: argparse.Namespace,
+            device: torch.device) -> dict[str, float]:
+    """Median images/s of each runner over `args.repeats` alternating rounds."""
+    for r in runners.values():
+        r.run(args.warmup)
+    rates: dict[str, list[float]] = {name: [] for name in runners}
+    for i in range(args.repeats):
+        names = list(runners) if i % 2 == 0 else list(reversed(runners))
+        for name in names:
+            _sync(device)
+            t0 = time.perf_counter()
+            images = runners[name].run(args.steps)
+            _sync(device)
+            rates[name].append(images / (time.perf_counter() - t0))
+    return {name: statistics.median(v) for name, v in rates.items()}
+
+
+def bench(args: argparse.Namespace, root: str, log: Callable[[str], None]) -> dict:
+    device = loop.resolve_device(args.device)
+    name = loop.device_name(device)
+    runs = []
+    for width in args.widths:
+        log(f"width {width}: ours vs naive")
+        cfg = config_for(root, args, width)
+        rates = measure({"ours": Ours(cfg, device),
+                         "naive": Naive(cfg, device, args.naive_workers)}, args, device)
+        runs.append({"device": name, "arch": args.arch, "width": width, "batch": args.batch,
+                     "ours_images_per_s": rates["ours"], "naive_images_per_s": rates["naive"],
+                     "ratio": rates["ours"] / rates["naive"],
+                     "ours_epoch_s": EPOCH_IMAGES / rates["ours"],
+                     "naive_epoch_s": EPOCH_IMAGES / rates["naive"]})
+    result = {"runs": runs, "pack": None}
+    if args.pack >= 1:
+        width = args.pack_width or min(args.widths)
+        log(f"width {width}: {args.pack} cells packed vs sequential")
+        cfgs = [config_for(root, args, width, seed=k, lr=0.05 * (1 + 0.1 * k))
+                for k in range(args.pack)]
+        mode = pack_mode(args.pack_mode, device)
+        rates = measure({"packed": Packed(cfgs, device, mode),
+                         "sequential": Packed(cfgs, device, None)}, args, device)
+        result["pack"] = {"device": name, "arch": args.arch, "k": args.pack, "width": width,
+                          "mode": mode,
+                          "batch": args.batch, "packed_images_per_s": rates["packed"],
+                          "sequential_images_per_s": rates["sequential"],
+                          "ratio": rates["packed"] / rates["sequential"],
+                          "packed_epoch_s": args.pack * EPOCH_IMAGES / rates["packed"],
+                          "sequential_epoch_s": args.pack * EPOCH_IMAGES / rates["sequential"]}
+    return result
+
+
+def write_files(root: str, args: argparse.Namespace) -> None:
+    """Synthetic images as CIFAR-10 files: enough for every naive step without a restart."""
+    need = args.batch * (args.warmup + args.steps * args.repeats)
+    train_x, train_y, test_x, test_y, _ = synthetic(n_train=min(50_000, max(need, 2 * args.batch)),
+                                                    n_test=100)
+    write_cifar10(root, train_x, train_y, test_x, test_y)
+
+
+def render(result: dict, settings: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    console = Console()
+    t = Table(title=f"Training images/s: ours vs naive ({result['runs'][0]['device']})")
+    for col in ("arch", "width", "batch", "ours img/s", "naive img/s", "ratio",
+                "ours s/epoch", "naive s/epoch"):
+        t.add_column(col, justify="left" if col == "arch" else "right")
+    for r in result["runs"]:
+        t.add_row(r["arch"], f"{r['width']:g}", str(r["batch"]), f"{r['ours_images_per_s']:.1f}",
+                  f"{r['naive_images_per_s']:.1f}", f"{r['ratio']:.2f}x",
+                  f"{r['ours_epoch_s']:.1f}", f"{r['naive_epoch_s']:.1f}")
+    console.print(t)
+    p = result["pack"]
+    if p:
+        t = Table(title=f"{p['k']} cells packed ({p['mode']}) vs one after another "
+                        f"(width {p['width']:g})")
+        for col in ("packed img/s", "sequential img/s", "ratio", "packed s/epoch",
+                    "sequential s/epoch"):
+            t.add_column(col, justify="right")
+        t.add_row(f"{p['packed_images_per_s']:.1f}", f"{p['sequential_images_per_s']:.1f}",
+                  f"{p['ratio']:.2f}x", f"{p['packed_epoch_s']:.1f}",
+                  f"{p['sequential_epoch_s']:.1f}")
+        console.print(t)
+    console.print(f"s/epoch: {EPOCH_IMAGES:,} images (per cell x {p['k'] if p else 1} when "
+                  f"packed), extrapolated. Settings: {settings}")
+
+
+def main(argv: list[str]) -> int:
+    """Run the benchmark (`grid bench ARGS`); prints rich tables or, with --json, JSON."""
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = {k: getattr(args, k) for k in ("steps", "warmup", "repeats", "naive_workers")}
+    settings["threads"] = torch.get_num_threads()
+    log = (lambda s: None) if args.json else (lambda s: print(f"grid bench: {s}", flush=True))
+    with tempfile.TemporaryDirectory(prefix="grid-bench-") as root:
+        write_files(root, args)
+        result = bench(args, root, log)
+    result.update(settings=settings, torch=torch.__version__)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        render(result, settings)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main(sys.argv[1:]))
