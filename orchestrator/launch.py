@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -36,9 +37,9 @@ KEEP_CHECKPOINTS = 1  # the last epoch is all a retry needs; models can be large
 # Ray and Tune talk a lot; `grid launch` shows its own progress. Defaults only: a user's
 # own setting of any of these wins.
 QUIET_ENV = {
-    "RAY_AIR_NEW_OUTPUT": "0",                # the legacy reporter, which verbose=0 silences
-    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",  # no CSV/JSON/TensorBoard per trial: the store has it
-    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",  # one per epoch is intended
+    "RAY_AIR_NEW_OUTPUT": "0",  # the legacy reporter, which verbose=0 silences
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",  # no CSV/JSON/TensorBoard: the store has it
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",  # 1 per epoch: intended
 }
 QUIET_LOGGERS = {"ray": logging.WARNING, "ray.tune": logging.ERROR,
                  # trial failures: shown by the progress display and the final report
@@ -98,6 +99,8 @@ def ray_session(address: str | None, dashboard_host: str, console: Console) -> I
     # token in ~/.ray/auth_token); that stays process-wide after ray.shutdown().
     _quiet_loggers()
     kw = {"log_to_driver": False, "logging_level": logging.WARNING}
+    if address not in (None, "auto", "local"):
+        check_reachable(address)
     try:
         if address is None:  # "local": a new Ray, never one `ray start` left running
             ctx = ray.init(address="local", include_dashboard=True,
@@ -114,6 +117,18 @@ def ray_session(address: str | None, dashboard_host: str, console: Console) -> I
         yield address is None
     finally:
         ray.shutdown()
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """GridError at once when host:port does not answer (Ray itself retries for minutes)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise GridError(f"--address {address}: expected auto, host:port or ray://host:port")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise GridError(f"--address {address}: no Ray there ({e.strerror or e}); start one "
+                        f"with `ray start --head` (docs/cluster.md)") from None
 
 
 def _quiet_loggers() -> None:
@@ -154,12 +169,19 @@ def check_shared_store(store: Store) -> None:
                         f"--store s3://bucket/prefix")
 
 
-def trial_resources(resources: dict) -> dict[str, float]:
-    """Tune's request per trial; gpu auto -> 1 when the cluster has GPUs, else 0."""
+def trial_resources(resources: dict, console: Console) -> dict[str, float]:
+    """Tune's request per trial; gpu auto -> 1 when the cluster has GPUs, else 0. Warns
+    when no node can hold one trial (it would wait, silently, for an autoscaled node)."""
     gpu = resources["gpu"]
     if gpu == "auto":
         gpu = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
-    return {"cpu": float(resources["cpu"]), "gpu": float(gpu)}
+    want = {"CPU": float(resources["cpu"]), "GPU": float(gpu)}
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if not any(all(n.get(r, 0) >= v for r, v in want.items()) for n in nodes):
+        console.print(f"[yellow]no node of the cluster has {want['CPU']:g} CPUs and "
+                      f"{want['GPU']:g} GPUs for one trial (resources: in the spec); "
+                      f"the trials wait until such a node joins[/]")
+    return {"cpu": want["CPU"], "gpu": want["GPU"]}
 
 
 # -- storage of Tune's state and checkpoints ---------------------------------------------------
@@ -242,7 +264,8 @@ def _trainable(config: dict, units: dict, run: dict) -> None:
         _, fs = tune_storage(open_store(run["store"]), cells[0].grid)
         for path in sorted({run["resume"][k] for k in keys if k in run["resume"]}):
             with tune.Checkpoint(path, filesystem=fs).as_directory() as d:
-                resumes.update(T.load_states(d, [k for k in keys if run["resume"].get(k) == path]))
+                resumes.update(T.load_states(d, [k for k in keys
+                                                 if run["resume"].get(k) == path]))
     T.run_unit(cells, store_uri=run["store"], spec_sha256=run["sha256"], resumes=resumes,
                checkpoint=_report)
 
@@ -315,34 +338,24 @@ def _first_line(text: str | None) -> str:
 
 def _fit(spec, store: Store, units: list[list[Trial]], skipped: int,
          max_concurrent: int | None, console: Console):
+    """Run the units as one Tune experiment with the live display; Tune's ResultGrid."""
     labels = {T.unit_label(u): u for u in units}
     keys = [t.key for u in units for t in u]
-    run = {"store": store_location(store), "sha256": spec.sha256, "resume": previous_checkpoints(store, spec.name, keys),
+    run = {"store": store_location(store), "sha256": spec.sha256,
+           "resume": previous_checkpoints(store, spec.name, keys),
            "env": {k: os.environ[k] for k in T.HOOK_ENV if k in os.environ}}
     if run["resume"]:
         console.print(f"resuming {len(run['resume'])} cells from the checkpoints of an "
                       f"earlier launch")
-    resources = trial_resources(spec.resources)
-    progress = GridProgress(spec.name, {lab: (len(u), u[0].config["train"]["epochs"])
-                                        for lab, u in labels.items()}, skipped=skipped)
+    resources = trial_resources(spec.resources, console)
     console.print(f"{spec.name}: running {len(keys)} cells as {len(units)} Tune trials, "
                   f"{resources['cpu']:g} CPU + {resources['gpu']:g} GPU each")
-    path, fs = tune_storage(store, spec.name)
+    progress = GridProgress(spec.name, {lab: (len(u), u[0].config["train"]["epochs"])
+                                        for lab, u in labels.items()}, skipped=skipped)
     trainable = tune.with_parameters(
         _trainable, units={lab: [t.to_dict() for t in u] for lab, u in labels.items()}, run=run)
-    tuner = tune.Tuner(
-        tune.with_resources(trainable, resources),
-        param_space={"cell": tune.grid_search(list(labels)),
-                     "launch": datetime.now().strftime("%Y%m%d-%H%M%S")},
-        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=True,
-                                    trial_name_creator=_trial_name,
-                                    trial_dirname_creator=_trial_dirname),
-        run_config=tune.RunConfig(
-            name=spec.name, storage_path=path, storage_filesystem=fs, verbose=0,
-            progress_reporter=tune.CLIReporter(max_report_frequency=10**9),
-            callbacks=[TuneProgress(progress, console)],
-            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS)))
+    tuner = _tuner(spec, store, tune.with_resources(trainable, resources), list(labels),
+                   max_concurrent, TuneProgress(progress, console))
     if not console.is_terminal:  # a log file: the per-trial lines and one summary
         results = tuner.fit()
         console.print(progress.summary_line(), highlight=False)
@@ -351,9 +364,32 @@ def _fit(spec, store: Store, units: list[list[Trial]], skipped: int,
         return tuner.fit()
 
 
+def _tuner(spec, store: Store, trainable, labels: list[str], max_concurrent: int | None,
+           callback: tune.Callback) -> tune.Tuner:
+    """One trial per label (a cell or a pack), named by it; retried from its last
+    checkpoint up to spec.max_failures times."""
+    path, fs = tune_storage(store, spec.name)
+    return tune.Tuner(
+        trainable,
+        param_space={"cell": tune.grid_search(labels),
+                     "launch": datetime.now().strftime("%Y%m%d-%H%M%S")},
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent,
+                                    # one process per CPU slot for the whole grid: a new
+                                    # process per cell would import torch again each time
+                                    reuse_actors=True,
+                                    trial_name_creator=_trial_name,
+                                    trial_dirname_creator=_trial_dirname),
+        run_config=tune.RunConfig(
+            name=spec.name, storage_path=path, storage_filesystem=fs, verbose=0,
+            progress_reporter=tune.CLIReporter(max_report_frequency=10**9),  # silent
+            callbacks=[callback],
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS)))
+
+
 def _finish(spec, store: Store, units: list[list[Trial]], results, console: Console) -> int:
     """The end report; failed rows for cells whose trial died without writing one."""
-    tune_errors = {r.config["cell"]: str(r.error) for r in results if r.error is not None}
+    tune_errors = {_result_label(r): str(r.error) for r in results if r.error is not None}
     statuses = store.statuses(spec.name)
     problems: list[tuple[Trial, str]] = []
     for unit in units:
@@ -378,6 +414,13 @@ def _finish(spec, store: Store, units: list[list[Trial]], results, console: Cons
         error = (why or errors.get(t.key) or "failed").replace("\n", "\n      ")
         console.print(Text.assemble(("  " + t.key, "red"), f" {params}: {error}"))
     return 1
+
+
+def _result_label(result) -> str:
+    """A Tune result's label; a trial that never started has no config, only its dir."""
+    if result.config:
+        return result.config["cell"]
+    return Path(result.path).name.rsplit("_", 1)[0]
 
 
 def _row_errors(store: Store, grid: str) -> dict[str, str]:

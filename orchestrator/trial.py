@@ -89,7 +89,9 @@ def load_states(directory: str | Path, keys: list[str]) -> dict[str, dict]:
     for key in keys:
         path = Path(directory) / state_file(key)
         if path.exists():
-            out[key] = torch.load(path, map_location="cpu", weights_only=False)
+            # weights_only: tensors, numbers and containers, never arbitrary objects (a
+            # checkpoint folder on a shared store is not trusted code)
+            out[key] = torch.load(path, map_location="cpu", weights_only=True)
     return out
 
 

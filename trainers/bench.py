@@ -10,8 +10,9 @@ of K cells packed into one fused model against the same K cells one after anothe
 
 Both sides train the same model on the same synthetic images, written as real CIFAR-10
 files (`trainers.cifar_files`) to a temporary folder. Every timed block is `--steps` steps
-after `--warmup` steps; the pipelines alternate block by block (`--repeats` rounds, order
-flipped each round) and the median rate is reported, so a noisy machine hits both sides.
+after `--warmup` untimed ones; the two pipelines alternate block by block in rounds, the
+order flipped each round (at least `--repeats` rounds, more until `--min-time` seconds),
+and the median rate is reported: a busy machine slows both sides alike.
     python -m trainers.bench --device cuda --width 1.0,0.25 --batch 128 --pack 4 --json
 """
 from __future__ import annotations
@@ -39,7 +40,9 @@ from trainers.pack import Fused, build_cell, memory_format_of, pack_mode, train_
 EPOCH_IMAGES = 45_000  # a CIFAR-10 training epoch after the usual 5,000-image validation split
 # The per-channel CIFAR-10 mean/std the seeds' torchvision pipelines normalise with.
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-QUICK = {"width": "0.125", "batch": 16, "steps": 1, "warmup": 1, "repeats": 1, "pack": 2}
+QUICK = {"width": "0.125", "batch": 16, "steps": 1, "warmup": 1, "repeats": 1, "pack": 2,
+         "min_time": 0.0}
+MAX_ROUNDS = 25
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -49,7 +52,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--steps", type=int, help="timed steps per block (20 on CUDA, 2 on CPU)")
     p.add_argument("--warmup", type=int, help="untimed steps first (3 on CUDA, 1 on CPU)")
-    p.add_argument("--repeats", type=int, default=3, help="alternating rounds; median taken")
+    p.add_argument("--repeats", type=int, default=3, help="alternating rounds at least; the "
+                   "median is taken")
+    p.add_argument("--min-time", type=float, default=10.0, help="more rounds (up to 25) until "
+                   "each comparison has been timed this many seconds")
     p.add_argument("--pack", type=int, default=4, help="cells to pack (0: skip packing)")
     p.add_argument("--pack-width", type=float, help="width of the packed cells (the smallest)")
     p.add_argument("--pack-mode", default="auto", choices=["auto", "vmap", "loop"],
@@ -170,40 +176,44 @@ class Naive:
 
 
 class Packed:
-    """K cells (seeds 0..K-1, lrs around 0.05) packed in one model (`mode` vmap or loop),
-    or, with mode None, trained one after another."""
+    """K cells (seeds 0..K-1, lrs around 0.05) packed (`mode` vmap or loop), or, with mode
+    None, trained one after another."""
 
     def __init__(self, cfgs: list[dict], device: torch.device, mode: str | None):
-        self.ours = [Ours(cfg, device) for cfg in cfgs]
-        self.fused = mode and Fused([o.cell.model for o in self.ours],
-                                    self.ours[0].fmt["memory_format"], mode)
+        self.ours, self.mode = [Ours(cfg, device) for cfg in cfgs], mode
+        self.fmt = self.ours[0].fmt
+        self.fused = (Fused([o.cell.model for o in self.ours], self.fmt["memory_format"])
+                      if mode == "vmap" else None)
 
     def run(self, steps: int) -> int:
-        if not self.fused:
+        if self.mode is None:
             return sum(o.run(steps) for o in self.ours)
         torch.backends.cudnn.benchmark = True
-        first = self.ours[0]
-        cells = [_head(o.cell, steps * first.batch) for o in self.ours]
-        train_packed_epoch(self.fused, cells, first.loss_fn, first.batch,
-                           autocast=first.fmt["autocast"])
-        return steps * first.batch * len(cells)
+        batch = self.ours[0].batch
+        cells = [_head(o.cell, steps * batch) for o in self.ours]
+        train_packed_epoch(cells, self.ours[0].loss_fn, batch, fused=self.fused, **self.fmt)
+        return steps * batch * len(cells)
 
 
 def measure(runners: dict[str, object], args: argparse.Namespace,
-            device: torch.device) -> dict[str, float]:
-    """Median images/s of each runner over `args.repeats` alternating rounds."""
+            device: torch.device) -> tuple[dict[str, float], int]:
+    """(median images/s of each runner, rounds): alternating rounds, the order flipped each
+    round, at least `args.repeats` of them and more until `args.min_time` seconds."""
     for r in runners.values():
         r.run(args.warmup)
     rates: dict[str, list[float]] = {name: [] for name in runners}
-    for i in range(args.repeats):
-        names = list(runners) if i % 2 == 0 else list(reversed(runners))
-        for name in names:
+    rounds, spent = 0, 0.0
+    while rounds < args.repeats or (spent < args.min_time and rounds < MAX_ROUNDS):
+        for name in list(runners) if rounds % 2 == 0 else list(reversed(runners)):
             _sync(device)
             t0 = time.perf_counter()
             images = runners[name].run(args.steps)
             _sync(device)
-            rates[name].append(images / (time.perf_counter() - t0))
-    return {name: statistics.median(v) for name, v in rates.items()}
+            seconds = time.perf_counter() - t0
+            rates[name].append(images / seconds)
+            spent += seconds
+        rounds += 1
+    return {name: statistics.median(v) for name, v in rates.items()}, rounds
 
 
 def bench(args: argparse.Namespace, root: str, log: Callable[[str], None]) -> dict:
@@ -213,9 +223,10 @@ def bench(args: argparse.Namespace, root: str, log: Callable[[str], None]) -> di
     for width in args.widths:
         log(f"width {width}: ours vs naive")
         cfg = config_for(root, args, width)
-        rates = measure({"ours": Ours(cfg, device),
-                         "naive": Naive(cfg, device, args.naive_workers)}, args, device)
+        rates, rounds = measure({"ours": Ours(cfg, device),
+                                 "naive": Naive(cfg, device, args.naive_workers)}, args, device)
         runs.append({"device": name, "arch": args.arch, "width": width, "batch": args.batch,
+                     "rounds": rounds,
                      "ours_images_per_s": rates["ours"], "naive_images_per_s": rates["naive"],
                      "ratio": rates["ours"] / rates["naive"],
                      "ours_epoch_s": EPOCH_IMAGES / rates["ours"],
@@ -227,10 +238,10 @@ def bench(args: argparse.Namespace, root: str, log: Callable[[str], None]) -> di
         cfgs = [config_for(root, args, width, seed=k, lr=0.05 * (1 + 0.1 * k))
                 for k in range(args.pack)]
         mode = pack_mode(args.pack_mode, device)
-        rates = measure({"packed": Packed(cfgs, device, mode),
-                         "sequential": Packed(cfgs, device, None)}, args, device)
+        rates, rounds = measure({"packed": Packed(cfgs, device, mode),
+                                 "sequential": Packed(cfgs, device, None)}, args, device)
         result["pack"] = {"device": name, "arch": args.arch, "k": args.pack, "width": width,
-                          "mode": mode,
+                          "mode": mode, "rounds": rounds,
                           "batch": args.batch, "packed_images_per_s": rates["packed"],
                           "sequential_images_per_s": rates["sequential"],
                           "ratio": rates["packed"] / rates["sequential"],
@@ -241,9 +252,9 @@ def bench(args: argparse.Namespace, root: str, log: Callable[[str], None]) -> di
 
 def write_files(root: str, args: argparse.Namespace) -> None:
     """Synthetic images as CIFAR-10 files: enough for every naive step without a restart."""
-    need = args.batch * (args.warmup + args.steps * args.repeats)
-    train_x, train_y, test_x, test_y, _ = synthetic(n_train=min(50_000, max(need, 2 * args.batch)),
-                                                    n_test=100)
+    need = args.batch * (args.warmup + args.steps * max(args.repeats, MAX_ROUNDS))
+    n_train = min(50_000, max(need, 2 * args.batch))  # at most CIFAR-10's 50,000
+    train_x, train_y, test_x, test_y, _ = synthetic(n_train=n_train, n_test=100)
     write_cifar10(root, train_x, train_y, test_x, test_y)
 
 
@@ -277,10 +288,11 @@ def render(result: dict, settings: dict) -> None:
 
 def main(argv: list[str]) -> int:
     """Run the benchmark (`grid bench ARGS`); prints rich tables or, with --json, JSON."""
-    args = parse_args(argv)
+    args = parse_args(argv[1:] if argv[:1] == ["--"] else argv)  # `grid bench -- --json`
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = {k: getattr(args, k) for k in ("steps", "warmup", "repeats", "naive_workers")}
+    settings = {k: getattr(args, k) for k in ("steps", "warmup", "repeats", "min_time",
+                                              "naive_workers")}
     settings["threads"] = torch.get_num_threads()
     log = (lambda s: None) if args.json else (lambda s: print(f"grid bench: {s}", flush=True))
     with tempfile.TemporaryDirectory(prefix="grid-bench-") as root:

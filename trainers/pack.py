@@ -1,30 +1,33 @@
-"""Train K cells as one fused model: `train_packed(configs, reports, resumes) -> summaries`.
+"""Train K cells as one: `train_packed(configs, reports, resumes) -> summaries`.
 
 Cells that differ only in lr, seed, init, weight decay or schedule (`pack_key`) share one
-architecture, so their K forward passes can run as one: `torch.vmap` over
+architecture, so their K forward passes can run as one fused model: `torch.vmap` over
 `torch.func.functional_call`, each model on its OWN batch (inputs K x B x 3 x 32 x 32). vmap
 turns every conv into one grouped conv (groups = K) and every batch norm into one with K x C
-channels: one kernel launch where K separate processes would launch K, which is where packing
-pays for small models on a GPU. On a CPU it pays by running one process and one data load
-instead of K (see BENCHMARKS.md).
+channels: one kernel launch where K separate trials would launch K, which is where packing
+pays for small models on a GPU. On a CPU grouped convs are slower than K plain ones, so the
+default there ("loop" mode) runs the K cells' steps one after another in the one process:
+packing then pays by running one process and one data load instead of K (BENCHMARKS.md).
 
 What each cell keeps as its own, exactly as in its unpacked `trainers.loop.train` run:
 - its data: split, shuffle and augmentation from its own seed's generator (`load_data`,
   `data_generator`, `train_batches`), its init (seeded as the loop seeds it);
 - its parameters as leaf tensors, its own optimizer and LambdaLR schedule (`build_optimizer`,
-  `build_schedule`): the K leaves are stacked inside the forward (torch.stack's backward hands
-  each cell its gradient), so checkpoints are per cell and have the loop's shape;
-- its batch-norm running statistics: one stacked buffer per name, with each cell's module
-  buffer a view into it, updated in place by batch norm under vmap.
+  `build_schedule`): vmap mode stacks the K leaves inside the forward (torch.stack's backward
+  hands each cell its gradient; the copy costs <1 ms a step at width 0.25), so checkpoints
+  are per cell and have the loop's shape;
+- its batch-norm running statistics: in vmap mode one stacked buffer per name, with each
+  cell's module buffer a view into it, updated in place by batch norm under vmap.
 
 Not identical to the unpacked run: dropout masks (drawn for all cells from one global RNG
-stream, seeded by the first cell's seed), and float rounding (grouped vs. single kernels).
-With dropout 0 the metrics match the unpacked run to float tolerance (tests/trainers).
+stream, seeded by the first cell's seed), and in vmap mode float rounding (grouped vs. single
+kernels; at a ReLU kink one rounding flips a gradient entry). With dropout 0 the loop mode
+is bit-for-bit the unpacked run, and vmap mode matches it to ~1e-7 with a smooth activation.
 
 A cell whose epoch train loss is NaN/inf is marked diverged after that epoch (its report
-gets that epoch, as the loop's does) and leaves the fused model; the others keep training.
+gets that epoch, as the loop's does) and leaves the pack; the others keep training.
 Resume: each cell continues from its own `state`; cells at different epochs are fine, the
-ones ahead wait until the others catch up (the fused model holds the cells at one epoch).
+ones ahead wait until the others catch up (a packed step holds the cells at one epoch).
 """
 from __future__ import annotations
 
@@ -131,22 +134,13 @@ def build_cell(config: dict, device: torch.device, resume: dict | None = None,
 
 
 class Fused:
-    """K models of one architecture run as one: `fused(x)` maps K x B x 3 x H x W inputs
-    (cell k's batch at x[k]) to K x B x classes logits.
+    """K models of one architecture as one vmapped model: `fused(x)` maps K x B x 3 x H x W
+    inputs (cell k's batch at x[k]) to K x B x classes logits, each conv one grouped conv."""
 
-    mode "vmap": one vmapped forward over the stacked parameters (grouped kernels: the GPU
-    path). mode "loop": the K models one after another in the same step, the exact ops of
-    their unpacked runs (faster on a CPU, where grouped convs are slower than K plain ones,
-    and bit-for-bit equal to the unpacked runs but for dropout)."""
-
-    def __init__(self, models: list[nn.Module], memory_format=torch.contiguous_format,
-                 mode: str = "vmap"):
-        if mode not in ("vmap", "loop"):
-            raise ValueError(f"Fused: mode must be vmap or loop, got {mode!r}")
-        self.models, self.mode, self.memory_format = models, mode, memory_format
+    def __init__(self, models: list[nn.Module], memory_format=torch.contiguous_format):
         self.base = copy.deepcopy(models[0]).to("meta")  # the structure; holds no data
         self.params = [dict(m.named_parameters()) for m in models]
-        self.nhwc = memory_format == torch.channels_last and mode == "vmap"
+        self.nhwc = memory_format == torch.channels_last
         self.buffers = share_buffers(models)
         self._vmapped = torch.vmap(self._forward, randomness="different")
 
@@ -170,21 +164,11 @@ class Fused:
         return torch.stack(xs)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode == "loop":
-            return torch.stack([m.train()(xk.contiguous(memory_format=self.memory_format))
-                                for m, xk in zip(self.models, x)])
         params = {n: self.stack([p[n] for p in self.params]) for n in self.params[0]}
         self.base.train()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=NO_AS_STRIDED_RULE)
             return self._vmapped(params, self.buffers, x)
-
-
-def pack_mode(mode: str, device: torch.device) -> str:
-    """`auto` -> vmap on CUDA (one grouped kernel for K cells), loop elsewhere."""
-    if mode == "auto":
-        return "vmap" if device.type == "cuda" else "loop"
-    return mode
 
 
 def share_buffers(models: list[nn.Module]) -> dict[str, torch.Tensor]:
@@ -200,35 +184,68 @@ def share_buffers(models: list[nn.Module]) -> dict[str, torch.Tensor]:
     return stacked
 
 
-def train_packed_epoch(fused: Fused, cells: list[Cell], loss_fn: nn.Module, batch_size: int,
-                       *, autocast=contextlib.nullcontext):
-    """One epoch of every cell at once, each on its own shuffled, augmented batches;
+def pack_mode(mode: str, device: torch.device) -> str:
+    """The packed step: "vmap" (one `Fused` forward, grouped kernels) or "loop" (the K
+    cells' steps one after another in this process). auto: vmap on CUDA, where one grouped
+    kernel replaces K launches; loop elsewhere: on a CPU grouped convs are slower than K
+    plain ones (BENCHMARKS.md), and the loop is the unpacked runs' exact arithmetic."""
+    if mode not in ("auto", "vmap", "loop"):
+        raise ValueError(f"pack mode must be auto, vmap or loop, got {mode!r}")
+    return ("vmap" if device.type == "cuda" else "loop") if mode == "auto" else mode
+
+
+def _fused_step(fused: Fused, cells: list[Cell], batches, loss_fn, autocast):
+    x = fused.stack_inputs([b[0] for b in batches])
+    y = torch.stack([b[1] for b in batches])
+    with autocast():
+        logits = fused(x).float()
+    losses = torch.vmap(loss_fn)(logits, y)
+    for c in cells:
+        c.optimizer.zero_grad(set_to_none=True)
+    # Cells are independent: d(sum)/d(loss_k) = 1 gives each cell its own gradient.
+    losses.sum().backward()
+    for c in cells:
+        c.optimizer.step()
+        c.scheduler.step()
+    return losses.detach(), (logits.detach().argmax(-1) == y).sum(1)
+
+
+def _loop_step(cells: list[Cell], batches, loss_fn, autocast, memory_format):
+    losses, correct = [], []
+    for c, (x, y) in zip(cells, batches):  # loop.train_epoch's step, cell by cell
+        with autocast():
+            logits = c.model(x.contiguous(memory_format=memory_format)).float()
+        loss = loss_fn(logits, y)
+        c.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        c.optimizer.step()
+        c.scheduler.step()
+        losses.append(loss.detach())
+        correct.append((logits.detach().argmax(1) == y).sum())
+    return torch.stack(losses), torch.stack(correct)
+
+
+def train_packed_epoch(cells: list[Cell], loss_fn: nn.Module, batch_size: int, *,
+                       fused: Fused | None = None, autocast=contextlib.nullcontext,
+                       memory_format=torch.contiguous_format):
+    """One epoch of every cell at once, each on its own shuffled, augmented batches, through
+    `fused` (their `Fused`) or, when None, cell by cell at every step (the loop mode);
     returns (mean losses K, accuracies K, images per cell), device tensors (no host sync)."""
     device = cells[0].data.train_y.device
     loss_sum = torch.zeros(len(cells), device=device)
     correct = torch.zeros(len(cells), device=device)
     seen = 0
-    if fused.mode == "vmap":
-        per_cell = torch.vmap(loss_fn)
-    else:  # the unpacked runs' exact loss ops
-        per_cell = lambda logits, y: torch.stack([loss_fn(a, b) for a, b in zip(logits, y)])  # noqa: E731
-    epochs = [train_batches(c.data, batch_size, c.gen) for c in cells]
-    for batches in zip(*epochs):
-        x = fused.stack_inputs([b[0] for b in batches])
-        y = torch.stack([b[1] for b in batches])
-        with autocast():
-            logits = fused(x).float()
-        losses = per_cell(logits, y)
-        for c in cells:
-            c.optimizer.zero_grad(set_to_none=True)
-        # Cells are independent: d(sum)/d(loss_k) = 1 gives each cell its own gradient.
-        losses.sum().backward()
-        for c in cells:
-            c.optimizer.step()
-            c.scheduler.step()
-        loss_sum += losses.detach() * y.shape[1]
-        correct += (logits.detach().argmax(-1) == y).sum(1)
-        seen += y.shape[1]
+    for c in cells:
+        c.model.train()
+    for batches in zip(*[train_batches(c.data, batch_size, c.gen) for c in cells]):
+        if fused is not None:
+            losses, hits = _fused_step(fused, cells, batches, loss_fn, autocast)
+        else:
+            losses, hits = _loop_step(cells, batches, loss_fn, autocast, memory_format)
+        n = len(batches[0][1])
+        loss_sum += losses * n
+        correct += hits
+        seen += n
     return loss_sum / seen, correct / seen, seen
 
 
@@ -240,9 +257,10 @@ def run_packed_epoch(epoch: int, cells: list[Cell], loss_fn: nn.Module, batch_si
     device = cells[0].data.train_y.device
     wall0, start = time.perf_counter(), loop._mark(device)
     lrs = [c.optimizer.param_groups[0]["lr"] for c in cells]
-    fused = Fused([c.model for c in cells], memory_format, mode)
-    train_loss, train_acc, seen = train_packed_epoch(fused, cells, loss_fn, batch_size,
-                                                     autocast=autocast)
+    fused = Fused([c.model for c in cells], memory_format) if mode == "vmap" else None
+    train_loss, train_acc, seen = train_packed_epoch(cells, loss_fn, batch_size, fused=fused,
+                                                     autocast=autocast,
+                                                     memory_format=memory_format)
     train_end = loop._mark(device)
     fmt = {"autocast": autocast, "memory_format": memory_format}
     rows = []
@@ -266,7 +284,7 @@ def train_packed(configs: list[dict], reports: list[Callable] | None = None,
     """Train the cells `configs` (all with one `pack_key`) as one fused model; returns one
     summary per cell, each as `trainers.loop.train` returns it. `reports[i](metrics, state)`
     runs after each of cell i's epochs; `resumes[i]` is such a `state`. `mode`: see
-    `Fused` (auto: vmap on CUDA, loop on CPU)."""
+    `pack_mode` (auto: vmap on CUDA, loop on CPU)."""
     if not can_pack(configs):
         raise ValueError("train_packed: the configs differ in more than lr, seed, init, "
                          "weight decay or schedule (or use train.compile); train them apart")

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.launch import token_path
 from orchestrator.spec import load_spec
 
 # Seconds per epoch on a CPU: 128 synthetic images, a quarter-width strided All-CNN-A.
@@ -48,17 +47,21 @@ def tiny_spec(tmp_path):
     return make
 
 
+# Token auth, as Ray 2.60 gives every new local Ray. Set before ray is imported: Ray reads
+# the mode once per process, and a process that started a local Ray (the local-start test)
+# stays in token mode, so the session cluster must use tokens too.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """One Ray for the session's cluster tests: a head with 0 CPUs and one 2-CPU worker
-    node (`cluster_utils.Cluster`: real raylets on this machine).
-
-    With token auth, as Ray 2.60 gives every local Ray: a process that started one (the
-    local-start test) keeps token mode and can only join clusters that use it too."""
+    node (`cluster_utils.Cluster`: real raylets on this machine)."""
     from ray.cluster_utils import Cluster
-    before = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "token"
-    if not token_path().exists():  # what `ray.init()` would generate on first use
+
+    from orchestrator.launch import token_path
+    if os.environ["RAY_AUTH_MODE"] == "token" and not token_path().exists():
+        # what `ray.init()` generates on first use
         subprocess.run(["ray", "get-auth-token", "--generate"], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cluster = Cluster(initialize_head=True,
@@ -66,7 +69,3 @@ def ray_cluster():
     cluster.add_node(num_cpus=2)
     yield cluster
     cluster.shutdown()
-    if before is None:
-        os.environ.pop("RAY_AUTH_MODE", None)
-    else:
-        os.environ["RAY_AUTH_MODE"] = before

@@ -129,6 +129,33 @@ def test_local_store_is_refused_on_a_multi_node_cluster(tmp_path, monkeypatch):
         L.check_shared_store(open_store(str(tmp_path)))
 
 
+def test_trial_resources_gpu_auto_and_unplaceable_warning(monkeypatch):
+    nodes = [{"Alive": True, "Resources": {"CPU": 8.0, "GPU": 2.0}},
+             {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}}]
+    monkeypatch.setattr(ray, "nodes", lambda: nodes)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0, "GPU": 2.0})
+    con, buf = console()
+    assert L.trial_resources({"cpu": 2, "gpu": "auto"}, con) == {"cpu": 2.0, "gpu": 1.0}
+    assert L.trial_resources({"cpu": 1, "gpu": 0.5}, con) == {"cpu": 1.0, "gpu": 0.5}
+    assert buf.getvalue() == ""
+    L.trial_resources({"cpu": 16, "gpu": "auto"}, con)  # only the dead node is that big
+    assert "no node of the cluster has 16 CPUs and 1 GPUs" in buf.getvalue()
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0})
+    assert L.trial_resources({"cpu": 1, "gpu": "auto"}, con)["gpu"] == 0.0
+
+
+def test_unreachable_address_is_a_grid_error(tiny_spec, tmp_path):
+    import socket
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(GridError, match=f"--address 127.0.0.1:{port}: no Ray there"):
+        L.launch(tiny_spec("addr", [0.1]), store_uri=str(tmp_path), address=f"127.0.0.1:{port}")
+    with pytest.raises(GridError, match="expected auto, host:port"):
+        L.check_reachable("nonsense")
+    assert not ray.is_initialized()
+
+
 def test_tune_storage_under_the_store(tmp_path, monkeypatch):
     path, _ = L.tune_storage(open_store(str(tmp_path / "runs")), "g")
     assert Path(path) == (tmp_path / "runs" / "g" / "_tune").resolve()
@@ -147,9 +174,11 @@ def test_dry_run_starts_nothing(tiny_spec, tmp_path):
 
 
 # -- real Ray -------------------------------------------------------------------------------
-def _get(url: str, token: str | None) -> int:
+def _get(url: str, token: str | None, *, cookie: bool = False) -> int:
     req = urllib.request.Request(url)
-    if token:
+    if token and cookie:  # what the dashboard page keeps after its login prompt
+        req.add_header("Cookie", f"ray-authentication-token={token}")
+    elif token:
         req.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
@@ -172,16 +201,17 @@ def test_local_start_dashboard_skip_and_grow(tiny_spec, tmp_path, monkeypatch, r
         token = L.token_path().read_text().strip()
         seen.update(url=url, local=local, auth=os.environ.get("RAY_AUTH_MODE"),
                     with_token=_get(f"http://{url}/api/version", token),
+                    cookie=_get(f"http://{url}/nodes?view=summary", token, cookie=True),
                     without=_get(f"http://{url}/api/version", None))
 
     monkeypatch.setattr(L, "_print_dashboard", check_dashboard)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     store = tmp_path / "runs"
-    spec = tiny_spec("e2e", [0.05, 0.1, 0.2])
+    spec = tiny_spec("e2e", [0.05, 0.1])
     con, buf = console()
     assert L.launch(spec, store_uri=str(store), console=con) == 0
     assert seen["local"] and seen["url"].startswith("127.0.0.1:")
-    assert seen["with_token"] == 200
+    assert seen["with_token"] == 200 and seen["cookie"] == 200
     assert seen["without"] == (401 if seen["auth"] == "token" else 200)
     assert "Ray dashboard: http://127.0.0.1:" in buf.getvalue() and "auth_token" in buf.getvalue()
     keys = {t.key for t in expand(spec)}
@@ -191,17 +221,17 @@ def test_local_start_dashboard_skip_and_grow(tiny_spec, tmp_path, monkeypatch, r
 
     con, buf = console()
     assert L.launch(spec, store_uri=str(store), console=con) == 0
-    assert "skipping 3 finished cells" in buf.getvalue() and "nothing to run" in buf.getvalue()
+    assert "skipping 2 finished cells" in buf.getvalue() and "nothing to run" in buf.getvalue()
     assert "Ray dashboard" not in buf.getvalue()  # Ray was not even started
 
     mtimes = {p.name: p.stat().st_mtime_ns for p in (store / "e2e" / "trials").iterdir()}
-    grown = tiny_spec("e2e", [0.05, 0.1, 0.2], overrides=["lr=[0.05,0.1,0.2,0.4]"])
+    grown = tiny_spec("e2e", [0.05, 0.1], overrides=["lr=[0.05,0.1,0.4]"])
     con, buf = console()
     assert L.launch(grown, store_uri=str(store), address=ray_cluster.address, console=con) == 0
-    assert "skipping 3 finished cells" in buf.getvalue()
+    assert "skipping 2 finished cells" in buf.getvalue()
     assert "running 1 cells as 1 Tune trials" in buf.getvalue()
     found = rows(store, "e2e")
-    assert len(found) == 4 and {r["status"] for r in found.values()} == {"completed"}
+    assert len(found) == 3 and {r["status"] for r in found.values()} == {"completed"}
     assert {p.name: p.stat().st_mtime_ns for p in (store / "e2e" / "trials").iterdir()
             if p.name in mtimes} == mtimes  # the finished cells were not touched
 
@@ -265,9 +295,9 @@ def test_injected_failures_retry_from_checkpoint_then_exhaust(tiny_spec, tmp_pat
 
 @pytest.mark.ray
 def test_worker_node_killed_mid_trial(tiny_spec, tmp_path, ray_cluster):
-    """The node running the trials dies after their first checkpoint; a fresh node joins
-    and Tune retries them there: the grid completes (the head has no CPUs for trials)."""
-    spec = tiny_spec("node", [0.05, 0.1], train={"epochs": 3})
+    """The node running the trial dies after its first checkpoint; a fresh node joins and
+    Tune retries the trial there: the grid completes (the head has no CPUs for trials)."""
+    spec = tiny_spec("node", [0.05], train={"epochs": 2})
     store = tmp_path / "runs"
     con, buf = console()
     result = {}
@@ -286,5 +316,28 @@ def test_worker_node_killed_mid_trial(tiny_spec, tmp_path, ray_cluster):
     thread.join(timeout=300)
     assert result.get("rc") == 0, buf.getvalue()
     found = rows(store, "node")
-    assert len(found) == 2 and {r["status"] for r in found.values()} == {"completed"}
-    assert "retry" in buf.getvalue()  # Tune saw the trials die with their node
+    assert len(found) == 1 and {r["status"] for r in found.values()} == {"completed"}
+    assert "retry" in buf.getvalue()  # Tune saw the trial die with its node
+
+
+def test_run_unit_packs_checkpoints_per_epoch_and_resumes(tiny_spec, tmp_path):
+    """Without Ray: a pack of two cells checkpoints once per epoch with both states; a
+    rerun from the epoch-1 checkpoint resumes there and writes full histories."""
+    trials = expand(tiny_spec("unit", [0.05, 0.1], train={"epochs": 2}))
+    calls = []
+    statuses = T.run_unit(trials, store_uri=str(tmp_path / "runs"), spec_sha256="x",
+                          checkpoint=lambda m, files: calls.append((m, files)))
+    assert statuses == ["completed", "completed"]
+    assert [m["epoch"] for m, _ in calls] == [1, 2] and all(m["cells"] == 2 for m, _ in calls)
+    assert set(calls[0][1]) == {T.state_file(t.key) for t in trials}
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    for name, data in calls[0][1].items():
+        (ckpt / name).write_bytes(data)
+    resumes = T.load_states(ckpt, [t.key for t in trials])
+    T.run_unit(trials[:1], store_uri=str(tmp_path / "again"), spec_sha256="x", resumes=resumes)
+    row = rows(tmp_path / "again", "unit")[trials[0].key]
+    assert row["resumed_epoch"] == 1 and row["epochs"] == 2
+    epochs = open_store(str(tmp_path / "again")).read_epochs("unit").to_pylist()
+    assert sorted(e["epoch"] for e in epochs) == [1, 2]
