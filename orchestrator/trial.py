@@ -202,7 +202,7 @@ def run_unit(cells: list[Trial], *, store_uri: str | None, spec_sha256: str,
             if t.key in resumes:
                 maybe_inject_failure(t.key, epochs.epoch[t.key], resumed=True)
         summaries = _train(cells, resumes, epochs)
-    except BaseException as exc:
+    except Exception as exc:  # not KeyboardInterrupt: a stopped launch leaves no row
         _write_failed(store, cells, epochs, spec_sha256, started, error_text(exc))
         raise
     ended = datetime.now(timezone.utc)

@@ -20,8 +20,9 @@ _small_synthetic = functools.lru_cache(maxsize=None)(data_mod.synthetic)
 
 @pytest.fixture(autouse=True)
 def small_and_single_threaded(monkeypatch):
-    # A smaller synthetic set, generated once: every cell loads the data again.
-    monkeypatch.setattr(data_mod, "synthetic", lambda *a, **k: _small_synthetic(256, 200))
+    # A smaller synthetic set (fast evaluation), generated once; copies, as callers may write.
+    monkeypatch.setattr(data_mod, "synthetic", lambda *a, **k: tuple(
+        v.copy() if hasattr(v, "copy") else v for v in _small_synthetic(256, 200)))
     # Tiny models: one thread is as fast, and immune to OpenMP spinning on a busy machine.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
