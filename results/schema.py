@@ -34,7 +34,7 @@ PROVENANCE = ("spec_sha256", "grid_version", "git_commit", "python_version", "to
 STR, INT, FLOAT, BOOL = pa.string(), pa.int64(), pa.float64(), pa.bool_()
 TRIAL_TYPES: dict[str, pa.DataType] = {
     "key": STR, "grid": STR, "status": STR, "error": STR,
-    "epochs": INT, "params": INT, "wall_s": FLOAT, "images_per_s": FLOAT,
+    "epochs": INT, "resumed_epoch": INT, "params": INT, "wall_s": FLOAT, "images_per_s": FLOAT,
     **{f"{at}_{m}": (INT if m == "epoch" else FLOAT) for at in ("final", "best")
        for m in EPOCH_FIELDS},
     **{p: STR for p in PROVENANCE}, "schema_version": INT,
