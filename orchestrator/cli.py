@@ -162,7 +162,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 @command
 def cmd_bench(args: argparse.Namespace) -> int:
     from trainers.bench import main as bench_main
-    return bench_main(args.bench_args)
+    rest = args.bench_args
+    return bench_main(rest[1:] if rest[:1] == ["--"] else rest)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -216,6 +217,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # argparse's REMAINDER drops leading --flags: pass them on whole
+        argv = ["bench", "--", *argv[1:]] if len(argv) > 1 else argv
     args = parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)

@@ -59,3 +59,11 @@ def test_train_unknown_cell_exits_2(tmp_path, capsys):
     spec_path.write_text(textwrap.dedent(TINY))
     assert main(["train", str(spec_path), "--cell", "zzzz"]) == 2
     assert "--cell zzzz: matches 0 cells of tiny" in capsys.readouterr().err
+
+
+def test_bench_flags_reach_the_benchmark(monkeypatch):
+    seen = {}
+    import trainers.bench
+    monkeypatch.setattr(trainers.bench, "main", lambda argv: seen.setdefault("argv", argv) and 0)
+    assert main(["bench", "--json", "--quick"]) == 0
+    assert seen["argv"] == ["--json", "--quick"]
