@@ -286,8 +286,9 @@ def train_packed(configs: list[dict], reports: list[Callable] | None = None,
     runs after each of cell i's epochs; `resumes[i]` is such a `state`. `mode`: see
     `pack_mode` (auto: vmap on CUDA, loop on CPU)."""
     if not can_pack(configs):
-        raise ValueError("train_packed: the configs differ in more than lr, seed, init, "
-                         "weight decay or schedule (or use train.compile); train them apart")
+        raise ValueError("train_packed: these configs cannot be packed (they differ in more "
+                         "than lr, seed, init, weight decay or schedule, or use "
+                         "train.compile); train them apart")
     t0 = time.perf_counter()
     tcfg = configs[0]["train"]
     device = loop.resolve_device(tcfg["device"])
