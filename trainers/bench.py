@@ -46,6 +46,7 @@ MAX_ROUNDS = 25
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The benchmark's flags, with the device-dependent defaults filled in."""
     p = argparse.ArgumentParser(prog="grid bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", default="allcnn_c")
     p.add_argument("--width", default="1.0,0.25", help="comma-separated width multipliers")
@@ -217,6 +218,7 @@ def measure(runners: dict[str, object], args: argparse.Namespace,
 
 
 def bench(args: argparse.Namespace, root: str, log: Callable[[str], None]) -> dict:
+    """Every comparison of `args` on the CIFAR-10 files under `root`: {"runs", "pack"}."""
     device = loop.resolve_device(args.device)
     name = loop.device_name(device)
     runs = []
@@ -259,6 +261,7 @@ def write_files(root: str, args: argparse.Namespace) -> None:
 
 
 def render(result: dict, settings: dict) -> None:
+    """`bench`'s result as rich tables on the terminal."""
     from rich.console import Console
     from rich.table import Table
     console = Console()
