@@ -61,9 +61,12 @@ ALIASES = {
 }
 SHORT = {v: k for k, v in ALIASES.items()}
 
-# Where a trial runs, not what it trains: left out of its key so that the same cell has the
-# same key on a laptop and on a cluster with another data root.
-NON_IDENTITY = ("dataset.root", "dataset.download", "train.device")
+# Where and how a cell runs, not what it trains: left out of its key so that the same cell has
+# the same key on a laptop and on a cluster with another data root. channels_last and compile
+# change speed, not the numbers (to float tolerance). A future cadence of checkpoints or logs
+# belongs here too.
+NON_IDENTITY = ("dataset.root", "dataset.download", "train.device", "train.channels_last",
+                "train.compile")
 
 DATASETS = ("cifar10", "cifar100", "synthetic")
 AUGMENTS = ("crop", "flip", "cutout")

@@ -1,23 +1,21 @@
-"""Pure functions from a Spec to its ordered list of trials, each with a stable key.
+"""Pure functions from a Spec to its ordered list of cells, each with a stable key.
 
-The key is a hash of the canonical resolved config: the same cell has the same key across
-runs, machines and YAML key order, and any value that changes training changes it. That key
-is what lets `grid launch` skip finished cells and run only the new cells of a grown grid.
+The key (`orchestrator/keys.py`) hashes what sets the cell's resolved config apart from a
+frozen baseline: the same cell has the same key across runs, machines, YAML key order and
+releases that add options, and any value that changes training changes it. That key is what
+lets `grid launch` skip finished cells and run only the new cells of a grown grid.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import itertools
-import json
 from typing import Any
 
 from orchestrator import config as C
 from orchestrator.errors import GridError
+from orchestrator.keys import canonical_json, cell_key  # noqa: F401 - the key's public home
 from orchestrator.spec import Spec
-
-KEY_LENGTH = 12  # 48 bits: a collision needs ~16M cells in one grid before it is likely
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,20 +32,6 @@ class Trial:
     @classmethod
     def from_dict(cls, d: dict) -> "Trial":
         return cls(**d)
-
-
-def canonical_json(config: dict) -> str:
-    """The config with where-it-runs keys removed, as sorted compact JSON."""
-    cfg = copy.deepcopy(config)
-    for path in C.NON_IDENTITY:
-        section, _, leaf = path.rpartition(".")
-        C.get_path(cfg, section).pop(leaf, None)
-    return json.dumps(cfg, sort_keys=True, separators=(",", ":"))
-
-
-def trial_key(config: dict) -> str:
-    """The stable key of a resolved config."""
-    return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:KEY_LENGTH]
 
 
 def _cap(current: Any, cap: Any) -> Any:
@@ -91,7 +75,7 @@ def expand(spec: Spec) -> list[Trial]:
         cfg = resolve(spec, overrides)
         if any(_matches(cfg, rule) for rule in spec.exclude):
             continue
-        key = trial_key(cfg)
+        key = cell_key(cfg)
         if key in seen:
             continue
         seen.add(key)

@@ -6,7 +6,8 @@ import pytest
 
 from orchestrator.cli import main
 from orchestrator.errors import GridError
-from orchestrator.expand import expand, trial_key
+from orchestrator.expand import expand
+from orchestrator.keys import cell_key
 from orchestrator.spec import load_spec, smoke
 
 
@@ -89,8 +90,8 @@ def test_key_is_stable_across_runs(tmp_path):
     # A fixed expected key: any change to canonicalisation or defaults shows up here, because
     # it would make every store re-run every cell.
     trial = expand(spec_of(tmp_path, "name: g\nmodel: {arch: nin}\ntrain: {lr: 0.1}"))[0]
-    assert trial.key == "20c64f701c19"
-    assert trial.key == trial_key(json.loads(json.dumps(trial.config)))
+    assert trial.key == "be310818815c"
+    assert trial.key == cell_key(json.loads(json.dumps(trial.config)))
 
 
 def test_key_changes_with_training_values_not_with_where_or_resources(tmp_path):
