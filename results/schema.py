@@ -25,6 +25,7 @@ import pyarrow as pa
 
 SCHEMA_VERSION = 1
 STATUSES = ("completed", "diverged", "failed")
+FINISHED = ("completed", "diverged")  # results: what `grid launch` skips (unless --force)
 # What the trainer reports each epoch (design.md); final_* and best_* repeat them per trial.
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 EPOCH_FIELDS = ("epoch", "lr") + METRICS + ("epoch_s", "images_per_s")

@@ -1,22 +1,31 @@
 """The result store: one Parquet file per trial in a folder or under an S3 prefix.
 
 Layout: `<store>/<grid>/trials/<key>.parquet` (one row) and `<store>/<grid>/epochs/<key>.parquet`
-(one row per epoch). A file is named by the trial's key, so concurrent trials never write the
-same file and a rerun replaces its file instead of adding a row. Writes are atomic: a local
-temp file renamed into place, or one S3 PUT of the whole file.
+(one row per epoch) for a finished cell (completed or diverged); `<store>/<grid>/failures/
+<key>.parquet` (one row, with the error) for its last failed attempt. A file is named by the
+cell's key, so concurrent trials never write the same file and a rerun replaces its file
+instead of adding a row. Writes are atomic: a local temp file renamed into place, or one S3
+PUT of the whole file.
+
+Never lose a result: a failure is kept in its own folder, so a failed or interrupted attempt
+(a `--force` rerun, say) never replaces a finished row; only a finished attempt replaces one,
+and it clears the cell's failure. Reads show a cell's finished row where it has one, else its
+failure.
 
 Reading skips a corrupt or foreign file with a warning that names it, and unifies files whose
 columns differ (a newer version added one) into one table.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import io
 import os
 import uuid
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -24,7 +33,8 @@ import pyarrow.parquet as pq
 from orchestrator.errors import GridError
 from results import schema
 
-KINDS = {"trials": ("key", "status"), "epochs": ("key", "epoch")}  # kind -> required columns
+# kind -> required columns
+KINDS = {"trials": ("key", "status"), "epochs": ("key", "epoch"), "failures": ("key", "status")}
 READ_THREADS = 16  # parallel GETs: an S3 grid of hundreds of cells reads in seconds
 
 
@@ -69,6 +79,23 @@ class Store:
         """The grids that have a trials folder in this store, sorted."""
         raise NotImplementedError
 
+    # -- compare-and-swap, for the launch lease (results/lease.py) -------------------------
+    def create(self, name: str, data: bytes) -> bool:
+        """Write `name` only if it does not exist, atomically; False if it does."""
+        raise NotImplementedError
+
+    def read_tagged(self, name: str) -> tuple[bytes, str] | None:
+        """(content, version tag) of `name`, or None when it does not exist."""
+        raise NotImplementedError
+
+    def replace_if(self, name: str, data: bytes, tag: str) -> bool:
+        """Replace `name` only if it is still at version `tag`; False if it changed."""
+        raise NotImplementedError
+
+    def delete_if(self, name: str, tag: str) -> bool:
+        """Delete `name` only if it is still at version `tag`; False if it changed."""
+        raise NotImplementedError
+
     # -- the interface -----------------------------------------------------------------------
     def check_writable(self) -> None:
         """Write and delete a probe object; GridError naming the store and why if that fails."""
@@ -80,25 +107,52 @@ class Store:
             raise StoreError(self.uri, "not writable", e.reason) from None
 
     def write_trial(self, grid: str, key: str, row: dict, epochs: list[dict]) -> None:
-        """Write (or replace) a trial's two files. The epochs go first: a trial file is only
-        ever present once its curves are."""
+        """Write (or replace) a finished cell's two files, then clear its failure. The epochs
+        go first: a trial file is only ever present once its curves are. A failed row goes
+        to `write_failure` instead (its epochs are dropped): it never replaces a result."""
+        if row.get("status") not in schema.FINISHED:
+            self.write_failure(grid, key, row)
+            return
         meta = schema.file_metadata(row)
         table = schema.to_table(epochs, meta, columns=tuple(schema.EPOCH_TYPES))
         self._put(f"{grid}/epochs/{key}.parquet", _parquet(table))
         self._put(f"{grid}/trials/{key}.parquet", _parquet(schema.to_table([row], meta)))
+        self._delete(f"{grid}/failures/{key}.parquet")
+
+    def write_failure(self, grid: str, key: str, row: dict) -> None:
+        """Write (or replace) a cell's last failed attempt, beside any finished row it has,
+        which stays as it is."""
+        self._put(f"{grid}/failures/{key}.parquet",
+                  _parquet(schema.to_table([row], schema.file_metadata(row))))
 
     def read_trials(self, grid: str) -> pa.Table:
-        """Every trial row of `grid` (one per key), unified across files."""
-        return _latest_per_key(self._read(grid, "trials"))
+        """One row per cell of `grid`: its finished row, else its last failure."""
+        finished = _latest_per_key(self._read(grid, "trials"))
+        failures = self.read_failures(grid)
+        done = set(finished.column("key").to_pylist())
+        keep = [i for i, k in enumerate(failures.column("key").to_pylist()) if k not in done]
+        if not keep:
+            return finished
+        return unify([finished, failures.take(keep)]) if finished.num_rows else \
+            failures.take(keep)
+
+    def read_failures(self, grid: str) -> pa.Table:
+        """The last failed attempt of every cell that has one (also of finished cells: a
+        failed `--force` rerun)."""
+        return _latest_per_key(self._read(grid, "failures"))
 
     def read_epochs(self, grid: str) -> pa.Table:
-        """Every epoch row of `grid`."""
+        """Every epoch row of `grid` (of finished cells)."""
         return self._read(grid, "epochs")
 
     def statuses(self, grid: str) -> dict[str, str]:
-        """{key: status} of every trial of `grid` in the store."""
-        table = self._read(grid, "trials", columns=["key", "status"])
-        return dict(zip(table.column("key").to_pylist(), table.column("status").to_pylist()))
+        """{key: status} of every cell of `grid` in the store: its finished status, else
+        failed."""
+        out = {}
+        for kind in ("failures", "trials"):  # a finished row wins
+            table = self._read(grid, kind, columns=["key", "status"])
+            out.update(zip(table.column("key").to_pylist(), table.column("status").to_pylist()))
+        return out
 
     def _read(self, grid: str, kind: str, columns: list[str] | None = None) -> pa.Table:
         names = [n for n in self._list(f"{grid}/{kind}") if _is_result(n)]
@@ -211,77 +265,56 @@ class LocalStore(Store):
             raise StoreError(self.uri, "not writable", e.strerror or str(e)) from None
         super().check_writable()
 
+    def create(self, name: str, data: bytes) -> bool:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        tmp.write_bytes(data)
+        try:
+            os.link(tmp, path)  # fails if `path` exists: an exclusive create with full content
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def read_tagged(self, name: str) -> tuple[bytes, str] | None:
+        try:
+            data = (self.root / name).read_bytes()
+        except FileNotFoundError:
+            return None
+        return data, hashlib.sha256(data).hexdigest()
+
+    @contextlib.contextmanager
+    def _locked(self, name: str):
+        # flock on a side file: compare-and-swap between processes of this machine (a local
+        # store is one machine's folder; check_shared_store refuses it on a cluster)
+        lock = self.root / f"{name}.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            yield
+
+    def replace_if(self, name: str, data: bytes, tag: str) -> bool:
+        with self._locked(name):
+            now = self.read_tagged(name)
+            if now is None or now[1] != tag:
+                return False
+            self._put(name, data)
+            return True
+
+    def delete_if(self, name: str, tag: str) -> bool:
+        with self._locked(name):
+            now = self.read_tagged(name)
+            if now is None or now[1] != tag:
+                return False
+            self._delete(name)
+            return True
+
     def list_grids(self) -> list[str]:
         if not self.root.is_dir():
             return []
         return sorted(p.name for p in self.root.iterdir() if (p / "trials").is_dir())
-
-
-class S3Store(Store):
-    """`s3://bucket/prefix` through boto3: the endpoint from AWS_ENDPOINT_URL (any S3
-    compatible server), credentials from boto3's standard chain, never logged or stored."""
-
-    def __init__(self, uri: str):
-        import boto3
-        from botocore.config import Config
-
-        self.uri = uri.rstrip("/")
-        bucket, _, prefix = uri[len("s3://"):].partition("/")
-        if not bucket:
-            raise GridError(f"store {uri}: expected s3://bucket or s3://bucket/prefix")
-        self.bucket, self.prefix = bucket, prefix.strip("/")
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        # Path-style addressing: what MinIO, Ceph and other self-hosted endpoints expect.
-        # Three tries unless the standard AWS_MAX_ATTEMPTS says otherwise.
-        retries = {"mode": "standard"} if os.environ.get("AWS_MAX_ATTEMPTS") else \
-            {"mode": "standard", "max_attempts": 3}
-        config = Config(connect_timeout=5, read_timeout=60, retries=retries,
-                        s3={"addressing_style": "path"} if endpoint else None)
-        self.client = boto3.client("s3", endpoint_url=endpoint or None, config=config)
-
-    def _key(self, name: str) -> str:
-        return f"{self.prefix}/{name}" if self.prefix else name
-
-    def _call(self, what: str, fn, **kw):
-        from botocore.exceptions import BotoCoreError, ClientError
-        try:
-            return fn(Bucket=self.bucket, **kw)
-        except (BotoCoreError, ClientError) as e:
-            raise StoreError(self.uri, f"cannot {what}", _one_line(e)) from None
-
-    def _put(self, name: str, data: bytes) -> None:
-        self._call(f"write {name}", self.client.put_object, Key=self._key(name), Body=data)
-
-    def _get(self, name: str) -> bytes:
-        resp = self._call(f"read {name}", self.client.get_object, Key=self._key(name))
-        return resp["Body"].read()
-
-    def _delete(self, name: str) -> None:
-        self._call(f"delete {name}", self.client.delete_object, Key=self._key(name))
-
-    def _pages(self, prefix: str, **kw) -> Iterable[dict]:
-        token: dict = {}
-        while True:
-            page = self._call("list", self.client.list_objects_v2, Prefix=prefix, **kw, **token)
-            yield page
-            if not page.get("IsTruncated"):
-                return
-            token = {"ContinuationToken": page["NextContinuationToken"]}
-
-    def _list(self, folder: str) -> list[str]:
-        prefix = self._key(folder) + "/"
-        cut = len(self._key(""))
-        return sorted(obj["Key"][cut:] for page in self._pages(prefix)
-                      for obj in page.get("Contents", []))
-
-    def list_grids(self) -> list[str]:
-        prefix = self._key("")
-        grids = [p["Prefix"][len(prefix):].rstrip("/")
-                 for page in self._pages(prefix, Delimiter="/")
-                 for p in page.get("CommonPrefixes", [])]
-        return sorted(g for g in grids if self._call(
-            "list", self.client.list_objects_v2, Prefix=self._key(f"{g}/trials/"),
-            MaxKeys=1).get("KeyCount", 0))
 
 
 def open_store(uri: str | None) -> Store:
@@ -289,6 +322,7 @@ def open_store(uri: str | None) -> Store:
     if uri is None or uri == "":
         return LocalStore("runs", uri="./runs")
     if uri.startswith("s3://"):
+        from results.s3 import S3Store  # boto3: only imported for an S3 store
         return S3Store(uri)
     if uri.startswith("file://"):
         return LocalStore(uri[len("file://"):], uri=uri)

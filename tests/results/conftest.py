@@ -67,6 +67,14 @@ def put():
     return write
 
 
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    """The same test on a local folder and on moto's S3 server."""
+    if request.param == "local":
+        return open_store(str(tmp_path / "runs"))
+    return open_store(request.getfixturevalue("s3_uri"))
+
+
 @pytest.fixture
 def local_store(tmp_path):
     return open_store(str(tmp_path / "runs"))

@@ -16,16 +16,10 @@ import pytest
 
 from orchestrator.errors import GridError
 from results import schema
-from results.store import LocalStore, S3Store, StoreWarning, open_store, unify
+from results.s3 import S3Store
+from results.store import LocalStore, StoreWarning, open_store, unify
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path):
-    if request.param == "local":
-        return open_store(str(tmp_path / "runs"))
-    return open_store(request.getfixturevalue("s3_uri"))
 
 
 def test_open_store_kinds(tmp_path):
@@ -73,12 +67,33 @@ def test_local_layout_is_readable_as_a_dataset(local_store, make_trial, summary,
     put(local_store, bad, None, error="x")        # nulls in every metric column
     put(local_store, good, summary(val_acc=None))
     folder = local_store.root / "g"
-    assert sorted(p.name for p in (folder / "trials").iterdir()) == \
-        sorted([f"{good.key}.parquet", f"{bad.key}.parquet"])   # no temp files left behind
-    assert ds.dataset(folder / "trials").to_table().num_rows == 2
+    # no temp files left behind; a failure lives in its own folder
+    assert [p.name for p in (folder / "trials").iterdir()] == [f"{good.key}.parquet"]
+    assert [p.name for p in (folder / "failures").iterdir()] == [f"{bad.key}.parquet"]
+    assert ds.dataset(folder / "trials").to_table().num_rows == 1
     df = pd.read_parquet(folder / "trials")
-    assert set(df["status"]) == {"completed", "failed"} and "model.arch" in df.columns
+    assert set(df["status"]) == {"completed"} and "model.arch" in df.columns
+    assert set(pd.read_parquet(folder / "failures")["status"]) == {"failed"}
+    assert {r["key"]: r["status"] for r in local_store.read_trials("g").to_pylist()} == \
+        {good.key: "completed", bad.key: "failed"}
     assert len(pd.read_parquet(folder / "epochs")) == 3   # the failed trial has no epochs
+
+
+def test_a_failure_never_replaces_a_finished_row_and_a_success_clears_it(
+        store, make_trial, summary, put):
+    cell = make_trial()
+    good = put(store, cell, summary())
+    put(store, cell, None, error="RuntimeError: the --force rerun died")
+    rows = store.read_trials("g").to_pylist()
+    assert len(rows) == 1 and rows[0]["status"] == "completed"
+    assert rows[0]["final_test_acc"] == good["final_test_acc"]
+    assert store.statuses("g") == {cell.key: "completed"}
+    assert store.read_epochs("g").num_rows == len(summary()["history"])  # curves kept
+    failures = store.read_failures("g").to_pylist()
+    assert [f["error"] for f in failures] == ["RuntimeError: the --force rerun died"]
+    put(store, cell, summary())  # a finished rerun replaces the row and clears the failure
+    assert store.read_failures("g").num_rows == 0
+    assert store.statuses("g") == {cell.key: "completed"}
 
 
 def test_concurrent_writers_lose_nothing(local_store):

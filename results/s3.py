@@ -1,0 +1,113 @@
+"""The S3 backend of the result store: `s3://bucket/prefix` through boto3, any S3-compatible
+server (MinIO, Ceph) through AWS_ENDPOINT_URL."""
+from __future__ import annotations
+
+import os
+from typing import Iterable
+
+from orchestrator.errors import GridError
+from results.store import Store, StoreError, _one_line
+
+
+class S3Store(Store):
+    """`s3://bucket/prefix` through boto3: the endpoint from AWS_ENDPOINT_URL (any S3
+    compatible server), credentials from boto3's standard chain, never logged or stored."""
+
+    def __init__(self, uri: str):
+        import boto3
+        from botocore.config import Config
+
+        self.uri = uri.rstrip("/")
+        bucket, _, prefix = uri[len("s3://"):].partition("/")
+        if not bucket:
+            raise GridError(f"store {uri}: expected s3://bucket or s3://bucket/prefix")
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        # Path-style addressing: what MinIO, Ceph and other self-hosted endpoints expect.
+        # Three tries unless the standard AWS_MAX_ATTEMPTS says otherwise.
+        retries = {"mode": "standard"} if os.environ.get("AWS_MAX_ATTEMPTS") else \
+            {"mode": "standard", "max_attempts": 3}
+        config = Config(connect_timeout=5, read_timeout=60, retries=retries,
+                        s3={"addressing_style": "path"} if endpoint else None)
+        self.client = boto3.client("s3", endpoint_url=endpoint or None, config=config)
+
+    def _key(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def _call(self, what: str, fn, **kw):
+        from botocore.exceptions import BotoCoreError, ClientError
+        try:
+            return fn(Bucket=self.bucket, **kw)
+        except (BotoCoreError, ClientError) as e:
+            raise StoreError(self.uri, f"cannot {what}", _one_line(e)) from None
+
+    def _put(self, name: str, data: bytes) -> None:
+        self._call(f"write {name}", self.client.put_object, Key=self._key(name), Body=data)
+
+    def _get(self, name: str) -> bytes:
+        resp = self._call(f"read {name}", self.client.get_object, Key=self._key(name))
+        return resp["Body"].read()
+
+    def create(self, name: str, data: bytes) -> bool:
+        # If-None-Match: * makes S3 (since 2024), MinIO and moto refuse to overwrite
+        return self._precondition(f"create {name}", self.client.put_object,
+                                  Key=self._key(name), Body=data, IfNoneMatch="*")
+
+    def read_tagged(self, name: str) -> tuple[bytes, str] | None:
+        from botocore.exceptions import ClientError
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=self._key(name))
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise StoreError(self.uri, f"cannot read {name}", _one_line(e)) from None
+        return resp["Body"].read(), resp["ETag"]
+
+    def replace_if(self, name: str, data: bytes, tag: str) -> bool:
+        return self._precondition(f"replace {name}", self.client.put_object,
+                                  Key=self._key(name), Body=data, IfMatch=tag)
+
+    def delete_if(self, name: str, tag: str) -> bool:
+        return self._precondition(f"delete {name}", self.client.delete_object,
+                                  Key=self._key(name), IfMatch=tag)
+
+    def _precondition(self, what: str, fn, **kw) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+        try:
+            fn(Bucket=self.bucket, **kw)
+            return True
+        except ClientError as e:
+            err = e.response.get("Error", {})
+            if err.get("Code") in ("PreconditionFailed", "ConditionalRequestConflict") or \
+                    e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
+                return False
+            raise StoreError(self.uri, f"cannot {what}", _one_line(e)) from None
+        except BotoCoreError as e:
+            raise StoreError(self.uri, f"cannot {what}", _one_line(e)) from None
+
+    def _delete(self, name: str) -> None:
+        self._call(f"delete {name}", self.client.delete_object, Key=self._key(name))
+
+    def _pages(self, prefix: str, **kw) -> Iterable[dict]:
+        token: dict = {}
+        while True:
+            page = self._call("list", self.client.list_objects_v2, Prefix=prefix, **kw, **token)
+            yield page
+            if not page.get("IsTruncated"):
+                return
+            token = {"ContinuationToken": page["NextContinuationToken"]}
+
+    def _list(self, folder: str) -> list[str]:
+        prefix = self._key(folder) + "/"
+        cut = len(self._key(""))
+        return sorted(obj["Key"][cut:] for page in self._pages(prefix)
+                      for obj in page.get("Contents", []))
+
+    def list_grids(self) -> list[str]:
+        prefix = self._key("")
+        grids = [p["Prefix"][len(prefix):].rstrip("/")
+                 for page in self._pages(prefix, Delimiter="/")
+                 for p in page.get("CommonPrefixes", [])]
+        return sorted(g for g in grids if self._call(
+            "list", self.client.list_objects_v2, Prefix=self._key(f"{g}/trials/"),
+            MaxKeys=1).get("KeyCount", 0))
