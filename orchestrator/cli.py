@@ -62,39 +62,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
 @command
 def cmd_launch(args: argparse.Namespace) -> int:
     spec = _load(args)
-    from orchestrator.launch import launch  # the one module that imports ray
+    from orchestrator.launch import launch  # Ray is only imported by what launch calls
     return launch(spec, store_uri=args.store, address=args.address,
                   max_concurrent=args.max_concurrent, force=args.force, dry_run=args.dry_run,
-                  dashboard_host=args.dashboard_host)
+                  wait=args.wait, dashboard_host=args.dashboard_host)
 
 
 @command
 def cmd_status(args: argparse.Namespace) -> int:
-    from orchestrator.expand import axis_label, expand
+    from orchestrator.status import status_command
     from results.store import open_store
-    spec = _load(args)
-    trials = expand(spec)
-    found = open_store(args.store).statuses(spec.name)
-    rows = [{"key": t.key, "status": found.get(t.key, "missing"), "params": t.params}
-            for t in trials]
-    if args.json:
-        print(json.dumps(rows, indent=1))
-        return 0
-    table = Table(title=f"{spec.name}: status", title_justify="left")
-    axes = list(trials[0].params)
-    for a in axes:
-        table.add_column(axis_label(a))
-    table.add_column("key", style="cyan")
-    table.add_column("status")
-    colour = {"completed": "green", "diverged": "yellow", "failed": "red", "missing": "dim"}
-    for r in rows:
-        table.add_row(*[_fmt(r["params"][a]) for a in axes], r["key"],
-                      f"[{colour[r['status']]}]{r['status']}[/]")
-    console = Console()
-    console.print(table)
-    counts = {s: sum(r["status"] == s for r in rows) for s in colour}
-    console.print(", ".join(f"{n} {s}" for s, n in counts.items()))
-    return 0
+    return status_command(_load(args), open_store(args.store), as_json=args.json)
 
 
 @command
@@ -149,7 +127,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_table(args: argparse.Namespace) -> int:
     from results.store import open_store
     from results.tables import table_command
-    return table_command(_load(args), open_store(args.store), fmt=args.format, out=args.out)
+    return table_command(_load(args), open_store(args.store), fmt=args.format, out=args.out,
+                         strict=args.strict)
 
 
 @command
@@ -188,7 +167,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--smoke", action="store_true",
                    help="the grid shrunk to seconds per cell, under the name <grid>-smoke")
     s.add_argument("--max-concurrent", type=int, help="at most N trials at once")
-    s.add_argument("--force", action="store_true", help="rerun finished cells too")
+    s.add_argument("--force", action="store_true",
+                   help="rerun finished cells too, from scratch (a result is only replaced "
+                        "once its rerun finished)")
+    s.add_argument("--wait", action="store_true",
+                   help="when another launch holds the grid, wait for it instead of exiting 1")
     s.add_argument("--dry-run", action="store_true", help="say what would run; start nothing")
     s.add_argument("--dashboard-host", default="127.0.0.1",
                    help="interface the local Ray dashboard binds to (default: localhost only)")
@@ -206,6 +189,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--smoke", action="store_true")
     s.add_argument("--format", default="rich", choices=["rich", "markdown", "latex", "csv", "html"])
     s.add_argument("--out", help="write to this file instead of the terminal")
+    s.add_argument("--strict", action="store_true",
+                   help="exit 1 when a table has a hole (a failed, missing or unfinished cell)")
     s = spec_cmd("plot", "PNG learning curves of the spec's tables")
     s.add_argument("--store")
     s.add_argument("--smoke", action="store_true")

@@ -5,41 +5,40 @@ A trial ("unit") is one cell, or a pack of cells trained as one fused model
 (`resources.pack`). `orchestrator/launch.py` wraps `run_unit` in a Tune function trainable
 and passes a `checkpoint(metrics, files)` callback that turns into `tune.report`.
 
-The trial writes its own rows (completed, diverged, or failed with the error) so that no
-result depends on the driver surviving; a row is one file per key, so a retry that succeeds
-replaces the failed row instead of adding one.
+The trial writes its own rows (completed or diverged; a failure with its error in its own
+place, `Store.write_failure`) so that no result depends on the driver surviving and no failed
+attempt ever replaces a finished result. A user error (`GridError`: missing data, say) fails
+the cell with its one-line message and is not retried: it would fail the same way again.
 
-Testing hook, read here in the trial's process (`grid launch` forwards it to the trials):
-  GRID_FAIL_INJECT="<key prefix or *>:<epoch>:<times>[,...]" makes a matching cell's trial
-  raise `InjectedFailure` right after epoch <epoch> is checkpointed (or at the start of an
-  attempt that resumes at or past it), the first <times> attempts. Attempts are counted with
-  marker files in GRID_FAIL_INJECT_DIR (default: <tmp>/grid-fail-inject), so the count
-  survives the process; delete the folder to re-arm it.
+A checkpoint file holds one cell's trainer state with its format and the code version that
+wrote it; one that cannot be loaded (a torn file, an older format) is discarded with a
+warning and the cell starts over, instead of failing every retry of every launch.
+
+Test hooks (`orchestrator/hooks.py`) are called through their one seam, `hooks.at_epoch`.
 """
 from __future__ import annotations
 
 import io
 import math
-import os
-import tempfile
 import traceback
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from orchestrator import hooks
+from orchestrator.errors import GridError
 from orchestrator.expand import Trial
+from results.schema import FINISHED
 
-FINISHED = ("completed", "diverged")  # statuses `grid launch` skips (unless --force)
-FAIL_INJECT_ENV = "GRID_FAIL_INJECT"
-FAIL_INJECT_DIR_ENV = "GRID_FAIL_INJECT_DIR"
-HOOK_ENV = (FAIL_INJECT_ENV, FAIL_INJECT_DIR_ENV)
 ERROR_FRAMES = 3  # frames of the traceback kept in a failed row: where, without the noise
+CHECKPOINT_FORMAT = 2  # 1: the bare trainer state (0.1); 2: {format, code_version, state}
 
 Checkpoint = Callable[[dict, dict[str, bytes]], None]
 
 
-class InjectedFailure(RuntimeError):
-    """Raised by the GRID_FAIL_INJECT testing hook."""
+class CheckpointWarning(UserWarning):
+    """A checkpoint that could not be loaded was discarded; the cell starts over."""
 
 
 def select_cells(trials: list[Trial], statuses: dict[str, str],
@@ -83,50 +82,43 @@ def state_file(key: str) -> str:
 
 
 def load_states(directory: str | Path, keys: list[str]) -> dict[str, dict]:
-    """The trainer states of `keys` found in a checkpoint directory (missing keys left out)."""
+    """The trainer states of `keys` found in a checkpoint directory (missing keys left out;
+    one that cannot be loaded is left out with a CheckpointWarning: that cell starts over)."""
     import torch
     out = {}
     for key in keys:
         path = Path(directory) / state_file(key)
-        if path.exists():
+        if not path.exists():
+            continue
+        try:
             # weights_only: tensors, numbers and containers, never arbitrary objects (a
-            # checkpoint folder on a shared store is not trusted code)
-            out[key] = torch.load(path, map_location="cpu", weights_only=True)
+            # checkpoint folder on a shared store is not trusted code); map_location: the
+            # trainer moves each piece to the device it trains on now
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            if not (isinstance(saved, dict) and saved.get("format") == CHECKPOINT_FORMAT):
+                raise ValueError(f"format {saved.get('format') if isinstance(saved, dict) else '?'}"
+                                 f", expected {CHECKPOINT_FORMAT}")
+            out[key] = saved["state"]
+        except Exception as e:  # noqa: BLE001 - any unreadable checkpoint: start over
+            discard(key, f"{path.name}: {type(e).__name__}: {' '.join(str(e).split())}")
     return out
 
 
+def discard(key: str, why: str) -> None:
+    """Say that cell `key` starts over because its checkpoint cannot be used."""
+    warnings.warn(f"cell {key}: checkpoint discarded, training from epoch 1 ({why})",
+                  CheckpointWarning, stacklevel=2)
+
+
 def error_text(exc: BaseException) -> str:
-    """`Type: message` on one line, then the last frames of the traceback."""
-    head = f"{type(exc).__name__}: {' '.join(str(exc).split())}".rstrip(": ")
+    """`Type: message` on one line, then the last frames of the traceback; a user error
+    (GridError) is its message alone."""
+    message = " ".join(str(exc).split())
+    if isinstance(exc, GridError):
+        return message
+    head = f"{type(exc).__name__}: {message}".rstrip(": ")
     frames = traceback.format_tb(exc.__traceback__)[-ERROR_FRAMES:]
     return head + ("\n" + "".join(frames).rstrip() if frames else "")
-
-
-def _inject_dir() -> Path:
-    return Path(os.environ.get(FAIL_INJECT_DIR_ENV) or
-                Path(tempfile.gettempdir()) / "grid-fail-inject")
-
-
-def maybe_inject_failure(key: str, epoch: int, *, resumed: bool = False) -> None:
-    """The GRID_FAIL_INJECT hook (module docstring): raise after epoch E's checkpoint, or
-    at the start of an attempt resumed at epoch >= E, the first `times` attempts."""
-    spec = os.environ.get(FAIL_INJECT_ENV, "")
-    rules = [rule.rsplit(":", 2) for rule in spec.split(",") if rule.strip()]
-    for prefix, at, times in rules:
-        if prefix.strip() == "*" or key.startswith(prefix.strip()):
-            if epoch >= int(at) if resumed else epoch == int(at):
-                _fail_once_more(key, epoch, int(times), spec)
-            return
-
-
-def _fail_once_more(key: str, epoch: int, times: int, spec: str) -> None:
-    folder = _inject_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    done = len(list(folder.glob(f"{key}-*")))
-    if done < times:
-        (folder / f"{key}-{done + 1}").touch()
-        raise InjectedFailure(f"injected failure {done + 1}/{times} of cell {key} "
-                              f"at epoch {epoch} ({FAIL_INJECT_ENV}={spec})")
 
 
 def diverged(metrics: dict) -> bool:
@@ -137,8 +129,12 @@ def diverged(metrics: dict) -> bool:
 
 def _serialise(state: dict) -> bytes:
     import torch
+
+    from results.schema import grid_version
     buf = io.BytesIO()
-    torch.save(state, buf)  # live tensors: serialise at once
+    # live tensors: serialise at once
+    torch.save({"format": CHECKPOINT_FORMAT, "code_version": grid_version(), "state": state},
+               buf)
     return buf.getvalue()
 
 
@@ -168,7 +164,7 @@ class _Epochs:
         self.checkpoint(self._metrics(epoch), {state_file(k): b for k, b in self.states.items()})
         for t in self.cells:
             if self.epoch[t.key] == epoch:
-                maybe_inject_failure(t.key, epoch)
+                hooks.at_epoch(t.key, epoch)
 
     def _metrics(self, epoch: int) -> dict:
         now = [m for m in self.last.values() if m.get("epoch") == epoch]
@@ -189,8 +185,8 @@ def run_unit(cells: list[Trial], *, store_uri: str | None, spec_sha256: str,
     resuming each from its state in `resumes`; call `checkpoint(metrics, files)` once per
     epoch; write every cell's row and epochs to the store. Returns the cells' statuses.
 
-    On an exception, failed rows (with the error and the epochs done) are written and the
-    exception is re-raised so that Tune retries the trial."""
+    On an exception, failure rows (with the error and the epochs done) are written and the
+    exception is re-raised: Tune retries the trial, unless it is a GridError."""
     from results.store import open_store
 
     resumes = resumes or {}
@@ -200,7 +196,7 @@ def run_unit(cells: list[Trial], *, store_uri: str | None, spec_sha256: str,
     try:
         for t in cells:
             if t.key in resumes:
-                maybe_inject_failure(t.key, epochs.epoch[t.key], resumed=True)
+                hooks.at_epoch(t.key, epochs.epoch[t.key], resumed=True)
         summaries = _train(cells, resumes, epochs)
     except Exception as exc:  # not KeyboardInterrupt: a stopped launch leaves no row
         _write_failed(store, cells, epochs, spec_sha256, started, error_text(exc))
@@ -232,13 +228,15 @@ def _write(store, trial: Trial, summary: dict, sha: str, started: datetime, ende
 
 def _write_failed(store, cells: list[Trial], epochs: _Epochs, sha: str, started: datetime,
                   error: str) -> None:
-    """Best effort: a store that is down must not hide the trial's own error."""
-    from results.schema import epoch_rows, provenance, trial_row
+    """Failure rows, beside any finished row (never over it). Best effort: a store that is
+    down must not hide the trial's own error."""
+    from results.schema import provenance, trial_row
     ended = datetime.now(timezone.utc)
     for t in cells:
         try:
             row = trial_row(t, None, provenance(sha, started, ended, "unknown"), error=error)
-            store.write_trial(t.grid, t.key, row, epoch_rows(t, epochs.history[t.key]))
+            row["epochs"] = len(epochs.history[t.key])  # how far this attempt got
+            store.write_failure(t.grid, t.key, row)
         except Exception:  # noqa: BLE001 - the original error is what the user needs
             pass
 

@@ -5,6 +5,12 @@ A table (a normalised `tables:` entry of the spec) groups trials by its `rows` a
 is best (e.g. the best lr by validation accuracy); the trials left (several seeds, or any axis
 the table does not name) are averaged: mean, sample std (0 for one trial) and n. A cell with
 no completed trial is kept as missing, or as diverged when every trial of it diverged.
+
+No table hides a hole. The pick is made only among the `over` values whose every expected
+trial (each seed) finished, completed or diverged; a value with a diverged trial counts as
+the worst (it loses to any value that trained). A cell whose `over` values are not all
+finished says so (`best of 3/4 lr; 1 failed`), and so does a cell with a failed or missing
+trial: `Cell.holes` counts them, and `grid table --strict` exits 1 on any.
 Published reference numbers are matched to cells and the difference is ours - reference.
 """
 from __future__ import annotations
@@ -34,13 +40,24 @@ class Cell:
     reference: float | None = None
     reference_label: str | None = None
     delta: float | None = None
+    over_total: int = 0      # the `over` values the grid defines for this cell
+    over_done: int = 0       # of those, the ones whose every trial finished (pick candidates)
+    missing: int = 0         # expected trials with no row at all (not run yet)
+
+    @property
+    def holes(self) -> int:
+        """Failed or missing trials, and `over` values not finished: what --strict refuses."""
+        return self.failed + self.missing + (self.over_total - self.over_done)
 
     @property
     def status(self) -> str:
-        """ok (has a mean), diverged (every trial diverged) or missing."""
+        """ok (has a mean), diverged (a trial diverged, none completed), failed (a trial
+        failed, none finished) or missing (no trial ran)."""
         if self.n:
             return "ok"
-        return "diverged" if self.diverged else "missing"
+        if self.diverged:
+            return "diverged"
+        return "failed" if self.failed else "missing"
 
 
 @dataclasses.dataclass
@@ -53,6 +70,7 @@ class TableData:
     row_refs: dict[tuple, tuple[float, str | None]]  # row-wide references of column tables
     extras: dict[tuple, dict[str, float | None]]     # the `show` columns, per row
     params_by_arch: dict[str, float]
+    no_val: bool = False  # the table's trials had no validation set (val_size 0)
 
 
 def metric_value(row: dict, metric: str, at: str = "final") -> float | None:
@@ -88,24 +106,37 @@ def summarise(trials: list[dict], metric: str, at: str) -> Cell:
                 keys=[t["key"] for t in trials])
 
 
-def pick_over(trials: list[dict], table: dict, order: Callable[[Any], Any]) -> tuple[Any, list]:
-    """The `over` value whose completed trials have the best mean `best_by`, and its trials
-    (None and [] when no value has a `best_by` result); ties go to the first in axis order."""
+def _finished(trials: list[dict], expected: int | None) -> bool:
+    done = [t for t in trials if t.get("status") in ("completed", "diverged")]
+    return bool(done) and len(done) == len(trials) and (expected is None or len(done) >= expected)
+
+
+def pick_over(trials: list[dict], table: dict, order: Callable[[Any], Any],
+              expected: dict[Any, int] | None = None) -> tuple[Any, list, int]:
+    """(the `over` value with the best mean `best_by`, its trials, how many values were
+    candidates). Candidates are the values whose trials all finished (`expected`: how many
+    trials each value should have); a value with a diverged trial scores worst. (None, [], n)
+    when no candidate has a `best_by` result; ties go to the first in axis order."""
     over, best_by, at = table["over"], table["best_by"], table["at"]
     groups: dict[Any, list[dict]] = {}
     for t in trials:
         groups.setdefault(t.get(over), []).append(t)
     scored = []
-    for value in sorted(groups, key=order):
-        mean, _ = _stats([v for t in groups[value] if t.get("status") == "completed"
+    candidates = [v for v in sorted(groups, key=order)
+                  if _finished(groups[v], (expected or {}).get(v))]
+    for value in candidates:
+        if any(t.get("status") == "diverged" for t in groups[value]):
+            scored.append((-math.inf, value))
+            continue
+        mean, _ = _stats([v for t in groups[value]
                           if (v := metric_value(t, best_by, at)) is not None])
         if mean is not None:
             scored.append((mean if higher_is_better(best_by) else -mean, value))
-    if not scored:
-        return None, []
+    if not scored or max(scored)[0] == -math.inf:
+        return None, [], len(candidates)
     best = max(score for score, _ in scored)
     value = next(v for score, v in scored if score == best)
-    return value, groups[value]
+    return value, groups[value], len(candidates)
 
 
 def axis_order(path: str, axes: dict[str, list]) -> Callable[[Any], Any]:
@@ -218,16 +249,25 @@ def build_table(table: dict, trials: list[dict], expected: list[dict] | None = N
         coord = (tuple(t.get(p) for p in table["rows"]),
                  t.get(table["columns"]) if table["columns"] else None)
         groups.setdefault(coord, []).append(t)
+    wanted_counts = _expected_counts(table, expected)
     cells, used = {}, {}
     for coord in ((r, c) for r in rows for c in cols):
-        group = groups.get(coord, [])
+        group, counts = groups.get(coord, []), wanted_counts.get(coord)
         if table["over"] and table["best_by"]:
-            pick, chosen = pick_over(group, table, axis_order(table["over"], axes))
+            pick, chosen, done = pick_over(group, table, axis_order(table["over"], axes),
+                                           counts)
             chosen = chosen or [t for t in group if t.get("status") != "completed"]
+            over_total = len(counts) if counts is not None else len({t.get(table["over"])
+                                                                     for t in group})
         else:
-            pick, chosen = None, group
+            pick, chosen, done, over_total = None, group, 0, 0
         cells[coord] = summarise(chosen, table["metric"], table["at"])
         cells[coord].pick = pick
+        cells[coord].over_total, cells[coord].over_done = over_total, min(done, over_total)
+        want = sum(counts.values()) if counts is not None else len(group)
+        cells[coord].missing = max(0, want - len(group))
+        # the failed trials of the `over` values that were not candidates count too
+        cells[coord].failed = sum(t.get("status") == "failed" for t in group)
         used[coord] = chosen
     data = TableData(table=table, rows=rows, columns=cols, cells=cells, row_refs={},
                      extras={}, params_by_arch={})
@@ -239,7 +279,21 @@ def build_table(table: dict, trials: list[dict], expected: list[dict] | None = N
         if t.get("model.arch") is not None and t.get("params") is not None:
             archs.setdefault(t["model.arch"], []).append(t["params"])
     data.params_by_arch = {a: statistics.fmean(v) for a, v in archs.items()}
+    sizes = [t.get("dataset.val_size") for t in (expected or trials)]
+    data.no_val = bool(sizes) and all(v == 0 for v in sizes)
     return data
+
+
+def _expected_counts(table: dict, expected: list[dict] | None) -> dict[tuple, dict[Any, int]]:
+    """{(row, column): {over value: expected trials}} (over value None without `over`)."""
+    out: dict[tuple, dict[Any, int]] = {}
+    for e in expected or []:
+        coord = (tuple(e.get(p) for p in table["rows"]),
+                 e.get(table["columns"]) if table["columns"] else None)
+        value = e.get(table["over"]) if table["over"] and table["best_by"] else None
+        counts = out.setdefault(coord, {})
+        counts[value] = counts.get(value, 0) + 1
+    return out if expected is not None else {}
 
 
 def expected_cells(spec: Any) -> list[dict] | None:

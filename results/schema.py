@@ -173,6 +173,11 @@ def file_metadata(row: dict) -> dict[str, str]:
             "git_commit": row.get("git_commit"), "ended": row.get("ended")}
 
 
+def grid_version() -> str:
+    """This package's version (what wrote a row or a checkpoint)."""
+    return _version("grid") or "0+unknown"
+
+
 def _version(dist: str) -> str | None:
     try:
         return importlib.metadata.version(dist)
@@ -210,7 +215,7 @@ def provenance(spec_sha256: str, started: datetime, ended: datetime,
     (UTC ISO 8601). No environment variables and no credentials, ever."""
     torch_version, cuda_version = _torch_versions()
     return {"spec_sha256": spec_sha256,
-            "grid_version": _version("grid") or "0+unknown",
+            "grid_version": grid_version(),
             "git_commit": _git_commit(),
             "python_version": platform.python_version() or sys.version.split()[0],
             "torch_version": torch_version,

@@ -81,13 +81,27 @@ def _num(metric: str, v: float) -> str:
     return f"{v:.4f}" if metric.endswith("_loss") else f"{v:.2f}"
 
 
-def fmt_cell(cell: Cell, metric: str, pick: str = "") -> str:
-    """'12.34', '12.34 ± 0.56 (n=3)', 'div' or 'missing' (+ ' @lr=0.05' for a pick)."""
-    if cell.status != "ok":
-        return "div" if cell.status == "diverged" else "missing"
+def hole_note(cell: Cell, over: str = "") -> str:
+    """'best of 3/4 lr; 1 failed; 2 missing', or '' for a cell without holes."""
+    parts = []
+    if cell.over_total and cell.over_done < cell.over_total:
+        parts.append(f"best of {cell.over_done}/{cell.over_total} {over}".rstrip())
+    parts += [f"{cell.failed} failed"] if cell.failed else []
+    parts += [f"{cell.missing} missing"] if cell.missing else []
+    return "; ".join(parts)
+
+
+def fmt_cell(cell: Cell, metric: str, pick: str = "", over: str = "") -> str:
+    """'12.34', '12.34 ± 0.56 (n=3)', 'div', 'failed' or 'missing' (+ ' @lr=0.05' for a
+    pick), with the cell's holes: '9.00 (best of 1/2 lr; 1 failed)'."""
+    hole = hole_note(cell, over)
+    if cell.status != "ok":  # the holes are news only where part of the cell finished
+        text = {"diverged": "div"}.get(cell.status, cell.status)
+        return text + (f" ({hole})" if hole and cell.over_done else "")
     text = _num(metric, cell.mean)
     counts = [f"n={cell.n}"] if cell.n > 1 or cell.diverged else []
     counts += [f"{cell.diverged} div"] if cell.diverged else []
+    counts += [hole] if hole else []
     if cell.n > 1:
         text += f" ± {_num(metric, cell.std)}"
     return text + (f" ({', '.join(counts)})" if counts else "") + pick
@@ -141,7 +155,7 @@ def _row(data: TableData, row: tuple, col_refs: dict) -> list[str]:
             out.append(fmt_value(cell.pick) if cell.pick is not None else "-")
         pick = (f" @{axis_label(t['over'])}={fmt_value(cell.pick)}"
                 if t["columns"] and t["best_by"] and cell.pick is not None else "")
-        out.append(fmt_cell(cell, metric, pick))
+        out.append(fmt_cell(cell, metric, pick, axis_label(t["over"]) if t["over"] else ""))
         if col_refs[c]:
             out += [fmt_reference(cell.reference, cell.reference_label, metric),
                     "" if cell.delta is None else f"{cell.delta:+.2f}"]
@@ -165,7 +179,32 @@ def notes(data: TableData) -> list[str]:
         out.append("mean ± sample std over n runs (seeds and axes the table does not name).")
     if any(c.reference is not None for c in cells):
         out.append(f"Δ = ours - {data.table['reference_label']}.")
+    t = data.table
+    if t["over"] and t["best_by"]:
+        over = axis_label(t["over"])
+        out.append(f"The best {over} is picked by {t['best_by']} among the {over}s whose every "
+                   f"run finished; a diverged run makes its {over} the worst.")
+    holes = sum(bool(c.holes or c.status != "ok") for c in cells)
+    if holes:
+        out.append(f"Incomplete: {holes} of {len(data.cells)} cells have failed, missing or "
+                   f"unfinished runs; rerun `grid launch` to fill them (`grid table --strict` "
+                   f"exits 1).")
+    if leaks_test(data):
+        out.append("Warning: no validation set (dataset.val_size 0), so the best epoch or "
+                   "value is chosen by test accuracy: the reported number is optimistic.")
     return out
+
+
+def leaks_test(data: TableData) -> bool:
+    """The table picks on the test set: `at: best` or a pick, with no validation set."""
+    t = data.table
+    picks = t["at"] == "best" or (t["over"] and t["best_by"])
+    return bool(picks) and bool(data.no_val)
+
+
+def has_holes(datas: list[TableData]) -> bool:
+    """Whether any table has a failed, missing or unfinished cell (`--strict`)."""
+    return any(c.holes or c.status != "ok" for d in datas for c in d.cells.values())
 
 
 def layout(data: TableData) -> Layout:
@@ -189,7 +228,7 @@ def to_csv(datas: list[TableData]) -> str:
                               d.table["rows"] + [d.table["columns"], d.table["over"]] if p))
     shows = list(dict.fromkeys(s for d in datas for s in d.table["show"]))
     head = ["table", *axes, "metric", "at", "status", "mean", "std", "n", "diverged",
-            "reference", "delta", *shows]
+            "n_failed", "n_missing", "over_done", "over_total", "reference", "delta", *shows]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(head)
@@ -202,7 +241,8 @@ def to_csv(datas: list[TableData]) -> str:
             ref = cell.reference if cell.reference is not None else d.row_refs.get(row, (None,))[0]
             w.writerow([_csv_value(x) for x in (
                 t["name"], *[vals.get(a) for a in axes], t["metric"], t["at"], cell.status,
-                cell.mean, cell.std, cell.n, cell.diverged, ref, cell.delta,
+                cell.mean, cell.std, cell.n, cell.diverged, cell.failed, cell.missing,
+                cell.over_done, cell.over_total, ref, cell.delta,
                 *[d.extras[row].get(s) for s in shows])])
     return buf.getvalue()
 
@@ -250,8 +290,9 @@ def _write(out: str | Path, text: str) -> None:
 
 
 def table_command(spec: Any, store: Any, fmt: str = "rich", out: str | Path | None = None,
-                  console: Console | None = None) -> int:
-    """Print (or write to `out`) every table of `spec` from `store`; 0 even with no results."""
+                  console: Console | None = None, strict: bool = False) -> int:
+    """Print (or write to `out`) every table of `spec` from `store`; 0 even with no results,
+    unless `strict`: then 1 when a table has a hole."""
     if fmt not in FORMATS:
         raise GridError(f"--format {fmt}: choose from {', '.join(FORMATS)}")
     console = console or Console()
@@ -276,4 +317,8 @@ def table_command(spec: Any, store: Any, fmt: str = "rich", out: str | Path | No
     if out is not None:
         _write(out, text)
         console.print(Text(f"wrote {len(datas)} table(s) to {out}"))
+    if strict and has_holes(datas):
+        console.print(Text("--strict: the tables have holes (failed, missing or unfinished "
+                            "cells); exit 1", style="red"))
+        return 1
     return 0

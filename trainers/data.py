@@ -7,6 +7,8 @@ and cutout. There is no DataLoader and no per-image Python.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import math
 import os
@@ -120,12 +122,7 @@ def read_cifar(name: str, root: Path, download: bool):
         if not download:
             raise GridError(f"dataset.root: no {name} data in {root} (expected {folder}); put the "
                             f"python version there or point dataset.root / $GRID_DATA at it")
-        try:
-            cls(str(root), train=True, download=True)
-        except Exception as e:
-            raise GridError(f"dataset.root: no {name} data in {root} and the download failed "
-                            f"({type(e).__name__}: {e}); put the python version in {folder} "
-                            f"or point dataset.root / $GRID_DATA at a folder holding it") from None
+        _download(cls, name, root, folder, names)
     train, test = cls(str(root), train=True), cls(str(root), train=False)  # GridError if corrupt
     arrays = [np.ascontiguousarray(d.data.transpose(0, 3, 1, 2)) for d in (train, test)]
     labels = [np.asarray(d.targets, dtype=np.int64) for d in (train, test)]
@@ -134,6 +131,46 @@ def read_cifar(name: str, root: Path, download: bool):
             raise GridError(f"dataset.root: corrupt {name} {split} data in {folder} "
                             f"(images {x.dtype} x{len(x)}, labels x{len(y)})")
     return arrays[0], labels[0], arrays[1], labels[1], num_classes
+
+
+@contextlib.contextmanager
+def _download_lock(root: Path) -> Iterator[None]:
+    """One download per node: the trials of a fresh node wait here for the first one's
+    download instead of extracting into the same folder at once."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        f = open(root / ".grid-download.lock", "a")
+    except OSError as e:
+        raise GridError(f"dataset.root: cannot create {root} for the download "
+                        f"({e.strerror or e})") from None
+    with f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def _download(cls, name: str, root: Path, folder: Path, names: list[str]) -> None:
+    with _download_lock(root):
+        if all((folder / n).is_file() for n in names):
+            return  # another trial of this node downloaded it while we waited
+        try:
+            cls(str(root), train=True, download=True)
+        except Exception as e:
+            raise GridError(f"dataset.root: no {name} data in {root} and the download failed "
+                            f"({type(e).__name__}: {' '.join(str(e).split())}); put the python "
+                            f"version in {folder} or point dataset.root / $GRID_DATA at a "
+                            f"folder holding it") from None
+
+
+def check_data(dataset_cfg: dict) -> str:
+    """Pre-flight, before any trial starts: the data set is readable here, downloading it
+    (under the node's lock) when `download` allows; GridError naming dataset.root otherwise.
+    Returns a short description of what was found."""
+    name = dataset_cfg["name"]
+    if name == "synthetic":
+        return "synthetic data (generated in each trial)"
+    root = data_root(dataset_cfg.get("root"))
+    read_cifar(name, root, dataset_cfg.get("download", True))
+    return f"{name} in {root}"
 
 
 def synthetic(n_train: int = SYNTHETIC_TRAIN, n_test: int = SYNTHETIC_TEST,

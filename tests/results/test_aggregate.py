@@ -77,7 +77,7 @@ def test_diverged_missing_and_mixed_cells(make_trial, summary, table):
     b = cells[(("model_b",), None)]
     assert b.status == "ok" and b.n == 1 and b.diverged == 1 and b.mean == pytest.approx(90.0)
     c = cells[(("model_c",), None)]
-    assert c.status == "missing" and c.failed == 1
+    assert c.status == "failed" and c.failed == 1 and c.holes == 1
     assert cells[(("nin",), None)].status == "missing"    # an axis value never run is kept
 
 
@@ -131,3 +131,42 @@ def test_show_extras_and_params_by_arch(make_trial, summary, table):
 def test_expected_cells_of_a_stand_in_spec_is_none(table):
     from types import SimpleNamespace
     assert A.expected_cells(SimpleNamespace(name="x", axes={}, tables=[table()])) is None
+
+
+def _lr_rows(make_trial, summary, outcomes):
+    return rows(make_trial, summary, [({"model.arch": "allcnn_c", "train.lr": lr}, status, acc, acc)
+                                      for lr, status, acc in outcomes])
+
+
+def test_pick_is_only_among_finished_lrs_and_flags_the_rest(make_trial, summary, table):
+    data = _lr_rows(make_trial, summary, [(0.1, "completed", 0.5), (0.05, "failed", None),
+                                          (0.01, "completed", 0.4)])
+    expected = [{"key": r["key"], "model.arch": "allcnn_c", "train.lr": r["train.lr"]}
+                for r in data]
+    expected.append({"key": "f" * 12, "model.arch": "allcnn_c", "train.lr": 0.2})  # not run
+    cell = A.build_table(table(best_by="val_acc", over="train.lr"), data, expected).cells[
+        (("allcnn_c",), None)]
+    assert cell.pick == 0.1 and cell.mean == pytest.approx(50.0)
+    assert (cell.over_done, cell.over_total, cell.failed, cell.missing) == (2, 4, 1, 1)
+    assert cell.holes > 0 and cell.status == "ok"
+
+
+def test_a_diverged_lr_is_the_worst_not_ignored(make_trial, summary, table):
+    data = _lr_rows(make_trial, summary, [(0.25, "diverged", 0.1), (0.1, "completed", 0.3)])
+    cell = A.build_table(table(best_by="val_acc", over="train.lr"), data).cells[
+        (("allcnn_c",), None)]
+    assert cell.pick == 0.1 and cell.over_done == cell.over_total == 2 and cell.holes == 0
+    only = _lr_rows(make_trial, summary, [(0.25, "diverged", 0.1)])
+    cell = A.build_table(table(best_by="val_acc", over="train.lr"), only).cells[
+        (("allcnn_c",), None)]
+    assert cell.pick is None and cell.status == "diverged"
+
+
+def test_an_lr_with_an_unfinished_seed_is_no_candidate(make_trial, summary, table):
+    data = rows(make_trial, summary, [
+        ({"model.arch": "m", "train.lr": 0.1, "train.seed": 0}, "completed", 0.9, 0.9),
+        ({"model.arch": "m", "train.lr": 0.1, "train.seed": 1}, "failed", None, None),
+        ({"model.arch": "m", "train.lr": 0.05, "train.seed": 0}, "completed", 0.6, 0.6),
+        ({"model.arch": "m", "train.lr": 0.05, "train.seed": 1}, "completed", 0.7, 0.7)])
+    cell = A.build_table(table(best_by="val_acc", over="train.lr"), data).cells[(("m",), None)]
+    assert cell.pick == 0.05 and cell.n == 2 and (cell.over_done, cell.over_total) == (1, 2)

@@ -19,37 +19,40 @@ GOLDEN_MARKDOWN = """\
 | arch | lr | test error (%) | paper | Δ | params | wall time |
 | --- | --- | ---: | ---: | ---: | ---: | ---: |
 | model_a | 0.05 | 11.00 ± 1.41 (n=2) | 12.47 | -1.47 | 0.84M | 1h02m |
-| model_b | 0.1 | 9.00 | 10.20 | -1.20 | 0.89M | 2m05s |
+| model_b | - | div (best of 1/2 lr; 1 failed) | 10.20 |  | 0.89M | 2m05s |
 | model_c | - | missing | 9.74 (Springenberg) |  | - | - |
 
 - model_b: 0.89M parameters, following the papers' layer tables; the papers state ~1.0M, \
 which disagrees with their own tables.
 - mean ± sample std over n runs (seeds and axes the table does not name).
 - Δ = ours - paper.
+- The best lr is picked by val_acc among the lrs whose every run finished; a diverged run makes its lr the worst.
+- Incomplete: 2 of 3 cells have failed, missing or unfinished runs; rerun `grid launch` to fill them (`grid table --strict` exits 1).
 
 ### Test accuracy (%) per lr
 
 | arch | lr=0.1 | lr=0.05 | paper | Δ |
 | --- | ---: | ---: | ---: | ---: |
 | model_a | 85.50 ± 0.71 (n=2) | 89.00 ± 1.41 (n=2) | 88.50 | +0.50 |
-| model_b | 91.00 | div |  |  |
+| model_b | 91.00 (1 failed) | div |  |  |
 | model_c | missing | missing |  |  |
 
 - mean ± sample std over n runs (seeds and axes the table does not name).
 - Δ = ours - paper.
+- Incomplete: 4 of 6 cells have failed, missing or unfinished runs; rerun `grid launch` to fill them (`grid table --strict` exits 1).
 """
 
 GOLDEN_CSV = """\
-table,model.arch,train.lr,metric,at,status,mean,std,n,diverged,reference,delta,params,wall_s
-best_lr,model_a,0.05,test_error,final,ok,11,1.4142,2,0,12.47,-1.47,839242,3725
-best_lr,model_b,0.1,test_error,final,ok,9,0,1,0,10.2,-1.2,885610,125
-best_lr,model_c,,test_error,final,missing,,,0,0,9.74,,,
-lr_sweep,model_a,0.1,test_acc,final,ok,85.5,0.7071,2,0,,,,
-lr_sweep,model_a,0.05,test_acc,final,ok,89,1.4142,2,0,88.5,0.5,,
-lr_sweep,model_b,0.1,test_acc,final,ok,91,0,1,0,,,,
-lr_sweep,model_b,0.05,test_acc,final,diverged,,,0,2,,,,
-lr_sweep,model_c,0.1,test_acc,final,missing,,,0,0,,,,
-lr_sweep,model_c,0.05,test_acc,final,missing,,,0,0,,,,
+table,model.arch,train.lr,metric,at,status,mean,std,n,diverged,n_failed,n_missing,over_done,over_total,reference,delta,params,wall_s
+best_lr,model_a,0.05,test_error,final,ok,11,1.4142,2,0,0,0,2,2,12.47,-1.47,839242,3725
+best_lr,model_b,,test_error,final,diverged,,,0,2,1,0,1,2,10.2,,885610,125
+best_lr,model_c,,test_error,final,missing,,,0,0,0,4,0,2,9.74,,,
+lr_sweep,model_a,0.1,test_acc,final,ok,85.5,0.7071,2,0,0,0,0,0,,,,
+lr_sweep,model_a,0.05,test_acc,final,ok,89,1.4142,2,0,0,0,0,0,88.5,0.5,,
+lr_sweep,model_b,0.1,test_acc,final,ok,91,0,1,0,1,0,0,0,,,,
+lr_sweep,model_b,0.05,test_acc,final,diverged,,,0,2,0,0,0,0,,,,
+lr_sweep,model_c,0.1,test_acc,final,missing,,,0,0,0,2,0,0,,,,
+lr_sweep,model_c,0.05,test_acc,final,missing,,,0,0,0,2,0,0,,,,
 """
 
 
@@ -201,3 +204,39 @@ def test_table_command_reports_a_corrupt_file_by_name(golden):
     said = console.file.getvalue()
     assert "warning:" in said and "broken.parquet" in said
     assert "| model_a | 0.05 | 11.00 ± 1.41 (n=2) |" in said   # the rest still renders
+
+
+def test_a_failed_lr_flags_the_row_and_strict_exits_1(local_store, make_trial, summary, put,
+                                                       table, tmp_path):
+    spec = SimpleNamespace(name="g", axes={"train.lr": [0.1, 0.05]}, tables=[table(
+        name="t", title="T", metric="test_acc", best_by="val_acc", over="train.lr")])
+    put(local_store, make_trial(**{"train.lr": 0.1}), summary(test_acc=0.5, val_acc=0.5))
+    put(local_store, make_trial(**{"train.lr": 0.05}), None, error="RuntimeError: boom")
+    console = Console(file=io.StringIO(), width=200)
+    assert T.table_command(spec, local_store, fmt="markdown", console=console) == 0
+    said = console.file.getvalue()
+    assert "| allcnn_c | 0.1 | 50.00 (best of 1/2 lr; 1 failed) |" in said
+    assert "Incomplete: 1 of 1 cells" in said
+    assert T.table_command(spec, local_store, fmt="markdown", console=console,
+                           strict=True) == 1
+    assert "--strict: the tables have holes" in console.file.getvalue()
+
+
+def test_a_failed_rerun_leaves_the_table_unchanged(local_store, make_trial, summary, put,
+                                                   table):
+    spec = SimpleNamespace(name="g", axes={"train.lr": [0.1, 0.05]}, tables=[table(
+        name="t", title="T", metric="test_acc", best_by="val_acc", over="train.lr")])
+    cells = [make_trial(**{"train.lr": lr}) for lr in (0.1, 0.05)]
+    put(local_store, cells[0], summary(test_acc=0.09, val_acc=0.09))
+    put(local_store, cells[1], summary(test_acc=0.427, val_acc=0.43))
+
+    def render() -> str:
+        console = Console(file=io.StringIO(), width=200)
+        assert T.table_command(spec, local_store, fmt="markdown", console=console,
+                               strict=True) == 0
+        return console.file.getvalue()
+
+    before = render()
+    assert "| allcnn_c | 0.05 | 42.70 |" in before
+    put(local_store, cells[1], None, error="RuntimeError: the --force rerun died")
+    assert render() == before

@@ -1,0 +1,177 @@
+"""The Tune experiment of a launch: one Tune trial per unit (a cell, or a pack of cells), a
+function trainable around `orchestrator/trial.run_unit`, retries from per-epoch checkpoints,
+and a callback that feeds the live progress display.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+import ray
+from ray import tune
+from rich.console import Console
+from rich.live import Live
+
+from orchestrator import hooks
+from orchestrator import trial as T
+from orchestrator.checkpoints import KEEP_CHECKPOINTS, tune_storage
+from orchestrator.errors import GridError
+from orchestrator.expand import Trial
+from orchestrator.progress import GridProgress
+from results.store import Store, open_store
+
+GRID_ERROR = "grid_error"  # a trial's last report when a user error ended it
+
+
+def _trainable(config: dict, units: dict, run: dict) -> None:
+    """One Tune trial: resume (this launch's retry, else an earlier launch's checkpoint),
+    train, report every epoch with a checkpoint, write the rows (orchestrator/trial.py).
+    A GridError ends the trial without an exception, so Tune does not retry it."""
+    os.environ.update(run["env"])  # the test hooks, forwarded from the launch
+    if not ray.get_gpu_ids():
+        # Ray does not hide the GPUs from a trial that asked for none: without this, every
+        # trial of a node with `train.device: auto` would share cuda:0.
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    cells = [Trial.from_dict(d) for d in units[config["cell"]]]
+    keys = [t.key for t in cells]
+    try:
+        T.run_unit(cells, store_uri=run["store"], spec_sha256=run["sha256"],
+                   resumes=_resumes(cells, keys, run), checkpoint=_report)
+    except GridError as e:  # written to the store as the cells' failure by run_unit
+        tune.report({GRID_ERROR: " ".join(str(e).split())})
+
+
+def _resumes(cells: list[Trial], keys: list[str], run: dict) -> dict[str, dict]:
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:  # a retry within this launch
+        with checkpoint.as_directory() as d:
+            return T.load_states(d, keys)
+    resumes: dict[str, dict] = {}
+    _, fs = tune_storage(open_store(run["store"]), cells[0].grid)
+    for path in sorted({run["resume"][k] for k in keys if k in run["resume"]}):
+        try:
+            with tune.Checkpoint(path, filesystem=fs).as_directory() as d:
+                resumes.update(T.load_states(d, [k for k in keys
+                                                 if run["resume"].get(k) == path]))
+        except Exception as e:  # noqa: BLE001 - a vanished or torn folder: start over
+            for k in keys:
+                if run["resume"].get(k) == path:
+                    T.discard(k, f"{path}: {type(e).__name__}: {e}")
+    return resumes
+
+
+def _report(metrics: dict, files: dict[str, bytes]) -> None:
+    with tempfile.TemporaryDirectory(prefix="grid-checkpoint-") as d:
+        for name, data in files.items():
+            Path(d, name).write_bytes(data)
+        # tune.report copies the folder to the storage before it returns
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def trial_name(trial) -> str:
+    return trial.config["cell"]
+
+
+def _trial_dirname(trial) -> str:
+    return f"{trial.config['cell']}_{trial.config['launch']}"
+
+
+class TuneProgress(tune.Callback):
+    """Feeds Tune's trial events to the GridProgress display, and prints one line per
+    finished, failed or retried trial (what stays in a log file)."""
+
+    def __init__(self, progress: GridProgress, console: Console):
+        self.progress, self.console = progress, console
+
+    def __getstate__(self):  # Tune pickles its run config; the console stays here
+        return {"progress": self.progress, "console": None}
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.progress.start(trial_name(trial))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if GRID_ERROR not in result:
+            self.progress.result(trial_name(trial), result)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        error = (trial.last_result or {}).get(GRID_ERROR)
+        if error:
+            self.progress.fail(trial_name(trial), error)
+            self._say(f"[red]failed[/]  {trial_name(trial)}: {error} (not retried)")
+            return
+        self.progress.finish(trial_name(trial))
+        self._say(f"[green]done[/]    {trial_name(trial)}")
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self.progress.retry(trial_name(trial))
+        self._say(f"[yellow]retry[/]   {trial_name(trial)}: {_trial_error(trial)}")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        error = _trial_error(trial)
+        self.progress.fail(trial_name(trial), error)
+        self._say(f"[red]failed[/]  {trial_name(trial)}: {error}")
+
+    def _say(self, text: str) -> None:
+        if self.console is not None:
+            self.console.print(text, highlight=False)
+
+
+def _trial_error(trial) -> str:
+    """The last error of a Tune trial, one line (Tune appends each failure to a file)."""
+    try:  # the driver's own copy first: the storage copy is synced later
+        local = trial.error_file
+        text = Path(local).read_text() if local and Path(local).exists() else trial.get_error()
+        return first_line(text)
+    except Exception:  # noqa: BLE001 - a display nicety must not stop the grid
+        return "unknown error"
+
+
+def first_line(text: str | None) -> str:
+    """The error itself out of Ray's wrapping of a trial's exception (its last line)."""
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    return lines[-1] if lines else "unknown error"
+
+
+def fit(spec, store: Store, units: list[list[Trial]], run: dict, resources: dict,
+        skipped: int, max_concurrent: int | None, console: Console):
+    """Run the units as one Tune experiment with the live display; Tune's ResultGrid.
+    `run`: what every trial needs (store location, spec hash, checkpoints to resume)."""
+    labels = {T.unit_label(u): u for u in units}
+    run = {**run, "env": {k: os.environ[k] for k in hooks.ENV if k in os.environ}}
+    progress = GridProgress(spec.name, {lab: (len(u), u[0].config["train"]["epochs"])
+                                        for lab, u in labels.items()}, skipped=skipped)
+    trainable = tune.with_parameters(
+        _trainable, units={lab: [t.to_dict() for t in u] for lab, u in labels.items()}, run=run)
+    tuner = _tuner(spec, store, tune.with_resources(trainable, resources), list(labels),
+                   max_concurrent, TuneProgress(progress, console))
+    if not console.is_terminal:  # a log file: the per-trial lines and one summary
+        results = tuner.fit()
+        console.print(progress.summary_line(), highlight=False)
+        return results
+    with Live(get_renderable=progress.render, console=console, refresh_per_second=1):
+        return tuner.fit()
+
+
+def _tuner(spec, store: Store, trainable, labels: list[str], max_concurrent: int | None,
+           callback: tune.Callback) -> tune.Tuner:
+    """One trial per label (a cell or a pack), named by it; retried from its last
+    checkpoint up to spec.max_failures times."""
+    path, fs = tune_storage(store, spec.name)
+    return tune.Tuner(
+        trainable,
+        param_space={"cell": tune.grid_search(labels),
+                     "launch": datetime.now().strftime("%Y%m%d-%H%M%S")},
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent,
+                                    # one process per CPU slot for the whole grid: a new
+                                    # process per cell would import torch again each time
+                                    reuse_actors=True,
+                                    trial_name_creator=trial_name,
+                                    trial_dirname_creator=_trial_dirname),
+        run_config=tune.RunConfig(
+            name=spec.name, storage_path=path, storage_filesystem=fs, verbose=0,
+            progress_reporter=tune.CLIReporter(max_report_frequency=10**9),  # silent
+            callbacks=[callback],
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS)))

@@ -1,0 +1,82 @@
+"""Test support: hooks that tests arm through the environment, so a test drives a real trial
+(inside a Ray worker process) by events instead of by the clock. Production code calls them
+through one seam, `at_epoch`, after each epoch's checkpoint and at the start of a resumed
+attempt; unarmed, it does nothing. `grid launch` forwards these variables to the trials.
+
+GRID_FAIL_INJECT="<key prefix or *>:<epoch>:<times>[,...]"
+    a matching cell's trial raises `InjectedFailure` right after epoch <epoch> is checkpointed
+    (or at the start of an attempt that resumes at or past it), the first <times> attempts.
+    Attempts are counted with marker files in GRID_FAIL_INJECT_DIR (default:
+    <tmp>/grid-fail-inject), so the count survives the process; delete it to re-arm.
+
+GRID_HOLD="<key prefix>:<epoch>:<folder>"
+    a barrier: the first attempt of a matching cell, right after epoch <epoch> is
+    checkpointed, opens the named pipe <folder>/held for writing (which blocks until the test
+    opens it for reading: the test now knows the trial is there) and then <folder>/release
+    for reading (which blocks until the test opens it for writing). The test makes both with
+    os.mkfifo. It holds once per cell (a marker in <folder>), so a retry trains on.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+FAIL_INJECT_ENV = "GRID_FAIL_INJECT"
+FAIL_INJECT_DIR_ENV = "GRID_FAIL_INJECT_DIR"
+HOLD_ENV = "GRID_HOLD"
+ENV = (FAIL_INJECT_ENV, FAIL_INJECT_DIR_ENV, HOLD_ENV)
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by the GRID_FAIL_INJECT hook."""
+
+
+def at_epoch(key: str, epoch: int, *, resumed: bool = False) -> None:
+    """The seam: after epoch `epoch` of cell `key` is checkpointed, or (`resumed`) when an
+    attempt starts from a checkpoint at `epoch`."""
+    if os.environ.get(FAIL_INJECT_ENV):
+        maybe_inject_failure(key, epoch, resumed=resumed)
+    if os.environ.get(HOLD_ENV) and not resumed:
+        maybe_hold(key, epoch)
+
+
+def _matches(prefix: str, key: str) -> bool:
+    return prefix.strip() == "*" or key.startswith(prefix.strip())
+
+
+def maybe_inject_failure(key: str, epoch: int, *, resumed: bool = False) -> None:
+    """GRID_FAIL_INJECT (module docstring)."""
+    spec = os.environ.get(FAIL_INJECT_ENV, "")
+    rules = [rule.rsplit(":", 2) for rule in spec.split(",") if rule.strip()]
+    for prefix, at, times in rules:
+        if _matches(prefix, key):
+            if epoch >= int(at) if resumed else epoch == int(at):
+                _fail_once_more(key, epoch, int(times), spec)
+            return
+
+
+def _fail_once_more(key: str, epoch: int, times: int, spec: str) -> None:
+    folder = Path(os.environ.get(FAIL_INJECT_DIR_ENV) or
+                  Path(tempfile.gettempdir()) / "grid-fail-inject")
+    folder.mkdir(parents=True, exist_ok=True)
+    done = len(list(folder.glob(f"{key}-*")))
+    if done < times:
+        (folder / f"{key}-{done + 1}").touch()
+        raise InjectedFailure(f"injected failure {done + 1}/{times} of cell {key} "
+                              f"at epoch {epoch} ({FAIL_INJECT_ENV}={spec})")
+
+
+def maybe_hold(key: str, epoch: int) -> None:
+    """GRID_HOLD (module docstring)."""
+    prefix, at, folder = os.environ[HOLD_ENV].split(":", 2)
+    if not _matches(prefix, key) or epoch != int(at):
+        return
+    marker = Path(folder) / f"held-{key}"
+    if marker.exists():
+        return
+    marker.touch()
+    with open(Path(folder) / "held", "w") as pipe:  # blocks until the test reads
+        pipe.write(f"{key}:{epoch}\n")
+    with open(Path(folder) / "release") as pipe:  # blocks until the test releases
+        pipe.read()

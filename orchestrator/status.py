@@ -1,0 +1,75 @@
+"""`grid status`: each cell's status from the store (no Ray), its last failure, and the launch
+that holds the grid now, if one does."""
+from __future__ import annotations
+
+import json
+import time
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from orchestrator.expand import axis_label, expand
+from results.lease import describe, read_holder, why_stale
+
+COLOURS = {"completed": "green", "diverged": "yellow", "failed": "red", "missing": "dim"}
+
+
+def _fmt(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def cell_rows(spec, store) -> list[dict]:
+    """{key, status, params, error} per cell; `error` is the last failed attempt's (also of
+    a finished cell whose --force rerun failed: its result is kept)."""
+    found = store.statuses(spec.name)
+    failures = {r["key"]: r for r in store.read_failures(spec.name).to_pylist()}
+    rows = []
+    for t in expand(spec):
+        fail = failures.get(t.key)
+        error = (fail.get("error") or "failed").splitlines()[0] if fail else None
+        rows.append({"key": t.key, "status": found.get(t.key, "missing"), "params": t.params,
+                     "error": error})
+    return rows
+
+
+def launch_line(spec, store, now: float | None = None) -> tuple[dict | None, str | None]:
+    """(the lease's holder, a line about it) for the launch that holds the grid, if any."""
+    holder = read_holder(store, spec.name)
+    if holder is None:
+        return None, None
+    now = time.time() if now is None else now
+    stale = why_stale(holder, now)
+    if stale:
+        return holder, (f"a launch by {describe(holder, now)} stopped without releasing the "
+                        f"grid ({stale}); the next `grid launch` takes it over")
+    return holder, f"running: a launch by {describe(holder, now)}"
+
+
+def status_command(spec, store, as_json: bool = False, console: Console | None = None) -> int:
+    """Print the per-cell table and the counts (or JSON); always 0."""
+    rows = cell_rows(spec, store)
+    holder, line = launch_line(spec, store)
+    if as_json:
+        print(json.dumps({"grid": spec.name, "launch": holder, "cells": rows}, indent=1))
+        return 0
+    console = console or Console()
+    if line:
+        console.print(Text(line, style="bold"))
+    table = Table(title=f"{spec.name}: status", title_justify="left")
+    axes = list(rows[0]["params"])
+    for a in axes:
+        table.add_column(axis_label(a))
+    table.add_column("key", style="cyan")
+    table.add_column("status")
+    table.add_column("last failure")
+    for r in rows:
+        note = r["error"] or ""
+        if note and r["status"] != "failed":
+            note = f"rerun failed (result kept): {note}"
+        table.add_row(*[_fmt(r["params"][a]) for a in axes], r["key"],
+                      f"[{COLOURS[r['status']]}]{r['status']}[/]", Text(note, style="red"))
+    console.print(table)
+    counts = {s: sum(r["status"] == s for r in rows) for s in COLOURS}
+    console.print(", ".join(f"{n} {s}" for s, n in counts.items()))
+    return 0
