@@ -36,10 +36,12 @@ def _fmt(v) -> str:
 @command
 def cmd_plan(args: argparse.Namespace) -> int:
     from orchestrator.expand import axis_label, expand
+    from orchestrator.tablespec import leak_warnings
     spec = _load(args)
     trials = expand(spec)
+    warnings = leak_warnings(spec.tables, [t.config for t in trials])
     if args.json:
-        print(json.dumps({"grid": spec.name, "count": len(trials),
+        print(json.dumps({"grid": spec.name, "count": len(trials), "warnings": warnings,
                           "trials": [{"key": t.key, "params": t.params, "config": t.config}
                                      for t in trials]}, indent=1))
         return 0
@@ -54,8 +56,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     console = Console()
     console.print(table)
     epochs = sum(t.config["train"]["epochs"] for t in trials)
-    console.print(f"{len(trials)} trials x epochs = [bold]{epochs}[/bold] epochs of training "
+    console.print(f"{len(trials)} cells x epochs = [bold]{epochs}[/bold] epochs of training "
                   f"({spec.resources['pack']} cell(s) per trial process)")
+    for w in warnings:
+        console.print(f"[yellow]warning: {w}[/]", highlight=False)
     return 0
 
 

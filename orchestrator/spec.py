@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -271,9 +272,14 @@ def _duplicate_names(path: Path, name: str | None) -> list[str]:
     return clashes
 
 
-def smoke(spec: Spec) -> Spec:
+def smoke(spec: Spec, cpus: int | None = None) -> Spec:
     """The same grid shrunk to seconds per cell, under its own name so its results never mix
-    with the real grid's: 1 epoch, 512 training images, a quarter of the width."""
+    with the real grid's: 1 epoch, 512 training images, a quarter of the width; a trial asks
+    for no more CPUs than this machine has (`cpus`, default os.cpu_count()), so a spec sized
+    for a GPU node still smoke-tests on a laptop."""
     forced = {"train.epochs": 1, "dataset.subset": 512, "dataset.val_size": 128,
               "model.width": 0.25}
-    return dataclasses.replace(spec, name=f"{spec.name}-smoke", forced=forced)
+    cpus = cpus or os.cpu_count() or 1
+    resources = {**spec.resources, "cpu": min(spec.resources["cpu"], float(cpus))}
+    return dataclasses.replace(spec, name=f"{spec.name}-smoke", forced=forced,
+                               resources=resources)

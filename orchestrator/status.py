@@ -49,10 +49,10 @@ def launch_line(spec, store, now: float | None = None) -> tuple[dict | None, str
 def status_command(spec, store, as_json: bool = False, console: Console | None = None) -> int:
     """Print the per-cell table and the counts (or JSON); always 0."""
     rows = cell_rows(spec, store)
-    holder, line = launch_line(spec, store)
-    if as_json:
-        print(json.dumps({"grid": spec.name, "launch": holder, "cells": rows}, indent=1))
+    if as_json:  # a list of cells, as before the lease existed: scripts read it
+        print(json.dumps(rows, indent=1))
         return 0
+    _, line = launch_line(spec, store)
     console = console or Console()
     if line:
         console.print(Text(line, style="bold"))

@@ -134,3 +134,19 @@ def check_tables(tables: Any, errors: list[str]) -> list[dict]:
         names.add(table["name"])
         out.append(table)
     return out
+
+
+def leak_warnings(tables: list[dict], configs: list[dict]) -> list[str]:
+    """Tables that choose by the test set: `at: best` or an `over` pick where the cells have
+    no validation set (dataset.val_size 0) choose the best epoch or value by test accuracy,
+    which flatters the reported number."""
+    if not configs or any(c["dataset"]["val_size"] for c in configs):
+        return []
+    out = []
+    for t in tables:
+        if t["at"] == "best" or (t["over"] and t["best_by"]):
+            what = "epoch" if t["at"] == "best" else C.SHORT.get(t["over"], t["over"])
+            out.append(f"tables.{t['name']}: picks the best {what} with no validation set "
+                       f"(dataset.val_size: 0), so by test accuracy: a leak that flatters the "
+                       f"table; set dataset.val_size (e.g. 5000)")
+    return out

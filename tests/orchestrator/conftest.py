@@ -3,6 +3,7 @@ cluster for the whole session (a head with no CPUs, so every trial runs on a wor
 that a test can kill)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import textwrap
@@ -59,13 +60,31 @@ def ray_cluster():
     node (`cluster_utils.Cluster`: real raylets on this machine)."""
     from ray.cluster_utils import Cluster
 
-    from orchestrator.launch import token_path
+    from orchestrator.session import token_path
     if os.environ["RAY_AUTH_MODE"] == "token" and not token_path().exists():
         # what `ray.init()` generates on first use
         subprocess.run(["ray", "get-auth-token", "--generate"], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    cluster = Cluster(initialize_head=True,
-                      head_node_args={"num_cpus": 0, "include_dashboard": False})
-    cluster.add_node(num_cpus=2)
+    with node_env():
+        cluster = Cluster(initialize_head=True,
+                          head_node_args={"num_cpus": 0, "include_dashboard": False})
+        cluster.add_node(num_cpus=2)
     yield cluster
     cluster.shutdown()
+
+
+@contextlib.contextmanager
+def node_env():
+    """The environment the cluster's nodes start with: their own (fake) S3 credentials, as
+    each node of a real cluster has its own credential chain, and no S3 endpoint, which
+    only the driver knows (the launch forwards it)."""
+    saved = dict(os.environ)
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        del os.environ[name]
+    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret",
+                       "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull})
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

@@ -1,10 +1,14 @@
 """The small commands, called in-process: models, status, train."""
 import json
+import re
+import os
+import socket
 import textwrap
 
 from orchestrator.cli import main
 from orchestrator.expand import expand
-from orchestrator.spec import load_spec
+from orchestrator.spec import load_spec, smoke
+from results.lease import Lease
 from results.schema import trial_row
 from results.store import open_store
 
@@ -43,6 +47,36 @@ def test_status_reads_the_store_without_ray(tmp_path, capsys):
     assert [r["status"] for r in rows] == ["completed", "failed", "missing"]
     assert main(["status", str(spec_path), "--store", str(tmp_path / "runs")]) == 0
     assert "1 completed, 0 diverged, 1 failed, 1 missing" in capsys.readouterr().out
+
+    # a failed rerun of the completed cell keeps its result and shows the failure; a launch
+    # that holds the grid is shown
+    store.write_failure("tiny", trials[0].key, trial_row(trials[0], None, {}, error="oom"))
+    lease = Lease(store, "tiny")
+    lease.acquire()
+    assert main(["status", str(spec_path), "--store", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert "1 completed, 0 diverged, 1 failed, 1 missing" in out
+    assert "rerun failed (result kept): oom" in out
+    assert f"running: a launch by {socket.gethostname()} (pid {os.getpid()}) since" in out
+
+
+def test_plan_warns_when_a_table_picks_on_the_test_set(tmp_path, capsys):
+    spec_path = tmp_path / "tiny.yaml"
+    spec_path.write_text(textwrap.dedent(TINY) + "tables: [{rows: arch, over: lr, "
+                         "best_by: val_acc}]\n")
+    assert main(["plan", str(spec_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["warnings"] == []
+    assert main(["plan", str(spec_path), "--set", "dataset.val_size=0"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert re.search(r"warning: tables\.\S+: picks the best lr with no validation set", out)
+
+
+def test_smoke_fits_its_resources_to_this_machine(tmp_path):
+    spec_path = tmp_path / "tiny.yaml"
+    spec_path.write_text(textwrap.dedent(TINY) + "resources: {cpu: 4, gpu: auto}\n")
+    spec = load_spec(spec_path)
+    assert smoke(spec, cpus=2).resources["cpu"] == 2 and spec.resources["cpu"] == 4
+    assert smoke(spec, cpus=16).resources["cpu"] == 4
 
 
 def test_train_runs_one_cell_in_process(tmp_path, capsys):

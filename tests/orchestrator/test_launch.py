@@ -1,19 +1,23 @@
-"""`grid launch`: the plain parts (progress, cell selection and packing, the failure hook,
+"""`grid launch`: the plain parts (progress, cell selection and packing, the test hooks,
 the store checks) without Ray, then real Ray on the CPU: a local start with its dashboard,
-skipping and growing a grid, a SIGKILLed launch, injected failures and a dead worker node.
+skipping and growing a grid, a SIGKILLed launch and its lease taken over, a second launch
+refused, injected failures, a failed --force rerun that keeps the result, pre-flight checks,
+a user error not retried, S3 settings forwarded to workers, and a dead worker node.
 
 The Ray tests share one `cluster_utils.Cluster` (conftest.py); one goes through the local
-start path. Each trains a few tiny synthetic cells for one to three epochs.
+start path. Each trains a few tiny synthetic cells for one to three epochs. A test that must
+act while a trial runs holds the trial at a barrier (`orchestrator/hooks.py`, GRID_HOLD:
+named pipes) instead of polling: nothing here waits on the clock.
 """
 from __future__ import annotations
 
 import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -23,12 +27,18 @@ import pytest
 import ray
 from rich.console import Console
 
+from orchestrator import checkpoints as K
+from orchestrator import hooks
 from orchestrator import launch as L
+from orchestrator import session as S
 from orchestrator import trial as T
+from orchestrator.cli import main
 from orchestrator.errors import GridError
 from orchestrator.expand import expand
 from orchestrator.progress import GridProgress, fmt_duration
 from results.store import open_store
+
+from tests.orchestrator.conftest import node_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -99,15 +109,15 @@ def test_group_cells_packs_only_what_differs_in_packable_axes(tiny_spec):
 
 
 def test_fail_inject_hook_counts_attempts_in_marker_files(tmp_path, monkeypatch):
-    monkeypatch.setenv(T.FAIL_INJECT_ENV, "abc:2:2,*:9:1")
-    monkeypatch.setenv(T.FAIL_INJECT_DIR_ENV, str(tmp_path))
-    T.maybe_inject_failure("abc123", 1)  # not its epoch
+    monkeypatch.setenv(hooks.FAIL_INJECT_ENV, "abc:2:2,*:9:1")
+    monkeypatch.setenv(hooks.FAIL_INJECT_DIR_ENV, str(tmp_path))
+    hooks.at_epoch("abc123", 1)  # not its epoch
     for attempt in (1, 2):
-        with pytest.raises(T.InjectedFailure, match=f"{attempt}/2"):
-            T.maybe_inject_failure("abc123", 2)
-    T.maybe_inject_failure("abc123", 2)  # exhausted: trains on
-    with pytest.raises(T.InjectedFailure):
-        T.maybe_inject_failure("zzz", 9, resumed=True)  # resumed at or past the epoch
+        with pytest.raises(hooks.InjectedFailure, match=f"{attempt}/2"):
+            hooks.at_epoch("abc123", 2)
+    hooks.at_epoch("abc123", 2)  # exhausted: trains on
+    with pytest.raises(hooks.InjectedFailure):
+        hooks.at_epoch("zzz", 9, resumed=True)  # resumed at or past the epoch
     assert sorted(p.name for p in tmp_path.iterdir()) == ["abc123-1", "abc123-2", "zzz-1"]
 
 
@@ -126,22 +136,16 @@ def test_local_store_is_refused_on_a_multi_node_cluster(tmp_path, monkeypatch):
         {"NodeManagerAddress": "10.0.0.1", "Alive": True},
         {"NodeManagerAddress": "10.0.0.2", "Alive": True}])
     with pytest.raises(GridError, match="needs a shared store: --store s3://"):
-        L.check_shared_store(open_store(str(tmp_path)))
+        S.check_shared_store(open_store(str(tmp_path)))
 
 
-def test_trial_resources_gpu_auto_and_unplaceable_warning(monkeypatch):
-    nodes = [{"Alive": True, "Resources": {"CPU": 8.0, "GPU": 2.0}},
-             {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}}]
-    monkeypatch.setattr(ray, "nodes", lambda: nodes)
-    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0, "GPU": 2.0})
-    con, buf = console()
-    assert L.trial_resources({"cpu": 2, "gpu": "auto"}, con) == {"cpu": 2.0, "gpu": 1.0}
-    assert L.trial_resources({"cpu": 1, "gpu": 0.5}, con) == {"cpu": 1.0, "gpu": 0.5}
-    assert buf.getvalue() == ""
-    L.trial_resources({"cpu": 16, "gpu": "auto"}, con)  # only the dead node is that big
-    assert "no node of the cluster has 16 CPUs and 1 GPUs" in buf.getvalue()
-    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0})
-    assert L.trial_resources({"cpu": 1, "gpu": "auto"}, con)["gpu"] == 0.0
+def test_forwarded_env_has_the_s3_settings_and_never_a_credential():
+    env = {"AWS_ENDPOINT_URL": "http://minio:9000", "AWS_ENDPOINT_URL_S3": "http://minio:9000",
+           "AWS_DEFAULT_REGION": "eu-west-1", "AWS_REGION": "eu-west-1",
+           "AWS_ACCESS_KEY_ID": "AKIA", "AWS_SECRET_ACCESS_KEY": "secret",
+           "AWS_SESSION_TOKEN": "token", "HOME": "/root"}
+    assert S.forwarded_env(env) == {k: env[k] for k in (
+        "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION")}
 
 
 def test_unreachable_address_is_a_grid_error(tiny_spec, tmp_path):
@@ -152,15 +156,15 @@ def test_unreachable_address_is_a_grid_error(tiny_spec, tmp_path):
     with pytest.raises(GridError, match=f"--address 127.0.0.1:{port}: no Ray there"):
         L.launch(tiny_spec("addr", [0.1]), store_uri=str(tmp_path), address=f"127.0.0.1:{port}")
     with pytest.raises(GridError, match="expected auto, host:port"):
-        L.check_reachable("nonsense")
+        S.check_reachable("nonsense")
     assert not ray.is_initialized()
 
 
 def test_tune_storage_under_the_store(tmp_path, monkeypatch):
-    path, _ = L.tune_storage(open_store(str(tmp_path / "runs")), "g")
+    path, _ = K.tune_storage(open_store(str(tmp_path / "runs")), "g")
     assert Path(path) == (tmp_path / "runs" / "g" / "_tune").resolve()
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-    path, fs = L.tune_storage(open_store("s3://bucket/pre"), "g")
+    path, fs = K.tune_storage(open_store("s3://bucket/pre"), "g")
     assert path == "bucket/pre/g/_tune" and fs.type_name == "s3"
 
 
@@ -192,19 +196,19 @@ def test_local_start_dashboard_skip_and_grow(tiny_spec, tmp_path, monkeypatch, r
     """Local Ray with its dashboard (token auth), every cell stored; a relaunch runs
     nothing; a grown grid runs only its new cell (on the session cluster)."""
     seen = {}
-    real = L._print_dashboard
+    real = S._print_dashboard
 
     def check_dashboard(con, url, *, local, host):  # runs while the local Ray is up
         real(con, url, local=local, host=host)
         if not local:  # the session cluster, joined to grow the grid: no dashboard
             return
-        token = L.token_path().read_text().strip()
+        token = S.token_path().read_text().strip()
         seen.update(url=url, local=local, auth=os.environ.get("RAY_AUTH_MODE"),
                     with_token=_get(f"http://{url}/api/version", token),
                     cookie=_get(f"http://{url}/nodes?view=summary", token, cookie=True),
                     without=_get(f"http://{url}/api/version", None))
 
-    monkeypatch.setattr(L, "_print_dashboard", check_dashboard)
+    monkeypatch.setattr(S, "_print_dashboard", check_dashboard)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     store = tmp_path / "runs"
     spec = tiny_spec("e2e", [0.05, 0.1])
@@ -236,36 +240,188 @@ def test_local_start_dashboard_skip_and_grow(tiny_spec, tmp_path, monkeypatch, r
             if p.name in mtimes} == mtimes  # the finished cells were not touched
 
 
+def arm_hold(monkeypatch, tmp_path: Path, key: str, epoch: int = 1) -> Path:
+    """Arm GRID_HOLD for cell `key` after epoch `epoch`: the folder with its two pipes."""
+    folder = tmp_path / "hold"
+    folder.mkdir()
+    os.mkfifo(folder / "held")
+    os.mkfifo(folder / "release")
+    monkeypatch.setenv(hooks.HOLD_ENV, f"{key}:{epoch}:{folder}")
+    return folder
+
+
+def wait_held(folder: Path) -> str:
+    """Block until the held trial is at the barrier (it opens the pipe for writing)."""
+    with open(folder / "held") as pipe:
+        return pipe.read().strip()
+
+
+def release(folder: Path) -> None:
+    with open(folder / "release", "w"):
+        pass
+
+
+def launch_in_thread(**kw) -> tuple[threading.Thread, dict, io.StringIO]:
+    con, buf = console()
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(rc=L.launch(console=con, **kw)))
+    thread.start()
+    return thread, result, buf
+
+
 @pytest.mark.ray
-def test_sigkilled_launch_relaunches_to_one_row_per_cell(tiny_spec, tmp_path, ray_cluster):
+def test_sigkilled_launch_relaunches_to_one_row_per_cell(tiny_spec, tmp_path, monkeypatch,
+                                                         ray_cluster):
+    """A launch SIGKILLed while a cell is held mid-trial: its lease is taken over at once
+    (its pid is gone), the held cell resumes, and every cell ends with one row."""
     spec = tiny_spec("kill", [0.05, 0.1, 0.2, 0.3], train={"epochs": 2})
+    held_key = expand(spec)[0].key
+    folder = arm_hold(monkeypatch, tmp_path, held_key)
     store = tmp_path / "runs"
     trials_dir = store / "kill" / "trials"
     cmd = [sys.executable, "-m", "orchestrator.cli", "launch", spec.path, "--store", str(store),
            "--address", ray_cluster.address]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 240
-        while not (trials_dir.is_dir() and any(trials_dir.glob("*.parquet"))):
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "no cell finished"
-            time.sleep(0.2)
+        assert wait_held(folder) == f"{held_key}:1"
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    assert len(list(trials_dir.glob("*.parquet"))) < 4  # killed mid-grid
+    assert not (trials_dir / f"{held_key}.parquet").exists()  # killed mid-grid
+    monkeypatch.delenv(hooks.HOLD_ENV)
 
     con, buf = console()
     assert L.launch(spec, store_uri=str(store), address=ray_cluster.address, console=con) == 0
+    out = buf.getvalue()
+    assert f"took over the lease of {socket.gethostname()} (pid {proc.pid})" in out
+    assert f"its process {proc.pid} on this host is gone" in out
     keys = {t.key for t in expand(spec)}
     assert {p.stem for p in trials_dir.glob("*.parquet")} == keys
     assert pads.dataset(str(trials_dir)).count_rows() == 4  # one row per key as a dataset
     found = rows(store, "kill")
     assert set(found) == keys and {r["status"] for r in found.values()} == {"completed"}
     assert all(r["epochs"] == 2 for r in found.values())
+    assert found[held_key]["resumed_epoch"] == 1  # from the killed launch's checkpoint
+    assert not (store / "kill" / "_lease.json").exists()  # released at the end
+
+
+@pytest.mark.ray
+def test_a_second_launch_is_refused_while_the_first_runs(tiny_spec, tmp_path, monkeypatch,
+                                                         ray_cluster):
+    spec = tiny_spec("twice", [0.05, 0.1], train={"epochs": 2})
+    first_key = expand(spec)[0].key
+    folder = arm_hold(monkeypatch, tmp_path, first_key)
+    store = str(tmp_path / "runs")
+    thread, result, buf_a = launch_in_thread(spec=spec, store_uri=store,
+                                             address=ray_cluster.address)
+    wait_held(folder)  # the first launch is mid-grid, holding the lease
+    con, buf_b = console()
+    assert L.launch(spec, store_uri=store, address=ray_cluster.address, console=con) == 1
+    said = buf_b.getvalue()
+    assert f"is being launched by {socket.gethostname()} (pid {os.getpid()}) since" in said
+    assert "--wait" in said and "running" not in said  # it started nothing
+    release(folder)
+    thread.join()
+    assert result["rc"] == 0, buf_a.getvalue()
+    found = rows(tmp_path / "runs", "twice")
+    assert {r["status"] for r in found.values()} == {"completed"} and len(found) == 2
+    epochs = open_store(store).read_epochs("twice").to_pylist()
+    assert sorted((e["key"], e["epoch"]) for e in epochs) == sorted(
+        (k, e) for k in found for e in (1, 2))  # each cell trained once
+
+
+@pytest.mark.ray
+def test_force_trains_from_scratch_and_a_failed_rerun_keeps_the_result(
+        tiny_spec, tmp_path, monkeypatch, ray_cluster):
+    spec = tiny_spec("force", [0.05], train={"epochs": 2}, max_failures=0)
+    key = expand(spec)[0].key
+    store = str(tmp_path / "runs")
+    run = dict(spec=spec, store_uri=store, address=ray_cluster.address)
+    # 1. the cell fails after epoch 1: its epoch-1 checkpoint stays for a later launch
+    monkeypatch.setenv(hooks.FAIL_INJECT_ENV, f"{key}:1:1")
+    monkeypatch.setenv(hooks.FAIL_INJECT_DIR_ENV, str(tmp_path / "markers1"))
+    assert L.launch(console=console()[0], **run) == 1
+    assert K.previous_checkpoints(open_store(store), "force", [key])
+    # 2. --force ignores that checkpoint: it trains from epoch 1
+    con, buf = console()
+    assert L.launch(force=True, console=con, **run) == 0
+    assert "resuming" not in buf.getvalue()
+    before = rows(tmp_path / "runs", "force")[key]
+    assert before["status"] == "completed" and before["resumed_epoch"] == 0
+    # 3. a --force rerun that fails keeps the completed row, its curves and the table
+    monkeypatch.setenv(hooks.FAIL_INJECT_ENV, f"{key}:1:9")
+    monkeypatch.setenv(hooks.FAIL_INJECT_DIR_ENV, str(tmp_path / "markers2"))
+    con, buf = console()
+    assert L.launch(force=True, console=con, **run) == 1
+    assert "the earlier completed result is kept" in buf.getvalue()
+    after = rows(tmp_path / "runs", "force")[key]
+    assert after == before
+    assert open_store(store).read_epochs("force").num_rows == 2
+    failure = open_store(store).read_failures("force").to_pylist()
+    assert [f["key"] for f in failure] == [key]
+    assert failure[0]["error"].startswith("InjectedFailure: injected failure 1/9")
+
+
+def test_missing_data_is_found_before_ray_starts(tiny_spec, tmp_path, capsys):
+    spec = tiny_spec("nodata", [0.05], dataset={"name": "cifar10", "download": False,
+                                                "root": str(tmp_path / "no-data")})
+    assert main(["launch", spec.path, "--store", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"grid: error: dataset.root: no cifar10 data in {tmp_path / 'no-data'}")
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not ray.is_initialized()
+
+
+@pytest.mark.ray
+def test_a_trial_too_big_for_this_machine_is_refused_before_training(tiny_spec, tmp_path,
+                                                                      capsys):
+    spec = tiny_spec("huge", [0.05], resources={"cpu": 4096, "gpu": 0})
+    assert main(["launch", spec.path, "--store", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "resources: a trial asks for 4096 CPUs" in err and "--set resources.cpu=" in err
+    assert len(err.splitlines()) == 1 and not ray.is_initialized()
+
+
+@pytest.mark.ray
+def test_missing_data_on_a_cluster_node_is_named(tiny_spec, tmp_path, ray_cluster):
+    spec = tiny_spec("nodata", [0.05], dataset={"name": "cifar10", "download": False,
+                                                "root": str(tmp_path / "no-data")})
+    with pytest.raises(GridError, match=r"^dataset.root: no cifar10 data in .* \(on node "):
+        L.launch(spec, store_uri=str(tmp_path / "runs"), address=ray_cluster.address,
+                 console=console()[0])
+
+
+@pytest.mark.ray
+def test_a_user_error_in_a_trial_is_not_retried(tiny_spec, tmp_path, ray_cluster):
+    # all 5000 synthetic training images held out: found only when the trial loads its data
+    spec = tiny_spec("usererr", [0.05], dataset={"val_size": 5000}, max_failures=2)
+    key = expand(spec)[0].key
+    con, buf = console()
+    assert L.launch(spec, store_uri=str(tmp_path / "runs"), address=ray_cluster.address,
+                    console=con) == 1
+    error = rows(tmp_path / "runs", "usererr")[key]["error"]
+    assert error.startswith("dataset.val_size: 5000 leaves no training images")
+    assert "\n" not in error and "Traceback" not in error
+    out = buf.getvalue()
+    assert "retry" not in out and "(not retried)" in out and error in out
+
+
+@pytest.mark.ray
+def test_s3_store_reached_by_workers_that_only_the_driver_configured(tiny_spec, s3_uri,
+                                                                     ray_cluster):
+    """The cluster's nodes started without AWS_ENDPOINT_URL (conftest): the trials find
+    moto's server only through the settings the launch forwards, never the credentials."""
+    spec = tiny_spec("s3", [0.05, 0.1])
+    con, buf = console()
+    assert L.launch(spec, store_uri=s3_uri, address=ray_cluster.address, console=con) == 0, \
+        buf.getvalue()
+    store = open_store(s3_uri)
+    found = store.read_trials("s3").to_pylist()
+    assert {r["status"] for r in found} == {"completed"} and len(found) == 2
+    assert not any("testing-secret" in str(v) for r in found for v in r.values())
 
 
 @pytest.mark.ray
@@ -273,8 +429,8 @@ def test_injected_failures_retry_from_checkpoint_then_exhaust(tiny_spec, tmp_pat
                                                               monkeypatch, ray_cluster):
     spec = tiny_spec("inject", [0.05, 0.1], train={"epochs": 2})
     retried, doomed = (t.key for t in expand(spec))
-    monkeypatch.setenv(T.FAIL_INJECT_ENV, f"{retried}:1:1,{doomed}:1:9")
-    monkeypatch.setenv(T.FAIL_INJECT_DIR_ENV, str(tmp_path / "markers"))
+    monkeypatch.setenv(hooks.FAIL_INJECT_ENV, f"{retried}:1:1,{doomed}:1:9")
+    monkeypatch.setenv(hooks.FAIL_INJECT_DIR_ENV, str(tmp_path / "markers"))
     store = tmp_path / "runs"
     con, buf = console()
     assert L.launch(spec, store_uri=str(store), address=ray_cluster.address, console=con) == 1
@@ -294,29 +450,26 @@ def test_injected_failures_retry_from_checkpoint_then_exhaust(tiny_spec, tmp_pat
 
 
 @pytest.mark.ray
-def test_worker_node_killed_mid_trial(tiny_spec, tmp_path, ray_cluster):
-    """The node running the trial dies after its first checkpoint; a fresh node joins and
-    Tune retries the trial there: the grid completes (the head has no CPUs for trials)."""
+def test_worker_node_killed_mid_trial(tiny_spec, tmp_path, monkeypatch, ray_cluster):
+    """The node running the trial dies while the trial is held after its first checkpoint;
+    a fresh node joins and Tune retries the trial there: the grid completes (the head has
+    no CPUs for trials)."""
     spec = tiny_spec("node", [0.05], train={"epochs": 2})
+    folder = arm_hold(monkeypatch, tmp_path, expand(spec)[0].key)
     store = tmp_path / "runs"
-    con, buf = console()
-    result = {}
-    thread = threading.Thread(target=lambda: result.update(rc=L.launch(
-        spec, store_uri=str(store), address=ray_cluster.address, console=con)))
-    thread.start()
-    tune_dir = store / "node" / "_tune" / "node"
-    deadline = time.monotonic() + 240
-    while not any(tune_dir.glob("*/checkpoint_*")):
-        assert thread.is_alive() and time.monotonic() < deadline, buf.getvalue()
-        time.sleep(0.2)
+    thread, result, buf = launch_in_thread(spec=spec, store_uri=str(store),
+                                           address=ray_cluster.address)
+    wait_held(folder)  # epoch 1 is checkpointed; the trial waits at the barrier
     assert not any((store / "node" / "trials").glob("*.parquet"))  # mid-trial
     for node in list(ray_cluster.worker_nodes):
         ray_cluster.remove_node(node)
-    ray_cluster.add_node(num_cpus=2)
-    thread.join(timeout=300)
+    with node_env():
+        ray_cluster.add_node(num_cpus=2)
+    thread.join()
     assert result.get("rc") == 0, buf.getvalue()
     found = rows(store, "node")
     assert len(found) == 1 and {r["status"] for r in found.values()} == {"completed"}
+    assert list(found.values())[0]["resumed_epoch"] == 1
     assert "retry" in buf.getvalue()  # Tune saw the trial die with its node
 
 

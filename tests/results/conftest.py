@@ -1,14 +1,13 @@
 """Fixtures for the results tests: fake trials and summaries, stores, a real S3 on loopback.
 
-The S3 server is moto's standalone server on 127.0.0.1 (a free port), started once per
-session; each test gets its own bucket and fake credentials through monkeypatch.
+The S3 server (tests/conftest.py) is moto's standalone server on 127.0.0.1; each test gets
+its own bucket and fake credentials through monkeypatch.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import socket
-import uuid
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
@@ -17,6 +16,7 @@ import pytest
 from orchestrator.config import default_config, set_path
 from results import schema
 from results.store import open_store
+from tests.conftest import aws_env
 
 FAKE_PROVENANCE = {"spec_sha256": "0" * 64, "grid_version": "0.1.0", "git_commit": None,
                    "python_version": "3.11.0", "torch_version": "2.0.0", "ray_version": "2.0.0",
@@ -80,46 +80,13 @@ def local_store(tmp_path):
     return open_store(str(tmp_path / "runs"))
 
 
-@pytest.fixture(scope="session")
-def moto_endpoint():
-    """moto's S3 server on loopback, on a free port, for the whole session."""
-    from moto.server import ThreadedMotoServer
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-def _aws_env(monkeypatch, tmp_path, endpoint: str) -> None:
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-
-
-@pytest.fixture
-def s3_uri(moto_endpoint, monkeypatch, tmp_path):
-    """s3://<a fresh bucket>/results on the moto server, with fake credentials."""
-    import boto3
-    _aws_env(monkeypatch, tmp_path, moto_endpoint)
-    bucket = f"grid-test-{uuid.uuid4().hex[:10]}"
-    boto3.client("s3", endpoint_url=moto_endpoint).create_bucket(Bucket=bucket)
-    return f"s3://{bucket}/results"
-
-
 @pytest.fixture
 def dead_endpoint(monkeypatch, tmp_path):
     """AWS_ENDPOINT_URL pointing at a loopback port where nothing listens."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    _aws_env(monkeypatch, tmp_path, f"http://127.0.0.1:{port}")
+    aws_env(monkeypatch, tmp_path, f"http://127.0.0.1:{port}")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")   # no retry backoff: fail at once
     return port
 

@@ -1,0 +1,44 @@
+"""What a trial asks for, decided from fake cluster descriptions (no Ray)."""
+import pytest
+
+from orchestrator.errors import GridError
+from orchestrator.resources import check_placement, decide_gpu
+
+LAPTOP = {"nodes": [{"CPU": 2.0}], "node_types": None, "local": True}
+GPU_NODE = {"nodes": [{"CPU": 8.0, "GPU": 2.0}], "node_types": None, "local": False}
+AUTOSCALING = {"nodes": [{"CPU": 4.0}], "local": False, "node_types": [
+    {"name": "head", "resources": {"CPU": 4.0}, "max_count": 1},
+    {"name": "gpu-worker", "resources": {"CPU": 8.0, "GPU": 1.0}, "max_count": 4}]}
+
+
+def test_gpu_auto_follows_the_gpus_up_now():
+    assert decide_gpu("auto", GPU_NODE) == (1.0, "gpu auto -> 1 per trial: the cluster has 2 GPUs")
+    gpu, why = decide_gpu("auto", LAPTOP)
+    assert gpu == 0.0 and "this machine has no GPU" in why
+
+
+def test_gpu_auto_counts_gpu_nodes_an_autoscaler_can_add():
+    gpu, why = decide_gpu("auto", AUTOSCALING)
+    assert gpu == 1.0 and "autoscaler can add GPU nodes (gpu-worker)" in why
+    capped = {**AUTOSCALING, "node_types": [dict(AUTOSCALING["node_types"][1], max_count=0)]}
+    gpu, why = decide_gpu("auto", capped)
+    assert gpu == 0.0 and "nor can its autoscaler add one" in why
+
+
+def test_an_explicit_gpu_share_is_kept():
+    assert decide_gpu(0.5, LAPTOP)[0] == 0.5 and decide_gpu(0, GPU_NODE)[0] == 0.0
+
+
+def test_a_trial_too_big_for_a_local_ray_is_a_grid_error_with_the_fix():
+    assert check_placement({"CPU": 2.0, "GPU": 0.0}, LAPTOP) is None
+    with pytest.raises(GridError, match=r"asks for 4 CPUs and 0 GPUs, but this machine has 2 "
+                                        r"CPUs and 0 GPUs.*--set resources.cpu=2"):
+        check_placement({"CPU": 4.0, "GPU": 0.0}, LAPTOP)
+    with pytest.raises(GridError, match="--set resources.gpu=0"):
+        check_placement({"CPU": 1.0, "GPU": 1.0}, LAPTOP)
+
+
+def test_on_a_cluster_an_autoscaler_node_type_counts_and_else_it_warns():
+    assert check_placement({"CPU": 8.0, "GPU": 1.0}, AUTOSCALING) is None
+    said = check_placement({"CPU": 16.0, "GPU": 1.0}, AUTOSCALING)
+    assert said.startswith("no node of the cluster has 16 CPUs and 1 GPUs")
