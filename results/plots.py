@@ -17,7 +17,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 from rich.console import Console
 from rich.text import Text
 
-from orchestrator.errors import GridError
+from trainers.errors import GridError
 from results.aggregate import TableData, axis_order, build_table, expected_cells, metric_value
 from results.tables import axis_label, fmt_value, metric_header, read_rows, skipped_files
 

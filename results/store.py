@@ -21,7 +21,7 @@ from typing import Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from orchestrator.errors import GridError
+from trainers.errors import GridError
 from results import schema
 
 KINDS = {"trials": ("key", "status"), "epochs": ("key", "epoch")}  # kind -> required columns

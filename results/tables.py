@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.text import Text
 
 from orchestrator.config import SHORT
-from orchestrator.errors import GridError
+from trainers.errors import GridError
 from results.aggregate import Cell, TableData, build_table, expected_cells
 from results.formats import Layout, to_html, to_latex, to_markdown, to_rich
 from results.store import StoreWarning

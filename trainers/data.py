@@ -20,7 +20,7 @@ import torch
 from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.vision import VisionDataset
 
-from orchestrator.errors import GridError
+from trainers.errors import GridError
 from trainers.preprocess import Preprocess, augment, fit_preprocess
 
 DEFAULT_ROOT = "~/.cache/grid/data"

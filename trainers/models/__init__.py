@@ -12,8 +12,7 @@ from typing import Callable
 
 from torch import nn
 
-from orchestrator.config import did_you_mean
-from orchestrator.errors import GridError
+from trainers.errors import GridError, did_you_mean
 from trainers.activations import get_activation
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
