@@ -13,7 +13,7 @@ import itertools
 import json
 from typing import Any
 
-from orchestrator import config as C
+from trainers import config as C
 from orchestrator.errors import GridError
 from orchestrator.spec import Spec
 

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 from rich.console import Console
 from rich.text import Text
 
-from orchestrator.config import SHORT
+from trainers.config import SHORT
 from trainers.errors import GridError
 from results.aggregate import Cell, TableData, build_table, expected_cells
 from results.formats import Layout, to_html, to_latex, to_markdown, to_rich

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from orchestrator.config import DEFAULTS
+from trainers.config import DEFAULTS
 from trainers import loop
 from trainers.cifar_files import write_cifar10
 from trainers.data import synthetic

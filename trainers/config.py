@@ -6,9 +6,10 @@ here and a checker; a spec only states what differs. `docs/spec.md` documents ea
 from __future__ import annotations
 
 import copy
-import difflib
 import math
 from typing import Any, Callable
+
+from trainers.errors import did_you_mean
 
 # The defaults follow Springenberg et al. (2015) for All-CNN-C, the project's headline model:
 # SGD with momentum 0.9, weight decay 0.001, lr drops x0.1 at epochs 200/250/300 of 350,
@@ -70,12 +71,6 @@ AUGMENTS = ("crop", "flip", "cutout")
 PREPROCESS = ("none", "standardize", "gcn_zca", "stretch")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("multistep", "cosine", "onecycle", "constant")
-
-
-def did_you_mean(name: Any, choices) -> str:
-    """' (did you mean 'x'?)' when a choice is close to `name`, else ''."""
-    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _registry(kind: str) -> list[str]:
