@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from trainers import config as C
+from trainers.config import axis_label  # noqa: F401  (the cli and launch import it from here)
 from orchestrator.errors import GridError
 from orchestrator.spec import Spec
 
@@ -100,8 +101,3 @@ def expand(spec: Spec) -> list[Trial]:
     if not trials:
         raise GridError(f"{spec.path}: exclude: removes every cell of the grid; nothing to run")
     return trials
-
-
-def axis_label(path: str) -> str:
-    """The short name of an axis for display (`train.lr` -> `lr`)."""
-    return C.SHORT.get(path, path)

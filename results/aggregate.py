@@ -241,13 +241,3 @@ def build_table(table: dict, trials: list[dict], expected: list[dict] | None = N
     data.params_by_arch = {a: statistics.fmean(v) for a, v in archs.items()}
     return data
 
-
-def expected_cells(spec: Any) -> list[dict] | None:
-    """The flat configs (with `key`) of every cell the spec defines, or None when `spec`
-    cannot be expanded (a stand-in without the base config)."""
-    try:
-        from orchestrator.expand import expand
-        trials = expand(spec)
-    except (AttributeError, TypeError, KeyError):
-        return None
-    return [{"key": t.key, **schema.flat_config(t.config)} for t in trials]

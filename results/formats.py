@@ -22,6 +22,18 @@ class Layout:
     notes: list[str]
 
 
+def fmt_duration(seconds: float, clock: bool = False) -> str:
+    """A duration for people: 45s, 2m05s, 1h02m in tables; with `clock`, 4:05 and 1:02:03
+    (the launch's live progress, whose columns line up)."""
+    s = int(round(max(0.0, seconds)))
+    h, m, sec = s // 3600, s % 3600 // 60, s % 60
+    if clock:
+        return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+    if s < 60:
+        return f"{s}s"
+    return f"{m}m{sec:02d}s" if s < 3600 else f"{h}h{m:02d}m"
+
+
 def to_markdown(lay: Layout) -> str:
     """A `### title`, a pipe table (numbers right-aligned) and the notes as a list."""
     esc = lambda s: s.replace("|", "\\|")  # noqa: E731

@@ -17,11 +17,11 @@ from typing import Any, Iterator
 from rich.console import Console
 from rich.text import Text
 
-from trainers.config import SHORT
-from trainers.errors import GridError
-from results.aggregate import Cell, TableData, build_table, expected_cells
-from results.formats import Layout, to_html, to_latex, to_markdown, to_rich
+from results.aggregate import Cell, TableData, build_table
+from results.formats import Layout, fmt_duration, to_html, to_latex, to_markdown, to_rich
 from results.store import StoreWarning
+from trainers.config import axis_label
+from trainers.errors import GridError
 
 FORMATS = ("rich", "markdown", "latex", "csv", "html")
 METRIC_LABELS = {"acc": "accuracy (%)", "error": "error (%)", "loss": "loss"}
@@ -32,11 +32,6 @@ SHOW_LABELS = {"params": "params", "wall_s": "wall time", "epochs": "epochs",
 PARAM_NOTES = {arch: stated for stated, archs in (("~1.0M", ("model_b", "strided_b")),
                                                   ("~1.3M", ("model_c", "strided_c")))
                for arch in archs}
-
-
-def axis_label(path: str) -> str:
-    """The short name of an axis (`train.lr` -> `lr`), else its dotted path."""
-    return SHORT.get(path, path)
 
 
 def fmt_value(value: Any) -> str:
@@ -58,16 +53,6 @@ def fmt_params(n: float) -> str:
     if n >= 1e5:
         return f"{n / 1e6:.2f}M"
     return f"{n / 1e3:.1f}K" if n >= 1e3 else f"{n:.0f}"
-
-
-def fmt_duration(s: float) -> str:
-    """45s, 2m05s, 1h02m."""
-    s = round(s)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def fmt_extra(name: str, value: float | None) -> str:
@@ -207,9 +192,10 @@ def to_csv(datas: list[TableData]) -> str:
     return buf.getvalue()
 
 
-def build_tables(spec: Any, trials: list[dict]) -> list[TableData]:
-    """Every table of `spec` from trial rows."""
-    expected = expected_cells(spec)
+def build_tables(spec: Any, trials: list[dict],
+                 expected: list[dict] | None = None) -> list[TableData]:
+    """Every table of `spec` from trial rows. `expected`: the flat configs (with `key`) of
+    the spec's cells, from the caller that can expand the spec (see `build_table`)."""
     axes = getattr(spec, "axes", {}) or {}
     return [build_table(t, trials, expected, axes) for t in spec.tables]
 
@@ -250,8 +236,9 @@ def _write(out: str | Path, text: str) -> None:
 
 
 def table_command(spec: Any, store: Any, fmt: str = "rich", out: str | Path | None = None,
-                  console: Console | None = None) -> int:
-    """Print (or write to `out`) every table of `spec` from `store`; 0 even with no results."""
+                  console: Console | None = None, expected: list[dict] | None = None) -> int:
+    """Print (or write to `out`) every table of `spec` from `store`; 0 even with no results.
+    `expected`: the spec's cells as `build_tables` takes them (None: every row found)."""
     if fmt not in FORMATS:
         raise GridError(f"--format {fmt}: choose from {', '.join(FORMATS)}")
     console = console or Console()
@@ -261,7 +248,7 @@ def table_command(spec: Any, store: Any, fmt: str = "rich", out: str | Path | No
     rows = read_rows(store, spec.name, console)
     if not rows:
         console.print(Text(f"no results for grid {spec.name} in {store}"))
-    datas = build_tables(spec, rows)
+    datas = build_tables(spec, rows, expected)
     if fmt == "rich":
         sink = console if out is None else Console(file=io.StringIO(), width=160, no_color=True)
         for i, d in enumerate(datas):

@@ -258,3 +258,8 @@ def check_leaves(flat: dict[str, Any], where: str) -> tuple[list[str], dict[str,
 
 def default_config() -> dict:
     return copy.deepcopy(DEFAULTS)
+
+
+def axis_label(path: str) -> str:
+    """The short name of an axis for display (`train.lr` -> `lr`), else its dotted path."""
+    return SHORT.get(path, path)
