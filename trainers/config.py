@@ -85,6 +85,15 @@ def _registry(kind: str) -> list[str]:
     return sorted(ACTIVATIONS)
 
 
+def arch(v: Any) -> tuple[str | None, Any]:
+    """A registered model name, or one of its aliases (`trainers.models.ALIASES`, the table
+    `create_model` resolves by), as its canonical name: `all-cnn-c` and `allcnn_c` are one
+    cell with one key."""
+    from trainers.models import canonical_name
+    name = canonical_name(v)
+    return (None, name) if name is not None else choice(lambda: _registry("arch"), "arch")(v)
+
+
 def _show(v: Any) -> str:
     return f"'{v}'" if isinstance(v, str) else repr(v)
 
@@ -171,7 +180,7 @@ CHECKS: dict[str, Callable[[Any], tuple[str | None, Any]]] = {
     "dataset.preprocess": choice(PREPROCESS, "preprocessing"),
     "dataset.val_size": number(0, lo_open=False, integer=True),
     "dataset.subset": number(0, integer=True, optional=True),
-    "model.arch": choice(lambda: _registry("arch"), "arch"),
+    "model.arch": arch,
     "model.init": choice(lambda: _registry("init"), "init"),
     "model.activation": choice(lambda: _registry("activation"), "activation"),
     "model.batch_norm": boolean,
