@@ -21,9 +21,10 @@ SHOW_COLUMNS = ("params", "wall_s", "epochs", "images_per_s")
 
 
 @dataclasses.dataclass
-class Cell:
-    """One table cell: its statistics over the trials averaged, the `over` pick, the
-    published number it is compared with and the difference."""
+class TableEntry:
+    """One entry of a table (a row x column position; not a grid cell, which is one
+    config): its statistics over the trials averaged, the `over` pick, the published
+    number it is compared with and the difference."""
     mean: float | None = None
     std: float | None = None
     n: int = 0
@@ -49,7 +50,7 @@ class TableData:
     table: dict
     rows: list[tuple]
     columns: list[Any]
-    cells: dict[tuple[tuple, Any], Cell]
+    cells: dict[tuple[tuple, Any], TableEntry]
     row_refs: dict[tuple, tuple[float, str | None]]  # row-wide references of column tables
     extras: dict[tuple, dict[str, float | None]]     # the `show` columns, per row
     params_by_arch: dict[str, float]
@@ -77,12 +78,12 @@ def _stats(values: list[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def summarise(trials: list[dict], metric: str, at: str) -> Cell:
+def summarise(trials: list[dict], metric: str, at: str) -> TableEntry:
     """Mean, std and n of the completed trials' metric; counts of diverged and failed."""
     values = [v for t in trials if t.get("status") == "completed"
               if (v := metric_value(t, metric, at)) is not None]
     mean, std = _stats(values)
-    return Cell(mean=mean, std=std, n=len(values),
+    return TableEntry(mean=mean, std=std, n=len(values),
                 diverged=sum(t.get("status") == "diverged" for t in trials),
                 failed=sum(t.get("status") == "failed" for t in trials),
                 keys=[t["key"] for t in trials])

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 from rich.console import Console
 from rich.text import Text
 
-from results.aggregate import Cell, TableData, build_table
+from results.aggregate import TableData, TableEntry, build_table
 from results.formats import Layout, fmt_duration, to_html, to_latex, to_markdown, to_rich
 from results.store import StoreWarning
 from trainers.config import axis_label
@@ -66,7 +66,7 @@ def _num(metric: str, v: float) -> str:
     return f"{v:.4f}" if metric.endswith("_loss") else f"{v:.2f}"
 
 
-def fmt_cell(cell: Cell, metric: str, pick: str = "") -> str:
+def fmt_cell(cell: TableEntry, metric: str, pick: str = "") -> str:
     """'12.34', '12.34 ± 0.56 (n=3)', 'div' or 'missing' (+ ' @lr=0.05' for a pick)."""
     if cell.status != "ok":
         return "div" if cell.status == "diverged" else "missing"
