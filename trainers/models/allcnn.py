@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainers.models import preset
+from trainers.models.registry import preset
 from trainers.models.layers import ActLayer, NormLayer, conv_norm_act, scale_channels
 
 CLASSES = "classes"  # the class conv's channels: num_classes, never scaled by width

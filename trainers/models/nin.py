@@ -9,7 +9,7 @@ row to ("avgpool", 3, 2) for it. 966,986 parameters with 10 classes, no BN.
 """
 from __future__ import annotations
 
-from trainers.models import preset
+from trainers.models.registry import preset
 from trainers.models.allcnn import CLASSES, AllCNN
 
 NIN_TABLE: list[tuple] = [

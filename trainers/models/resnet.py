@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainers.models import preset
+from trainers.models.registry import preset
 from trainers.models.layers import (ActLayer, NormLayer, conv_norm_act, norm_or_identity,
                                     scale_channels)
 
