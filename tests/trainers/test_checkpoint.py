@@ -15,12 +15,7 @@ from trainers.loop import train
 PHILOX_STATE = 16  # bytes: a CUDA generator's seed and offset
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/trainers/conftest.py
 
 
 def _saved(state: dict) -> dict:
