@@ -29,6 +29,19 @@ def _load(args: argparse.Namespace):
     return smoke(spec) if getattr(args, "smoke", False) else spec
 
 
+def expected_cells(spec) -> list[dict] | None:
+    """The flat configs (with `key`) of every cell `spec` defines, as the results layer's
+    tables and plots take them; None when `spec` cannot be expanded (a stand-in without
+    the base config)."""
+    from orchestrator.expand import expand
+    from results.schema import flat_config
+    try:
+        cells = expand(spec)
+    except (AttributeError, TypeError, KeyError):
+        return None
+    return [{"key": c.key, **flat_config(c.config)} for c in cells]
+
+
 def _fmt(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
@@ -131,15 +144,17 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_table(args: argparse.Namespace) -> int:
     from results.store import open_store
     from results.tables import table_command
-    return table_command(_load(args), open_store(args.store), fmt=args.format, out=args.out,
-                         strict=args.strict)
+    spec = _load(args)
+    return table_command(spec, open_store(args.store), fmt=args.format, out=args.out,
+                         expected=expected_cells(spec), strict=args.strict)
 
 
 @command
 def cmd_plot(args: argparse.Namespace) -> int:
     from results.plots import plot_command
     from results.store import open_store
-    return plot_command(_load(args), open_store(args.store), args.out)
+    spec = _load(args)
+    return plot_command(spec, open_store(args.store), args.out, expected=expected_cells(spec))
 
 
 @command

@@ -1,8 +1,5 @@
-"""The one user-facing error type: the CLI prints it and exits 2, without a traceback."""
+"""The user-facing error type, re-exported from the bottom layer (`trainers.errors`) so that
+orchestrator modules and older imports keep working."""
+from trainers.errors import GridError, did_you_mean
 
-
-class GridError(Exception):
-    """Bad input from the user: a spec, a flag, a data root or a store.
-
-    The message names the file and the key, one problem per line.
-    """
+__all__ = ["GridError", "did_you_mean"]

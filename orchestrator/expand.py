@@ -12,9 +12,10 @@ import dataclasses
 import itertools
 from typing import Any
 
-from orchestrator import config as C
+from trainers import config as C
+from trainers.config import axis_label  # noqa: F401  (the cli and launch import it from here)
 from orchestrator.errors import GridError
-from orchestrator.keys import canonical_json, cell_key  # noqa: F401 - the key's public home
+from orchestrator.keys import cell_key
 from orchestrator.spec import Spec
 
 
@@ -84,8 +85,3 @@ def expand(spec: Spec) -> list[Trial]:
     if not trials:
         raise GridError(f"{spec.path}: exclude: removes every cell of the grid; nothing to run")
     return trials
-
-
-def axis_label(path: str) -> str:
-    """The short name of an axis for display (`train.lr` -> `lr`)."""
-    return C.SHORT.get(path, path)

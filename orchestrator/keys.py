@@ -15,7 +15,7 @@ import hashlib
 import json
 from typing import Any
 
-from orchestrator import config as C
+from trainers import config as C
 
 SCHEME = 2  # 1: sha256 of the whole config (0.1); 2: the difference from BASELINE
 KEY_LENGTH = 12  # 48 bits: a collision needs ~16M cells in one grid before it is likely

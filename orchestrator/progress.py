@@ -16,6 +16,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from results import formats
+
 BEST_METRICS = ("val_acc", "test_acc")  # the first one a trial reports is the one shown
 SHOW_RUNNING = 8  # rows of running trials shown; more are summarised in one line
 
@@ -135,8 +137,5 @@ class GridProgress:
 
 
 def fmt_duration(seconds: float) -> str:
-    """1:02:03 / 4:05 style."""
-    s = int(round(max(0.0, seconds)))
-    h, rest = divmod(s, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+    """1:02:03 / 4:05 style: `results.formats.fmt_duration` as a clock."""
+    return formats.fmt_duration(seconds, clock=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator import config as C
+from trainers import config as C
 from orchestrator.errors import GridError
 from orchestrator.tablespec import check_tables
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from orchestrator import config as C
+from trainers import config as C
 
 METRICS = ("test_acc", "val_acc", "train_acc", "test_error", "val_error", "train_error",
            "test_loss", "val_loss", "train_loss")

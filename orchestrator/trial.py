@@ -19,7 +19,6 @@ Test hooks (`orchestrator/hooks.py`) are called through their one seam, `hooks.a
 from __future__ import annotations
 
 import io
-import math
 import traceback
 import warnings
 from datetime import datetime, timezone
@@ -123,8 +122,8 @@ def error_text(exc: BaseException) -> str:
 
 def diverged(metrics: dict) -> bool:
     """A NaN/inf loss in an epoch's metrics (the trainers stop such a cell)."""
-    losses = [metrics.get(m) for m in ("train_loss", "val_loss", "test_loss")]
-    return not all(math.isfinite(v) for v in losses if v is not None)
+    from trainers.summary import diverged as rule  # torch-free: the trainers' one rule
+    return rule(metrics)
 
 
 def _serialise(state: dict) -> bytes:

@@ -10,7 +10,7 @@ No table hides a hole. The pick is made only among the `over` values whose every
 trial (each seed) finished, completed or diverged; a value with a diverged trial counts as
 the worst (it loses to any value that trained). A cell whose `over` values are not all
 finished says so (`best of 3/4 lr; 1 failed`), and so does a cell with a failed or missing
-trial: `Cell.holes` counts them, and `grid table --strict` exits 1 on any.
+trial: `TableEntry.holes` counts them, and `grid table --strict` exits 1 on any.
 Published reference numbers are matched to cells and the difference is ours - reference.
 """
 from __future__ import annotations
@@ -27,9 +27,10 @@ SHOW_COLUMNS = ("params", "wall_s", "epochs", "images_per_s")
 
 
 @dataclasses.dataclass
-class Cell:
-    """One table cell: its statistics over the trials averaged, the `over` pick, the
-    published number it is compared with and the difference."""
+class TableEntry:
+    """One entry of a table (a row x column position; not a grid cell, which is one
+    config): its statistics over the trials averaged, the `over` pick, the published
+    number it is compared with and the difference."""
     mean: float | None = None
     std: float | None = None
     n: int = 0
@@ -66,7 +67,7 @@ class TableData:
     table: dict
     rows: list[tuple]
     columns: list[Any]
-    cells: dict[tuple[tuple, Any], Cell]
+    cells: dict[tuple[tuple, Any], TableEntry]
     row_refs: dict[tuple, tuple[float, str | None]]  # row-wide references of column tables
     extras: dict[tuple, dict[str, float | None]]     # the `show` columns, per row
     params_by_arch: dict[str, float]
@@ -95,12 +96,12 @@ def _stats(values: list[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def summarise(trials: list[dict], metric: str, at: str) -> Cell:
+def summarise(trials: list[dict], metric: str, at: str) -> TableEntry:
     """Mean, std and n of the completed trials' metric; counts of diverged and failed."""
     values = [v for t in trials if t.get("status") == "completed"
               if (v := metric_value(t, metric, at)) is not None]
     mean, std = _stats(values)
-    return Cell(mean=mean, std=std, n=len(values),
+    return TableEntry(mean=mean, std=std, n=len(values),
                 diverged=sum(t.get("status") == "diverged" for t in trials),
                 failed=sum(t.get("status") == "failed" for t in trials),
                 keys=[t["key"] for t in trials])
@@ -294,14 +295,3 @@ def _expected_counts(table: dict, expected: list[dict] | None) -> dict[tuple, di
         counts = out.setdefault(coord, {})
         counts[value] = counts.get(value, 0) + 1
     return out if expected is not None else {}
-
-
-def expected_cells(spec: Any) -> list[dict] | None:
-    """The flat configs (with `key`) of every cell the spec defines, or None when `spec`
-    cannot be expanded (a stand-in without the base config)."""
-    try:
-        from orchestrator.expand import expand
-        trials = expand(spec)
-    except (AttributeError, TypeError, KeyError):
-        return None
-    return [{"key": t.key, **schema.flat_config(t.config)} for t in trials]

@@ -5,8 +5,11 @@ columns hold numbers, notes); these functions only write it down.
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
 import html
+import io
+from typing import Any
 
 from rich.table import Table
 from rich.text import Text
@@ -20,6 +23,18 @@ class Layout:
     rows: list[list[str]]
     numeric: list[bool]
     notes: list[str]
+
+
+def fmt_duration(seconds: float, clock: bool = False) -> str:
+    """A duration for people: 45s, 2m05s, 1h02m in tables; with `clock`, 4:05 and 1:02:03
+    (the launch's live progress, whose columns line up)."""
+    s = int(round(max(0.0, seconds)))
+    h, m, sec = s // 3600, s % 3600 // 60, s % 60
+    if clock:
+        return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+    if s < 60:
+        return f"{s}s"
+    return f"{m}m{sec:02d}s" if s < 3600 else f"{h}h{m:02d}m"
 
 
 def to_markdown(lay: Layout) -> str:
@@ -77,3 +92,37 @@ def to_rich(lay: Layout) -> Table:
     for r in lay.rows:
         table.add_row(*[Text(c, style=styles.get(c, "")) for c in r])
     return table
+
+
+def _csv_value(v: Any) -> Any:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        v = round(v, 4)
+        return int(v) if v.is_integer() else v
+    return "" if v is None else v
+
+
+def to_csv(datas: list) -> str:
+    """All tables as one tidy CSV: a line per cell, axes as columns, numbers unformatted."""
+    axes = list(dict.fromkeys(p for d in datas for p in
+                              d.table["rows"] + [d.table["columns"], d.table["over"]] if p))
+    shows = list(dict.fromkeys(s for d in datas for s in d.table["show"]))
+    head = ["table", *axes, "metric", "at", "status", "mean", "std", "n", "diverged",
+            "n_failed", "n_missing", "over_done", "over_total", "reference", "delta", *shows]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(head)
+    for d in datas:
+        t = d.table
+        for (row, col), cell in d.cells.items():
+            vals = dict(zip(t["rows"], row)) | ({t["columns"]: col} if t["columns"] else {})
+            if t["over"] and t["best_by"]:
+                vals[t["over"]] = cell.pick
+            ref = cell.reference if cell.reference is not None else d.row_refs.get(row, (None,))[0]
+            w.writerow([_csv_value(x) for x in (
+                t["name"], *[vals.get(a) for a in axes], t["metric"], t["at"], cell.status,
+                cell.mean, cell.std, cell.n, cell.diverged, cell.failed, cell.missing,
+                cell.over_done, cell.over_total, ref, cell.delta,
+                *[d.extras[row].get(s) for s in shows])])
+    return buf.getvalue()

@@ -23,7 +23,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Callable, Iterator
 
-from orchestrator.errors import GridError
+from trainers.errors import GridError
 from results.store import Store
 
 LEASE = "_lease.json"  # '_': readers of the store's folders skip it

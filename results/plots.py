@@ -17,8 +17,8 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 from rich.console import Console
 from rich.text import Text
 
-from orchestrator.errors import GridError
-from results.aggregate import TableData, axis_order, build_table, expected_cells, metric_value
+from trainers.errors import GridError
+from results.aggregate import TableData, axis_order, build_table, metric_value
 from results.tables import axis_label, fmt_value, metric_header, read_rows, skipped_files
 
 LR = "train.lr"
@@ -108,9 +108,10 @@ def plot_lr(data: TableData, trials: list[dict], path: Path) -> bool:
 
 
 def plot_command(spec: Any, store: Any, out_dir: str | Path,
-                 console: Console | None = None) -> int:
+                 console: Console | None = None, expected: list[dict] | None = None) -> int:
     """Write `<out_dir>/<table>_curves.png` (and `<table>_lr.png`) for every table of
-    `spec`; 0 even when the store has no results yet."""
+    `spec`; 0 even when the store has no results yet. `expected`: the spec's cells as
+    `results.tables.build_tables` takes them (None: every trial found)."""
     console = console or Console()
     trials = read_rows(store, spec.name, console)
     if not trials:
@@ -126,7 +127,6 @@ def plot_command(spec: Any, store: Any, out_dir: str | Path,
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise GridError(f"--out {out_dir}: cannot create the folder: {e.strerror or e}") from None
-    expected = expected_cells(spec)
     if expected is not None:  # only this spec's cells, as in its tables
         keys = {e["key"] for e in expected}
         trials = [t for t in trials if t["key"] in keys]

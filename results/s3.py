@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from typing import Iterable
 
-from orchestrator.errors import GridError
-from results.store import Store, StoreError, _one_line
+from trainers.errors import GridError
+from results.base import Store, StoreError, _one_line
 
 
 class S3Store(Store):

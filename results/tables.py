@@ -7,7 +7,6 @@ one line per cell with mean, std, n, reference and difference as numbers.
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
 import json
 import warnings
@@ -17,11 +16,11 @@ from typing import Any, Iterator
 from rich.console import Console
 from rich.text import Text
 
-from orchestrator.config import SHORT
-from orchestrator.errors import GridError
-from results.aggregate import Cell, TableData, build_table, expected_cells
-from results.formats import Layout, to_html, to_latex, to_markdown, to_rich
+from results.aggregate import TableData, TableEntry, build_table
+from results.formats import Layout, fmt_duration, to_csv, to_html, to_latex, to_markdown, to_rich
 from results.store import StoreWarning
+from trainers.config import axis_label
+from trainers.errors import GridError
 
 FORMATS = ("rich", "markdown", "latex", "csv", "html")
 METRIC_LABELS = {"acc": "accuracy (%)", "error": "error (%)", "loss": "loss"}
@@ -32,11 +31,6 @@ SHOW_LABELS = {"params": "params", "wall_s": "wall time", "epochs": "epochs",
 PARAM_NOTES = {arch: stated for stated, archs in (("~1.0M", ("model_b", "strided_b")),
                                                   ("~1.3M", ("model_c", "strided_c")))
                for arch in archs}
-
-
-def axis_label(path: str) -> str:
-    """The short name of an axis (`train.lr` -> `lr`), else its dotted path."""
-    return SHORT.get(path, path)
 
 
 def fmt_value(value: Any) -> str:
@@ -60,16 +54,6 @@ def fmt_params(n: float) -> str:
     return f"{n / 1e3:.1f}K" if n >= 1e3 else f"{n:.0f}"
 
 
-def fmt_duration(s: float) -> str:
-    """45s, 2m05s, 1h02m."""
-    s = round(s)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
-
-
 def fmt_extra(name: str, value: float | None) -> str:
     if value is None:
         return "-"
@@ -81,7 +65,7 @@ def _num(metric: str, v: float) -> str:
     return f"{v:.4f}" if metric.endswith("_loss") else f"{v:.2f}"
 
 
-def hole_note(cell: Cell, over: str = "") -> str:
+def hole_note(cell: TableEntry, over: str = "") -> str:
     """'best of 3/4 lr; 1 failed; 2 missing', or '' for a cell without holes."""
     parts = []
     if cell.over_total and cell.over_done < cell.over_total:
@@ -91,7 +75,7 @@ def hole_note(cell: Cell, over: str = "") -> str:
     return "; ".join(parts)
 
 
-def fmt_cell(cell: Cell, metric: str, pick: str = "", over: str = "") -> str:
+def fmt_cell(cell: TableEntry, metric: str, pick: str = "", over: str = "") -> str:
     """'12.34', '12.34 ± 0.56 (n=3)', 'div', 'failed' or 'missing' (+ ' @lr=0.05' for a
     pick), with the cell's holes: '9.00 (best of 1/2 lr; 1 failed)'."""
     hole = hole_note(cell, over)
@@ -213,43 +197,10 @@ def layout(data: TableData) -> Layout:
                   notes=notes(data))
 
 
-def _csv_value(v: Any) -> Any:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float):
-        v = round(v, 4)
-        return int(v) if v.is_integer() else v
-    return "" if v is None else v
-
-
-def to_csv(datas: list[TableData]) -> str:
-    """All tables as one tidy CSV: a line per cell, axes as columns, numbers unformatted."""
-    axes = list(dict.fromkeys(p for d in datas for p in
-                              d.table["rows"] + [d.table["columns"], d.table["over"]] if p))
-    shows = list(dict.fromkeys(s for d in datas for s in d.table["show"]))
-    head = ["table", *axes, "metric", "at", "status", "mean", "std", "n", "diverged",
-            "n_failed", "n_missing", "over_done", "over_total", "reference", "delta", *shows]
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(head)
-    for d in datas:
-        t = d.table
-        for (row, col), cell in d.cells.items():
-            vals = dict(zip(t["rows"], row)) | ({t["columns"]: col} if t["columns"] else {})
-            if t["over"] and t["best_by"]:
-                vals[t["over"]] = cell.pick
-            ref = cell.reference if cell.reference is not None else d.row_refs.get(row, (None,))[0]
-            w.writerow([_csv_value(x) for x in (
-                t["name"], *[vals.get(a) for a in axes], t["metric"], t["at"], cell.status,
-                cell.mean, cell.std, cell.n, cell.diverged, cell.failed, cell.missing,
-                cell.over_done, cell.over_total, ref, cell.delta,
-                *[d.extras[row].get(s) for s in shows])])
-    return buf.getvalue()
-
-
-def build_tables(spec: Any, trials: list[dict]) -> list[TableData]:
-    """Every table of `spec` from trial rows."""
-    expected = expected_cells(spec)
+def build_tables(spec: Any, trials: list[dict],
+                 expected: list[dict] | None = None) -> list[TableData]:
+    """Every table of `spec` from trial rows. `expected`: the flat configs (with `key`) of
+    the spec's cells, from the caller that can expand the spec (see `build_table`)."""
     axes = getattr(spec, "axes", {}) or {}
     return [build_table(t, trials, expected, axes) for t in spec.tables]
 
@@ -290,9 +241,11 @@ def _write(out: str | Path, text: str) -> None:
 
 
 def table_command(spec: Any, store: Any, fmt: str = "rich", out: str | Path | None = None,
-                  console: Console | None = None, strict: bool = False) -> int:
+                  console: Console | None = None, expected: list[dict] | None = None,
+                  strict: bool = False) -> int:
     """Print (or write to `out`) every table of `spec` from `store`; 0 even with no results,
-    unless `strict`: then 1 when a table has a hole."""
+    unless `strict`: then 1 when a table has a hole. `expected`: the spec's cells as
+    `build_tables` takes them (None: every row found)."""
     if fmt not in FORMATS:
         raise GridError(f"--format {fmt}: choose from {', '.join(FORMATS)}")
     console = console or Console()
@@ -302,7 +255,7 @@ def table_command(spec: Any, store: Any, fmt: str = "rich", out: str | Path | No
     rows = read_rows(store, spec.name, console)
     if not rows:
         console.print(Text(f"no results for grid {spec.name} in {store}"))
-    datas = build_tables(spec, rows)
+    datas = build_tables(spec, rows, expected)
     if fmt == "rich":
         sink = console if out is None else Console(file=io.StringIO(), width=160, no_color=True)
         for i, d in enumerate(datas):

@@ -11,8 +11,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from orchestrator.config import did_you_mean
-from orchestrator.errors import GridError
+from trainers.errors import GridError, did_you_mean
 
 ActLayer = Callable[[int], nn.Module]
 ACTIVATIONS: dict[str, ActLayer] = {}

@@ -3,9 +3,9 @@ of K cells packed into one fused model against the same K cells one after anothe
 
 - ours: the data on the device as uint8, batched on-device augmentation, our optimizer, the
   loop's own `train_epoch` (bf16 autocast + channels_last on CUDA);
-- naive: what the seeds ran: torchvision's CIFAR10 reading the same files, PIL transforms
-  (RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, Normalize), a DataLoader,
-  `.to(device)` per batch, fp32, `loss.item()` per step (a running loss to print);
+- naive (`trainers.naive`): what the seeds ran: torchvision's CIFAR10 reading the same
+  files, PIL transforms (RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor,
+  Normalize), a DataLoader, `.to(device)` per batch, fp32, `loss.item()` per step;
 - packed vs sequential: `trainers.pack.train_packed_epoch` on K cells vs `train_epoch` K times.
 
 Both sides train the same model on the same synthetic images, written as real CIFAR-10
@@ -27,19 +27,19 @@ import time
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from orchestrator.config import DEFAULTS
-from trainers import loop
+from trainers import loop, runtime
 from trainers.cifar_files import write_cifar10
+from trainers.config import DEFAULTS
 from trainers.data import synthetic
-from trainers.models import create_model
-from trainers.pack import Fused, build_cell, memory_format_of, pack_mode, train_packed_epoch
+from trainers.fused import Fused
+from trainers.naive import Naive
+from trainers.naive import seed_cifar10 as _seed_cifar10  # noqa: F401  (the tests' handle)
+from trainers.pack import pack_mode, train_packed_epoch
+from trainers.setup import setup
 
 EPOCH_IMAGES = 45_000  # a CIFAR-10 training epoch after the usual 5,000-image validation split
-# The per-channel CIFAR-10 mean/std the seeds' torchvision pipelines normalise with.
-CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 QUICK = {"width": "0.125", "batch": 16, "steps": 1, "warmup": 1, "repeats": 1, "pack": 2,
          "min_time": 0.0}
 MAX_ROUNDS = 25
@@ -70,7 +70,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.quick:
         for key, value in QUICK.items():
             setattr(args, key, value)
-    cuda = loop.resolve_device(args.device).type == "cuda"
+    cuda = runtime.resolve_device(args.device).type == "cuda"
     for key, on_cuda, on_cpu in (("steps", 20, 2), ("warmup", 3, 1), ("naive_workers", 2, 0)):
         if getattr(args, key) is None:
             setattr(args, key, on_cuda if cuda else on_cpu)
@@ -109,71 +109,16 @@ class Ours:
     """Our trainer's steps: `loop.train_epoch` over exactly `steps` batches."""
 
     def __init__(self, cfg: dict, device: torch.device):
-        self.cell, self.batch = build_cell(cfg, device), cfg["train"]["batch_size"]
-        self.fmt = {"autocast": loop.autocast_for(cfg["train"]["precision"], device),
-                    "memory_format": memory_format_of(cfg["train"], device)}
+        self.cell, self.batch = setup(cfg, device=device), cfg["train"]["batch_size"]
+        self.fmt, self.device = self.cell.fmt, device
         self.loss_fn = nn.CrossEntropyLoss()
 
     def run(self, steps: int) -> int:
-        torch.backends.cudnn.benchmark = True  # as loop.train sets it
+        runtime.configure_cudnn(self.device)  # as setup sets it: Naive turns it off
         c = _head(self.cell, steps * self.batch)
         loop.train_epoch(c.model, c.data, c.gen, c.optimizer, c.scheduler, self.loss_fn,
                          self.batch, **self.fmt)
         return steps * self.batch
-
-
-def _seed_cifar10() -> type:
-    """torchvision's CIFAR10 as the seeds used it, minus the md5s of the real files (ours
-    are synthetic files in the same layout)."""
-    from torchvision.datasets import CIFAR10
-    return type("SyntheticCIFAR10", (CIFAR10,), {
-        "train_list": [[name, None] for name, _ in CIFAR10.train_list],
-        "test_list": [[name, None] for name, _ in CIFAR10.test_list],
-        "meta": {**CIFAR10.meta, "md5": None}})
-
-
-class Naive:
-    """The seeds' pipeline: torchvision dataset + PIL transforms + DataLoader, fp32."""
-
-    def __init__(self, cfg: dict, device: torch.device, workers: int):
-        from torchvision import transforms as T
-        tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
-                        T.Normalize(CIFAR_MEAN, CIFAR_STD)])
-        dataset = _seed_cifar10()(cfg["dataset"]["root"], train=True, transform=tf)
-        self.loader = torch.utils.data.DataLoader(dataset, batch_size=cfg["train"]["batch_size"],
-                                                  shuffle=True, num_workers=workers,
-                                                  drop_last=True)
-        m = cfg["model"]
-        torch.manual_seed(0)
-        self.model = create_model(m["arch"], width=m["width"], dropout=m["dropout"],
-                                  input_dropout=m["input_dropout"]).to(device)
-        opt = cfg["train"]["optimizer"]
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg["train"]["lr"],
-                                         momentum=opt["momentum"],
-                                         weight_decay=opt["weight_decay"])
-        self.device, self.batches = device, iter(self.loader)
-
-    def _next(self):
-        try:
-            return next(self.batches)
-        except StopIteration:  # a new epoch, as the seeds' `for epoch` loop starts one
-            self.batches = iter(self.loader)
-            return next(self.batches)
-
-    def run(self, steps: int) -> int:
-        torch.backends.cudnn.benchmark = False  # PyTorch's default, which the seeds kept
-        self.model.train()
-        running, seen = 0.0, 0
-        for _ in range(steps):
-            x, y = self._next()
-            x, y = x.to(self.device), y.to(self.device)
-            self.optimizer.zero_grad()
-            loss = F.cross_entropy(self.model(x), y)
-            loss.backward()
-            self.optimizer.step()
-            running += loss.item()  # the seeds' running loss: a host sync every step
-            seen += len(y)
-        return seen
 
 
 class Packed:
@@ -189,7 +134,7 @@ class Packed:
     def run(self, steps: int) -> int:
         if self.mode is None:
             return sum(o.run(steps) for o in self.ours)
-        torch.backends.cudnn.benchmark = True
+        runtime.configure_cudnn(self.ours[0].device)
         batch = self.ours[0].batch
         cells = [_head(o.cell, steps * batch) for o in self.ours]
         train_packed_epoch(cells, self.ours[0].loss_fn, batch, fused=self.fused, **self.fmt)
@@ -219,8 +164,8 @@ def measure(runners: dict[str, object], args: argparse.Namespace,
 
 def bench(args: argparse.Namespace, root: str, log: Callable[[str], None]) -> dict:
     """Every comparison of `args` on the CIFAR-10 files under `root`: {"runs", "pack"}."""
-    device = loop.resolve_device(args.device)
-    name = loop.device_name(device)
+    device = runtime.resolve_device(args.device)
+    name = runtime.device_name(device)
     runs = []
     for width in args.widths:
         log(f"width {width}: ours vs naive")

@@ -22,7 +22,7 @@ import torch
 from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.vision import VisionDataset
 
-from orchestrator.errors import GridError
+from trainers.errors import GridError
 from trainers.preprocess import Preprocess, augment, fit_preprocess
 
 DEFAULT_ROOT = "~/.cache/grid/data"
@@ -44,8 +44,9 @@ class Data:
     prep: Preprocess
     cfg: dict
 
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Stored uint8 images as float32 model inputs (no augmentation)."""
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """Stored uint8 images as float32 model inputs by the fitted `dataset.preprocess`
+        (none, standardize, gcn_zca whitening or stretch); no augmentation."""
         return self.prep(x)
 
 
@@ -251,14 +252,14 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 
 def train_batches(data: Data, batch_size: int, gen: torch.Generator
                   ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One epoch of shuffled, normalised, augmented (x float32, y) training batches."""
+    """One epoch of shuffled, preprocessed, augmented (x float32, y) training batches."""
     n = len(data.train_y)
     perm = torch.randperm(n, device=data.train_y.device, generator=gen)
     for i in range(steps_per_epoch(n, batch_size)):
         idx = perm[i * batch_size:(i + 1) * batch_size]
-        # Normalise, then augment: crop padding and cutout holes are zeros of the model's
+        # Preprocess, then augment: crop padding and cutout holes are zeros of the model's
         # input space (the mean colour), and stretch/gcn_zca see the image, not the padding.
-        x = augment(data.normalize(data.train_x[idx]), data.cfg, gen)
+        x = augment(data.preprocess(data.train_x[idx]), data.cfg, gen)
         yield x, data.train_y[idx]
 
 

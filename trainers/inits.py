@@ -13,8 +13,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from orchestrator.config import did_you_mean
-from orchestrator.errors import GridError
+from trainers.errors import GridError, did_you_mean
 
 InitFn = Callable[[nn.Module, "torch.Tensor | None"], None]
 INITS: dict[str, InitFn] = {}

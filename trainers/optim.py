@@ -6,7 +6,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from orchestrator.errors import GridError
+from trainers.errors import GridError
 
 # Names accepted here; spec.py validates them first, this guards direct callers.
 OPTIMIZERS = ("sgd", "adam", "adamw")

@@ -68,7 +68,7 @@ def fit_preprocess(name: str, train_x: Tensor, cache_dir: Path | None = None) ->
     if name == "gcn_zca":
         mean, zca = _cached_zca(train_x, cache_dir)
         return Preprocess(name, mean=mean, zca=zca)
-    from orchestrator.errors import GridError
+    from trainers.errors import GridError
     raise GridError(f"dataset.preprocess: unknown preprocessing {name!r}; "
                     "choose from none, standardize, gcn_zca, stretch")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import config as C
+from trainers import config as C
 from orchestrator import keys as K
 from orchestrator.expand import expand
 from orchestrator.spec import load_spec, smoke

@@ -170,3 +170,11 @@ def test_cli_subprocess_prints_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "train.epochs: must be > 0, got -1" in proc.stderr
+
+
+def test_model_aliases_of_the_registry_are_accepted_as_one_cell(tmp_path):
+    from orchestrator.expand import expand
+    from trainers.models import ALIASES
+    spec = load_spec(write(tmp_path, "name: t\ngrid: {arch: [all-cnn-c, allcnn_c, All_CNN_C]}\n"))
+    (cell,) = expand(spec)  # one table of aliases: the three spellings are one cell, one key
+    assert cell.config["model"]["arch"] == ALIASES["all-cnn-c"] == "allcnn_c"

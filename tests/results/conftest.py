@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from orchestrator.config import default_config, set_path
+from trainers.config import default_config, set_path
 from results import schema
 from results.store import open_store
 from tests.conftest import aws_env

@@ -130,7 +130,9 @@ def test_show_extras_and_params_by_arch(make_trial, summary, table):
 
 def test_expected_cells_of_a_stand_in_spec_is_none(table):
     from types import SimpleNamespace
-    assert A.expected_cells(SimpleNamespace(name="x", axes={}, tables=[table()])) is None
+
+    from orchestrator.cli import expected_cells
+    assert expected_cells(SimpleNamespace(name="x", axes={}, tables=[table()])) is None
 
 
 def _lr_rows(make_trial, summary, outcomes):

@@ -5,6 +5,7 @@ import io
 
 from rich.console import Console
 
+from orchestrator.cli import expected_cells
 from results.plots import plot_command
 from results.store import open_store
 
@@ -14,7 +15,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def test_plot_command_writes_valid_pngs(golden, tmp_path):
     out = tmp_path / "figures"
     console = Console(file=io.StringIO(), width=200)
-    assert plot_command(*golden, out, console=console) == 0
+    assert plot_command(*golden, out, console=console, expected=expected_cells(golden[0])) == 0
     names = sorted(p.name for p in out.iterdir())
     # both tables vary the lr (over, columns): curves and accuracy vs lr for each
     assert names == ["best_lr_curves.png", "best_lr_lr.png", "lr_sweep_curves.png",

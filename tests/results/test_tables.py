@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 
+from orchestrator.cli import expected_cells
 from orchestrator.errors import GridError
 from results import tables as T
 from results.store import open_store
@@ -59,7 +60,8 @@ lr_sweep,model_c,0.05,test_acc,final,missing,,,0,0,0,2,0,0,,,,
 def run(spec, store, fmt, tmp_path):
     out = tmp_path / f"tables.{fmt}"
     console = Console(file=io.StringIO(), width=200)
-    assert T.table_command(spec, store, fmt=fmt, out=out, console=console) == 0
+    assert T.table_command(spec, store, fmt=fmt, out=out, console=console,
+                           expected=expected_cells(spec)) == 0
     return out.read_text(encoding="utf-8"), console.file.getvalue()
 
 
@@ -97,7 +99,7 @@ def test_html_golden(golden, tmp_path):
 
 def test_rich_golden_on_the_console(golden):
     console = Console(file=io.StringIO(), width=200)
-    assert T.table_command(*golden, console=console) == 0
+    assert T.table_command(*golden, console=console, expected=expected_cells(golden[0])) == 0
     text = console.file.getvalue()
     for part in ("Best lr per model: test error (%)", "11.00 ± 1.41 (n=2)", "-1.47", "1h02m",
                  "missing", "div", "lr=0.05", "+0.50", "model_b: 0.89M parameters"):
@@ -107,7 +109,9 @@ def test_rich_golden_on_the_console(golden):
 def test_empty_store_with_a_real_spec_renders_every_cell_missing(spec_factory, tmp_path):
     store = open_store(str(tmp_path / "empty"))
     console = Console(file=io.StringIO(), width=200)
-    assert T.table_command(spec_factory(), store, fmt="csv", console=console) == 0
+    spec = spec_factory()
+    assert T.table_command(spec, store, fmt="csv", console=console,
+                           expected=expected_cells(spec)) == 0
     said = console.file.getvalue()
     assert said.startswith(f"no results for grid golden in {tmp_path / 'empty'}")
     assert said.count(",missing,") == 3 + 6 and "Traceback" not in said
@@ -200,7 +204,8 @@ def test_table_command_reports_a_corrupt_file_by_name(golden):
     spec, store = golden
     (store.root / "golden" / "trials" / "broken.parquet").write_bytes(b"not parquet at all")
     console = Console(file=io.StringIO(), width=300)
-    assert T.table_command(spec, store, fmt="markdown", console=console) == 0
+    assert T.table_command(spec, store, fmt="markdown", console=console,
+                           expected=expected_cells(spec)) == 0
     said = console.file.getvalue()
     assert "warning:" in said and "broken.parquet" in said
     assert "| model_a | 0.05 | 11.00 ± 1.41 (n=2) |" in said   # the rest still renders

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 # docs/design.md "The resolved config", with every key present, shrunk to seconds on a CPU.
 SMALL_CONFIG = {
@@ -88,3 +89,12 @@ def write_cifar():
 def small_config():
     """A fresh copy of SMALL_CONFIG; tests override what they exercise."""
     return copy.deepcopy(SMALL_CONFIG)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny convs on a shared 2-core box: one intra-op thread avoids spin-waiting threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -12,13 +12,7 @@ from trainers.loop import METRIC_KEYS, train
 from trainers.optim import build_optimizer, build_schedule, lr_factor
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny convs on a shared 2-core box: one intra-op thread avoids spin-waiting threads.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/trainers/conftest.py
 
 
 def _snapshot(state: dict) -> dict:

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from orchestrator.config import DEFAULTS
+from trainers.config import DEFAULTS
 from trainers import data as data_mod
 from trainers.loop import train
 from trainers.pack import can_pack, pack_key, train_packed

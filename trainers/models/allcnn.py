@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainers.models import register_model
+from trainers.models.registry import preset
 from trainers.models.layers import ActLayer, NormLayer, conv_norm_act, scale_channels
 
 CLASSES = "classes"  # the class conv's channels: num_classes, never scaled by width
@@ -107,12 +107,5 @@ class AllCNN(nn.Module):
         return self.head(self.features(x))
 
 
-def _register(name: str) -> None:
-    def build(**kw) -> nn.Module:
-        return AllCNN(TABLES[name], **kw)
-    build.__name__ = name
-    register_model(build)
-
-
 for _name in TABLES:
-    _register(_name)
+    preset(_name, AllCNN, TABLES[_name])

@@ -9,9 +9,7 @@ row to ("avgpool", 3, 2) for it. 966,986 parameters with 10 classes, no BN.
 """
 from __future__ import annotations
 
-from torch import nn
-
-from trainers.models import register_model
+from trainers.models.registry import preset
 from trainers.models.allcnn import CLASSES, AllCNN
 
 NIN_TABLE: list[tuple] = [
@@ -24,7 +22,5 @@ NIN_TABLE: list[tuple] = [
 ]
 
 
-@register_model
-def nin(**kw) -> nn.Module:
-    """NIN for CIFAR: the table above, built by the All-CNN table builder."""
-    return AllCNN(NIN_TABLE, **kw)
+nin = preset("nin", AllCNN, NIN_TABLE,
+             doc="NIN for CIFAR: the table above, built by the All-CNN table builder.")

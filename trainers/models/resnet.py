@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainers.models import register_model
+from trainers.models.registry import preset
 from trainers.models.layers import (ActLayer, NormLayer, conv_norm_act, norm_or_identity,
                                     scale_channels)
 
@@ -113,13 +113,7 @@ class ResNet(nn.Module):
         return self.fc(self.pool(self.stages(self.stem(self.input_dropout(x)))))
 
 
-@register_model
-def resnet9(**kw) -> nn.Module:
-    """The DAWNBench ResNet-9 (seed 003: 94% in minutes with a one-cycle schedule)."""
-    return ResNet9(**kw)
-
-
-@register_model
-def resnet18(**kw) -> nn.Module:
-    """ResNet-18 for CIFAR: BasicBlocks [2, 2, 2, 2]."""
-    return ResNet((2, 2, 2, 2), **kw)
+resnet9 = preset("resnet9", ResNet9, doc="The DAWNBench ResNet-9 (seed 003: 94% in minutes "
+                 "with a one-cycle schedule).")
+resnet18 = preset("resnet18", ResNet, (2, 2, 2, 2),
+                  doc="ResNet-18 for CIFAR: BasicBlocks [2, 2, 2, 2].")

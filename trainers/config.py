@@ -6,9 +6,10 @@ here and a checker; a spec only states what differs. `docs/spec.md` documents ea
 from __future__ import annotations
 
 import copy
-import difflib
 import math
 from typing import Any, Callable
+
+from trainers.errors import did_you_mean
 
 # The defaults follow Springenberg et al. (2015) for All-CNN-C, the project's headline model:
 # SGD with momentum 0.9, weight decay 0.001, lr drops x0.1 at epochs 200/250/300 of 350,
@@ -75,12 +76,6 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("multistep", "cosine", "onecycle", "constant")
 
 
-def did_you_mean(name: Any, choices) -> str:
-    """' (did you mean 'x'?)' when a choice is close to `name`, else ''."""
-    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 def _registry(kind: str) -> list[str]:
     # Imported lazily: the registries live with the trainers and import torch.
     if kind == "arch":
@@ -91,6 +86,15 @@ def _registry(kind: str) -> list[str]:
         return sorted(INITS)
     from trainers.activations import ACTIVATIONS
     return sorted(ACTIVATIONS)
+
+
+def arch(v: Any) -> tuple[str | None, Any]:
+    """A registered model name, or one of its aliases (`trainers.models.ALIASES`, the table
+    `create_model` resolves by), as its canonical name: `all-cnn-c` and `allcnn_c` are one
+    cell with one key."""
+    from trainers.models import canonical_name
+    name = canonical_name(v)
+    return (None, name) if name is not None else choice(lambda: _registry("arch"), "arch")(v)
 
 
 def _show(v: Any) -> str:
@@ -179,7 +183,7 @@ CHECKS: dict[str, Callable[[Any], tuple[str | None, Any]]] = {
     "dataset.preprocess": choice(PREPROCESS, "preprocessing"),
     "dataset.val_size": number(0, lo_open=False, integer=True),
     "dataset.subset": number(0, integer=True, optional=True),
-    "model.arch": choice(lambda: _registry("arch"), "arch"),
+    "model.arch": arch,
     "model.init": choice(lambda: _registry("init"), "init"),
     "model.activation": choice(lambda: _registry("activation"), "activation"),
     "model.batch_norm": boolean,
@@ -266,3 +270,8 @@ def check_leaves(flat: dict[str, Any], where: str) -> tuple[list[str], dict[str,
 
 def default_config() -> dict:
     return copy.deepcopy(DEFAULTS)
+
+
+def axis_label(path: str) -> str:
+    """The short name of an axis for display (`train.lr` -> `lr`), else its dotted path."""
+    return SHORT.get(path, path)

@@ -1,0 +1,23 @@
+"""The one user-facing error type and its did-you-mean hint, at the bottom layer.
+
+Trainers, results and the orchestrator all raise `GridError` for bad input; the CLI prints
+it and exits 2, without a traceback. It lives here, in the lowest layer, so that no layer
+imports upward to raise it.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Any, Iterable
+
+
+class GridError(Exception):
+    """Bad input from the user: a spec, a flag, a data root or a store.
+
+    The message names the file and the key, one problem per line.
+    """
+
+
+def did_you_mean(name: Any, choices: Iterable[Any]) -> str:
+    """' (did you mean 'x'?)' when a choice is close to `name`, else ''."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -1,0 +1,61 @@
+"""The model registry: names -> factories, their aliases, and the decorators that fill it.
+
+Its own module (not the package's `__init__`) so that the family files import it without
+importing the package that imports them: no import circle.
+"""
+from __future__ import annotations
+
+import fnmatch
+import functools
+from typing import Any, Callable
+
+from torch import nn
+
+from trainers.errors import GridError, did_you_mean
+
+MODELS: dict[str, Callable[..., nn.Module]] = {}
+# Other spellings people use for the same nets; list_models() shows only canonical names.
+# The one alias table: `create_model` and the spec's `model.arch` check both resolve by it.
+ALIASES: dict[str, str] = {
+    "all_cnn_a": "allcnn_a", "all_cnn_b": "allcnn_b", "all_cnn_c": "allcnn_c",
+    "all-cnn-a": "allcnn_a", "all-cnn-b": "allcnn_b", "all-cnn-c": "allcnn_c",
+    "convpool_cnn_c": "convpool_c", "strided_cnn_c": "strided_c",
+    "network_in_network": "nin", "resnet_9": "resnet9", "resnet_18": "resnet18",
+}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Register a model factory under its function name (the decorator of this registry)."""
+    MODELS[fn.__name__] = fn
+    return fn
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Sorted canonical model names matching the fnmatch `pattern`, e.g. "allcnn*"."""
+    return sorted(n for n in MODELS if fnmatch.fnmatchcase(n, pattern))
+
+
+def preset(name: str, cls: Callable[..., nn.Module], *args: Any, doc: str | None = None
+           ) -> Callable[..., nn.Module]:
+    """Register `cls(*args, **options)` as the model `name`: a named preset that holds only
+    numbers (a layer table, block counts). Its signature is `cls`'s, less `args`."""
+    factory = functools.partial(cls, *args)
+    factory.__name__, factory.__doc__ = name, doc or cls.__doc__
+    return register_model(factory)
+
+
+def canonical_name(name: Any) -> str | None:
+    """The registered name of `name` or of its alias (any case); None when unknown."""
+    if not isinstance(name, str):
+        return None
+    return name if name in MODELS else ALIASES.get(name.lower())
+
+
+def resolve_name(name: str) -> str:
+    """The canonical name of `name` (an alias resolves); GridError naming `model.arch`."""
+    if canonical_name(name) is not None:
+        return canonical_name(name)
+    names = list_models()
+    raise GridError(f"model.arch: unknown model {name!r}"
+                    f"{did_you_mean(name, names + sorted(ALIASES))}; "
+                    f"choose from {', '.join(names)}")

@@ -1,0 +1,63 @@
+"""Where and how a cell computes: the device, cuDNN, precision, memory format and timing.
+
+Each decision lives in one function here, and the loop, the packed trainer and the
+benchmark all call it, so that `grid train`, a pack and `grid bench` run the same recipe:
+on CUDA, cuDNN autotuning, bf16 autocast and channels_last; on a CPU, none of them.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Callable
+
+import torch
+
+
+def resolve_device(name: str) -> torch.device:
+    """`train.device`: auto -> cuda when available, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's marketing name, or "cpu": what a result row records as its device."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def configure_cudnn(device: torch.device, benchmark: bool = True) -> None:
+    """cuDNN autotuning on CUDA: every step has one input shape, so the first step's search
+    for the fastest conv kernels pays off at once. `benchmark=False` is PyTorch's default,
+    which the seeds' naive pipeline kept (the benchmark's baseline asks for it)."""
+    if device.type == "cuda" or not benchmark:
+        torch.backends.cudnn.benchmark = benchmark
+
+
+def autocast_for(precision: str, device: torch.device
+                 ) -> Callable[[], contextlib.AbstractContextManager]:
+    """`train.precision` as a context factory: bf16 autocast for bf16 (auto: bf16 on CUDA,
+    where tensor cores double the conv throughput), else a no-op context."""
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+def memory_format(train_cfg: dict, device: torch.device) -> torch.memory_format:
+    """`train.channels_last` (auto: on for CUDA, whose conv kernels prefer NHWC) as a
+    memory format."""
+    on = train_cfg["channels_last"]
+    on = device.type == "cuda" if on == "auto" else on
+    return torch.channels_last if on else torch.contiguous_format
+
+
+def mark(device: torch.device):
+    """A point in time that does not sync the GPU (a CUDA event; perf_counter on CPU)."""
+    if device.type == "cuda":
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+    return time.perf_counter()
+
+
+def seconds_between(start, end) -> float:
+    """Seconds from `mark` `start` to `end` (CUDA events: after a synchronize)."""
+    return start.elapsed_time(end) / 1000 if isinstance(start, torch.cuda.Event) else end - start
