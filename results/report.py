@@ -86,6 +86,7 @@ CAPTIONS = {
 
 def _caption(kind: str, table: dict) -> str:
     split, _, metric_kind = table["metric"].rpartition("_")
+    metric_kind = {"acc": "accuracy"}.get(metric_kind, metric_kind)
     metric = f"{split} {metric_kind}"
     best = table["best_by"] and table["over"]
     return CAPTIONS[kind].format(
@@ -95,13 +96,25 @@ def _caption(kind: str, table: dict) -> str:
         ring=f"; ringed: the lr picked by {table['best_by']}" if best else "")
 
 
+def figure_key(table: dict) -> tuple:
+    """What a table's figures depend on: two tables with the same key draw the same figures
+    (e.g. one grid against two papers' numbers)."""
+    return (tuple(table["rows"]), table["columns"], table["metric"], table["at"],
+            table["best_by"], table["over"])
+
+
 def table_section(spec: Any, table: dict, trials: list[dict], epochs: dict[str, list[dict]],
-                  expected: list[dict] | None) -> str:
-    """One table of the spec: as `grid table` gives it, then its figures."""
+                  expected: list[dict] | None, same_as: str | None = None) -> str:
+    """One table of the spec: as `grid table` gives it, then its figures (or, with
+    `same_as`, a pointer to the table that already shows them)."""
     data = build_table(table, trials, expected, getattr(spec, "axes", {}) or {})
     name = data.table["name"]
     parts = [f'<section id="table-{esc(name)}"><h2>Table <code>{esc(name)}</code></h2>',
              f'<div class="scroll">{to_html(layout(data))}</div>']
+    if same_as is not None:
+        parts.append(f'<p class="muted">Its figures are those of <a href="#table-{esc(same_as)}">'
+                     f"<code>{esc(same_as)}</code></a>: the same cells, metric and pick.</p>")
+        return "\n".join(parts + ["</section>"])
     with paper_style():
         figs = figures(data, trials, epochs, "two", titled=False)
         for kind in ("panels", "lr"):
@@ -134,7 +147,10 @@ def render_report(spec: Any, trials: list[dict], epochs: dict[str, list[dict]],
     head.append(f'<nav><a href="#status">status</a>{nav}<a href="#provenance">provenance</a>'
                 "</nav></header>")
     body = head + [status_section(status)]
-    body += [table_section(spec, t, trials, epochs, expected) for t in tables]
+    drawn: dict[tuple, str] = {}
+    for t in tables:
+        body.append(table_section(spec, t, trials, epochs, expected, drawn.get(figure_key(t))))
+        drawn.setdefault(figure_key(t), t["name"])
     if not tables:
         body.append('<p class="muted">The spec defines no tables (add a <code>tables:</code> '
                     "section).</p>")
