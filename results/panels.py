@@ -109,6 +109,24 @@ def _legend(fig: Figure, data: TableData, vary: str | None, values: list, picks:
     legend_outside(fig, handles, labels)
 
 
+def _panel(ax: Any, data: TableData, row: tuple, trials: list[dict], epochs: dict[str, list[dict]],
+           vary: str | None, values: list) -> tuple[bool, bool]:
+    """Every trial of table row `row` in one panel; (a picked value drawn, a run diverged)."""
+    t = data.table
+    pick = data.cells[(row, None)].pick if not t["columns"] and t["best_by"] else None
+    mine = [x for x in trials if tuple(x.get(p) for p in t["rows"]) == row]
+    colour = (lambda x: values.index(x.get(vary))) if vary else (lambda x: 0)  # noqa: E731
+    drawn = picks = diverged = False
+    for x in sorted(mine, key=lambda x: (colour(x), x.get("train.seed") or 0)):
+        picked = pick is not None and x.get(t["over"]) == pick
+        drawn |= _draw_trial(ax, x, epochs.get(x["key"], []), t["metric"], colour(x), picked)
+        picks |= picked
+        diverged |= x.get("status") == "diverged"
+    if not drawn:
+        ax.text(0.5, 0.5, "no curves", transform=ax.transAxes, ha="center", color="0.5")
+    return picks, diverged
+
+
 def panels_figure(data: TableData, trials: list[dict], epochs: dict[str, list[dict]],
                   size: str = "two", titled: bool = True) -> Figure | None:
     """One panel per table row with every trial's curves; None when no trial has epochs."""
@@ -118,26 +136,16 @@ def panels_figure(data: TableData, trials: list[dict], epochs: dict[str, list[di
     vary = _vary(data, trials)
     values = _values(vary, trials)
     ncols = min(len(data.rows), 4 if size == "two" else 2)
-    nrows = math.ceil(len(data.rows) / ncols)
-    fig = new_figure(size, height=PANEL_HEIGHT * nrows + 1.0)
-    axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False).ravel()
-    picks = diverged = False
+    fig = new_figure(size, height=PANEL_HEIGHT * math.ceil(len(data.rows) / ncols) + 1.0)
+    axes = fig.subplots(math.ceil(len(data.rows) / ncols), ncols, sharex=True, sharey=True,
+                        squeeze=False).ravel()
     last_epoch = max((e["epoch"] for x in trials for e in epochs.get(x["key"], [])), default=1)
+    picks = diverged = False
     for ax, row in zip(axes, data.rows):
-        pick = data.cells[(row, None)].pick if not t["columns"] and t["best_by"] else None
-        mine = [x for x in trials if tuple(x.get(p) for p in t["rows"]) == row]
-        drawn = False
-        for x in sorted(mine, key=lambda x: (values.index(x.get(vary)) if vary else 0,
-                                             x.get("train.seed") or 0)):
-            picked = pick is not None and x.get(t["over"]) == pick
-            i = values.index(x.get(vary)) if vary else 0
-            drawn |= _draw_trial(ax, x, epochs.get(x["key"], []), t["metric"], i, picked)
-            picks |= picked
-            diverged |= x.get("status") == "diverged"
-        if not drawn:
-            ax.text(0.5, 0.5, "no curves", transform=ax.transAxes, ha="center", color="0.5")
-        label = ", ".join(f"{axis_label(p)}={fmt_value(v)}" if isinstance(v, bool) else
-                          fmt_value(v) for p, v in zip(t["rows"], row))
+        p, d = _panel(ax, data, row, trials, epochs, vary, values)
+        picks, diverged = picks or p, diverged or d
+        label = ", ".join(f"{axis_label(a)}={fmt_value(v)}" if isinstance(v, bool) else
+                          fmt_value(v) for a, v in zip(t["rows"], row))
         ax.set_title(wrap_title(label, fig.get_figwidth() / ncols, 8), fontsize=7.5)
         epoch_axis(ax, last_epoch)
     for i, ax in enumerate(axes):

@@ -20,6 +20,13 @@ LONG = ("CIFAR-10 test error (%) without augmentation, best lr per model, agains
         "numbers of Springenberg et al. (2015), Table 3, and of the seeds' reproduction")
 
 
+def expected_cells(spec) -> list[dict]:
+    """What the CLI passes to results/: the spec's cells as flat configs with their keys."""
+    from orchestrator.expand import expand
+    from results.schema import flat_config
+    return [{"key": t.key, **flat_config(t.config)} for t in expand(spec)]
+
+
 def quiet() -> Console:
     return Console(file=io.StringIO(), width=200)
 
@@ -27,7 +34,6 @@ def quiet() -> Console:
 def golden_data(golden, index=0):
     """(TableData, trials, epochs) of the golden grid's table `index`."""
     spec, store = golden
-    from results.aggregate import expected_cells
     expected = expected_cells(spec)
     trials, epochs = load_results(spec, store, expected, quiet())
     return build_table(spec.tables[index], trials, expected, spec.axes), trials, epochs

@@ -11,7 +11,6 @@ from datetime import datetime, timezone
 import pytest
 from rich.console import Console
 
-from results.aggregate import expected_cells
 from results.plots import load_results
 from results.report import render_report, report_command, watch, write_report
 
@@ -19,6 +18,13 @@ NOW = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 # Values of both golden tables, as `grid table` writes them.
 TABLE_VALUES = ("11.00 ± 1.41 (n=2)", "12.47", "-1.47", "9.74 (Springenberg)", "0.84M",
                 "1h02m", "88.50", "missing", "div")
+
+
+def expected_cells(spec) -> list[dict]:
+    """What the CLI passes to results/: the spec's cells as flat configs with their keys."""
+    from orchestrator.expand import expand
+    from results.schema import flat_config
+    return [{"key": t.key, **flat_config(t.config)} for t in expand(spec)]
 
 
 def quiet() -> Console:
