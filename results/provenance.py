@@ -41,6 +41,8 @@ def _spec(spec: Any, trials: list[dict]) -> str:
 
 
 def _time(trials: list[dict]) -> str:
+    # Per cell: the cells of a pack (resources.pack > 1) each report the pack's wall time,
+    # and rows carry no pack id, so a packed grid's sum counts a pack once per cell.
     seconds = sum(t.get("wall_s") or 0.0 for t in trials)
     return (f"{seconds / 3600:.2f} device-hours ({fmt_duration(seconds)} of training, summed "
             f"over {sum(t.get('wall_s') is not None for t in trials)} cells)")
