@@ -154,7 +154,24 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from results.plots import plot_command
     from results.store import open_store
     spec = _load(args)
-    return plot_command(spec, open_store(args.store), args.out, expected=expected_cells(spec))
+    return plot_command(spec, open_store(args.store), args.out, fmt=args.format,
+                        size=args.size, expected=expected_cells(spec))
+
+
+@command
+def cmd_report(args: argparse.Namespace) -> int:
+    from results.report import report_command
+    from results.store import open_store
+    if args.watch is not None and args.watch <= 0:
+        raise GridError(f"--watch {args.watch:g}: the seconds between rewrites must be > 0")
+    if args.watch_count is not None and (args.watch is None or args.watch_count < 1):
+        raise GridError("--watch-count: needs --watch, and a count of at least 1")
+    spec = _load(args)
+    try:
+        return report_command(spec, open_store(args.store), args.out, expected_cells(spec),
+                              every=args.watch, rounds=args.watch_count)
+    except OSError as e:
+        raise GridError(f"--out {args.out}: cannot write the report: {e.strerror or e}") from None
 
 
 @command
@@ -210,10 +227,20 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="write to this file instead of the terminal")
     s.add_argument("--strict", action="store_true",
                    help="exit 1 when a table has a hole (a failed, missing or unfinished cell)")
-    s = spec_cmd("plot", "PNG learning curves of the spec's tables")
+    s = spec_cmd("plot", "the figures of the spec's tables: learning curves, metric vs lr")
     s.add_argument("--store")
     s.add_argument("--smoke", action="store_true")
-    s.add_argument("--out", required=True, help="folder for the PNG files")
+    s.add_argument("--out", required=True, help="folder for the figure files")
+    s.add_argument("--format", default="png", choices=["png", "svg", "pdf"])
+    s.add_argument("--size", default="two", choices=["one", "two"],
+                   help="a one-column (3.5 in) or two-column (7.2 in) paper figure")
+    s = spec_cmd("report", "one self-contained HTML page: tables, curves, status, provenance")
+    s.add_argument("--store")
+    s.add_argument("--smoke", action="store_true")
+    s.add_argument("--out", default="reports", help="folder for <grid>.html (default ./reports)")
+    s.add_argument("--watch", type=float, metavar="N",
+                   help="rewrite the page every N seconds until every cell completed or diverged")
+    s.add_argument("--watch-count", type=int, metavar="K", help="with --watch: stop after K writes")
     s = sub.add_parser("bench", help="images/s of our trainer vs a naive seed-style pipeline",
                        add_help=False)
     s.add_argument("bench_args", nargs=argparse.REMAINDER)

@@ -68,11 +68,15 @@ def to_latex(lay: Layout, name: str) -> str:
     return "\n".join(lines + [r"\end{table}"]) + "\n"
 
 
+HTML_MARKS = {"missing": " missing", "div": " diverged", "failed": " failed"}  # CSS hooks
+
+
 def to_html(lay: Layout) -> str:
-    """A `<table class="grid-table">` with a caption; missing cells get class `missing`."""
+    """A `<table class="grid-table">` with a caption; a `missing`, `div` or `failed` cell
+    gets that class (`diverged` for div) so that a page can style it."""
     esc = html.escape
     td = lambda c, n, tag="td": (f'<{tag} class="{"num" if n else "key"}'  # noqa: E731
-                                 f'{" missing" if c == "missing" else ""}">{esc(c)}</{tag}>')
+                                 f'{HTML_MARKS.get(c, "")}">{esc(c)}</{tag}>')
     lines = ['<table class="grid-table">', f"<caption>{esc(lay.title)}</caption>",
              "<thead><tr>" + "".join(td(h, n, "th") for h, n in zip(lay.header, lay.numeric))
              + "</tr></thead>", "<tbody>"]

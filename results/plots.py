@@ -1,9 +1,13 @@
-"""`grid plot`: PNG figures of each table of a spec, drawn with matplotlib's Agg canvas.
+"""`grid plot`: the figures of each table of a spec, as PNG, SVG or PDF.
 
-Per table: the test accuracy per epoch of each table row (and column), averaged over the
-trials the table averages (seeds, and the picked `over` value when the table picks one);
-and, when the table varies the learning rate (`over` or `columns` is train.lr), the table's
-metric against the learning rate, one line per row, mean ± std over seeds.
+Per table (`figures`):
+- `curves`: the table's metric per epoch, one line per table cell, averaged over the trials
+  the cell averages (seeds, and the picked `over` value when the table picks one);
+- `panels`: small multiples, one panel per table row, one line per learning rate (or `over`
+  / `columns` value) and seed, training and evaluation metric, the picked value drawn bold;
+- `lr`, when the table varies the learning rate: the metric against the learning rate, one
+  line per row, mean ± std over seeds, the picked lr ringed.
+The look (palette, sizes, legends, wrapped titles) lives in `results.figstyle`.
 """
 from __future__ import annotations
 
@@ -11,62 +15,57 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, NullLocator
 from rich.console import Console
 from rich.text import Text
 
 from trainers.errors import GridError
 from results.aggregate import TableData, axis_order, build_table, metric_value
+from results.figstyle import (epoch_axis, legend_outside, new_figure, paper_style, save, series_style,
+                              set_title)
+from results.panels import epoch_series, panels_figure
 from results.tables import axis_label, fmt_value, metric_header, read_rows, skipped_files
 
 LR = "train.lr"
 
 
-def _label(data: TableData, row: tuple, col: Any = None) -> str:
+def row_label(data: TableData, row: tuple, col: Any = None) -> str:
+    """`arch=model_a, bn=yes` (+ the column's value): a table cell in words."""
     parts = [f"{axis_label(p)}={fmt_value(v)}" for p, v in zip(data.table["rows"], row)]
     if data.table["columns"]:
         parts.append(f"{axis_label(data.table['columns'])}={fmt_value(col)}")
     return ", ".join(parts)
 
 
-def _new_figure() -> Figure:
-    fig = Figure(figsize=(7, 4.5), dpi=100)  # a new canvas per figure: no pyplot, no globals
-    FigureCanvasAgg(fig)
-    return fig
+def metric_axis_label(metric: str) -> str:
+    """The y label of a per-epoch metric: `test error (%)`, `val accuracy (%)`, `train loss`."""
+    return metric_header({"metric": metric, "at": "final"})
 
 
-def _curves(keys: list[str], epochs: dict[str, list[dict]]) -> tuple[list[int], list[float]]:
-    """Mean test accuracy (%) per epoch over the trials `keys`."""
-    by_epoch: dict[int, list[float]] = {}
-    for key in keys:
-        for e in epochs.get(key, []):
-            if e.get("test_acc") is not None:
-                by_epoch.setdefault(e["epoch"], []).append(100.0 * e["test_acc"])
-    xs = sorted(by_epoch)
-    return xs, [statistics.fmean(by_epoch[x]) for x in xs]
-
-
-def plot_curves(data: TableData, epochs: dict[str, list[dict]], path: Path) -> bool:
-    """Test accuracy per epoch, one line per table cell; False when there is nothing to draw."""
-    fig = _new_figure()
+def curves_figure(data: TableData, epochs: dict[str, list[dict]], size: str = "two",
+                  titled: bool = True) -> Figure | None:
+    """The table's metric per epoch, one line per cell (mean over its trials); None when no
+    cell has a curve."""
+    metric = data.table["metric"]
+    fig = new_figure(size)
     ax = fig.add_subplot()
-    drawn = 0
-    for (row, col), cell in data.cells.items():
-        xs, ys = _curves(cell.keys, epochs)
+    handles, labels = [], []
+    for i, ((row, col), cell) in enumerate(data.cells.items()):
+        xs, ys = epoch_series(cell.keys, epochs, metric)
         if xs:
-            label = _label(data, row, col) + (" (diverged)" if cell.status == "diverged" else "")
-            ax.plot(xs, ys, label=label, linewidth=1.2)
-            drawn += 1
-    if not drawn:
-        return False
-    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=data.table["title"][:90])
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.savefig(path)
-    return True
+            (line,) = ax.plot(xs, ys, **series_style(i, len(xs)))
+            handles.append(line)
+            labels.append(row_label(data, row, col) + (" (div)" if cell.status == "diverged" else ""))
+    if not handles:
+        return None
+    ax.set(xlabel="epoch", ylabel=metric_axis_label(metric))
+    epoch_axis(ax, max(max(line.get_xdata()) for line in handles))
+    if titled:
+        set_title(fig, data.table["title"])
+    legend_outside(fig, handles, labels)
+    return fig
 
 
 def _lr_points(data: TableData, trials: list[dict], row: tuple) -> list[tuple]:
@@ -83,62 +82,98 @@ def _lr_points(data: TableData, trials: list[dict], row: tuple) -> list[tuple]:
     return points
 
 
-def plot_lr(data: TableData, trials: list[dict], path: Path) -> bool:
-    """The table's metric against the learning rate, one line per row (log x axis)."""
-    fig = _new_figure()
+def _picked_lr(data: TableData, row: tuple) -> Any:
+    if data.table["over"] != LR or data.table["columns"]:
+        return None
+    return data.cells[(row, None)].pick
+
+
+def lr_figure(data: TableData, trials: list[dict], size: str = "two",
+              titled: bool = True) -> Figure | None:
+    """The table's metric against the learning rate, one line per row (log x axis), the lr
+    the table picked ringed; None when nothing completed."""
+    fig = new_figure(size)
     ax = fig.add_subplot()
-    lrs: set[float] = set()
-    for row in data.rows:
+    handles, labels, lrs = [], [], set()
+    for i, row in enumerate(data.rows):
         points = _lr_points(data, trials, row)
-        if points:
-            xs, ys, es = zip(*points)
-            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=_label(data, row))
-            lrs.update(xs)
+        if not points:
+            continue
+        xs, ys, es = zip(*points)
+        style = series_style(i, len(xs))
+        bars = ax.errorbar(xs, ys, yerr=es, capsize=2, elinewidth=0.6, **style)
+        handles.append(bars.lines[0])
+        labels.append(row_label(data, row))
+        lrs.update(xs)
+        if (pick := _picked_lr(data, row)) in xs:
+            ax.plot([pick], [ys[xs.index(pick)]], marker="o", markersize=9, fillstyle="none",
+                    color=style["color"], linestyle="none", markeredgewidth=1.0)
     if not lrs:
-        return False
+        return None
+    if any(_picked_lr(data, r) is not None for r in data.rows):
+        handles.append(Line2D([], [], marker="o", markersize=9, fillstyle="none",
+                              color="0.3", linestyle="none"))
+        labels.append(f"picked by {data.table['best_by']}")
     ax.set_xscale("log")
     ax.set_xticks(sorted(lrs))  # the grid's own learning rates, written as in the spec
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_locator(NullLocator())
-    ax.set(xlabel="learning rate", ylabel=metric_header(data.table), title=data.table["title"][:90])
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.savefig(path)
-    return True
+    ax.set(xlabel="learning rate", ylabel=metric_header(data.table))
+    if titled:
+        set_title(fig, data.table["title"])
+    legend_outside(fig, handles, labels)
+    return fig
 
 
-def plot_command(spec: Any, store: Any, out_dir: str | Path,
-                 console: Console | None = None, expected: list[dict] | None = None) -> int:
-    """Write `<out_dir>/<table>_curves.png` (and `<table>_lr.png`) for every table of
-    `spec`; 0 even when the store has no results yet. `expected`: the spec's cells as
+def figures(data: TableData, trials: list[dict], epochs: dict[str, list[dict]],
+            size: str = "two", titled: bool = True) -> dict[str, Figure]:
+    """Every figure of one table, by kind (`curves`, `panels`, `lr`); kinds with nothing to
+    draw are left out. `titled`: the table's title on each (a page shows it once instead).
+    Call inside `figstyle.paper_style()`."""
+    out = {"curves": curves_figure(data, epochs, size, titled),
+           "panels": panels_figure(data, trials, epochs, size, titled)}
+    if LR in (data.table["over"], data.table["columns"]):
+        out["lr"] = lr_figure(data, trials, size, titled)
+    return {kind: fig for kind, fig in out.items() if fig is not None}
+
+
+def load_results(spec: Any, store: Any, expected: list[dict] | None,
+                 console: Console) -> tuple[list[dict], dict[str, list[dict]]]:
+    """The spec's trial rows (only its own cells when `expected` is given) and their epoch
+    rows by key, each key's epochs in order."""
+    trials = read_rows(store, spec.name, console)
+    if expected is not None:
+        keys = {e["key"] for e in expected}
+        trials = [t for t in trials if t["key"] in keys]
+    with skipped_files(console):
+        epoch_rows = store.read_epochs(spec.name).to_pylist() if trials else []
+    epochs: dict[str, list[dict]] = {}
+    for e in sorted(epoch_rows, key=lambda e: e["epoch"]):
+        epochs.setdefault(e["key"], []).append(e)
+    return trials, epochs
+
+
+def plot_command(spec: Any, store: Any, out_dir: str | Path, console: Console | None = None,
+                 fmt: str = "png", size: str = "two", expected: list[dict] | None = None) -> int:
+    """Write `<out_dir>/<table>_<kind>.<fmt>` for every figure of every table of `spec`;
+    0 even when the store has no results yet. `expected`: the spec's cells as
     `results.tables.build_tables` takes them (None: every trial found)."""
     console = console or Console()
-    trials = read_rows(store, spec.name, console)
+    trials, epochs = load_results(spec, store, expected, console)
     if not trials:
         console.print(Text(f"no results for grid {spec.name} in {store}; nothing to plot"))
         return 0
-    with skipped_files(console):
-        epoch_table = store.read_epochs(spec.name)
-    epochs: dict[str, list[dict]] = {}
-    for e in epoch_table.to_pylist():
-        epochs.setdefault(e["key"], []).append(e)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise GridError(f"--out {out_dir}: cannot create the folder: {e.strerror or e}") from None
-    if expected is not None:  # only this spec's cells, as in its tables
-        keys = {e["key"] for e in expected}
-        trials = [t for t in trials if t["key"] in keys]
     written = []
-    for table in spec.tables:
-        data = build_table(table, trials, expected, getattr(spec, "axes", {}) or {})
-        name = data.table["name"]
-        if plot_curves(data, epochs, out / f"{name}_curves.png"):
-            written.append(out / f"{name}_curves.png")
-        if LR in (data.table["over"], data.table["columns"]) and \
-                plot_lr(data, trials, out / f"{name}_lr.png"):
-            written.append(out / f"{name}_lr.png")
+    with paper_style():
+        for table in spec.tables:
+            data = build_table(table, trials, expected, getattr(spec, "axes", {}) or {})
+            for kind, fig in figures(data, trials, epochs, size).items():
+                written.append(save(fig, out / f"{data.table['name']}_{kind}", fmt))
     for path in written:
         console.print(Text(f"wrote {path}"))
     if not written:

@@ -1,4 +1,4 @@
-"""The small commands, called in-process: models, status, train."""
+"""The small commands, called in-process: models, status, train, report, plot."""
 import json
 import re
 import os
@@ -9,7 +9,7 @@ from orchestrator.cli import main
 from orchestrator.expand import expand
 from orchestrator.spec import load_spec, smoke
 from results.lease import Lease
-from results.schema import trial_row
+from results.schema import epoch_rows, trial_row
 from results.store import open_store
 
 TINY = """
@@ -101,3 +101,67 @@ def test_bench_flags_reach_the_benchmark(monkeypatch):
     monkeypatch.setattr(trainers.bench, "main", lambda argv: seen.setdefault("argv", argv) and 0)
     assert main(["bench", "--json", "--quick"]) == 0
     assert seen["argv"] == ["--json", "--quick"]
+
+
+TINY_TABLE = TINY + """
+tables:
+  - {name: lrs, title: "Tiny: test accuracy (%) per lr", rows: [arch], columns: lr,
+     metric: test_acc, reference: [{where: {arch: allcnn_c, lr: 0.05}, value: 55.5}]}
+"""
+
+
+def _tiny_results(tmp_path) -> tuple[str, str]:
+    """A tiny spec with a table, two of its three cells written (one 2-epoch curve each)."""
+    spec_path = tmp_path / "tiny.yaml"
+    spec_path.write_text(textwrap.dedent(TINY_TABLE))
+    store = open_store(str(tmp_path / "runs"))
+    for t, acc in zip(expand(load_spec(spec_path))[:2], (0.5, 0.6)):
+        history = [{"epoch": e, "lr": 0.05, "train_loss": 1.0, "train_acc": acc - 0.1 / e,
+                    "val_loss": 1.0, "val_acc": acc, "test_loss": 1.0, "test_acc": acc - 0.1 / e}
+                   for e in (1, 2)]
+        summary = {"status": "completed", "epochs": 2, "params": 10, "wall_s": 1.0,
+                   "images_per_s": 100.0, "device": "cpu", "final": history[-1],
+                   "best": history[-1], "history": history}
+        store.write_trial("tiny", t.key, trial_row(t, summary, {}), epoch_rows(t, history))
+    return str(spec_path), str(tmp_path / "runs")
+
+
+def test_report_writes_one_page(tmp_path, capsys):
+    spec, store = _tiny_results(tmp_path)
+    assert main(["report", spec, "--store", store, "--out", str(tmp_path / "rep")]) == 0
+    page = (tmp_path / "rep" / "tiny.html").read_text(encoding="utf-8")
+    assert "Tiny: test accuracy (%) per lr" in page and "55.50" in page and "45.00" in page
+    assert ">2 done</span>" in page and ">1 missing</span>" in page
+    assert "tiny.html (in progress" in capsys.readouterr().out
+
+
+def test_report_watch_count_stops_an_unfinished_grid(tmp_path, monkeypatch, capsys):
+    spec, store = _tiny_results(tmp_path)
+    import results.report
+    waits = []
+    monkeypatch.setattr(results.report.time, "sleep", waits.append)  # never really sleeps
+    assert main(["report", spec, "--store", store, "--out", str(tmp_path), "--watch", "5",
+                 "--watch-count", "2"]) == 0
+    assert waits == [5.0] and capsys.readouterr().out.count("wrote ") == 2
+    assert "http-equiv" not in (tmp_path / "tiny.html").read_text()  # the last page is still
+
+
+def test_report_bad_flags_exit_2(tmp_path, capsys):
+    spec, store = _tiny_results(tmp_path)
+    assert main(["report", spec, "--store", store, "--watch", "0"]) == 2
+    assert "--watch 0: the seconds between rewrites must be > 0" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert main(["report", spec, "--store", store, "--out", str(tmp_path / "file")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"grid: error: --out {tmp_path / 'file'}: cannot write the report")
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_plot_format_and_size(tmp_path):
+    spec, store = _tiny_results(tmp_path)
+    out = tmp_path / "figs"
+    assert main(["plot", spec, "--store", store, "--out", str(out), "--format", "svg",
+                 "--size", "one"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["lrs_curves.svg", "lrs_lr.svg",
+                                                     "lrs_panels.svg"]
+    assert 'width="252pt"' in (out / "lrs_lr.svg").read_text()  # 3.5 in

@@ -92,7 +92,7 @@ def test_html_golden(golden, tmp_path):
     assert text.count('<table class="grid-table">') == 2
     for part in ("<caption>Best lr per model: test error (%)</caption>",
                  '<th class="num">Δ</th>', '<td class="num">11.00 ± 1.41 (n=2)</td>',
-                 '<td class="num missing">missing</td>', '<td class="num">div</td>',
+                 '<td class="num missing">missing</td>', '<td class="num diverged">div</td>',
                  "9.74 (Springenberg)", '<p class="grid-note">'):
         assert part in text, part
 
