@@ -25,7 +25,11 @@ def command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
 
 def _load(args: argparse.Namespace):
     from orchestrator.spec import load_spec, smoke
-    spec = load_spec(args.spec, getattr(args, "set", None) or ())
+    path = args.spec
+    if getattr(args, "from_submit", False):  # the driver of a `--submit` job
+        from orchestrator.submit import spec_from_env
+        path = spec_from_env(path)
+    spec = load_spec(path, getattr(args, "set", None) or ())
     return smoke(spec) if getattr(args, "smoke", False) else spec
 
 
@@ -78,7 +82,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 @command
 def cmd_launch(args: argparse.Namespace) -> int:
+    if args.follow and not args.submit:
+        raise GridError("--follow: only with --submit (a launch in this terminal follows "
+                        "itself)")
     spec = _load(args)
+    if args.submit and not args.dry_run:
+        from orchestrator.submit import submit
+        return submit(spec, store_uri=args.store, address=args.address, sets=args.set,
+                      smoke=args.smoke, force=args.force, wait=args.wait,
+                      max_concurrent=args.max_concurrent, follow=args.follow)
     from orchestrator.launch import launch  # Ray is only imported by what launch calls
     return launch(spec, store_uri=args.store, address=args.address,
                   max_concurrent=args.max_concurrent, force=args.force, dry_run=args.dry_run,
@@ -95,6 +107,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 @command
 def cmd_train(args: argparse.Namespace) -> int:
     from orchestrator.expand import expand
+    from orchestrator.progress import epoch_line
     from trainers.loop import train
     spec = _load(args)
     trials = expand(spec)
@@ -108,10 +121,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     console.print(f"cell {trial.key}: {trial.params}")
 
     def report(m: dict, _state: dict) -> None:
-        val = "" if m.get("val_acc") is None else f" val {m['val_acc']:.2%}"
-        console.print(f"epoch {m['epoch']:>3}  lr {m['lr']:.4g}  train loss {m['train_loss']:.4f} "
-                      f"acc {m['train_acc']:.2%}{val}  test {m['test_acc']:.2%}  "
-                      f"{m['epoch_s']:.1f}s  {m['images_per_s']:,.0f} img/s")
+        console.print(epoch_line(m, trial.config["train"]["epochs"]), highlight=False)
 
     summary = train(trial.config, report)
     console.print(f"{summary['status']} after {summary['epochs']} epochs, "
@@ -211,6 +221,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="say what would run; start nothing")
     s.add_argument("--dashboard-host", default="127.0.0.1",
                    help="interface the local Ray dashboard binds to (default: localhost only)")
+    s.add_argument("--submit", action="store_true",
+                   help="run the launch as a Ray Job on the cluster at --address (its "
+                        "dashboard, http://HEAD:8265) and return; docs/cluster.md")
+    s.add_argument("--follow", action="store_true",
+                   help="with --submit: stream the job's log until it ends; exit with its status")
+    s.add_argument("--from-submit", action="store_true", help=argparse.SUPPRESS)
     s = spec_cmd("status", "per-cell status from the result store (no Ray)")
     s.add_argument("--store")
     s.add_argument("--smoke", action="store_true")

@@ -1,6 +1,7 @@
 """The Tune experiment of a launch: one Tune trial per unit (a cell, or a pack of cells), a
-function trainable around `orchestrator/trial.run_unit`, retries from per-epoch checkpoints,
-and a callback that feeds the live progress display.
+function trainable around `orchestrator/trial.run_unit` in a class named for the dashboard,
+retries from per-epoch checkpoints, and a callback that feeds the live progress display and
+the grid's status metrics (`orchestrator/monitor.py`).
 """
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from pathlib import Path
 
 import ray
 from ray import tune
+from ray.tune.trainable.function_trainable import wrap_function
 from rich.console import Console
 from rich.live import Live
 
-from orchestrator import hooks
+from orchestrator import hooks, monitor
 from orchestrator import trial as T
 from orchestrator.checkpoints import KEEP_CHECKPOINTS, tune_storage
 from orchestrator.errors import GridError
@@ -36,9 +38,11 @@ def _trainable(config: dict, units: dict, run: dict) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     cells = [Trial.from_dict(d) for d in units[config["cell"]]]
     keys = [t.key for t in cells]
+    shown = monitor.CellMetrics(cells[0].grid, cells[0].config["train"]["epochs"])
     try:
         T.run_unit(cells, store_uri=run["store"], spec_sha256=run["sha256"],
-                   resumes=_resumes(cells, keys, run), checkpoint=_report)
+                   resumes=_resumes(cells, keys, run), checkpoint=_report,
+                   observe=shown.observe)
     except GridError as e:  # written to the store as the cells' failure by run_unit
         tune.report({GRID_ERROR: " ".join(str(e).split())})
 
@@ -70,6 +74,18 @@ def _report(metrics: dict, files: dict[str, bytes]) -> None:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
 
+def trainable_class(trainable, titles: dict[str, str]) -> type:
+    """The function trainable as a class whose repr is its unit's title (grid, cell keys,
+    axis values): the dashboard's Actors page shows an actor by its repr. Ray reads that
+    repr once, right after the actor's __init__ (`_raylet.pyx`, Ray 2.60), so each trial
+    has its own actor (`reuse_actors=False` in `_tuner`)."""
+    def __repr__(self) -> str:
+        label = (getattr(self, "config", None) or {}).get("cell")
+        return f"GridTrial({titles.get(label, label)})"
+    return type("GridTrial", (wrap_function(trainable),),
+                {"__repr__": __repr__, "__qualname__": "GridTrial"})
+
+
 def trial_name(trial) -> str:
     return trial.config["cell"]
 
@@ -84,34 +100,48 @@ class TuneProgress(tune.Callback):
 
     def __init__(self, progress: GridProgress, console: Console):
         self.progress, self.console = progress, console
+        self.status: monitor.StatusMetrics | None = None
 
     def __getstate__(self):  # Tune pickles its run config; the console stays here
-        return {"progress": self.progress, "console": None}
+        return {"progress": self.progress, "console": None, "status": None}
+
+    def setup(self, **info):
+        self.status = monitor.StatusMetrics(self.progress.grid)
+        self.status.update(self.progress.counts())
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.progress.start(trial_name(trial))
+        self._changed()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if GRID_ERROR not in result:
             self.progress.result(trial_name(trial), result)
+            self._changed()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         error = (trial.last_result or {}).get(GRID_ERROR)
         if error:
             self.progress.fail(trial_name(trial), error)
             self._say(f"[red]failed[/]  {trial_name(trial)}: {error} (not retried)")
-            return
-        self.progress.finish(trial_name(trial))
-        self._say(f"[green]done[/]    {trial_name(trial)}")
+        else:
+            self.progress.finish(trial_name(trial))
+            self._say(f"[green]done[/]    {trial_name(trial)}")
+        self._changed()
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         self.progress.retry(trial_name(trial))
         self._say(f"[yellow]retry[/]   {trial_name(trial)}: {_trial_error(trial)}")
+        self._changed()
 
     def on_trial_error(self, iteration, trials, trial, **info):
         error = _trial_error(trial)
         self.progress.fail(trial_name(trial), error)
         self._say(f"[red]failed[/]  {trial_name(trial)}: {error}")
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.status is not None:
+            self.status.update(self.progress.counts())
 
     def _say(self, text: str) -> None:
         if self.console is not None:
@@ -142,8 +172,9 @@ def fit(spec, store: Store, units: list[list[Trial]], run: dict, resources: dict
     run = {**run, "env": {k: os.environ[k] for k in hooks.ENV if k in os.environ}}
     progress = GridProgress(spec.name, {lab: (len(u), u[0].config["train"]["epochs"])
                                         for lab, u in labels.items()}, skipped=skipped)
-    trainable = tune.with_parameters(
-        _trainable, units={lab: [t.to_dict() for t in u] for lab, u in labels.items()}, run=run)
+    trainable = trainable_class(tune.with_parameters(
+        _trainable, units={lab: [t.to_dict() for t in u] for lab, u in labels.items()},
+        run=run), {lab: monitor.unit_title(spec.name, u) for lab, u in labels.items()})
     tuner = _tuner(spec, store, tune.with_resources(trainable, resources), list(labels),
                    max_concurrent, TuneProgress(progress, console))
     if not console.is_terminal:  # a log file: the per-trial lines and one summary
@@ -164,9 +195,10 @@ def _tuner(spec, store: Store, trainable, labels: list[str], max_concurrent: int
         param_space={"cell": tune.grid_search(labels),
                      "launch": datetime.now().strftime("%Y%m%d-%H%M%S")},
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent,
-                                    # one process per CPU slot for the whole grid: a new
-                                    # process per cell would import torch again each time
-                                    reuse_actors=True,
+                                    # a new actor (process) per trial, so that the
+                                    # dashboard names each by its cells (trainable_class);
+                                    # it costs a torch import (seconds) per trial
+                                    reuse_actors=False,
                                     trial_name_creator=trial_name,
                                     trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(

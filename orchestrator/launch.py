@@ -67,6 +67,7 @@ def _run(spec, store: Store, todo: list[Trial], skipped: int, *, address: str | 
          dashboard_host: str) -> int:
     from orchestrator import checkpoints as K
     from orchestrator import experiment, session
+    from orchestrator.monitor import job_metadata
     from orchestrator.resources import check_placement, decide_gpu
 
     units = T.group_cells(todo, spec.resources["pack"])
@@ -75,7 +76,9 @@ def _run(spec, store: Store, todo: list[Trial], skipped: int, *, address: str | 
     if local:  # the trials run on this machine: check the data here, before Ray starts
         _check_data_here(datasets, console)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    with session.ray_session(address, dashboard_host, console):
+    metadata = job_metadata(spec, store.uri, total=len(todo) + skipped, to_run=len(todo),
+                            skipped=skipped)
+    with session.ray_session(address, dashboard_host, console, metadata):
         session.check_shared_store(store)
         cluster = session.describe_cluster(local)
         gpu, why = decide_gpu(spec.resources["gpu"], cluster)

@@ -139,3 +139,20 @@ class GridProgress:
 def fmt_duration(seconds: float) -> str:
     """1:02:03 / 4:05 style: `results.formats.fmt_duration` as a clock."""
     return formats.fmt_duration(seconds, clock=True)
+
+
+def epoch_line(m: dict, epochs: int | None = None) -> str:
+    """One epoch's metrics on one line, as `grid train` and each trial's own log print it:
+    'epoch   2/30  lr 0.05  train loss 0.6931 acc 51.20%  val loss ... acc ...  test ...'."""
+    def part(name: str) -> str:
+        loss, acc = m.get(f"{name}_loss"), m.get(f"{name}_acc")
+        if loss is None and acc is None:
+            return ""
+        return (f"  {name}" + ("" if loss is None else f" loss {loss:.4f}")
+                + ("" if acc is None else f" acc {acc:.2%}"))
+    total = f"/{epochs}" if epochs else ""
+    lr = "" if m.get("lr") is None else f"  lr {m['lr']:.4g}"
+    speed = "" if m.get("images_per_s") is None else f"  {m['images_per_s']:,.0f} img/s"
+    took = "" if m.get("epoch_s") is None else f"  {m['epoch_s']:.1f}s"
+    return (f"epoch {m['epoch']:>3}{total}{lr}{part('train')}{part('val')}{part('test')}"
+            f"{took}{speed}")

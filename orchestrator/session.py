@@ -10,6 +10,7 @@ Credentials are never forwarded: each node uses its own credential chain.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -17,8 +18,10 @@ from pathlib import Path
 from typing import Iterator
 
 import ray
+from ray.job_config import JobConfig
 from rich.console import Console
 
+from orchestrator import monitor
 from orchestrator.errors import GridError
 from results.store import Store
 
@@ -51,11 +54,25 @@ def starts_local(address: str | None) -> bool:
     return not ray.is_initialized() and not (address or os.environ.get("RAY_ADDRESS"))
 
 
+def job_env_vars() -> dict[str, str]:
+    """The env vars of the Ray job this driver runs in (`grid launch --submit`), if any:
+    every worker of the job has them already, and Ray refuses to set one twice."""
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not raw:
+        return {}
+    try:
+        return dict((json.loads(raw).get("runtime_env") or {}).get("env_vars") or {})
+    except (ValueError, AttributeError):
+        return {}
+
+
 @contextlib.contextmanager
-def ray_session(address: str | None, dashboard_host: str, console: Console) -> Iterator[bool]:
+def ray_session(address: str | None, dashboard_host: str, console: Console,
+                metadata: dict[str, str] | None = None) -> Iterator[bool]:
     """Connected to Ray for the block: the caller's connection if there is one, else the
-    cluster at `address` / RAY_ADDRESS, else a new local Ray with its dashboard. Yields
-    whether a local Ray was started here; disconnects (and stops it) at the end."""
+    cluster at `address` / RAY_ADDRESS, else a new local Ray with its dashboard. The job
+    carries `metadata` (the dashboard's Jobs page shows it). Yields whether a local Ray was
+    started here; disconnects (and stops it) at the end."""
     for name, value in QUIET_ENV.items():
         os.environ.setdefault(name, value)
     if ray.is_initialized():  # e.g. a notebook or a test that connected already
@@ -68,7 +85,10 @@ def ray_session(address: str | None, dashboard_host: str, console: Console) -> I
     kw = {"log_to_driver": False, "logging_level": logging.WARNING}
     if address not in (None, "auto", "local"):
         check_reachable(address)
-    kw["runtime_env"] = {"env_vars": forwarded_env()}
+    in_job = job_env_vars()
+    kw["runtime_env"] = {"env_vars": {k: v for k, v in forwarded_env().items()
+                                      if k not in in_job}}
+    kw["job_config"] = JobConfig(metadata=dict(metadata or {}))
     try:
         if address is None:  # "local": a new Ray, never one `ray start` left running
             ctx = ray.init(address="local", include_dashboard=True,
@@ -82,6 +102,8 @@ def ray_session(address: str | None, dashboard_host: str, console: Console) -> I
     try:
         _quiet_loggers()  # again: ray.init configures the "ray" logger
         _print_dashboard(console, ctx.dashboard_url, local=address is None, host=dashboard_host)
+        for line in monitor.where_lines():
+            console.print(line, highlight=False, soft_wrap=True)
         yield address is None
     finally:
         ray.shutdown()

@@ -34,6 +34,7 @@ ERROR_FRAMES = 3  # frames of the traceback kept in a failed row: where, without
 CHECKPOINT_FORMAT = 2  # 1: the bare trainer state (0.1); 2: {format, code_version, state}
 
 Checkpoint = Callable[[dict, dict[str, bytes]], None]
+Observe = Callable[[str, dict], None]  # (cell key, its epoch's metrics): logs and metrics
 
 
 class CheckpointWarning(UserWarning):
@@ -141,8 +142,9 @@ class _Epochs:
     """Collects the cells' per-epoch reports and checkpoints once every cell still
     training has reported the epoch (a pack reports its cells one by one)."""
 
-    def __init__(self, cells: list[Trial], resumes: dict[str, dict], checkpoint: Checkpoint):
-        self.cells, self.checkpoint = cells, checkpoint
+    def __init__(self, cells: list[Trial], resumes: dict[str, dict], checkpoint: Checkpoint,
+                 observe: Observe | None = None):
+        self.cells, self.checkpoint, self.observe = cells, checkpoint, observe
         self.epoch = {t.key: int(resumes.get(t.key, {}).get("epoch", 0)) for t in cells}
         self.history = {t.key: list(resumes.get(t.key, {}).get("history", [])) for t in cells}
         # A cell resumed after it diverged trains no further epoch: never wait for it.
@@ -157,6 +159,8 @@ class _Epochs:
         self.states[key], self.last[key] = _serialise(state), metrics
         self.epoch[key], self.history[key] = metrics["epoch"], list(state["history"])
         self.stopped[key] = diverged(metrics)
+        if self.observe is not None:
+            self.observe(key, metrics)
         epoch = metrics["epoch"]
         if any(self.epoch[k] < epoch and not self.stopped[k] for k in self.epoch):
             return  # other cells of the pack still train this epoch
@@ -179,10 +183,11 @@ class _Epochs:
 
 def run_unit(cells: list[Trial], *, store_uri: str | None, spec_sha256: str,
              resumes: dict[str, dict] | None = None,
-             checkpoint: Checkpoint | None = None) -> list[str]:
+             checkpoint: Checkpoint | None = None,
+             observe: Observe | None = None) -> list[str]:
     """Train `cells` (one cell: `trainers.loop.train`; several: `trainers.pack.train_packed`),
-    resuming each from its state in `resumes`; call `checkpoint(metrics, files)` once per
-    epoch; write every cell's row and epochs to the store. Returns the cells' statuses.
+    resuming each from its state in `resumes`; call `observe(key, metrics)` after each
+    cell's epoch and `checkpoint(metrics, files)` once per epoch of the unit; write every cell's row and epochs to the store. Returns the cells' statuses.
 
     On an exception, failure rows (with the error and the epochs done) are written and the
     exception is re-raised: Tune retries the trial, unless it is a GridError."""
@@ -191,7 +196,7 @@ def run_unit(cells: list[Trial], *, store_uri: str | None, spec_sha256: str,
     resumes = dict(resumes or {})  # emptied when its checkpoints are discarded
     store = open_store(store_uri)
     started = datetime.now(timezone.utc)
-    epochs = _Epochs(cells, resumes, checkpoint or (lambda metrics, files: None))
+    epochs = _Epochs(cells, resumes, checkpoint or (lambda metrics, files: None), observe)
     try:
         for t in cells:
             if t.key in resumes:
