@@ -172,10 +172,11 @@ def fit(spec, store: Store, units: list[list[Trial]], run: dict, resources: dict
     run = {**run, "env": {k: os.environ[k] for k in hooks.ENV if k in os.environ}}
     progress = GridProgress(spec.name, {lab: (len(u), u[0].config["train"]["epochs"])
                                         for lab, u in labels.items()}, skipped=skipped)
-    trainable = trainable_class(tune.with_parameters(
+    trainable = tune.with_resources(tune.with_parameters(
         _trainable, units={lab: [t.to_dict() for t in u] for lab, u in labels.items()},
-        run=run), {lab: monitor.unit_title(spec.name, u) for lab, u in labels.items()})
-    tuner = _tuner(spec, store, tune.with_resources(trainable, resources), list(labels),
+        run=run), resources)
+    titles = {lab: monitor.unit_title(spec.name, u) for lab, u in labels.items()}
+    tuner = _tuner(spec, store, trainable_class(trainable, titles), list(labels),
                    max_concurrent, TuneProgress(progress, console))
     if not console.is_terminal:  # a log file: the per-trial lines and one summary
         results = tuner.fit()

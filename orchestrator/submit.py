@@ -162,7 +162,7 @@ def submit(spec, *, store_uri: str | None, address: str | None, sets: list[str],
            console: Console | None = None) -> int:
     """Submit the launch of `spec` as a Ray Job; print its id and how to follow it. 0 once
     submitted (with `follow`: the job's own exit status), 1 when refused."""
-    console = console or Console()
+    console = console or Console(soft_wrap=True)  # commands to copy: never wrapped
     store = store_for_job(store_uri)
     url = dashboard_address(address)
     client = _client(url)

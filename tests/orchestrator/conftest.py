@@ -60,17 +60,21 @@ def ray_cluster():
     node (`cluster_utils.Cluster`: real raylets on this machine)."""
     from ray.cluster_utils import Cluster
 
-    from orchestrator.session import token_path
-    if os.environ["RAY_AUTH_MODE"] == "token" and not token_path().exists():
-        # what `ray.init()` generates on first use
-        subprocess.run(["ray", "get-auth-token", "--generate"], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ensure_token()
     with node_env():
         cluster = Cluster(initialize_head=True,
                           head_node_args={"num_cpus": 0, "include_dashboard": False})
         cluster.add_node(num_cpus=2)
     yield cluster
     cluster.shutdown()
+
+
+def ensure_token() -> None:
+    """The cluster token in ~/.ray/auth_token, as `ray.init()` generates it on first use."""
+    from orchestrator.session import token_path
+    if os.environ["RAY_AUTH_MODE"] == "token" and not token_path().exists():
+        subprocess.run(["ray", "get-auth-token", "--generate"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @contextlib.contextmanager
