@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import shlex
 import tempfile
@@ -31,6 +32,10 @@ SPEC_ENV = "GRID_SUBMITTED_SPEC"  # the spec's YAML text, for the job's driver
 EXCLUDES = [".git", "/runs/", "/reports/", "**/__pycache__", "*.pyc", ".pytest_cache",
             "*.egg-info", "docs/*.png"]
 ACTIVE = ("PENDING", "RUNNING")
+# Ray logs each file it leaves out of the upload, and each websocket it closes: `--submit`
+# says what it sends itself.
+QUIET_LOGGERS = ("ray._private.runtime_env.packaging", "ray._private.runtime_env.working_dir",
+                 "ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk")
 PACKAGES = ("orchestrator", "results", "trainers")
 
 
@@ -66,6 +71,8 @@ def auth_headers() -> dict[str, str]:
 
 def _client(address: str):
     from ray.job_submission import JobSubmissionClient
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         return JobSubmissionClient(address, headers=auth_headers())
     except (ConnectionError, RuntimeError, ValueError) as e:
@@ -173,11 +180,14 @@ def submit(spec, *, store_uri: str | None, address: str | None, sets: list[str],
         return 1
     total, to_run, skipped = _counts(spec, store)
     job_id = _next_id(client, prefix)
+    env = runtime_env(Path(spec.path).read_text())
+    console.print(f"uploading {env.get('working_dir') or 'the grid packages'} to the cluster "
+                  f"at {url}", highlight=False)
     try:
         client.submit_job(
             entrypoint=entrypoint(spec, store, sets=sets, smoke=smoke, force=force, wait=wait,
                                   max_concurrent=max_concurrent),
-            submission_id=job_id, runtime_env=runtime_env(Path(spec.path).read_text()),
+            submission_id=job_id, runtime_env=env,
             metadata=job_metadata(spec, store, total=total, to_run=to_run, skipped=skipped))
     except RuntimeError as e:
         if "already exists" in str(e):  # another submit of this grid won the race
