@@ -38,6 +38,7 @@ from trainers.naive import Naive
 from trainers.naive import seed_cifar10 as _seed_cifar10  # noqa: F401  (the tests' handle)
 from trainers.pack import pack_mode, train_packed_epoch
 from trainers.setup import setup
+from trainers.step import make_step
 
 EPOCH_IMAGES = 45_000  # a CIFAR-10 training epoch after the usual 5,000-image validation split
 QUICK = {"width": "0.125", "batch": 16, "steps": 1, "warmup": 1, "repeats": 1, "pack": 2,
@@ -112,12 +113,15 @@ class Ours:
         self.cell, self.batch = setup(cfg, device=device), cfg["train"]["batch_size"]
         self.fmt, self.device = self.cell.fmt, device
         self.loss_fn = nn.CrossEntropyLoss()
+        c = self.cell
+        self.step = make_step(c.model, c.optimizer, c.scheduler, self.loss_fn,
+                              captured=bool(cfg["train"]["compile"]), device=device, **self.fmt)
 
     def run(self, steps: int) -> int:
         runtime.configure_cudnn(self.device)  # as setup sets it: Naive turns it off
         c = _head(self.cell, steps * self.batch)
-        loop.train_epoch(c.model, c.data, c.gen, c.optimizer, c.scheduler, self.loss_fn,
-                         self.batch, **self.fmt)
+        c.model.train()
+        loop.train_epoch(self.step, c.data, c.gen, self.batch)
         return steps * self.batch
 
 
