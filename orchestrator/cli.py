@@ -48,15 +48,21 @@ def _fmt(v) -> str:
 
 @command
 def cmd_plan(args: argparse.Namespace) -> int:
+    from orchestrator.estimate import describe, hours
     from orchestrator.expand import axis_label, expand
     from orchestrator.tablespec import leak_warnings
     spec = _load(args)
     trials = expand(spec)
     warnings = leak_warnings(spec.tables, [t.config for t in trials])
+    est = _estimate(args, spec, trials) if args.estimate else None
     if args.json:
-        print(json.dumps({"grid": spec.name, "count": len(trials), "warnings": warnings,
-                          "trials": [{"key": t.key, "params": t.params, "config": t.config}
-                                     for t in trials]}, indent=1))
+        out = {"grid": spec.name, "count": len(trials), "warnings": warnings,
+               "trials": [{"key": t.key, "params": t.params, "config": t.config}
+                          for t in trials]}
+        if est is not None:
+            out["estimate"] = {k: est[k] for k in ("device", "total_s", "slots", "wall_s",
+                                                   "cells")}
+        print(json.dumps(out, indent=1))
         return 0
     axes = list(trials[0].params)
     table = Table(title=f"{spec.name}: {len(trials)} cells", title_justify="left")
@@ -64,16 +70,34 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for a in axes:
         table.add_column(axis_label(a))
     table.add_column("key", style="cyan")
+    seconds = {c["key"]: c["seconds"] for c in est["cells"]} if est else {}
+    if est:
+        table.add_column("estimate", justify="right")
     for i, t in enumerate(trials, 1):
-        table.add_row(str(i), *[_fmt(t.params[a]) for a in axes], t.key)
+        extra = [hours(seconds[t.key])] if est else []
+        table.add_row(str(i), *[_fmt(t.params[a]) for a in axes], t.key, *extra)
     console = Console()
     console.print(table)
     epochs = sum(t.config["train"]["epochs"] for t in trials)
     console.print(f"{len(trials)} cells x epochs = [bold]{epochs}[/bold] epochs of training "
                   f"({spec.resources['pack']} cell(s) per trial process)")
+    for line in describe(est) if est else []:
+        console.print(line, highlight=False)
     for w in warnings:
         console.print(f"[yellow]warning: {w}[/]", highlight=False)
     return 0
+
+
+def _estimate(args: argparse.Namespace, spec, trials) -> dict:
+    from orchestrator.estimate import estimate
+    if args.device != "auto" and not _device_ok(args.device):
+        raise GridError(f"--device {args.device}: expected auto, cpu, cuda or cuda:N")
+    return estimate(spec, trials, args.device, args.slots)
+
+
+def _device_ok(name: str) -> bool:
+    from trainers.config import device
+    return device(name)[0] is None
 
 
 @command
@@ -196,6 +220,11 @@ def parser() -> argparse.ArgumentParser:
     s = spec_cmd("plan", "validate a spec and list its cells with their keys")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.add_argument("--smoke", action="store_true", help="plan the --smoke variant")
+    s.add_argument("--estimate", action="store_true", help="time a few real steps of each "
+                   "kind of unit here and estimate the grid's device-hours and wall time")
+    s.add_argument("--device", default="auto", help="with --estimate: auto, cpu, cuda[:N]")
+    s.add_argument("--slots", type=int, help="with --estimate: trials at once (default: "
+                   "this machine's GPUs, or CPUs / resources.cpu)")
     s = spec_cmd("launch", "run the grid's missing cells as Ray Tune trials")
     s.add_argument("--store", help="result store: a folder (default ./runs) or s3://bucket/prefix")
     s.add_argument("--address", help="join an existing Ray cluster (auto, ray://host:10001, "
