@@ -212,7 +212,7 @@ def run_unit(cells: list[Trial], *, store_uri: str | None, spec_sha256: str,
     exception is re-raised: Tune retries the trial, unless it is a GridError."""
     from results.store import open_store
 
-    resumes = resumes or {}
+    resumes = dict(resumes or {})  # emptied when its checkpoints are discarded
     store = open_store(store_uri)
     started = datetime.now(timezone.utc)
     epochs = _Epochs(cells, resumes, checkpoint or (lambda metrics, files: None))
@@ -220,7 +220,7 @@ def run_unit(cells: list[Trial], *, store_uri: str | None, spec_sha256: str,
         for t in cells:
             if t.key in resumes:
                 hooks.at_epoch(t.key, epochs.epoch[t.key], resumed=True)
-        summaries = _train(cells, resumes, epochs)
+        summaries = _train_or_start_over(cells, resumes, epochs)
     except Exception as exc:  # not KeyboardInterrupt: a stopped launch leaves no row
         _write_failed(store, cells, epochs, spec_sha256, started, error_text(exc))
         raise
@@ -229,6 +229,24 @@ def run_unit(cells: list[Trial], *, store_uri: str | None, spec_sha256: str,
         _write(store, t, summary, spec_sha256, started, ended,
                resumed=int(resumes.get(t.key, {}).get("epoch", 0)))
     return [s["status"] for s in summaries]
+
+
+def _train_or_start_over(cells: list[Trial], resumes: dict[str, dict],
+                         epochs: _Epochs) -> list[dict]:
+    """Train from `resumes`; a checkpoint that does not fit the cells (CheckpointError) is
+    discarded with a warning and the unit starts over (`resumes` emptied), instead of
+    failing every retry of every launch."""
+    from trainers.errors import CheckpointError
+    try:
+        return _train(cells, resumes, epochs)
+    except CheckpointError as e:
+        if not resumes:
+            raise
+        for key in resumes:
+            discard(key, str(e))
+        resumes.clear()
+        epochs.__init__(cells, {}, epochs.checkpoint)
+        return _train(cells, resumes, epochs)
 
 
 def _train(cells: list[Trial], resumes: dict[str, dict], epochs: _Epochs) -> list[dict]:

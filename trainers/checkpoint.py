@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from trainers.errors import CheckpointError
+
 # Mixes a cell's seed and epoch into the seed of a generator that cannot take its saved
 # state (another device's algorithm): deterministic, and far from the plain small seeds.
 RESEED_PRIME = 1_000_003
@@ -40,15 +42,20 @@ def own(t: torch.Tensor) -> torch.Tensor:
 def restore_state(state: dict, run: Any) -> tuple[list, float]:
     """Load a `capture_state` checkpoint into `run` (a `trainers.setup.Run`) in place, on
     its device; returns
-    (history, wall_s so far)."""
-    run.model.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])  # moves its state to the params' device
-    run.scheduler.load_state_dict(state["scheduler"])
-    rng = state["rng"]
-    torch.set_rng_state(rng["torch"].cpu())
-    restore_cuda_rng(rng.get("cuda"))
-    restore_generator(run.gen, rng["data"], rng.get("data_device"), int(state["epoch"]))
-    return [dict(h) for h in state["history"]], float(state.get("wall_s", 0.0))
+    (history, wall_s so far). CheckpointError when the state does not fit the cell (a
+    renamed layer, a missing entry): the caller then starts the cell over."""
+    try:
+        run.model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])  # moves its state to the params' device
+        run.scheduler.load_state_dict(state["scheduler"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"].cpu())
+        restore_cuda_rng(rng.get("cuda"))
+        restore_generator(run.gen, rng["data"], rng.get("data_device"), int(state["epoch"]))
+        return [dict(h) for h in state["history"]], float(state.get("wall_s", 0.0))
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        raise CheckpointError(f"cannot restore the checkpoint: {type(e).__name__}: "
+                              f"{' '.join(str(e).split())[:300]}") from e
 
 
 def restore_cuda_rng(states: list[torch.Tensor] | None) -> None:

@@ -21,3 +21,9 @@ def did_you_mean(name: Any, choices: Iterable[Any]) -> str:
     """' (did you mean 'x'?)' when a choice is close to `name`, else ''."""
     close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be restored into this cell (another code version's layout,
+    a torn state). Not the user's mistake and not worth a retry: the caller discards the
+    checkpoint and trains the cell from its first epoch."""

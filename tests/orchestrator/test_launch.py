@@ -406,7 +406,7 @@ def test_a_user_error_in_a_trial_is_not_retried(tiny_spec, tmp_path, ray_cluster
     assert error.startswith("dataset.val_size: 5000 leaves no training images")
     assert "\n" not in error and "Traceback" not in error
     out = buf.getvalue()
-    assert "retry" not in out and "(not retried)" in out and error in out
+    assert f"retry   {key}" not in out and f"failed  {key}: {error} (not retried)" in out
 
 
 @pytest.mark.ray
@@ -470,7 +470,7 @@ def test_worker_node_killed_mid_trial(tiny_spec, tmp_path, monkeypatch, ray_clus
     found = rows(store, "node")
     assert len(found) == 1 and {r["status"] for r in found.values()} == {"completed"}
     assert list(found.values())[0]["resumed_epoch"] == 1
-    assert "retry" in buf.getvalue()  # Tune saw the trial die with its node
+    assert "retry   " in buf.getvalue()  # Tune saw the trial die with its node
 
 
 def test_run_unit_packs_checkpoints_per_epoch_and_resumes(tiny_spec, tmp_path):
@@ -494,3 +494,50 @@ def test_run_unit_packs_checkpoints_per_epoch_and_resumes(tiny_spec, tmp_path):
     assert row["resumed_epoch"] == 1 and row["epochs"] == 2
     epochs = open_store(str(tmp_path / "again")).read_epochs("unit").to_pylist()
     assert sorted(e["epoch"] for e in epochs) == [1, 2]
+
+
+def test_unusable_checkpoints_are_discarded_and_the_cell_starts_over(tiny_spec, tmp_path):
+    """Without Ray: a torn file, a file of the 0.1 format and a state of another model are
+    discarded with a warning; the cell trains from epoch 1 and completes."""
+    import torch
+    cell = expand(tiny_spec("bad", [0.05], train={"epochs": 2}))[0]
+    other = expand(tiny_spec("other", [0.05], train={"epochs": 2},
+                             model={"arch": "nin", "width": 0.25}))[0]
+    saved = []
+    T.run_unit([other], store_uri=str(tmp_path / "o"), spec_sha256="x",
+               checkpoint=lambda m, files: saved.append(files[T.state_file(other.key)]))
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    path = folder / T.state_file(cell.key)
+    path.write_bytes(saved[0][:200])  # torn
+    with pytest.warns(T.CheckpointWarning, match=f"cell {cell.key}: checkpoint discarded"):
+        assert T.load_states(folder, [cell.key]) == {}
+    torch.save({"epoch": 1, "model": {}}, path)  # a bare state, as 0.1 wrote
+    with pytest.warns(T.CheckpointWarning, match="format None, expected 2"):
+        assert T.load_states(folder, [cell.key]) == {}
+    path.write_bytes(saved[0])  # readable, but another model's state
+    resumes = T.load_states(folder, [cell.key])
+    with pytest.warns(T.CheckpointWarning, match="cannot restore the checkpoint"):
+        assert T.run_unit([cell], store_uri=str(tmp_path / "runs"), spec_sha256="x",
+                          resumes=resumes) == ["completed"]
+    row = rows(tmp_path / "runs", "bad")[cell.key]
+    assert row["resumed_epoch"] == 0 and row["epochs"] == 2
+
+
+@pytest.mark.ray
+def test_a_corrupt_checkpoint_of_an_earlier_launch_is_discarded(tiny_spec, tmp_path,
+                                                                 monkeypatch, ray_cluster):
+    spec = tiny_spec("corrupt", [0.05], train={"epochs": 2}, max_failures=0)
+    key = expand(spec)[0].key
+    store = str(tmp_path / "runs")
+    monkeypatch.setenv(hooks.FAIL_INJECT_ENV, f"{key}:1:1")
+    monkeypatch.setenv(hooks.FAIL_INJECT_DIR_ENV, str(tmp_path / "markers"))
+    assert L.launch(spec, store_uri=store, address=ray_cluster.address,
+                    console=console()[0]) == 1
+    (checkpoint,) = K.previous_checkpoints(open_store(store), "corrupt", [key]).values()
+    (Path(checkpoint) / T.state_file(key)).write_bytes(b"not a checkpoint")
+    con, buf = console()
+    assert L.launch(spec, store_uri=store, address=ray_cluster.address, console=con) == 0
+    assert "resuming 1 cells" in buf.getvalue()  # found, then discarded by the trial
+    row = rows(tmp_path / "runs", "corrupt")[key]
+    assert row["status"] == "completed" and row["resumed_epoch"] == 0 and row["epochs"] == 2
