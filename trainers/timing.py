@@ -42,12 +42,9 @@ def _stand_in(config: dict, images: int, device: torch.device) -> dict:
     return cfg
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _head(run, images: int):
+def head(run, images: int):
+    """`run` (a `trainers.setup.Run`) training on only its first `images` training images:
+    one epoch is then a fixed number of steps."""
     data = dataclasses.replace(run.data, train_x=run.data.train_x[:images],
                                train_y=run.data.train_y[:images])
     return dataclasses.replace(run, data=data)
@@ -69,26 +66,26 @@ def time_unit(configs: list[dict], device: torch.device, steps: int = 3,
         r = runs[0]
         step = make_step(r.model, r.optimizer, r.scheduler, loss_fn, device=device,
                          captured=bool(r.config["train"]["compile"]), **fmt)
-        one = lambda n: train_epoch(step, _head(r, n * batch).data, r.gen, batch)  # noqa: E731
+        one = lambda n: train_epoch(step, head(r, n * batch).data, r.gen, batch)  # noqa: E731
     else:
         from trainers.fused import Fused
         fused = Fused([r.model for r in runs], fmt["memory_format"]) \
             if pack_mode("auto", device) == "vmap" else None
-        one = lambda n: train_packed_epoch([_head(r, n * batch) for r in runs],  # noqa: E731
+        one = lambda n: train_packed_epoch([head(r, n * batch) for r in runs],  # noqa: E731
                                            loss_fn, batch, fused=fused, **fmt)
     one(warmup)
-    _sync(device)
+    runtime.sync(device)
     t1 = time.perf_counter()
     one(steps)
-    _sync(device)
+    runtime.sync(device)
     step_s = (time.perf_counter() - t1) / steps
     r = runs[0]
     test = r.data.test_x[:min(len(r.data.test_x), 1000)]
     evaluate(r.model, test, r.data.test_y[:len(test)], r.data.preprocess, **fmt)  # warm-up
-    _sync(device)
+    runtime.sync(device)
     t2 = time.perf_counter()
     evaluate(r.model, test, r.data.test_y[:len(test)], r.data.preprocess, **fmt)
-    _sync(device)
+    runtime.sync(device)
     eval_s = (time.perf_counter() - t2) / len(test)
     return {"step_s": step_s, "eval_image_s": eval_s, "setup_s": setup_s,
             "device": runtime.device_name(device)}
