@@ -26,7 +26,7 @@ def command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
 def _load(args: argparse.Namespace):
     from orchestrator.spec import load_spec, smoke
     path = args.spec
-    if getattr(args, "from_submit", False):  # the driver of a `--submit` job
+    if getattr(args, "from_submit", False):  # the driver of a --submit job: from its env
         from orchestrator.submit import spec_from_env
         path = spec_from_env(path)
     spec = load_spec(path, getattr(args, "set", None) or ())
@@ -52,15 +52,21 @@ def _fmt(v) -> str:
 
 @command
 def cmd_plan(args: argparse.Namespace) -> int:
+    from orchestrator.estimate import describe, hours
     from orchestrator.expand import axis_label, expand
     from orchestrator.tablespec import leak_warnings
     spec = _load(args)
     trials = expand(spec)
     warnings = leak_warnings(spec.tables, [t.config for t in trials])
+    est = _estimate(args, spec, trials) if args.estimate else None
     if args.json:
-        print(json.dumps({"grid": spec.name, "count": len(trials), "warnings": warnings,
-                          "trials": [{"key": t.key, "params": t.params, "config": t.config}
-                                     for t in trials]}, indent=1))
+        out = {"grid": spec.name, "count": len(trials), "warnings": warnings,
+               "trials": [{"key": t.key, "params": t.params, "config": t.config}
+                          for t in trials]}
+        if est is not None:
+            out["estimate"] = {k: est[k] for k in ("device", "total_s", "slots", "wall_s",
+                                                   "cells")}
+        print(json.dumps(out, indent=1))
         return 0
     axes = list(trials[0].params)
     table = Table(title=f"{spec.name}: {len(trials)} cells", title_justify="left")
@@ -68,29 +74,38 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for a in axes:
         table.add_column(axis_label(a))
     table.add_column("key", style="cyan")
+    seconds = {c["key"]: c["seconds"] for c in est["cells"]} if est else {}
+    if est:
+        table.add_column("estimate", justify="right")
     for i, t in enumerate(trials, 1):
-        table.add_row(str(i), *[_fmt(t.params[a]) for a in axes], t.key)
+        extra = [hours(seconds[t.key])] if est else []
+        table.add_row(str(i), *[_fmt(t.params[a]) for a in axes], t.key, *extra)
     console = Console()
     console.print(table)
     epochs = sum(t.config["train"]["epochs"] for t in trials)
     console.print(f"{len(trials)} cells x epochs = [bold]{epochs}[/bold] epochs of training "
                   f"({spec.resources['pack']} cell(s) per trial process)")
+    for line in describe(est) if est else []:
+        console.print(line, highlight=False)
     for w in warnings:
         console.print(f"[yellow]warning: {w}[/]", highlight=False)
     return 0
 
 
+def _estimate(args: argparse.Namespace, spec, trials) -> dict:
+    from orchestrator.estimate import estimate
+    from trainers.config import device
+    if args.device != "auto" and device(args.device)[0] is not None:
+        raise GridError(f"--device {args.device}: expected auto, cpu, cuda or cuda:N")
+    return estimate(spec, trials, args.device, args.slots)
+
+
 @command
 def cmd_launch(args: argparse.Namespace) -> int:
-    if args.follow and not args.submit:
-        raise GridError("--follow: only with --submit (a launch in this terminal follows "
-                        "itself)")
     spec = _load(args)
-    if args.submit and not args.dry_run:
-        from orchestrator.submit import submit
-        return submit(spec, store_uri=args.store, address=args.address, sets=args.set,
-                      smoke=args.smoke, force=args.force, wait=args.wait,
-                      max_concurrent=args.max_concurrent, follow=args.follow)
+    if args.submit or args.follow:  # a Ray Job on a running cluster
+        from orchestrator.submit import submit_command
+        return submit_command(spec, args)
     from orchestrator.launch import launch  # Ray is only imported by what launch calls
     return launch(spec, store_uri=args.store, address=args.address,
                   max_concurrent=args.max_concurrent, force=args.force, dry_run=args.dry_run,
@@ -206,6 +221,11 @@ def parser() -> argparse.ArgumentParser:
     s = spec_cmd("plan", "validate a spec and list its cells with their keys")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.add_argument("--smoke", action="store_true", help="plan the --smoke variant")
+    s.add_argument("--estimate", action="store_true", help="time a few real steps of each "
+                   "kind of unit here and estimate the grid's device-hours and wall time")
+    s.add_argument("--device", default="auto", help="with --estimate: auto, cpu, cuda[:N]")
+    s.add_argument("--slots", type=int, help="with --estimate: trials at once (default: "
+                   "this machine's GPUs, or CPUs / resources.cpu)")
     s = spec_cmd("launch", "run the grid's missing cells as Ray Tune trials")
     s.add_argument("--store", help="result store: a folder (default ./runs) or s3://bucket/prefix")
     s.add_argument("--address", help="join an existing Ray cluster (auto, ray://host:10001, "
@@ -221,11 +241,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="say what would run; start nothing")
     s.add_argument("--dashboard-host", default="127.0.0.1",
                    help="interface the local Ray dashboard binds to (default: localhost only)")
-    s.add_argument("--submit", action="store_true",
-                   help="run the launch as a Ray Job on the cluster at --address (its "
-                        "dashboard, http://HEAD:8265) and return; docs/cluster.md")
-    s.add_argument("--follow", action="store_true",
-                   help="with --submit: stream the job's log until it ends; exit with its status")
+    s.add_argument("--submit", action="store_true", help="as a Ray Job: --address http://HEAD:8265")
+    s.add_argument("--follow", action="store_true", help="with --submit: stream its log")
     s.add_argument("--from-submit", action="store_true", help=argparse.SUPPRESS)
     s = spec_cmd("status", "per-cell status from the result store (no Ray)")
     s.add_argument("--store")

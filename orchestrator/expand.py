@@ -14,6 +14,7 @@ from typing import Any
 
 from trainers import config as C
 from trainers.config import axis_label  # noqa: F401  (the cli and launch import it from here)
+from trainers.cadence import eval_every
 from orchestrator.errors import GridError
 from orchestrator.keys import cell_key
 from orchestrator.spec import Spec
@@ -50,6 +51,11 @@ def resolve(spec: Spec, overrides: dict[str, Any]) -> dict:
         C.set_path(cfg, path, copy.deepcopy(value))
     for path, cap in spec.forced.items():
         C.set_path(cfg, path, _cap(C.get_path(cfg, path), cap))
+    # `eval_every: auto` is settled here, where the tables are known (trainers/cadence.py);
+    # it is NON_IDENTITY, so the number it becomes moves no key.
+    train = cfg["train"]
+    uses_best = any(t.get("at") == "best" for t in spec.tables)
+    train["eval_every"] = eval_every(train["eval_every"], train["epochs"], uses_best)
     return cfg
 
 

@@ -1,7 +1,8 @@
 """Test support: hooks that tests arm through the environment, so a test drives a real trial
 (inside a Ray worker process) by events instead of by the clock. Production code calls them
-through one seam, `at_epoch`, after each epoch's checkpoint and at the start of a resumed
-attempt; unarmed, it does nothing. `grid launch` forwards these variables to the trials.
+through one seam, `at_epoch`, after each epoch's report (with its checkpoint, on the epochs
+the cadence picks; the test specs set `train.checkpoint_s: 0`, a checkpoint every epoch) and
+at the start of a resumed attempt; unarmed, it does nothing. `grid launch` forwards these variables to the trials.
 
 GRID_FAIL_INJECT="<key prefix or *>:<epoch>:<times>[,...]"
     a matching cell's trial raises `InjectedFailure` right after epoch <epoch> is checkpointed

@@ -54,9 +54,12 @@ def launch(spec, *, store_uri: str | None = None, address: str | None = None,
             if skipped:
                 console.print(f"skipping {len(skipped)} finished cells (completed or "
                               f"diverged; --force reruns them)")
+            if not todo:  # the launch we waited for finished them
+                console.print(f"{spec.name}: all {len(cells)} cells are finished; nothing to run")
+                return 0
             return _run(spec, store, todo, len(skipped), address=address, force=force,
                         max_concurrent=max_concurrent, console=console,
-                        dashboard_host=dashboard_host) if todo else 0
+                        dashboard_host=dashboard_host)
     except LeaseHeld as e:
         console.print(Text(f"{e}", style="red"))
         return 1

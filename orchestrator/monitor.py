@@ -22,7 +22,7 @@ from orchestrator.expand import Trial, axis_label
 CELL_GAUGES = {
     "grid_cell_epoch": ("epoch", "the last epoch a cell finished"),
     "grid_cell_train_loss": ("train_loss", "a cell's training loss in its last epoch"),
-    "grid_cell_val_acc": ("val_acc", "a cell's validation accuracy (fraction) after its last epoch"),
+    "grid_cell_val_acc": ("val_acc", "a cell's validation accuracy (fraction), last epoch"),
     "grid_cell_test_acc": ("test_acc", "a cell's test accuracy (fraction) after its last epoch"),
     "grid_cell_images_per_s": ("images_per_s", "training images per second of a cell"),
 }

@@ -107,6 +107,21 @@ def entrypoint(spec, store: str, *, sets: list[str], smoke: bool, force: bool,
     return shlex.join(parts)
 
 
+def submit_command(spec, args) -> int:
+    """`grid launch --submit [--follow] [--dry-run]` from its parsed arguments."""
+    if not args.submit:
+        raise GridError("--follow: only with --submit (a launch here follows itself)")
+    flags = dict(sets=args.set, smoke=args.smoke, force=args.force, wait=args.wait,
+                 max_concurrent=args.max_concurrent)
+    if args.dry_run:
+        store = store_for_job(args.store)
+        print(f"would submit {spec.name} as Ray job {submission_prefix(spec.name, store)}-<n>: "
+              f"{entrypoint(spec, store, **flags)} (dry run: nothing submitted)")
+        return 0
+    return submit(spec, store_uri=args.store, address=args.address, follow=args.follow,
+                  **flags)
+
+
 def spec_from_env(name: str) -> str:
     """On the job's driver: the submitted spec written back to a file named `name`."""
     text = os.environ.get(SPEC_ENV)

@@ -3,7 +3,11 @@ checkpoint through a callback, and write the result rows to the store itself.
 
 A trial ("unit") is one cell, or a pack of cells trained as one fused model
 (`resources.pack`). `orchestrator/launch.py` wraps `run_unit` in a Tune function trainable
-and passes a `checkpoint(metrics, files)` callback that turns into `tune.report`.
+and passes a `checkpoint(metrics, files)` callback that turns into `tune.report`: called
+after every epoch, with the cells' checkpoint files only on the epochs the checkpoint
+cadence picks (`trainers/cadence.py`), an empty mapping on the others. A retry resumes at
+the last checkpoint and redoes the epochs after it; its history restarts from the
+checkpoint's, so the rows hold each epoch once.
 
 The trial writes its own rows (completed or diverged; a failure with its error in its own
 place, `Store.write_failure`) so that no result depends on the driver surviving and no failed
@@ -139,11 +143,15 @@ def _serialise(state: dict) -> bytes:
 
 
 class _Epochs:
-    """Collects the cells' per-epoch reports and checkpoints once every cell still
-    training has reported the epoch (a pack reports its cells one by one)."""
+    """Collects the cells' per-epoch reports. Once every cell still training has reported
+    an epoch (a pack reports its cells one by one) it calls `checkpoint(metrics, files)`:
+    with the cells' serialised states when `trainers.cadence.CheckpointCadence` says one is
+    due (every `train.checkpoint_every` epochs or `train.checkpoint_s` seconds, and always
+    when nothing trains after it), else with no files (Tune still gets the metrics)."""
 
     def __init__(self, cells: list[Trial], resumes: dict[str, dict], checkpoint: Checkpoint,
                  observe: Observe | None = None):
+        from trainers.cadence import CheckpointCadence
         self.cells, self.checkpoint, self.observe = cells, checkpoint, observe
         self.epoch = {t.key: int(resumes.get(t.key, {}).get("epoch", 0)) for t in cells}
         self.history = {t.key: list(resumes.get(t.key, {}).get("history", [])) for t in cells}
@@ -153,21 +161,38 @@ class _Epochs:
         # A resumed cell ahead of the others reports nothing for a while: its state must
         # still be in every checkpoint.
         self.states = {k: _serialise(s) for k, s in resumes.items()}
+        self.live: dict[str, dict] = {}  # states reported since the last checkpoint
         self.last: dict[str, dict] = {}
+        self.cadence = CheckpointCadence(cells[0].config["train"], min(self.epoch.values()))
 
     def report(self, key: str, metrics: dict, state: dict) -> None:
-        self.states[key], self.last[key] = _serialise(state), metrics
+        self.live[key], self.last[key] = state, metrics
         self.epoch[key], self.history[key] = metrics["epoch"], list(state["history"])
         self.stopped[key] = diverged(metrics)
+        if self.stopped[key]:  # it trains no more: its state is final, save it now
+            self.states[key] = _serialise(self.live.pop(key))
         if self.observe is not None:
             self.observe(key, metrics)
         epoch = metrics["epoch"]
         if any(self.epoch[k] < epoch and not self.stopped[k] for k in self.epoch):
             return  # other cells of the pack still train this epoch
-        self.checkpoint(self._metrics(epoch), {state_file(k): b for k, b in self.states.items()})
+        files = None
+        if self.cadence.due(epoch, final=self._final()):
+            # Serialised only now: the live states are still this epoch's (the trainer
+            # waits for this call), and epochs without a checkpoint cost no copy.
+            self.states.update({k: _serialise(s) for k, s in self.live.items()})
+            self.live.clear()
+            files = {state_file(k): b for k, b in self.states.items()}
+            self.cadence.done(epoch)
+        self.checkpoint(self._metrics(epoch), files or {})
         for t in self.cells:
             if self.epoch[t.key] == epoch:
                 hooks.at_epoch(t.key, epoch)
+
+    def _final(self) -> bool:
+        """Nothing trains after this epoch: every cell stopped or did its last epoch."""
+        return all(self.stopped[t.key] or self.epoch[t.key] >= t.config["train"]["epochs"]
+                   for t in self.cells)
 
     def _metrics(self, epoch: int) -> dict:
         now = [m for m in self.last.values() if m.get("epoch") == epoch]
@@ -187,7 +212,9 @@ def run_unit(cells: list[Trial], *, store_uri: str | None, spec_sha256: str,
              observe: Observe | None = None) -> list[str]:
     """Train `cells` (one cell: `trainers.loop.train`; several: `trainers.pack.train_packed`),
     resuming each from its state in `resumes`; call `observe(key, metrics)` after each
-    cell's epoch and `checkpoint(metrics, files)` once per epoch of the unit; write every cell's row and epochs to the store. Returns the cells' statuses.
+    cell's epoch and `checkpoint(metrics, files)` once per epoch of the unit (files only
+    when a checkpoint is due); write every cell's row and epochs to the store. Returns the
+    cells' statuses.
 
     On an exception, failure rows (with the error and the epochs done) are written and the
     exception is re-raised: Tune retries the trial, unless it is a GridError."""

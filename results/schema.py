@@ -28,7 +28,9 @@ STATUSES = ("completed", "diverged", "failed")
 FINISHED = ("completed", "diverged")  # results: what `grid launch` skips (unless --force)
 # What the trainer reports each epoch (design.md); final_* and best_* repeat them per trial.
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
-EPOCH_FIELDS = ("epoch", "lr") + METRICS + ("epoch_s", "images_per_s")
+# epoch_wall_s (the epoch with its report and checkpoint) came later: files written before it
+# lack the column, and read back with it null (`results.base.unify`).
+EPOCH_FIELDS = ("epoch", "lr") + METRICS + ("epoch_s", "images_per_s", "epoch_wall_s")
 PROVENANCE = ("spec_sha256", "grid_version", "git_commit", "python_version", "torch_version",
               "ray_version", "cuda_version", "device", "hostname", "started", "ended")
 

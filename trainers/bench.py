@@ -38,6 +38,8 @@ from trainers.naive import Naive
 from trainers.naive import seed_cifar10 as _seed_cifar10  # noqa: F401  (the tests' handle)
 from trainers.pack import pack_mode, train_packed_epoch
 from trainers.setup import setup
+from trainers.step import make_step
+from trainers.timing import head
 
 EPOCH_IMAGES = 45_000  # a CIFAR-10 training epoch after the usual 5,000-image validation split
 QUICK = {"width": "0.125", "batch": 16, "steps": 1, "warmup": 1, "repeats": 1, "pack": 2,
@@ -93,18 +95,6 @@ def config_for(root: str, args: argparse.Namespace, width: float, seed: int = 0,
     return cfg
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _head(cell, images: int):
-    """`cell` training on only its first `images` training images: one epoch, fixed steps."""
-    data = dataclasses.replace(cell.data, train_x=cell.data.train_x[:images],
-                               train_y=cell.data.train_y[:images])
-    return dataclasses.replace(cell, data=data)
-
-
 class Ours:
     """Our trainer's steps: `loop.train_epoch` over exactly `steps` batches."""
 
@@ -112,12 +102,15 @@ class Ours:
         self.cell, self.batch = setup(cfg, device=device), cfg["train"]["batch_size"]
         self.fmt, self.device = self.cell.fmt, device
         self.loss_fn = nn.CrossEntropyLoss()
+        c = self.cell
+        self.step = make_step(c.model, c.optimizer, c.scheduler, self.loss_fn,
+                              captured=bool(cfg["train"]["compile"]), device=device, **self.fmt)
 
     def run(self, steps: int) -> int:
         runtime.configure_cudnn(self.device)  # as setup sets it: Naive turns it off
-        c = _head(self.cell, steps * self.batch)
-        loop.train_epoch(c.model, c.data, c.gen, c.optimizer, c.scheduler, self.loss_fn,
-                         self.batch, **self.fmt)
+        c = head(self.cell, steps * self.batch)
+        c.model.train()
+        loop.train_epoch(self.step, c.data, c.gen, self.batch)
         return steps * self.batch
 
 
@@ -136,7 +129,7 @@ class Packed:
             return sum(o.run(steps) for o in self.ours)
         runtime.configure_cudnn(self.ours[0].device)
         batch = self.ours[0].batch
-        cells = [_head(o.cell, steps * batch) for o in self.ours]
+        cells = [head(o.cell, steps * batch) for o in self.ours]
         train_packed_epoch(cells, self.ours[0].loss_fn, batch, fused=self.fused, **self.fmt)
         return steps * batch * len(cells)
 
@@ -151,10 +144,10 @@ def measure(runners: dict[str, object], args: argparse.Namespace,
     rounds, spent = 0, 0.0
     while rounds < args.repeats or (spent < args.min_time and rounds < MAX_ROUNDS):
         for name in list(runners) if rounds % 2 == 0 else list(reversed(runners)):
-            _sync(device)
+            runtime.sync(device)
             t0 = time.perf_counter()
             images = runners[name].run(args.steps)
-            _sync(device)
+            runtime.sync(device)
             seconds = time.perf_counter() - t0
             rates[name].append(images / seconds)
             spent += seconds

@@ -24,12 +24,19 @@ def capture_state(run: Any, wall_s: float) -> dict:
     """The full checkpoint of `run` (a `trainers.setup.Run`) after the last epoch in its
     `history` (live tensors: save at once)."""
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
-    return {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+    return {"model": {k: own(v) for k, v in run.model.state_dict().items()}, "optimizer": run.optimizer.state_dict(),
             "scheduler": run.scheduler.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "cuda": cuda, "data": run.gen.get_state(),
                     "data_device": run.gen.device.type},
             "epoch": len(run.history), "history": [dict(h) for h in run.history],
             "wall_s": wall_s}
+
+
+def own(t: torch.Tensor) -> torch.Tensor:
+    """`t`, copied when it is a view into a larger buffer (a packed cell's parameters and
+    batch-norm statistics are views of the pack's K-cell buffers: saved as they are, each
+    cell's checkpoint would hold the whole pack)."""
+    return t.clone() if t.untyped_storage().nbytes() > t.numel() * t.element_size() else t
 
 
 def restore_state(state: dict, run: Any) -> tuple[list, float]:

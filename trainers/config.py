@@ -48,6 +48,10 @@ DEFAULTS: dict[str, Any] = {
         "channels_last": "auto",
         "compile": False,
         "device": "auto",
+        # Cadences (trainers/cadence.py): speed, not numbers, so NON_IDENTITY.
+        "checkpoint_every": None,
+        "checkpoint_s": 60.0,
+        "eval_every": "auto",
     },
 }
 
@@ -64,10 +68,12 @@ SHORT = {v: k for k, v in ALIASES.items()}
 
 # Where and how a cell runs, not what it trains: left out of its key so that the same cell has
 # the same key on a laptop and on a cluster with another data root. channels_last and compile
-# change speed, not the numbers (to float tolerance). A future cadence of checkpoints or logs
-# belongs here too.
+# change speed, not the numbers (to float tolerance); the checkpoint cadence changes nothing
+# trained, and the evaluation cadence only which epochs have val/test metrics (the final
+# epoch always has them, identical).
 NON_IDENTITY = ("dataset.root", "dataset.download", "train.device", "train.channels_last",
-                "train.compile")
+                "train.compile", "train.checkpoint_every", "train.checkpoint_s",
+                "train.eval_every")
 
 DATASETS = ("cifar10", "cifar100", "synthetic")
 AUGMENTS = ("crop", "flip", "cutout")
@@ -167,6 +173,13 @@ def milestones(v):
     return None, sorted(v)
 
 
+def auto_or_count(v):
+    """'auto' or a positive integer."""
+    if v == "auto":
+        return None, v
+    return number(0, integer=True)(v)
+
+
 def device(v):
     if isinstance(v, str) and (v in ("auto", "cpu", "cuda") or v.startswith("cuda:")):
         return None, v
@@ -207,6 +220,9 @@ CHECKS: dict[str, Callable[[Any], tuple[str | None, Any]]] = {
     "train.channels_last": tri_state,
     "train.compile": boolean,
     "train.device": device,
+    "train.checkpoint_every": number(0, integer=True, optional=True),
+    "train.checkpoint_s": number(0, lo_open=False),
+    "train.eval_every": auto_or_count,
 }
 
 SECTIONS = ("dataset", "model", "train", "train.optimizer", "train.schedule")

@@ -1,14 +1,20 @@
 """K models of one architecture as one vmapped model, for the packed trainer's vmap mode.
 
 `torch.vmap` over `torch.func.functional_call` runs each model on its OWN batch: every conv
-becomes one grouped conv (groups = K) and every batch norm one with K x C channels. The
-parameters stay each model's own leaf tensors, stacked inside the forward (torch.stack's
-backward hands each model its gradient); batch-norm buffers are stacked once, with each
-model's buffer a view of its slice (`share_buffers`).
+becomes one grouped conv (groups = K) and every batch norm one with K x C channels.
+
+The parameters are laid out once, when the `Fused` is built (once per pack, and again only
+when the set of cells training changes): one K x P buffer, row k holding model k's P
+parameter values, and each model's parameters re-pointed at views of its row. The fused
+forward then reads every stacked weight as a view of that buffer (no `torch.stack` per
+step), the backward writes one K x P gradient buffer, and each model's `.grad` is a view of
+its row, so each cell's own optimizer steps its own parameters in place, as unpacked.
+Batch-norm buffers are stacked the same way (`share_buffers`).
 """
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 
 import torch
@@ -22,25 +28,19 @@ NO_AS_STRIDED_RULE = r".*batching rule for aten::as_strided_"
 
 class Fused:
     """K models of one architecture as one vmapped model: `fused(x)` maps K x B x 3 x H x W
-    inputs (cell k's batch at x[k]) to K x B x classes logits, each conv one grouped conv."""
+    inputs (cell k's batch at x[k]) to K x B x classes logits, each conv one grouped conv.
+    Call `zero_grad()` before each backward (not the optimizers' own, which would drop the
+    gradient views)."""
 
     def __init__(self, models: list[nn.Module], memory_format=torch.contiguous_format):
         self.base = copy.deepcopy(models[0]).to("meta")  # the structure; holds no data
-        self.params = [dict(m.named_parameters()) for m in models]
         self.nhwc = memory_format == torch.channels_last
+        self.flat, self.layout = flatten_params(models, self.nhwc)
         self.buffers = share_buffers(models)
         self._vmapped = torch.vmap(self._forward, randomness="different")
 
     def _forward(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.base, (params, buffers), (x,))
-
-    def stack(self, tensors: list[torch.Tensor]) -> torch.Tensor:
-        """torch.stack of the K cells' parameters; with channels_last, 4-d weights laid out
-        K x Cout x kh x kw x Cin so that vmap's grouped conv (weight K*Cout x Cin x kh x kw)
-        sees a channels_last weight without a copy."""
-        if self.nhwc and tensors[0].dim() == 4:
-            return torch.stack([t.permute(0, 2, 3, 1) for t in tensors]).permute(0, 1, 4, 2, 3)
-        return torch.stack(tensors)
 
     def stack_inputs(self, xs: list[torch.Tensor]) -> torch.Tensor:
         """The K cells' batches (each B x C x H x W) as K x B x C x H x W; with channels_last,
@@ -50,12 +50,52 @@ class Fused:
             return torch.stack([x.permute(0, 2, 3, 1) for x in xs], 3).permute(3, 0, 4, 1, 2)
         return torch.stack(xs)
 
+    def zero_grad(self) -> None:
+        self.flat.grad.zero_()
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        params = {n: self.stack([p[n] for p in self.params]) for n in self.params[0]}
         self.base.train()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=NO_AS_STRIDED_RULE)
+            # Views, made anew each step (a view op per parameter; no data moves).
+            params = {n: _view(self.flat, *at, self.nhwc) for n, at in self.layout.items()}
             return self._vmapped(params, self.buffers, x)
+
+
+def _view(row: torch.Tensor, offset: int, shape: torch.Size, nhwc: bool) -> torch.Tensor:
+    """Elements [offset, offset + numel) of the last dim of `row` (P, or K x P) as `shape`;
+    a 4-d weight with channels_last is stored Cout x kh x kw x Cin, so that it (and vmap's
+    grouped-conv weight K*Cout x Cin x kh x kw) is channels_last without a copy."""
+    lead = row.shape[:-1]
+    chunk = row[..., offset:offset + math.prod(shape)]
+    if nhwc and len(shape) == 4:
+        o, i, h, w = shape
+        perm = [d + len(lead) for d in (0, 3, 1, 2)]
+        return chunk.view(*lead, o, h, w, i).permute(*range(len(lead)), *perm)
+    return chunk.view(*lead, *shape)
+
+
+def flatten_params(models: list[nn.Module], nhwc: bool) -> tuple[torch.Tensor, dict]:
+    """One K x P leaf buffer (and its K x P gradient) holding the models' parameters;
+    each model's parameters and their `.grad` become views of its row. Returns the buffer
+    and its layout, {name: (offset, shape)}."""
+    named = [dict(m.named_parameters()) for m in models]
+    layout, offset = {}, 0
+    for name, p in named[0].items():
+        layout[name] = (offset, p.shape)
+        offset += p.numel()
+    first = next(iter(named[0].values()))
+    flat = torch.empty(len(models), offset, device=first.device, dtype=first.dtype)
+    flat.grad = torch.zeros_like(flat)
+    with torch.no_grad():
+        for k, params in enumerate(named):
+            for name, p in params.items():
+                view = _view(flat[k], *layout[name], nhwc)
+                view.copy_(p)
+                p.data = view
+                p.grad = _view(flat.grad[k], *layout[name], nhwc)
+    flat.requires_grad_(True)
+    return flat, layout
 
 
 def share_buffers(models: list[nn.Module]) -> dict[str, torch.Tensor]:

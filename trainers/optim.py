@@ -24,10 +24,14 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], train_cfg: dict) -> to
     """SGD (momentum, nesterov), Adam or AdamW with `train.lr` and `train.optimizer.*`.
 
     Weight decay applies to every parameter, as in the papers. On CUDA the fused kernels are
-    used (one launch for all parameters); elsewhere PyTorch's default (foreach) path.
+    used (one launch for all parameters); elsewhere PyTorch's default (foreach) path. With
+    `train.compile` the lr is a 0-dim tensor, which the schedule updates in place, so the
+    compiled optimizer step (`trainers.step`) is not recompiled at every new lr.
     """
     params = list(params)
     opt, lr = train_cfg["optimizer"], train_cfg["lr"]
+    if train_cfg.get("compile"):
+        lr = torch.tensor(float(lr))
     wd = opt.get("weight_decay", 0.0)
     momentum = opt.get("momentum", 0.0)
     fused = {"fused": True} if params and all(p.is_cuda for p in params) else {}

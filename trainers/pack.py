@@ -42,12 +42,14 @@ import torch
 from torch import nn
 
 from trainers import runtime
+from trainers.cadence import evaluates
 from trainers.checkpoint import capture_state
 from trainers.data import train_batches
 from trainers.fused import Fused
 from trainers.loop import epoch_metrics, evaluate
 from trainers.models import count_params
 from trainers.setup import Run, setup
+from trainers.step import make_step
 from trainers.summary import summarize
 
 # What may differ inside a pack (docs/spec.md, resources.pack): per-cell optimizers,
@@ -92,8 +94,7 @@ def _fused_step(fused: Fused, cells: list[Run], batches, loss_fn, autocast):
     with autocast():
         logits = fused(x).float()
     losses = torch.vmap(loss_fn)(logits, y)
-    for c in cells:
-        c.optimizer.zero_grad(set_to_none=True)
+    fused.zero_grad()  # one K x P gradient buffer; each cell's .grad is a view of its row
     # Cells are independent: d(sum)/d(loss_k) = 1 gives each cell its own gradient.
     losses.sum().backward()
     for c in cells:
@@ -102,19 +103,9 @@ def _fused_step(fused: Fused, cells: list[Run], batches, loss_fn, autocast):
     return losses.detach(), (logits.detach().argmax(-1) == y).sum(1)
 
 
-def _loop_step(cells: list[Run], batches, loss_fn, autocast, memory_format):
-    losses, correct = [], []
-    for c, (x, y) in zip(cells, batches):  # loop.train_epoch's step, cell by cell
-        with autocast():
-            logits = c.model(x.contiguous(memory_format=memory_format)).float()
-        loss = loss_fn(logits, y)
-        c.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        c.optimizer.step()
-        c.scheduler.step()
-        losses.append(loss.detach())
-        correct.append((logits.detach().argmax(1) == y).sum())
-    return torch.stack(losses), torch.stack(correct)
+def _loop_step(steps: list, batches):
+    out = [step(x, y) for step, (x, y) in zip(steps, batches)]  # the loop's step, per cell
+    return torch.stack([o[0] for o in out]), torch.stack([o[1] for o in out])
 
 
 def train_packed_epoch(cells: list[Run], loss_fn: nn.Module, batch_size: int, *,
@@ -127,13 +118,15 @@ def train_packed_epoch(cells: list[Run], loss_fn: nn.Module, batch_size: int, *,
     loss_sum = torch.zeros(len(cells), device=device)
     correct = torch.zeros(len(cells), device=device)
     seen = 0
+    steps = [make_step(c.model, c.optimizer, c.scheduler, loss_fn, autocast=autocast,
+                       memory_format=memory_format) for c in cells]
     for c in cells:
         c.model.train()
     for batches in zip(*[train_batches(c.data, batch_size, c.gen) for c in cells]):
         if fused is not None:
             losses, hits = _fused_step(fused, cells, batches, loss_fn, autocast)
         else:
-            losses, hits = _loop_step(cells, batches, loss_fn, autocast, memory_format)
+            losses, hits = _loop_step(steps, batches)
         n = len(batches[0][1])
         loss_sum += losses * n
         correct += hits
@@ -143,31 +136,37 @@ def train_packed_epoch(cells: list[Run], loss_fn: nn.Module, batch_size: int, *,
 
 def run_packed_epoch(epoch: int, cells: list[Run], loss_fn: nn.Module, batch_size: int,
                      memory_format=torch.contiguous_format, autocast=contextlib.nullcontext,
-                     mode: str = "vmap") -> list[dict]:
-    """Train the cells one epoch as one fused model, evaluate each on its val and test
-    sets, and return one metrics dict per cell (the loop's keys)."""
+                     fused: Fused | None = None, evaluate_now: bool = True) -> list[dict]:
+    """Train the cells one epoch (through `fused`, else cell by cell), evaluate each on its
+    val and test sets when `evaluate_now`, and return one metrics dict per cell (the
+    loop's keys)."""
     device = cells[0].data.train_y.device
     wall0, start = time.perf_counter(), runtime.mark(device)
-    lrs = [c.optimizer.param_groups[0]["lr"] for c in cells]
-    fused = Fused([c.model for c in cells], memory_format) if mode == "vmap" else None
+    lrs = [float(c.optimizer.param_groups[0]["lr"]) for c in cells]
     train_loss, train_acc, seen = train_packed_epoch(cells, loss_fn, batch_size, fused=fused,
                                                      autocast=autocast,
                                                      memory_format=memory_format)
     train_end = runtime.mark(device)
     fmt = {"autocast": autocast, "memory_format": memory_format}
-    rows = []
+    rows, evals = [], []
     for k, c in enumerate(cells):
-        val = evaluate(c.model, c.data.val_x, c.data.val_y, c.data.preprocess, **fmt)
-        test = evaluate(c.model, c.data.test_x, c.data.test_y, c.data.preprocess, **fmt)
-        has_val = val is not None  # the same for every cell: the pack shares its dataset
-        rows.append(torch.stack([train_loss[k], train_acc[k], *(val or ()), *test]))
+        ev = [evaluate(c.model, x, y, c.data.preprocess, **fmt) for x, y in
+              ((c.data.val_x, c.data.val_y), (c.data.test_x, c.data.test_y))] \
+            if evaluate_now else [None, None]
+        evals.append([e is not None for e in ev])
+        rows.append(torch.stack([train_loss[k], train_acc[k], *(x for e in ev for x in e or ())]))
     values = torch.stack(rows).tolist()  # the one host sync of the epoch
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     train_s = max(runtime.seconds_between(start, train_end), 1e-9)
-    # images_per_s per cell: its own images over the pack's shared training time.
-    return [epoch_metrics(epoch, lr, v, has_val, time.perf_counter() - wall0, seen / train_s)
-            for lr, v in zip(lrs, values)]
+    out = []
+    for lr, v, (has_val, has_test) in zip(lrs, values, evals):
+        val = v[2:4] if has_val else None
+        test = v[-2:] if has_test else None
+        # images_per_s per cell: its own images over the pack's shared training time.
+        out.append(epoch_metrics(epoch, lr, v[:2], val, test, time.perf_counter() - wall0,
+                                 seen / train_s))
+    return out
 
 
 def train_packed(configs: list[dict], reports: list[Callable] | None = None,
@@ -193,20 +192,30 @@ def train_packed(configs: list[dict], reports: list[Callable] | None = None,
         cells[-1].report, loaded[seed] = report, cells[-1].data
     if all(r is None for r in resumes):
         torch.manual_seed(tcfg["seed"])  # the pack's dropout stream: the first cell's seed
-    fmt = {**cells[0].fmt, "mode": pack_mode(mode, device)}  # one precision, one layout
+    fmt = cells[0].fmt  # one precision, one layout
+    vmap = pack_mode(mode, device) == "vmap"
     loss_fn = nn.CrossEntropyLoss(label_smoothing=tcfg["label_smoothing"])
 
+    fused, fused_for = None, []
     for epoch in range(1, tcfg["epochs"] + 1):
         # Cells still training that have done epoch - 1 epochs (resumed ones ahead wait).
         active = [c for c in cells if c.status != "diverged" and len(c.history) == epoch - 1]
         if not active:
             continue
-        for cell, metrics in zip(active, run_packed_epoch(epoch, active, loss_fn,
-                                                          tcfg["batch_size"], **fmt)):
-            cell.history.append(metrics)
+        if vmap and [id(c) for c in active] != fused_for:  # built once, again only when a cell leaves or joins
+            fused = Fused([c.model for c in active], fmt["memory_format"])
+            fused_for = [id(c) for c in active]
+        wall0 = time.perf_counter()
+        metrics = run_packed_epoch(epoch, active, loss_fn, tcfg["batch_size"], **fmt,
+                                   fused=fused if vmap else None,
+                                   evaluate_now=evaluates(epoch, tcfg))
+        for cell, m in zip(active, metrics):
+            cell.history.append(m)
             if cell.report is not None:
                 wall = cell.prior_wall + time.perf_counter() - t0
-                cell.report(metrics, capture_state(cell, wall))
+                cell.report(m, capture_state(cell, wall))
+        for cell in active:  # each cell's epoch with every report of the pack included
+            cell.history[-1] = {**cell.history[-1], "epoch_wall_s": time.perf_counter() - wall0}
     wall = time.perf_counter() - t0
     return [summarize(c.history, c.status, count_params(c.model), c.prior_wall + wall,
                       runtime.device_name(device)) for c in cells]

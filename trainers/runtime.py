@@ -49,6 +49,12 @@ def memory_format(train_cfg: dict, device: torch.device) -> torch.memory_format:
     return torch.channels_last if on else torch.contiguous_format
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the GPU's queued work (nothing to wait for on a CPU): before reading a clock."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def mark(device: torch.device):
     """A point in time that does not sync the GPU (a CUDA event; perf_counter on CPU)."""
     if device.type == "cuda":

@@ -9,9 +9,11 @@ import math
 
 # An epoch's metrics (docs/design.md). `images_per_s` is training throughput only: images
 # of the training pass per second of it, evaluation excluded; inside a pack it is per cell
-# (each cell's own images over the pack's shared training time).
+# (each cell's own images over the pack's shared training time). `epoch_wall_s` is the
+# epoch's whole wall time, its report (checkpoint, upload) included: the overhead is
+# epoch_wall_s - epoch_s.
 METRIC_KEYS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss",
-               "test_acc", "epoch_s", "images_per_s")
+               "test_acc", "epoch_s", "images_per_s", "epoch_wall_s")
 
 
 def diverged(metrics: dict) -> bool:
@@ -24,7 +26,9 @@ def diverged(metrics: dict) -> bool:
 
 def summarize(history: list[dict], status: str, params: int, wall_s: float, device: str) -> dict:
     """The summary of docs/design.md; best is by val_acc (test_acc when there is no val)."""
-    key = "val_acc" if history and history[0]["val_acc"] is not None else "test_acc"
+    # Epochs between evaluations (`train.eval_every`) have no val/test: best is among the
+    # evaluated ones.
+    key = "val_acc" if any(h.get("val_acc") is not None for h in history) else "test_acc"
     scored = [h for h in history if h[key] is not None and math.isfinite(h[key])]
     best = max(scored, key=lambda h: h[key]) if scored else (history[-1] if history else {})
     # Same images every epoch: the run's rate is the harmonic mean of the epochs' rates.

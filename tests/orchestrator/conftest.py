@@ -18,7 +18,9 @@ from orchestrator.spec import load_spec
 TINY = {
     "dataset": {"name": "synthetic", "subset": 128, "val_size": 32, "augment": []},
     "model": {"arch": "strided_a", "width": 0.25, "dropout": 0.0, "input_dropout": 0.0},
-    "train": {"epochs": 1, "batch_size": 64, "lr": 0.05, "schedule": {"name": "constant"}},
+    # checkpoint_s 0: a checkpoint every epoch, which the resume tests count on
+    "train": {"epochs": 1, "batch_size": 64, "lr": 0.05, "schedule": {"name": "constant"},
+              "checkpoint_s": 0},
     "resources": {"cpu": 1, "gpu": "auto"},
     "max_failures": 1,
 }

@@ -34,7 +34,8 @@ MARK = "GRID_TEST_RAY_HEAD"  # in the environment of every process of the test's
 def test_submission_ids_follow_grid_and_store():
     a = U.submission_prefix("g", "s3://bucket/a")
     assert a == U.submission_prefix("g", "s3://bucket/a") and a.startswith("grid-g-")
-    assert a != U.submission_prefix("g", "s3://bucket/b") != U.submission_prefix("h", "s3://bucket/a")
+    assert a != U.submission_prefix("g", "s3://bucket/b")
+    assert a != U.submission_prefix("h", "s3://bucket/a")
     assert U.submission_prefix("g", "s3://k:secret@bucket/a") == a  # credentials never count
     assert U.store_for_job("s3://bucket/a") == "s3://bucket/a"
     assert U.store_for_job("runs") == str(Path("runs").resolve())
@@ -64,6 +65,15 @@ def test_spec_comes_back_from_the_environment(monkeypatch):
     monkeypatch.delenv(U.SPEC_ENV)
     with pytest.raises(GridError, match="--from-submit: no spec"):
         U.spec_from_env("back.yaml")
+
+
+def test_submit_dry_run_says_what_it_would_send(tiny_spec, tmp_path, capsys):
+    spec = tiny_spec("dry", [0.05])
+    store = tmp_path / "runs"
+    assert main(["launch", spec.path, "--submit", "--dry-run", "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert f"would submit dry as Ray job {U.submission_prefix('dry', str(store))}-<n>: " in out
+    assert f"launch dry.yaml --store {store} --from-submit (dry run" in out
 
 
 def test_submit_needs_a_dashboard_address(tiny_spec, monkeypatch, capsys):

@@ -1,0 +1,51 @@
+"""`grid plan --estimate`: real steps timed on this machine, scaled to the grid; the JSON
+shape and the arithmetic are checked, never a time."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from orchestrator import estimate as E
+from orchestrator.cli import main
+from orchestrator.expand import expand
+
+from .conftest import write_spec
+
+
+def test_plan_estimate_json_shape(tmp_path, capsys):
+    path = write_spec(tmp_path, "est", [0.05, 0.1], train={"epochs": 2},
+                      grid={"lr": [0.05, 0.1], "batch_norm": [False, True]})
+    assert main(["plan", str(path), "--estimate", "--json", "--device", "cpu",
+                 "--slots", "3"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    est = out["estimate"]
+    assert set(est) == {"device", "total_s", "slots", "wall_s", "cells"}
+    assert est["device"] == "cpu" and est["slots"] == 3
+    assert [c["key"] for c in est["cells"]] == [t["key"] for t in out["trials"]]
+    assert all(c["seconds"] > 0 for c in est["cells"])
+    assert est["total_s"] == pytest.approx(sum(c["seconds"] for c in est["cells"]))
+    # 4 one-cell units on 3 slots: at least the longest unit, at most everything in series
+    longest = max(c["seconds"] for c in est["cells"])
+    assert longest <= est["wall_s"] <= est["total_s"]
+
+
+def test_plan_estimate_says_it_is_for_the_cpu(tmp_path, capsys):
+    path = write_spec(tmp_path, "say", [0.05])
+    assert main(["plan", str(path), "--estimate", "--device", "cpu"]) == 0
+    assert "this estimate is for the CPU" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_pack_is_timed_as_one_unit_and_shared_by_its_cells(tiny_spec):
+    trials = expand(tiny_spec("packed", [0.05, 0.1], resources={"pack": 2, "cpu": 1}))
+    timing = {"step_s": 0.5, "eval_image_s": 0.001, "setup_s": 2.0}
+    unit = E.unit_seconds(trials, timing)
+    # 128 images / batch 64 = 2 steps; 1 epoch; val 32 + synthetic test 1000, both cells
+    assert unit == pytest.approx(2.0 + 2 * 0.5 + 1032 * 0.001 * 2)
+    assert E.signature(trials) != E.signature(trials[:1])  # a pack of 2 is its own kind
+
+
+def test_wall_time_spreads_units_over_slots():
+    assert E.wall_time([4, 3, 3, 2], 2) == 6
+    assert E.wall_time([4, 3, 3, 2], 1) == 12
+    assert E.hours(284) == "4m44s" and E.hours(7260) == "2h01m" and E.hours(9) == "9s"
