@@ -198,7 +198,10 @@ def test_submit_runs_the_grid_as_a_ray_job(tiny_spec, tmp_path, monkeypatch, ray
             release(folder)
         else:  # the held trial stays at its barrier; the cluster goes at teardown
             follow.kill()
-    out, _ = follow.communicate(timeout=300)  # --follow returns when the job ends
+    # --follow ends when the job does. Read through the same buffered pipe as readline
+    # above: communicate() would read the raw pipe and drop what readline buffered.
+    out = follow.stdout.read()
+    follow.wait()
     assert follow.returncode == 0, said + out
     assert f"ray job logs -f {job_id}" in out and "sub: all 2 cells finished" in out
     assert f"Ray job {job_id}: SUCCEEDED" in out
