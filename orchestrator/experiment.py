@@ -113,7 +113,10 @@ class TuneProgress(tune.Callback):
         return {"progress": self.progress, "console": None, "status": None}
 
     def setup(self, **info):
-        self.status = monitor.StatusMetrics(self.progress.grid)
+        try:
+            self.status = monitor.StatusMetrics(self.progress.grid)
+        except Exception:  # noqa: BLE001 - e.g. no metrics over Ray Client: the grid runs on
+            return
         self.status.update(self.progress.counts())
 
     def on_trial_start(self, iteration, trials, trial, **info):

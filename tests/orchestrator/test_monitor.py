@@ -11,13 +11,15 @@ import time
 import urllib.request
 
 import pytest
+import ray
 
 from orchestrator import monitor
 from orchestrator import session as S
 from orchestrator.expand import expand
 from orchestrator.progress import epoch_line
 
-from tests.orchestrator.test_launch import arm_hold, launch_in_thread, release, rows, wait_held
+from tests.orchestrator.test_launch import (REPO, arm_hold, launch_in_thread, release, rows,
+                                            wait_held)
 
 METRICS_WAIT_S = 90  # Ray flushes metrics on an interval (0.5 s here): a generous bound
 
@@ -97,6 +99,12 @@ def _metric_lines(url: str, wanted: set[str], cell: str) -> list[str]:
         time.sleep(0.5)
 
 
+@ray.remote(num_cpus=0)
+def module_file() -> str:
+    import orchestrator
+    return orchestrator.__file__
+
+
 @pytest.mark.ray
 def test_dashboard_shows_the_running_grid(tiny_spec, tmp_path, monkeypatch):
     """While cell 1 is held after epoch 1 of 2: its actor is named by its cells, its log has
@@ -111,6 +119,8 @@ def test_dashboard_shows_the_running_grid(tiny_spec, tmp_path, monkeypatch):
     thread, result, buf = launch_in_thread(spec=spec, store_uri=str(store))
     try:
         wait_held(folder)
+        # the workers run this checkout's code (not another install of the package)
+        assert ray.get(module_file.remote()).startswith(str(REPO / "orchestrator"))
         said = buf.getvalue()
         url = re.search(r"Ray dashboard: (http://\S+)", said).group(1)
         scrape = re.search(r"Prometheus metrics \(ray_grid_\*\): (http://\S+/metrics)",
