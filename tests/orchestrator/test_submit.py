@@ -5,6 +5,7 @@ a Ray Job and followed to its end, a second submit refused while the first job's
 held at a barrier (GRID_HOLD), and every cell in the store."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -56,6 +57,17 @@ def test_entrypoint_and_runtime_env(tiny_spec, monkeypatch):
     assert env["env_vars"]["AWS_ENDPOINT_URL"] == "http://minio:9000"
     assert env["env_vars"][hooks.HOLD_ENV] == "abc:1:/tmp/x"
     assert "secret" not in str(env)
+
+
+def test_the_jobs_driver_knows_the_env_vars_its_job_sets(monkeypatch):
+    """Ray refuses a ray.init env var that the job's runtime env sets too: the driver of a
+    --submit job leaves those out (session.ray_session)."""
+    from orchestrator.session import job_env_vars
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    assert job_env_vars() == {}
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(
+        {"runtime_env": {"working_dir": "gcs://x.zip", "env_vars": {"AWS_REGION": "eu"}}}))
+    assert job_env_vars() == {"AWS_REGION": "eu"}
 
 
 def test_spec_comes_back_from_the_environment(monkeypatch):
