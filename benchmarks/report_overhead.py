@@ -28,7 +28,7 @@ import torch
 from pyarrow import fs as pafs
 
 from orchestrator import trial as T
-from orchestrator.expand import Trial
+from orchestrator.expand import Cell
 from trainers.checkpoint import capture_state
 from trainers.config import DEFAULTS
 from trainers.setup import setup
@@ -72,7 +72,7 @@ def overhead(cfg: dict, state: dict, policy: dict, epochs: int, epoch_s: float,
     """Mean seconds of reporting per epoch over `epochs` epochs of one cell."""
     cfg = copy.deepcopy(cfg)
     cfg["train"].update(policy, epochs=epochs)
-    cell = Trial(key="bench", grid="bench", params={}, config=cfg)
+    cell = Cell(key="bench", grid="bench", params={}, config=cfg)
     clock = [0.0]
     epochs_obj = T._Epochs([cell], {}, persist(fs, root))
     epochs_obj.cadence.clock = lambda: clock[0]

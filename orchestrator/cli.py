@@ -56,20 +56,20 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from orchestrator.expand import axis_label, expand
     from orchestrator.tablespec import leak_warnings
     spec = _load(args)
-    trials = expand(spec)
-    warnings = leak_warnings(spec.tables, [t.config for t in trials])
-    est = _estimate(args, spec, trials) if args.estimate else None
+    cells = expand(spec)
+    warnings = leak_warnings(spec.tables, [t.config for t in cells])
+    est = _estimate(args, spec, cells) if args.estimate else None
     if args.json:
-        out = {"grid": spec.name, "count": len(trials), "warnings": warnings,
-               "trials": [{"key": t.key, "params": t.params, "config": t.config}
-                          for t in trials]}
+        out = {"grid": spec.name, "count": len(cells), "warnings": warnings,
+               "cells": [{"key": t.key, "params": t.params, "config": t.config}
+                          for t in cells]}
         if est is not None:
             out["estimate"] = {k: est[k] for k in ("device", "total_s", "slots", "wall_s",
                                                    "cells")}
         print(json.dumps(out, indent=1))
         return 0
-    axes = list(trials[0].params)
-    table = Table(title=f"{spec.name}: {len(trials)} cells", title_justify="left")
+    axes = list(cells[0].params)
+    table = Table(title=f"{spec.name}: {len(cells)} cells", title_justify="left")
     table.add_column("#", justify="right", style="dim")
     for a in axes:
         table.add_column(axis_label(a))
@@ -77,14 +77,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     seconds = {c["key"]: c["seconds"] for c in est["cells"]} if est else {}
     if est:
         table.add_column("estimate", justify="right")
-    for i, t in enumerate(trials, 1):
+    for i, t in enumerate(cells, 1):
         extra = [hours(seconds[t.key])] if est else []
         table.add_row(str(i), *[_fmt(t.params[a]) for a in axes], t.key, *extra)
     console = Console()
     console.print(table)
-    epochs = sum(t.config["train"]["epochs"] for t in trials)
-    console.print(f"{len(trials)} cells x epochs = [bold]{epochs}[/bold] epochs of training "
-                  f"({spec.resources['pack']} cell(s) per trial process)")
+    epochs = sum(t.config["train"]["epochs"] for t in cells)
+    console.print(f"{len(cells)} cells x epochs = [bold]{epochs}[/bold] epochs of training "
+                  f"({spec.resources['pack']} cell(s) per cell process)")
     for line in describe(est) if est else []:
         console.print(line, highlight=False)
     for w in warnings:
@@ -92,12 +92,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _estimate(args: argparse.Namespace, spec, trials) -> dict:
+def _estimate(args: argparse.Namespace, spec, cells) -> dict:
     from orchestrator.estimate import estimate
     from trainers.config import device
     if args.device != "auto" and device(args.device)[0] is not None:
         raise GridError(f"--device {args.device}: expected auto, cpu, cuda or cuda:N")
-    return estimate(spec, trials, args.device, args.slots)
+    return estimate(spec, cells, args.device, args.slots)
 
 
 @command
@@ -125,20 +125,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     from orchestrator.progress import epoch_line
     from trainers.loop import train
     spec = _load(args)
-    trials = expand(spec)
+    cells = expand(spec)
     if args.cell:
-        trials = [t for t in trials if t.key.startswith(args.cell)]
-        if len(trials) != 1:
-            raise GridError(f"--cell {args.cell}: matches {len(trials)} cells of {spec.name} "
+        cells = [t for t in cells if t.key.startswith(args.cell)]
+        if len(cells) != 1:
+            raise GridError(f"--cell {args.cell}: matches {len(cells)} cells of {spec.name} "
                             f"(see `grid plan {args.spec}` for the keys)")
-    trial = trials[0]
+    cell = cells[0]
     console = Console()
-    console.print(f"cell {trial.key}: {trial.params}")
+    console.print(f"cell {cell.key}: {cell.params}")
 
     def report(m: dict, _state: dict) -> None:
-        console.print(epoch_line(m, trial.config["train"]["epochs"]), highlight=False)
+        console.print(epoch_line(m, cell.config["train"]["epochs"]), highlight=False)
 
-    summary = train(trial.config, report)
+    summary = train(cell.config, report)
     console.print(f"{summary['status']} after {summary['epochs']} epochs, "
                   f"{summary['wall_s']:.1f}s on {summary['device']}")
     return 0

@@ -15,13 +15,13 @@ import json
 import os
 from typing import Any
 
-from orchestrator.expand import Trial
+from orchestrator.expand import Cell
 from orchestrator.trial import group_cells
 
 STEPS, WARMUP = 3, 1  # timed steps per kind of unit, after untimed ones (compile, autotune)
 
 
-def signature(unit: list[Trial]) -> str:
+def signature(unit: list[Cell]) -> str:
     """What sets a step's cost: the model section, the data's shape and augmentation, the
     batch, the step's recipe, and the number of cells packed."""
     cfg = unit[0].config
@@ -33,7 +33,7 @@ def signature(unit: list[Trial]) -> str:
                       sort_keys=True, default=str)
 
 
-def unit_seconds(unit: list[Trial], timing: dict[str, float]) -> float:
+def unit_seconds(unit: list[Cell], timing: dict[str, float]) -> float:
     """The unit's estimated seconds from its kind's timing."""
     from trainers.cadence import evaluates
     from trainers.data import steps_per_epoch
@@ -63,7 +63,7 @@ def wall_time(units: list[float], slots: int) -> float:
     return max(loads)
 
 
-def estimate(spec, trials: list[Trial], device_name: str = "auto",
+def estimate(spec, trials: list[Cell], device_name: str = "auto",
              slots: int | None = None) -> dict[str, Any]:
     """The plan's "estimate" object: {"device", "total_s", "slots", "wall_s", "cells":
     [{"key", "seconds"}]} (device-seconds per cell; total over the cells)."""
@@ -85,7 +85,7 @@ def estimate(spec, trials: list[Trial], device_name: str = "auto",
             "kinds": len(timings)}
 
 
-def _time_units(units: list[list[Trial]], device) -> tuple[dict, list[dict], list[float]]:
+def _time_units(units: list[list[Cell]], device) -> tuple[dict, list[dict], list[float]]:
     from trainers.timing import time_unit
     timings: dict[str, dict] = {}
     cells, unit_totals = [], []

@@ -21,7 +21,7 @@ from orchestrator.spec import Spec
 
 
 @dataclasses.dataclass(frozen=True)
-class Trial:
+class Cell:
     """One cell: its key, its grid, its axis values (dotted path -> value), its config."""
     key: str
     grid: str
@@ -32,7 +32,7 @@ class Trial:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Trial":
+    def from_dict(cls, d: dict) -> "Cell":
         return cls(**d)
 
 
@@ -73,7 +73,7 @@ def cell_overrides(spec: Spec) -> list[dict[str, Any]]:
     return cells + [dict(c) for c in spec.include]
 
 
-def expand(spec: Spec) -> list[Trial]:
+def expand(spec: Spec) -> list[Cell]:
     """Spec -> ordered, de-duplicated trials (first occurrence wins)."""
     axis_paths = list(spec.axes) + [p for c in spec.include for p in c if p not in spec.axes]
     axis_paths = list(dict.fromkeys(axis_paths))
@@ -87,7 +87,7 @@ def expand(spec: Spec) -> list[Trial]:
             continue
         seen.add(key)
         params = {p: C.get_path(cfg, p) for p in axis_paths}
-        trials.append(Trial(key=key, grid=spec.name, params=params, config=cfg))
+        trials.append(Cell(key=key, grid=spec.name, params=params, config=cfg))
     if not trials:
         raise GridError(f"{spec.path}: exclude: removes every cell of the grid; nothing to run")
     return trials

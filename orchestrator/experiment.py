@@ -20,7 +20,7 @@ from orchestrator import hooks, monitor
 from orchestrator import trial as T
 from orchestrator.checkpoints import KEEP_CHECKPOINTS, tune_storage
 from orchestrator.errors import GridError
-from orchestrator.expand import Trial
+from orchestrator.expand import Cell
 from orchestrator.progress import GridProgress
 from results.store import Store, open_store
 
@@ -36,7 +36,7 @@ def _trainable(config: dict, units: dict, run: dict) -> None:
         # Ray does not hide the GPUs from a trial that asked for none: without this, every
         # trial of a node with `train.device: auto` would share cuda:0.
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    cells = [Trial.from_dict(d) for d in units[config["cell"]]]
+    cells = [Cell.from_dict(d) for d in units[config["cell"]]]
     keys = [t.key for t in cells]
     shown = monitor.CellMetrics(cells[0].grid, cells[0].config["train"]["epochs"])
     try:
@@ -47,7 +47,7 @@ def _trainable(config: dict, units: dict, run: dict) -> None:
         tune.report({GRID_ERROR: " ".join(str(e).split())})
 
 
-def _resumes(cells: list[Trial], keys: list[str], run: dict) -> dict[str, dict]:
+def _resumes(cells: list[Cell], keys: list[str], run: dict) -> dict[str, dict]:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:  # a retry within this launch
         with checkpoint.as_directory() as d:
@@ -174,7 +174,7 @@ def first_line(text: str | None) -> str:
     return lines[-1] if lines else "unknown error"
 
 
-def fit(spec, store: Store, units: list[list[Trial]], run: dict, resources: dict,
+def fit(spec, store: Store, units: list[list[Cell]], run: dict, resources: dict,
         skipped: int, max_concurrent: int | None, console: Console):
     """Run the units as one Tune experiment with the live display; Tune's ResultGrid.
     `run`: what every trial needs (store location, spec hash, checkpoints to resume)."""

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.text import Text
 
 from orchestrator import trial as T
-from orchestrator.expand import Trial, axis_label, expand
+from orchestrator.expand import Cell, axis_label, expand
 from results.lease import Lease, LeaseHeld, held
 from results.schema import FINISHED
 from results.store import Store, open_store
@@ -65,7 +65,7 @@ def launch(spec, *, store_uri: str | None = None, address: str | None = None,
         return 1
 
 
-def _run(spec, store: Store, todo: list[Trial], skipped: int, *, address: str | None,
+def _run(spec, store: Store, todo: list[Cell], skipped: int, *, address: str | None,
          force: bool, max_concurrent: int | None, console: Console,
          dashboard_host: str) -> int:
     from orchestrator import checkpoints as K
@@ -105,7 +105,7 @@ def _run(spec, store: Store, todo: list[Trial], skipped: int, *, address: str | 
     return _finish(spec, store, units, results, started, console)
 
 
-def _datasets(cells: list[Trial]) -> list[dict]:
+def _datasets(cells: list[Cell]) -> list[dict]:
     """The distinct data sets the cells read (what pre-flight checks)."""
     found = {}
     for t in cells:
@@ -122,7 +122,7 @@ def _check_data_here(datasets: list[dict], console: Console) -> None:
             console.print(f"data: {check_data(d)}")
 
 
-def _print_plan(console: Console, spec, units: list[list[Trial]], skipped: int) -> None:
+def _print_plan(console: Console, spec, units: list[list[Cell]], skipped: int) -> None:
     cells = sum(len(u) for u in units)
     if skipped:
         console.print(f"skipping {skipped} finished cells (completed or diverged; --force "
@@ -135,7 +135,7 @@ def _print_plan(console: Console, spec, units: list[list[Trial]], skipped: int) 
 
 
 # -- the end report -----------------------------------------------------------------------------
-def _finish(spec, store: Store, units: list[list[Trial]], results, started: str,
+def _finish(spec, store: Store, units: list[list[Cell]], results, started: str,
             console: Console) -> int:
     """The end report. A unit whose Tune trial failed (or ended on a user error) did not
     finish in this launch even where an earlier result of its cells stays in the store
@@ -147,7 +147,7 @@ def _finish(spec, store: Store, units: list[list[Trial]], results, started: str,
                    if r.error is None and (r.metrics or {}).get(GRID_ERROR)})
     statuses = store.statuses(spec.name)
     failures = _recent_failures(store, spec.name, started)
-    problems: list[tuple[Trial, str]] = []
+    problems: list[tuple[Cell, str]] = []
     for unit in units:
         label = T.unit_label(unit)
         for t in unit:

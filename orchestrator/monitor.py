@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from orchestrator.expand import Trial, axis_label
+from orchestrator.expand import Cell, axis_label
 
 # What the trials and the driver record (ray.util.metrics names; exported as ray_<name>).
 CELL_GAUGES = {
@@ -62,9 +62,9 @@ def job_metadata(spec, store_uri: str, *, total: int, to_run: int | None,
     return meta
 
 
-def unit_title(grid: str, cells: list[Trial]) -> str:
+def unit_title(grid: str, cells: list[Cell]) -> str:
     """'quickstart 1a2b3c4d5e6f arch=resnet9 lr=0.1' (a pack: its cells, '; '-separated)."""
-    def one(t: Trial) -> str:
+    def one(t: Cell) -> str:
         params = " ".join(f"{axis_label(a)}={v}" for a, v in t.params.items())
         return f"{t.key} {params}".strip()
     return f"{grid} " + "; ".join(one(t) for t in cells)

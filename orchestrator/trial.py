@@ -31,7 +31,7 @@ from typing import Callable
 
 from orchestrator import hooks
 from orchestrator.errors import GridError
-from orchestrator.expand import Trial
+from orchestrator.expand import Cell
 from results.schema import FINISHED
 
 ERROR_FRAMES = 3  # frames of the traceback kept in a failed row: where, without the noise
@@ -45,8 +45,8 @@ class CheckpointWarning(UserWarning):
     """A checkpoint that could not be loaded was discarded; the cell starts over."""
 
 
-def select_cells(trials: list[Trial], statuses: dict[str, str],
-                 force: bool = False) -> tuple[list[Trial], list[Trial]]:
+def select_cells(trials: list[Cell], statuses: dict[str, str],
+                 force: bool = False) -> tuple[list[Cell], list[Cell]]:
     """(cells to run, cells skipped): completed and diverged cells are skipped unless
     `force`; failed and missing ones run."""
     if force:
@@ -56,7 +56,7 @@ def select_cells(trials: list[Trial], statuses: dict[str, str],
     return todo, done
 
 
-def group_cells(trials: list[Trial], pack: int) -> list[list[Trial]]:
+def group_cells(trials: list[Cell], pack: int) -> list[list[Cell]]:
     """The cells as Tune trials: one cell each for pack 1; else up to `pack` cells that
     differ only in lr, seed, init, weight decay or schedule (`trainers.pack.pack_key`) per
     trial, in grid order."""
@@ -64,7 +64,7 @@ def group_cells(trials: list[Trial], pack: int) -> list[list[Trial]]:
         return [[t] for t in trials]
     from trainers.pack import can_pack, pack_key  # torch: only imported when packing
 
-    groups: dict[str, list[Trial]] = {}
+    groups: dict[str, list[Cell]] = {}
     for t in trials:
         single = not can_pack([t.config])  # torch.compile'd cells train alone
         groups.setdefault(t.key if single else pack_key(t.config), []).append(t)
@@ -75,7 +75,7 @@ def group_cells(trials: list[Trial], pack: int) -> list[list[Trial]]:
     return sorted(units, key=lambda u: order[u[0].key])
 
 
-def unit_label(cells: list[Trial]) -> str:
+def unit_label(cells: list[Cell]) -> str:
     """The Tune trial's name: the cell key, `+N` for a pack of N more cells."""
     return cells[0].key + (f"+{len(cells) - 1}" if len(cells) > 1 else "")
 
@@ -149,7 +149,7 @@ class _Epochs:
     due (every `train.checkpoint_every` epochs or `train.checkpoint_s` seconds, and always
     when nothing trains after it), else with no files (Tune still gets the metrics)."""
 
-    def __init__(self, cells: list[Trial], resumes: dict[str, dict], checkpoint: Checkpoint,
+    def __init__(self, cells: list[Cell], resumes: dict[str, dict], checkpoint: Checkpoint,
                  observe: Observe | None = None):
         from trainers.cadence import CheckpointCadence
         self.cells, self.checkpoint, self.observe = cells, checkpoint, observe
@@ -206,7 +206,7 @@ class _Epochs:
         return out
 
 
-def run_unit(cells: list[Trial], *, store_uri: str | None, spec_sha256: str,
+def run_unit(cells: list[Cell], *, store_uri: str | None, spec_sha256: str,
              resumes: dict[str, dict] | None = None,
              checkpoint: Checkpoint | None = None,
              observe: Observe | None = None) -> list[str]:
@@ -239,7 +239,7 @@ def run_unit(cells: list[Trial], *, store_uri: str | None, spec_sha256: str,
     return [s["status"] for s in summaries]
 
 
-def _train_or_start_over(cells: list[Trial], resumes: dict[str, dict],
+def _train_or_start_over(cells: list[Cell], resumes: dict[str, dict],
                          epochs: _Epochs) -> list[dict]:
     """Train from `resumes`; a checkpoint that does not fit the cells (CheckpointError) is
     discarded with a warning and the unit starts over (`resumes` emptied), instead of
@@ -257,7 +257,7 @@ def _train_or_start_over(cells: list[Trial], resumes: dict[str, dict],
         return _train(cells, resumes, epochs)
 
 
-def _train(cells: list[Trial], resumes: dict[str, dict], epochs: _Epochs) -> list[dict]:
+def _train(cells: list[Cell], resumes: dict[str, dict], epochs: _Epochs) -> list[dict]:
     reports = [lambda m, s, k=t.key: epochs.report(k, m, s) for t in cells]
     if len(cells) == 1:
         from trainers.loop import train
@@ -267,7 +267,7 @@ def _train(cells: list[Trial], resumes: dict[str, dict], epochs: _Epochs) -> lis
                         [resumes.get(t.key) for t in cells])
 
 
-def _write(store, trial: Trial, summary: dict, sha: str, started: datetime, ended: datetime,
+def _write(store, trial: Cell, summary: dict, sha: str, started: datetime, ended: datetime,
            resumed: int) -> None:
     from results.schema import epoch_rows, provenance, trial_row
     row = trial_row(trial, summary, provenance(sha, started, ended, summary["device"]))
@@ -275,7 +275,7 @@ def _write(store, trial: Trial, summary: dict, sha: str, started: datetime, ende
     store.write_trial(trial.grid, trial.key, row, epoch_rows(trial, summary["history"]))
 
 
-def _write_failed(store, cells: list[Trial], epochs: _Epochs, sha: str, started: datetime,
+def _write_failed(store, cells: list[Cell], epochs: _Epochs, sha: str, started: datetime,
                   error: str) -> None:
     """Failure rows, beside any finished row (never over it). Best effort: a store that is
     down must not hide the trial's own error."""
@@ -290,7 +290,7 @@ def _write_failed(store, cells: list[Trial], epochs: _Epochs, sha: str, started:
             pass
 
 
-def failed_row(trial: Trial, sha: str, error: str) -> dict:
+def failed_row(trial: Cell, sha: str, error: str) -> dict:
     """A failed row written by the driver for a cell whose trial died without writing one
     (its node died, it was killed for memory)."""
     from results.schema import provenance, trial_row

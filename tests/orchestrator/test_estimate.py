@@ -22,7 +22,7 @@ def test_plan_estimate_json_shape(tmp_path, capsys):
     est = out["estimate"]
     assert set(est) == {"device", "total_s", "slots", "wall_s", "cells"}
     assert est["device"] == "cpu" and est["slots"] == 3
-    assert [c["key"] for c in est["cells"]] == [t["key"] for t in out["trials"]]
+    assert [c["key"] for c in est["cells"]] == [t["key"] for t in out["cells"]]
     assert all(c["seconds"] > 0 for c in est["cells"])
     assert est["total_s"] == pytest.approx(sum(c["seconds"] for c in est["cells"]))
     # 4 one-cell units on 3 slots: at least the longest unit, at most everything in series

@@ -140,8 +140,8 @@ def test_plan_json(tmp_path, capsys):
     assert main(["plan", str(path), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["grid"] == "nin" and out["count"] == 10
-    assert {"key", "params", "config"} <= set(out["trials"][0])
-    assert out["trials"][0]["params"]["model.activation"] == "relu"
+    assert {"key", "params", "config"} <= set(out["cells"][0])
+    assert out["cells"][0]["params"]["model.activation"] == "relu"
 
 
 def test_plan_table(tmp_path, capsys):

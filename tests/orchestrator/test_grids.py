@@ -37,7 +37,7 @@ def test_grid_opens_with_table_and_launch_command(path):
 def test_allcnn_table_has_48_distinct_keys(capsys):
     assert main(["plan", str(GRIDS_DIR / "allcnn_table.yaml"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["count"] == 48 and len({t["key"] for t in out["trials"]}) == 48
+    assert out["count"] == 48 and len({t["key"] for t in out["cells"]}) == 48
 
 
 def test_quickstart_is_laptop_sized():

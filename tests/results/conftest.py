@@ -26,7 +26,7 @@ FAKE_PROVENANCE = {"spec_sha256": "0" * 64, "grid_version": "0.1.0", "git_commit
 
 @pytest.fixture
 def make_trial():
-    """make_trial(grid, **{dotted path: value}) -> a Trial stand-in with a stable fake key."""
+    """make_trial(grid, **{dotted path: value}) -> a Cell stand-in with a stable fake key."""
     def make(grid: str = "g", **params):
         cfg = default_config()
         for path, value in params.items():
