@@ -230,3 +230,51 @@ def test_train_batches_shuffle_every_image_once_and_reproducibly():
         assert torch.equal(x, x2) and torch.equal(y, y2)
     other = list(train_batches(data, 50, data_generator("cpu", 8)))
     assert not torch.equal(other[0][1], batches[0][1])  # another seed, another order
+
+
+DOWNLOADER = """
+import sys
+import numpy as np
+import torchvision.datasets.cifar as tv_cifar
+from trainers import cifar_files
+from trainers.data import check_data
+
+root, log = sys.argv[1:3]
+
+def fake_download(url, download_root, **kw):  # the network, as torchvision calls it
+    with open(log, "a") as f:
+        f.write("download\\n")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (50, 3, 32, 32), dtype=np.uint8)
+    y = rng.integers(0, 10, 50)
+    cifar_files.write_cifar10(download_root, x, y, x[:10], y[:10])
+
+tv_cifar.download_and_extract_archive = fake_download
+print("ready", flush=True)
+sys.stdin.read()  # start together: both wait here until the test closes their stdin
+print(check_data({"name": "cifar10", "root": root, "download": True}))
+"""
+
+
+def test_two_trials_on_a_fresh_node_download_once(tmp_path):
+    """Two processes need the data set at once: one downloads under the node's file lock,
+    the other waits and finds it there."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    log = tmp_path / "downloads.log"
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    procs = [subprocess.Popen([sys.executable, "-c", DOWNLOADER, str(tmp_path / "data"),
+                               str(log)], env=env, cwd=repo, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    assert [p.stdout.readline() for p in procs] == ["ready\n", "ready\n"]
+    for p in procs:  # both are ready: release them together
+        p.stdin.close()
+    outs = [p.stdout.read() for p in procs]
+    for p in procs:
+        p.wait()
+    assert [p.returncode for p in procs] == [0, 0]
+    assert log.read_text() == "download\n"
+    assert all(f"cifar10 in {tmp_path / 'data'}" in out for out in outs)
