@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 import textwrap
 from pathlib import Path
@@ -65,8 +66,9 @@ def ray_cluster():
     ensure_token()
     with node_env():
         cluster = Cluster(initialize_head=True,
-                          head_node_args={"num_cpus": 0, "include_dashboard": False})
-        cluster.add_node(num_cpus=2)
+                          head_node_args={"num_cpus": 0, "include_dashboard": False,
+                                          **agent_port()})
+        cluster.add_node(num_cpus=2, **agent_port())
     yield cluster
     cluster.shutdown()
 
@@ -77,6 +79,15 @@ def ensure_token() -> None:
     if os.environ["RAY_AUTH_MODE"] == "token" and not token_path().exists():
         subprocess.run(["ray", "get-auth-token", "--generate"], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def agent_port() -> dict:
+    """A free port for a node's dashboard agent. Ray's default (52365) would be taken by the
+    session cluster, and a local Ray that a test starts beside it (test_monitor) would then
+    run without an agent: its dashboard could not serve that node's logs."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return {"dashboard_agent_listen_port": s.getsockname()[1]}
 
 
 @contextlib.contextmanager

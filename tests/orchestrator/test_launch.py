@@ -38,7 +38,7 @@ from orchestrator.expand import expand
 from orchestrator.progress import GridProgress, fmt_duration
 from results.store import open_store
 
-from tests.orchestrator.conftest import node_env
+from tests.orchestrator.conftest import agent_port, node_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -464,7 +464,7 @@ def test_worker_node_killed_mid_trial(tiny_spec, tmp_path, monkeypatch, ray_clus
     for node in list(ray_cluster.worker_nodes):
         ray_cluster.remove_node(node)
     with node_env():
-        ray_cluster.add_node(num_cpus=2)
+        ray_cluster.add_node(num_cpus=2, **agent_port())
     thread.join()
     assert result.get("rc") == 0, buf.getvalue()
     found = rows(store, "node")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -76,8 +77,11 @@ def test_epoch_line_reads_like_grid_train():
 # -- real Ray -------------------------------------------------------------------------------
 def _json(url: str, token: str):
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        body = resp.read().decode()
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            body = resp.read().decode()
+    except urllib.error.HTTPError as e:  # say what the dashboard answered
+        raise AssertionError(f"{url}: HTTP {e.code}: {e.read().decode()[:2000]}") from None
     return json.loads(body) if body.lstrip()[:1] in "[{" else body
 
 
