@@ -46,14 +46,11 @@ def expected_cells(spec) -> list[dict] | None:
     return [{"key": c.key, **flat_config(c.config)} for c in cells]
 
 
-def _fmt(v) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
-
 @command
 def cmd_plan(args: argparse.Namespace) -> int:
     from orchestrator.estimate import describe, hours
     from orchestrator.expand import axis_label, expand
+    from orchestrator.status import fmt_axis
     from orchestrator.tablespec import leak_warnings
     spec = _load(args)
     cells = expand(spec)
@@ -79,7 +76,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         table.add_column("estimate", justify="right")
     for i, t in enumerate(cells, 1):
         extra = [hours(seconds[t.key])] if est else []
-        table.add_row(str(i), *[_fmt(t.params[a]) for a in axes], t.key, *extra)
+        table.add_row(str(i), *[fmt_axis(t.params[a]) for a in axes], t.key, *extra)
     console = Console()
     console.print(table)
     epochs = sum(t.config["train"]["epochs"] for t in cells)

@@ -40,8 +40,7 @@ def launch(spec, *, store_uri: str | None = None, address: str | None = None,
     cells = expand(spec)
     todo, skipped = T.select_cells(cells, store.statuses(spec.name), force)
     if not todo:
-        console.print(f"skipping {len(skipped)} finished cells (completed or diverged; "
-                      f"--force reruns them)")
+        _say_skipped(console, len(skipped))
         console.print(f"{spec.name}: all {len(cells)} cells are finished; nothing to run")
         return 0
     if dry_run:
@@ -51,9 +50,7 @@ def launch(spec, *, store_uri: str | None = None, address: str | None = None,
         with held(Lease(store, spec.name), wait=wait, say=lambda s: console.print(Text(s))):
             # read again under the lease: a launch we waited for may have finished cells
             todo, skipped = T.select_cells(cells, store.statuses(spec.name), force)
-            if skipped:
-                console.print(f"skipping {len(skipped)} finished cells (completed or "
-                              f"diverged; --force reruns them)")
+            _say_skipped(console, len(skipped))
             if not todo:  # the launch we waited for finished them
                 console.print(f"{spec.name}: all {len(cells)} cells are finished; nothing to run")
                 return 0
@@ -122,11 +119,15 @@ def _check_data_here(datasets: list[dict], console: Console) -> None:
             console.print(f"data: {check_data(d)}")
 
 
-def _print_plan(console: Console, spec, units: list[list[Cell]], skipped: int) -> None:
-    cells = sum(len(u) for u in units)
+def _say_skipped(console: Console, skipped: int) -> None:
     if skipped:
         console.print(f"skipping {skipped} finished cells (completed or diverged; --force "
                       f"reruns them)")
+
+
+def _print_plan(console: Console, spec, units: list[list[Cell]], skipped: int) -> None:
+    cells = sum(len(u) for u in units)
+    _say_skipped(console, skipped)
     console.print(f"{spec.name}: would run {cells} cells as {len(units)} Tune trials "
                   f"(dry run: nothing started)")
     for unit in units:

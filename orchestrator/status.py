@@ -15,7 +15,8 @@ from results.lease import describe, read_holder, why_stale
 COLOURS = {"completed": "green", "diverged": "yellow", "failed": "red", "missing": "dim"}
 
 
-def _fmt(v) -> str:
+def fmt_axis(v) -> str:
+    """An axis value in a plan or status table: 0.05, not 0.05000000000000000277."""
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
@@ -67,7 +68,7 @@ def status_command(spec, store, as_json: bool = False, console: Console | None =
         note = r["error"] or ""
         if note and r["status"] != "failed":
             note = f"rerun failed (result kept): {note}"
-        table.add_row(*[_fmt(r["params"][a]) for a in axes], r["key"],
+        table.add_row(*[fmt_axis(r["params"][a]) for a in axes], r["key"],
                       f"[{COLOURS[r['status']]}]{r['status']}[/]", Text(note, style="red"))
     console.print(table)
     counts = {s: sum(r["status"] == s for r in rows) for s in COLOURS}

@@ -1,13 +1,11 @@
 """What runs inside one Tune trial, without Ray: pick and group the cells, resume, train,
 checkpoint through a callback, and write the result rows to the store itself.
 
-A trial ("unit") is one cell, or a pack of cells trained as one fused model
-(`resources.pack`). `orchestrator/launch.py` wraps `run_unit` in a Tune function trainable
-and passes a `checkpoint(metrics, files)` callback that turns into `tune.report`: called
-after every epoch, with the cells' checkpoint files only on the epochs the checkpoint
-cadence picks (`trainers/cadence.py`), an empty mapping on the others. A retry resumes at
-the last checkpoint and redoes the epochs after it; its history restarts from the
-checkpoint's, so the rows hold each epoch once.
+A unit is one cell, or a pack of cells trained as one model (`resources.pack`).
+`orchestrator/experiment.py` wraps `run_unit` in a Tune trainable whose `checkpoint(metrics,
+files)` callback is `tune.report`, called every epoch, with files only on the epochs the
+cadence picks (`trainers/cadence.py`). A retry redoes the epochs after the last checkpoint
+from its history, so the rows hold each epoch once.
 
 The trial writes its own rows (completed or diverged; a failure with its error in its own
 place, `Store.write_failure`) so that no result depends on the driver surviving and no failed
@@ -165,6 +163,10 @@ class _Epochs:
         self.last: dict[str, dict] = {}
         self.cadence = CheckpointCadence(cells[0].config["train"], min(self.epoch.values()))
 
+    def start_over(self) -> None:
+        """Forget the discarded resumes: train from epoch 1, same checkpoint and observer."""
+        self.__init__(self.cells, {}, self.checkpoint, self.observe)
+
     def report(self, key: str, metrics: dict, state: dict) -> None:
         self.live[key], self.last[key] = state, metrics
         self.epoch[key], self.history[key] = metrics["epoch"], list(state["history"])
@@ -253,7 +255,7 @@ def _train_or_start_over(cells: list[Cell], resumes: dict[str, dict],
         for key in resumes:
             discard(key, str(e))
         resumes.clear()
-        epochs.__init__(cells, {}, epochs.checkpoint)
+        epochs.start_over()
         return _train(cells, resumes, epochs)
 
 
@@ -279,21 +281,19 @@ def _write_failed(store, cells: list[Cell], epochs: _Epochs, sha: str, started: 
                   error: str) -> None:
     """Failure rows, beside any finished row (never over it). Best effort: a store that is
     down must not hide the trial's own error."""
-    from results.schema import provenance, trial_row
-    ended = datetime.now(timezone.utc)
     for t in cells:
         try:
-            row = trial_row(t, None, provenance(sha, started, ended, "unknown"), error=error)
+            row = failed_row(t, sha, error, started)
             row["epochs"] = len(epochs.history[t.key])  # how far this attempt got
             store.write_failure(t.grid, t.key, row)
         except Exception:  # noqa: BLE001 - the original error is what the user needs
             pass
 
 
-def failed_row(trial: Cell, sha: str, error: str) -> dict:
-    """A failed row written by the driver for a cell whose trial died without writing one
-    (its node died, it was killed for memory)."""
+def failed_row(cell: Cell, sha: str, error: str, started: datetime | None = None) -> dict:
+    """A failure row: by the trial, or by the driver for a cell whose trial died without
+    writing one (its node died, it was killed for memory)."""
     from results.schema import provenance, trial_row
     now = datetime.now(timezone.utc)
-    return trial_row(trial, None, provenance(sha, now, now, "unknown"), error=error)
+    return trial_row(cell, None, provenance(sha, started or now, now, "unknown"), error=error)
 
