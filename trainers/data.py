@@ -1,10 +1,8 @@
-"""The GPU-resident data pipeline (airbench style).
-
-`load_data` puts the whole data set on the device once, as uint8. Batches are then built
-with batched tensor ops on the device (`trainers.preprocess`): a shuffled index from a
-`torch.Generator`, the fitted preprocessing, random crop with zero padding, horizontal flip
-and cutout. There is no DataLoader and no per-image Python.
-"""
+"""The GPU-resident data pipeline (airbench style): `load_data` puts the whole data set on
+the device once, preprocessed; each epoch's shuffle and augmentation (random crop with zero
+padding, flip, cutout) are drawn from a `torch.Generator` for the whole epoch at once and
+applied by batched tensor ops on the device (`trainers.preprocess`). No DataLoader, no
+per-image Python."""
 from __future__ import annotations
 
 import contextlib
@@ -23,10 +21,12 @@ from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.vision import VisionDataset
 
 from trainers.errors import GridError
-from trainers.preprocess import Preprocess, augment, fit_preprocess
+from trainers.preprocess import (Draws, Preprocess, apply_augment, draw_augment,
+                                 fit_preprocess)
 
 DEFAULT_ROOT = "~/.cache/grid/data"
 SYNTHETIC_TRAIN, SYNTHETIC_TEST = 5000, 1000
+AUGMENT_CHUNK = 10_000  # images augmented per op (whole batches): 123 MB of CIFAR float32
 
 
 @dataclass
@@ -34,7 +34,7 @@ class Data:
     """A data set on one device: images N x 3 x 32 x 32, labels int64 (val may be empty).
     The images are stored preprocessed, float32 (`load_data` applies the fitted `prep` once),
     or uint8 (as read: `prep` then runs on each batch). `cfg` is the dataset section, whose
-    augment/crop_padding/cutout_size drive `augment`."""
+    augment/crop_padding/cutout_size drive the augmentation (`train_batches`)."""
     train_x: torch.Tensor
     train_y: torch.Tensor
     val_x: torch.Tensor
@@ -240,11 +240,10 @@ def load_data(dataset_cfg: dict, device: torch.device | str, seed: int) -> Data:
     x_all, y_all = to(train_x), to(train_y)
     tr, va = tr.to(device), va.to(device)
     prep = fit_preprocess(cfg.get("preprocess", "standardize"), x_all[tr], root)
-    # The fitted preprocessing, applied once: every batch and every evaluation otherwise
-    # redoes it (for gcn_zca a 3072 x 3072 matmul per image). It comes before augmentation
-    # (crop padding and cutout are zeros of the input space), so any augmentation allows
-    # it. The cost: float32 is 4x uint8, 737 MB instead of 184 MB for CIFAR-10's 60,000
-    # images, per seed (BENCHMARKS.md).
+    # The fitted preprocessing, once: not at every batch and evaluation (for gcn_zca a 3072 x
+    # 3072 matmul per image). It precedes augmentation (padding and cutout are zeros of the
+    # input space), so any augmentation allows it. Cost: float32 is 4x uint8, 737 MB instead
+    # of 184 MB for CIFAR-10's 60,000 images, per seed (BENCHMARKS.md).
     x_all, test = prepare(prep, x_all), prepare(prep, to(test_x))
     return Data(train_x=x_all[tr], train_y=y_all[tr], val_x=x_all[va], val_y=y_all[va],
                 test_x=test, test_y=to(test_y), num_classes=num_classes, prep=prep,
@@ -269,15 +268,31 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 
 def train_batches(data: Data, batch_size: int, gen: torch.Generator
                   ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One epoch of shuffled, preprocessed, augmented (x float32, y) training batches."""
-    n = len(data.train_y)
-    perm = torch.randperm(n, device=data.train_y.device, generator=gen)
-    for i in range(steps_per_epoch(n, batch_size)):
-        idx = perm[i * batch_size:(i + 1) * batch_size]
-        # Preprocess, then augment: crop padding and cutout holes are zeros of the model's
-        # input space (the mean colour), and stretch/gcn_zca see the image, not the padding.
-        x = augment(data.preprocess(data.train_x[idx]), data.cfg, gen)
-        yield x, data.train_y[idx]
+    """One epoch of shuffled, preprocessed, augmented (x float32, y) training batches.
+
+    The epoch's random numbers are drawn before its first batch, in a few large ops: the
+    shuffle, then every image's crop offsets, flip and cutout centre (`draw_augment`). The
+    images are augmented `AUGMENT_CHUNK` at a time (one gather, one masked fill), a batch
+    is a view into its chunk: a few ops per 10,000 images instead of ~25 per batch, and one
+    chunk's memory, not the epoch's augmented copy (BENCHMARKS.md)."""
+    n, device = len(data.train_y), data.train_y.device
+    total = min(n, steps_per_epoch(n, batch_size) * batch_size)  # the dropped tail: no draws
+    order = torch.randperm(n, device=device, generator=gen)[:total]
+    draws = draw_augment(total, data.cfg, gen, device, tuple(data.train_x.shape[-2:]))
+    chunk = max(1, AUGMENT_CHUNK // batch_size) * batch_size  # whole batches per chunk
+    for start in range(0, total, chunk):
+        idx = order[start:start + chunk]
+        x, y = _augmented(data, idx, draws[start:start + chunk]), data.train_y[idx]
+        for i in range(0, len(idx), batch_size):
+            yield x[i:i + batch_size], y[i:i + batch_size]
+
+
+def _augmented(data: Data, idx: torch.Tensor, draws: Draws) -> torch.Tensor:
+    """Training images `idx`, preprocessed (uint8 ones here, first), then augmented: padding
+    and holes are zeros of the input space, and stretch/gcn_zca see no padding."""
+    if data.train_x.dtype == torch.uint8:
+        return apply_augment(data.preprocess(data.train_x[idx]), draws, data.cfg)
+    return apply_augment(data.train_x, draws, data.cfg, index=idx)
 
 
 def data_generator(device: torch.device | str, seed: int) -> torch.Generator:

@@ -1,10 +1,12 @@
-"""What happens to a batch on the device: normalisation (fitted once) and augmentation.
+"""What happens to the images on the device: normalisation (fitted once) and augmentation.
 
-The data set stays uint8 on the device; each batch is normalised by `Preprocess` and then
-augmented, all in batched tensor ops with a device `torch.Generator`, no per-image Python.
-Normalising before augmenting makes the pad of a random crop and the hole of a cutout zeros
-in normalised space: the training mean colour for `standardize`, as in DeVries & Taylor's
-cutout; it also means `gcn_zca` and `stretch` see the image, not the padding.
+`Preprocess` normalises the uint8 images (once, at load: `trainers.data.load_data`). An
+epoch's augmentation is drawn from a device `torch.Generator` in a few large ops
+(`draw_augment`) and applied to thousands of images per op (`apply_augment`): batched tensor
+ops, no per-image Python. Normalising before augmenting makes the pad of a random crop and
+the hole of a cutout zeros in normalised space: the training mean colour for `standardize`,
+as in DeVries & Taylor's cutout; it also means `gcn_zca` and `stretch` see the image, not
+the padding.
 """
 from __future__ import annotations
 
@@ -173,48 +175,97 @@ def _percentile(sorted_x: Tensor, q: float) -> Tensor:
     return sorted_x[..., i] * (1 - frac) + sorted_x[..., min(i + 1, sorted_x.shape[-1] - 1)] * frac
 
 
-# ---- augmentation: float N x C x H x W batches, random numbers from `gen` on the device ----
+# ---- augmentation: an epoch's random draws at once, applied to thousands of images per op ----
+
+@dataclasses.dataclass
+class Draws:
+    """Random augmentation parameters, one row per image (None: not in the config): crop
+    offsets (dy, dx) in [0, 2 * padding] of the zero-padded image, a left-right flip with
+    probability 1/2, and cutout centres (cy, cx) anywhere in the image."""
+    shift: Tensor | None = None   # n x 2, int64
+    flip: Tensor | None = None    # n, bool
+    centre: Tensor | None = None  # n x 2, int64
+
+    def __getitem__(self, rows: slice) -> "Draws":
+        return Draws(*(None if t is None else t[rows]
+                       for t in (self.shift, self.flip, self.centre)))
+
+
+def draw_augment(n: int, dataset_cfg: dict, gen: torch.Generator, device: torch.device,
+                 size: tuple[int, int] = (32, 32)) -> Draws:
+    """The config's random parameters for `n` images in at most four draws from `gen`
+    (instead of several small ops per batch): crop, then flip, then cutout."""
+    ops, h, w = dataset_cfg["augment"], size[0], size[1]
+    kw = {"generator": gen, "device": device}
+    out = Draws()
+    if "crop" in ops and dataset_cfg["crop_padding"] > 0:
+        out.shift = torch.randint(0, 2 * dataset_cfg["crop_padding"] + 1, (n, 2), **kw)
+    if "flip" in ops:
+        out.flip = torch.rand(n, **kw) < 0.5
+    if "cutout" in ops and dataset_cfg["cutout_size"] > 0:
+        out.centre = torch.stack([torch.randint(0, h, (n,), **kw),
+                                  torch.randint(0, w, (n,), **kw)], 1)
+    return out
+
+
+def apply_augment(x: Tensor, draws: Draws, dataset_cfg: dict,
+                  index: Tensor | None = None) -> Tensor:
+    """`x[index]` (default: all of `x`, float N x C x H x W) augmented as `draws` says, in
+    the usual order: a random crop of the zero-padded image, a flip, then cutout.
+
+    One gather does the crop and flip of every image (each output pixel reads its source
+    pixel, clamped into the image) and one masked fill writes the zeros: the padding the
+    crop brought in and the cutout hole. Zero padding (torchvision's RandomCrop(32, padding)
+    and the papers' "translations"), not reflect (airbench's): after normalisation the
+    zeros are the mean colour, as in DeVries & Taylor's cutout."""
+    _, c, h, w = x.shape
+    dev = x.device
+    rows, cols, zero = _source_pixels(draws, dataset_cfg, h, w, dev)
+    if draws.centre is not None:
+        hole = _hole(draws.centre, dataset_cfg["cutout_size"], h, w)
+        zero = hole if zero is None else zero | hole
+    index = torch.arange(len(x), device=dev) if index is None else index
+    if rows is None:  # no crop, no flip: a plain row gather
+        out = x.index_select(0, index)
+    else:
+        out = x[index[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None],
+                rows[:, None, :, None], cols[:, None, None, :]]
+    return out if zero is None else out.masked_fill_(zero[:, None], 0.0)
+
+
+def _source_pixels(draws: Draws, dataset_cfg: dict, h: int, w: int, dev: torch.device):
+    """(rows n x h, cols n x w, outside n x h x w or None): where each output pixel of the
+    crop and flip reads from in the unpadded image, clamped, and which pixels read padding.
+    (None, None, None) without crop and flip. Crop then flip: out[i, j] = img[i + dy - p,
+    (w - 1 - j if flipped else j) + dx - p]."""
+    if draws.shift is None and draws.flip is None:
+        return None, None, None
+    n = len(draws.shift if draws.shift is not None else draws.flip)
+    rows = torch.arange(h, device=dev).expand(n, h)
+    cols = torch.arange(w, device=dev).expand(n, w)
+    if draws.flip is not None:
+        cols = torch.where(draws.flip[:, None], cols.flip(1), cols)
+    if draws.shift is None:
+        return rows, cols, None
+    pad = dataset_cfg["crop_padding"]
+    rows = rows + (draws.shift[:, :1] - pad)
+    cols = cols + (draws.shift[:, 1:] - pad)
+    outside = ((rows < 0) | (rows >= h))[:, :, None] | ((cols < 0) | (cols >= w))[:, None, :]
+    return rows.clamp(0, h - 1), cols.clamp(0, w - 1), outside
+
+
+def _hole(centre: Tensor, size: int, h: int, w: int) -> Tensor:
+    """n x h x w: a size x size square per image around `centre`, clipped by the border
+    (DeVries & Taylor, 2017)."""
+    top, left = centre[:, :1] - size // 2, centre[:, 1:] - size // 2
+    r, c = torch.arange(h, device=centre.device), torch.arange(w, device=centre.device)
+    in_rows = (r >= top) & (r < top + size)  # n x h
+    in_cols = (c >= left) & (c < left + size)
+    return in_rows[:, :, None] & in_cols[:, None, :]
+
 
 def augment(x: Tensor, dataset_cfg: dict, gen: torch.Generator) -> Tensor:
-    """The config's augmentations in the usual order: crop, flip, then cutout."""
-    ops = dataset_cfg["augment"]
-    if "crop" in ops and dataset_cfg["crop_padding"] > 0:
-        x = random_crop(x, dataset_cfg["crop_padding"], gen)
-    if "flip" in ops:
-        x = random_flip(x, gen)
-    if "cutout" in ops and dataset_cfg["cutout_size"] > 0:
-        x = cutout(x, dataset_cfg["cutout_size"], gen)
-    return x
-
-
-def random_crop(x: Tensor, padding: int, gen: torch.Generator) -> Tensor:
-    """Random translation by up to `padding` pixels each way: zero-pad, then crop back.
-
-    Zero padding (torchvision's RandomCrop(32, padding) and the papers' "translations"),
-    not reflect (airbench's): after normalisation the zeros are the mean colour."""
-    n, _, h, w = x.shape
-    padded = F.pad(x, (padding,) * 4)
-    dy, dx = torch.randint(0, 2 * padding + 1, (2, n, 1), generator=gen, device=x.device)
-    rows = dy + torch.arange(h, device=x.device)  # n x h: source rows of each image
-    cols = dx + torch.arange(w, device=x.device)
-    batch = torch.arange(n, device=x.device)[:, None, None]
-    return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
-
-
-def random_flip(x: Tensor, gen: torch.Generator) -> Tensor:
-    """Mirror each image left-right with probability 1/2."""
-    flip = torch.rand(x.shape[0], generator=gen, device=x.device) < 0.5
-    return torch.where(flip[:, None, None, None], x.flip(3), x)
-
-
-def cutout(x: Tensor, size: int, gen: torch.Generator) -> Tensor:
-    """Zero a size x size square per image, centred anywhere so it may be clipped by the
-    border (DeVries & Taylor, 2017)."""
-    n, _, h, w = x.shape
-    cy = torch.randint(0, h, (n, 1), generator=gen, device=x.device) - size // 2
-    cx = torch.randint(0, w, (n, 1), generator=gen, device=x.device) - size // 2
-    r, c = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
-    in_rows = (r >= cy) & (r < cy + size)  # n x h
-    in_cols = (c >= cx) & (c < cx + size)
-    hole = in_rows[:, :, None] & in_cols[:, None, :]
-    return x.masked_fill(hole[:, None], 0.0)
+    """A batch's augmentation in one call: `draw_augment` for its images, then
+    `apply_augment` (the training epochs draw and apply for thousands at once)."""
+    return apply_augment(x, draw_augment(len(x), dataset_cfg, gen, x.device, x.shape[-2:]),
+                         dataset_cfg)

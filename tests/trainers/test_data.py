@@ -1,5 +1,5 @@
 """The data pipeline: CIFAR files through torchvision's classes, the split, the synthetic
-set, the fitted preprocessing and the batched on-device augmentation."""
+set and the fitted preprocessing (the augmentation: test_augment.py)."""
 from __future__ import annotations
 
 import shutil
@@ -11,10 +11,8 @@ import torch
 
 from orchestrator.errors import GridError
 from trainers import preprocess
-from trainers.data import (data_generator, load_data, split_indices, steps_per_epoch,
-                           synthetic, train_batches)
-from trainers.preprocess import (GCN_SCALE, ZCA_BIAS, cutout, fit_preprocess, gcn,
-                                 random_crop, random_flip, stretch, zca_fit)
+from trainers.data import load_data, split_indices, synthetic
+from trainers.preprocess import GCN_SCALE, ZCA_BIAS, fit_preprocess, gcn, stretch, zca_fit
 
 
 def cifar_cfg(root, **kw) -> dict:
@@ -180,56 +178,6 @@ def test_stretch_maps_2nd_and_98th_percentiles_to_0_and_1():
     assert np.allclose(out.reshape(8, 3, -1).numpy(), expect, atol=1e-5)
     frac_low = (out.reshape(8, 3, -1) <= 0).float().mean(2)
     assert (frac_low > 0.01).all() and (frac_low < 0.05).all()  # ~2% clipped at the bottom
-
-
-# ---------------------------------------------------------------- augmentation
-
-def _gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def test_random_crop_is_a_translation_with_zero_fill():
-    x = torch.arange(4 * 3 * 32 * 32, dtype=torch.float32).reshape(4, 3, 32, 32) + 1
-    out = random_crop(x, 3, _gen())
-    assert out.shape == x.shape and out.dtype == x.dtype
-    padded = torch.nn.functional.pad(x, (3, 3, 3, 3))
-    for i in range(4):
-        assert any(torch.equal(out[i], padded[i, :, dy:dy + 32, dx:dx + 32])
-                   for dy in range(7) for dx in range(7))
-    assert torch.equal(random_crop(x, 3, _gen()), out)  # same generator state, same crop
-
-
-def test_random_flip_really_flips_about_half():
-    x = torch.rand(200, 3, 32, 32)
-    out = random_flip(x, _gen())
-    flipped = torch.tensor([torch.equal(o, xi.flip(2)) for o, xi in zip(out, x)])
-    same = torch.tensor([torch.equal(o, xi) for o, xi in zip(out, x)])
-    assert (flipped ^ same).all() and 60 < flipped.sum() < 140
-    assert out.shape == x.shape and out.dtype == x.dtype
-
-
-def test_cutout_zeroes_one_square_at_most():
-    x = torch.ones(50, 3, 32, 32)
-    out = cutout(x, 8, _gen())
-    assert out.shape == x.shape and out.dtype == x.dtype
-    holes = (out == 0).all(1).sum((1, 2))  # zeroed pixels per image, all channels at once
-    assert (holes <= 64).all() and (holes > 0).all() and (holes == 64).any()
-
-
-def test_train_batches_shuffle_every_image_once_and_reproducibly():
-    cfg = {"name": "synthetic", "root": None, "download": False,
-           "augment": ["crop", "flip", "cutout"], "crop_padding": 4, "cutout_size": 8,
-           "preprocess": "standardize", "val_size": 0, "subset": 230}
-    data = load_data(cfg, "cpu", seed=0)
-    assert steps_per_epoch(230, 50) == 4  # the last partial batch is dropped
-    batches = list(train_batches(data, 50, data_generator("cpu", 7)))
-    again = list(train_batches(data, 50, data_generator("cpu", 7)))
-    assert len(batches) == 4
-    for (x, y), (x2, y2) in zip(batches, again):
-        assert x.dtype == torch.float32 and x.shape == (50, 3, 32, 32) and y.shape == (50,)
-        assert torch.equal(x, x2) and torch.equal(y, y2)
-    other = list(train_batches(data, 50, data_generator("cpu", 8)))
-    assert not torch.equal(other[0][1], batches[0][1])  # another seed, another order
 
 
 DOWNLOADER = """
