@@ -168,7 +168,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     from results.tables import table_command
     spec = _load(args)
     return table_command(spec, open_store(args.store), fmt=args.format, out=args.out,
-                         expected=expected_cells(spec), strict=args.strict)
+                         expected=expected_cells(spec), strict=args.strict, full=args.full)
 
 
 @command
@@ -257,6 +257,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="write to this file instead of the terminal")
     s.add_argument("--strict", action="store_true",
                    help="exit 1 when a table has a hole (a failed, missing or unfinished cell)")
+    s.add_argument("--full", action="store_true", help="every value of a table's `over` "
+                   "axis as a column (a number, div or stopped @rung) instead of the pick")
     s = spec_cmd("plot", "the figures of the spec's tables: learning curves, metric vs lr")
     s.add_argument("--store")
     s.add_argument("--smoke", action="store_true")

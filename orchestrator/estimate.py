@@ -16,7 +16,7 @@ import os
 from typing import Any
 
 from orchestrator.expand import Cell
-from orchestrator.trial import group_cells
+from orchestrator.units import group_cells
 
 STEPS, WARMUP = 3, 1  # timed steps per kind of unit, after untimed ones (compile, autotune)
 

@@ -56,6 +56,8 @@ def resolve(spec: Spec, overrides: dict[str, Any]) -> dict:
     train = cfg["train"]
     uses_best = any(t.get("at") == "best" for t in spec.tables)
     train["eval_every"] = eval_every(train["eval_every"], train["epochs"], uses_best)
+    if spec.halving:  # a rung ranks by its epoch's val metrics: they must be measured
+        train["eval_epochs"] = sorted(set(train["eval_epochs"]) | set(spec.halving["rungs"]))
     return cfg
 
 

@@ -9,15 +9,18 @@ import os
 import tempfile
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 import ray
 from ray import tune
+from ray.train._internal.session import get_session
 from ray.tune.trainable.function_trainable import wrap_function
 from rich.console import Console
 from rich.live import Live
 
 from orchestrator import hooks, monitor
 from orchestrator import trial as T
+from orchestrator import units as U
 from orchestrator.checkpoints import KEEP_CHECKPOINTS, tune_storage
 from orchestrator.errors import GridError
 from orchestrator.expand import Cell
@@ -25,6 +28,9 @@ from orchestrator.progress import GridProgress
 from results.store import Store, open_store
 
 GRID_ERROR = "grid_error"  # a trial's last report when a user error ended it
+# How long a stopping trial may take to write its rows (a local file: well under a second;
+# an S3 PUT: seconds); Tune force-kills a stopping actor only after 600 s anyway.
+STOP_WAIT_S = 120
 
 
 def _trainable(config: dict, units: dict, run: dict) -> None:
@@ -39,10 +45,15 @@ def _trainable(config: dict, units: dict, run: dict) -> None:
     cells = [Cell.from_dict(d) for d in units[config["cell"]]]
     keys = [t.key for t in cells]
     shown = monitor.CellMetrics(cells[0].grid, cells[0].config["train"]["epochs"])
+    store = open_store(run["store"])
+
+    def stopped() -> dict | None:  # the halving's decision, if it is what ended the trial
+        return store.read_stop(cells[0].grid, keys[0]) if run.get("halving") else None
     try:
         T.run_unit(cells, store_uri=run["store"], spec_sha256=run["sha256"],
-                   resumes=_resumes(cells, keys, run), checkpoint=_report,
-                   observe=shown.observe)
+                   resumes=_resumes(cells, keys, run),
+                   checkpoint=lambda metrics, files: _report(metrics, files, stopped),
+                   observe=shown.observe, halving=run.get("halving"))
     except GridError as e:  # written to the store as the cells' failure by run_unit
         tune.report({GRID_ERROR: " ".join(str(e).split())})
 
@@ -66,31 +77,54 @@ def _resumes(cells: list[Cell], keys: list[str], run: dict) -> dict[str, dict]:
     return resumes
 
 
-def _report(metrics: dict, files: dict[str, bytes]) -> None:
+def _report(metrics: dict, files: dict[str, bytes],
+            stopped: Callable[[], dict | None]) -> dict | None:
     """Metrics every epoch; a checkpoint with them when the cadence gave files. Ray 2.60's
     `tune.report` persists a checkpoint to the storage before it returns, on the training
     thread that must call it (an asynchronous upload exists only in Ray Train v2's
-    `ray.train.report`), so the cadence, not a thread, is what keeps this cost small."""
-    if not files:
-        tune.report(metrics)
-        return
-    with tempfile.TemporaryDirectory(prefix="grid-checkpoint-") as d:
-        for name, data in files.items():
-            Path(d, name).write_bytes(data)
-        # tune.report copies the folder to the storage before it returns
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+    `ray.train.report`), so the cadence, not a thread, is what keeps this cost small.
+
+    When Tune stops the trial, `tune.report` exits (SystemExit): if the halving's decision
+    `stopped()` is there, it is returned (the cell is written as stopped); any other stop
+    (Ctrl-C, the end of the experiment) goes on exiting and writes nothing."""
+    try:
+        if not files:
+            tune.report(metrics)
+            return None
+        with tempfile.TemporaryDirectory(prefix="grid-checkpoint-") as d:
+            for name, data in files.items():
+                Path(d, name).write_bytes(data)
+            # tune.report copies the folder to the storage before it returns
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        return None
+    except SystemExit:
+        decision = stopped()
+        if decision is None:
+            raise
+        return decision
 
 
-def trainable_class(trainable, titles: dict[str, str]) -> type:
+def trainable_class(trainable, titles: dict[str, str], halving: bool = False) -> type:
     """The function trainable as a class whose repr is its unit's title (grid, cell keys,
     axis values): the dashboard's Actors page shows an actor by its repr. Ray reads that
     repr once, right after the actor's __init__ (`_raylet.pyx`, Ray 2.60), so each trial
-    has its own actor (`reuse_actors=False` in `_tuner`)."""
+    has its own actor (`reuse_actors=False` in `_tuner`). Under a halving, its cleanup
+    waits for a stopped trial's rows."""
     def __repr__(self) -> str:
         label = (getattr(self, "config", None) or {}).get("cell")
         return f"GridTrial({titles.get(label, label)})"
-    return type("GridTrial", (wrap_function(trainable),),
-                {"__repr__": __repr__, "__qualname__": "GridTrial"})
+
+    def cleanup(self) -> None:
+        # Tune's cleanup only signals the training thread; the actor ends right after it.
+        # A trial stopped by the halving writes its rows on that thread after the signal:
+        # wait for it, or the process would end before the rows are in the store.
+        thread = getattr(get_session(), "training_thread", None)
+        super(cls, self).cleanup()
+        if halving and thread is not None and thread.is_alive():
+            thread.join(timeout=STOP_WAIT_S)
+    cls = type("GridTrial", (wrap_function(trainable),),
+               {"__repr__": __repr__, "cleanup": cleanup, "__qualname__": "GridTrial"})
+    return cls
 
 
 def trial_name(trial) -> str:
@@ -105,12 +139,13 @@ class TuneProgress(tune.Callback):
     """Feeds Tune's trial events to the GridProgress display, and prints one line per
     finished, failed or retried trial (what stays in a log file)."""
 
-    def __init__(self, progress: GridProgress, console: Console):
+    def __init__(self, progress: GridProgress, console: Console, stops: dict | None = None):
         self.progress, self.console = progress, console
+        self.stops = stops if stops is not None else {}  # the halving's decisions, by cell
         self.status: monitor.StatusMetrics | None = None
 
     def __getstate__(self):  # Tune pickles its run config; the console stays here
-        return {"progress": self.progress, "console": None, "status": None}
+        return {"progress": self.progress, "console": None, "status": None, "stops": {}}
 
     def setup(self, **info):
         try:
@@ -130,9 +165,14 @@ class TuneProgress(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         error = (trial.last_result or {}).get(GRID_ERROR)
+        stop = self.stops.get(trial_name(trial))
         if error:
             self.progress.fail(trial_name(trial), error)
             self._say(f"[red]failed[/]  {trial_name(trial)}: {error} (not retried)")
+        elif stop:
+            self.progress.finish(trial_name(trial))
+            self._say(f"[blue]stopped[/] {trial_name(trial)} at rung {stop['rung']}: "
+                      f"{stop['metric']} below its row's cutoff (halving)")
         else:
             self.progress.finish(trial_name(trial))
             self._say(f"[green]done[/]    {trial_name(trial)}")
@@ -175,10 +215,12 @@ def first_line(text: str | None) -> str:
 
 
 def fit(spec, store: Store, units: list[list[Cell]], run: dict, resources: dict,
-        skipped: int, max_concurrent: int | None, console: Console):
+        skipped: int, max_concurrent: int | None, console: Console, rungs=None):
     """Run the units as one Tune experiment with the live display; Tune's ResultGrid.
-    `run`: what every trial needs (store location, spec hash, checkpoints to resume)."""
-    labels = {T.unit_label(u): u for u in units}
+    `run`: what every trial needs (store location, spec hash, checkpoints to resume, the
+    halving section); `rungs`: the halving's records (`orchestrator.halving.Rungs`), which
+    make the experiment's scheduler a `RowHalving`."""
+    labels = {U.unit_label(u): u for u in units}
     run = {**run, "env": {k: os.environ[k] for k in hooks.ENV if k in os.environ}}
     progress = GridProgress(spec.name, {lab: (len(u), u[0].config["train"]["epochs"])
                                         for lab, u in labels.items()}, skipped=skipped)
@@ -186,8 +228,13 @@ def fit(spec, store: Store, units: list[list[Cell]], run: dict, resources: dict,
         _trainable, units={lab: [t.to_dict() for t in u] for lab, u in labels.items()},
         run=run), resources)
     titles = {lab: monitor.unit_title(spec.name, u) for lab, u in labels.items()}
-    tuner = _tuner(spec, store, trainable_class(trainable, titles), list(labels),
-                   max_concurrent, TuneProgress(progress, console))
+    scheduler = None
+    if rungs is not None:
+        from orchestrator.scheduler import RowHalving
+        scheduler = RowHalving(rungs, store, spec.name)
+    callback = TuneProgress(progress, console, scheduler.stops if scheduler else {})
+    tuner = _tuner(spec, store, trainable_class(trainable, titles, rungs is not None),
+                   list(labels), max_concurrent, callback, scheduler)
     if not console.is_terminal:  # a log file: the per-trial lines and one summary
         results = tuner.fit()
         console.print(progress.summary_line(), highlight=False)
@@ -197,15 +244,16 @@ def fit(spec, store: Store, units: list[list[Cell]], run: dict, resources: dict,
 
 
 def _tuner(spec, store: Store, trainable, labels: list[str], max_concurrent: int | None,
-           callback: tune.Callback) -> tune.Tuner:
-    """One trial per label (a cell or a pack), named by it; retried from its last
-    checkpoint up to spec.max_failures times."""
+           callback: tune.Callback, scheduler=None) -> tune.Tuner:
+    """One trial per label (a cell or a pack), named by it, in the grid's order (Tune's
+    FIFO, or the halving's `RowHalving`); retried from its last checkpoint up to
+    spec.max_failures times."""
     path, fs = tune_storage(store, spec.name)
     return tune.Tuner(
         trainable,
         param_space={"cell": tune.grid_search(labels),
                      "launch": datetime.now().strftime("%Y%m%d-%H%M%S")},
-        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent,
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, scheduler=scheduler,
                                     # a new actor (process) per trial, so that the
                                     # dashboard names each by its cells (trainable_class);
                                     # it costs a torch import (seconds) per trial

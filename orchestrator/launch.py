@@ -1,7 +1,7 @@
 """`grid launch`: the grid's unfinished cells as Ray Tune trials.
 
 The steps, in order, each in its own module:
-1. select the cells without a result (`trial.select_cells`), and group them into units;
+1. select the cells without a result (`units.select_cells`), and group them into units;
 2. take the grid's lease in the store (`results/lease.py`): one launch per grid and store;
 3. pre-flight, before any trial starts: the store is writable, the data set is readable or
    downloadable where trials run, and one trial fits a node (`resources.py`, `session.py`);
@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.text import Text
 
 from orchestrator import trial as T
+from orchestrator import units as U
 from orchestrator.expand import Cell, axis_label, expand
 from results.lease import Lease, LeaseHeld, held
 from results.schema import FINISHED
@@ -38,19 +39,21 @@ def launch(spec, *, store_uri: str | None = None, address: str | None = None,
     store = open_store(store_uri)
     store.check_writable()
     cells = expand(spec)
-    todo, skipped = T.select_cells(cells, store.statuses(spec.name), force)
+    todo, skipped = U.select_cells(cells, store.statuses(spec.name), force,
+                                     bool(spec.halving))
     if not todo:
-        _say_skipped(console, len(skipped))
+        _say_skipped(console, len(skipped), bool(spec.halving))
         console.print(f"{spec.name}: all {len(cells)} cells are finished; nothing to run")
         return 0
     if dry_run:
-        _print_plan(console, spec, T.group_cells(todo, spec.resources["pack"]), len(skipped))
+        _print_plan(console, spec, U.group_cells(todo, spec.resources["pack"]), len(skipped))
         return 0
     try:
         with held(Lease(store, spec.name), wait=wait, say=lambda s: console.print(Text(s))):
             # read again under the lease: a launch we waited for may have finished cells
-            todo, skipped = T.select_cells(cells, store.statuses(spec.name), force)
-            _say_skipped(console, len(skipped))
+            todo, skipped = U.select_cells(cells, store.statuses(spec.name), force,
+                                     bool(spec.halving))
+            _say_skipped(console, len(skipped), bool(spec.halving))
             if not todo:  # the launch we waited for finished them
                 console.print(f"{spec.name}: all {len(cells)} cells are finished; nothing to run")
                 return 0
@@ -70,7 +73,7 @@ def _run(spec, store: Store, todo: list[Cell], skipped: int, *, address: str | N
     from orchestrator.monitor import job_metadata
     from orchestrator.resources import check_placement, decide_gpu
 
-    units = T.group_cells(todo, spec.resources["pack"])
+    units = U.group_cells(todo, spec.resources["pack"])
     datasets = _datasets(todo)
     local = session.starts_local(address)
     if local:  # the trials run on this machine: check the data here, before Ray starts
@@ -95,11 +98,32 @@ def _run(spec, store: Store, todo: list[Cell], skipped: int, *, address: str | N
                           f"launch")
         console.print(f"{spec.name}: running {len(todo)} cells as {len(units)} Tune trials, "
                       f"{resources['cpu']:g} CPU + {gpu:g} GPU each ({why})")
-        run = {"store": K.store_location(store), "sha256": spec.sha256, "resume": resume}
+        run = {"store": K.store_location(store), "sha256": spec.sha256, "resume": resume,
+               "halving": spec.halving}
         results = experiment.fit(spec, store, units, run, resources, skipped, max_concurrent,
-                                 console)
+                                 console, _rungs(spec, store, todo, console))
         K.prune_checkpoints(store, spec.name)
     return _finish(spec, store, units, results, started, console)
+
+
+def _rungs(spec, store: Store, todo: list[Cell], console: Console):
+    """The halving's records (orchestrator/halving.py): every cell of the spec in its group,
+    the rung scores of the finished ones from the store's epoch rows. The decisions of the
+    cells about to run are cleared: each is judged again as it reaches its rungs."""
+    if not spec.halving:
+        return None
+    from orchestrator.halving import Rungs, halving_warnings
+    cells = expand(spec)
+    for line in halving_warnings(spec.halving, [c.config for c in cells]):
+        console.print(Text(f"warning: {line}", style="yellow"))
+    for t in todo:
+        store.clear_stop(spec.name, t.key)
+    rungs = Rungs.from_epochs(spec.halving, cells, store.read_epochs(spec.name).to_pylist())
+    recorded = sum(len(s) for s in rungs.scores.values())
+    console.print(f"halving: rungs at epochs {', '.join(map(str, spec.halving['rungs']))}, "
+                  f"keep {spec.halving['keep']:g} of each row by {spec.halving['metric']}; "
+                  f"{recorded} rung records from earlier launches")
+    return rungs
 
 
 def _datasets(cells: list[Cell]) -> list[dict]:
@@ -119,20 +143,20 @@ def _check_data_here(datasets: list[dict], console: Console) -> None:
             console.print(f"data: {check_data(d)}")
 
 
-def _say_skipped(console: Console, skipped: int) -> None:
+def _say_skipped(console: Console, skipped: int, halving: bool = False) -> None:
     if skipped:
-        console.print(f"skipping {skipped} finished cells (completed or diverged; --force "
-                      f"reruns them)")
+        kinds = "completed, diverged or stopped" if halving else "completed or diverged"
+        console.print(f"skipping {skipped} finished cells ({kinds}; --force reruns them)")
 
 
 def _print_plan(console: Console, spec, units: list[list[Cell]], skipped: int) -> None:
     cells = sum(len(u) for u in units)
-    _say_skipped(console, skipped)
+    _say_skipped(console, skipped, bool(spec.halving))
     console.print(f"{spec.name}: would run {cells} cells as {len(units)} Tune trials "
                   f"(dry run: nothing started)")
     for unit in units:
         params = ", ".join(f"{axis_label(a)}={v}" for a, v in unit[0].params.items())
-        console.print(f"  {T.unit_label(unit)}  {params}")
+        console.print(f"  {U.unit_label(unit)}  {params}")
 
 
 # -- the end report -----------------------------------------------------------------------------
@@ -150,7 +174,7 @@ def _finish(spec, store: Store, units: list[list[Cell]], results, started: str,
     failures = _recent_failures(store, spec.name, started)
     problems: list[tuple[Cell, str]] = []
     for unit in units:
-        label = T.unit_label(unit)
+        label = U.unit_label(unit)
         for t in unit:
             status = statuses.get(t.key)
             if label not in errors and status in FINISHED:
@@ -164,8 +188,10 @@ def _finish(spec, store: Store, units: list[list[Cell]], results, started: str,
             kept = f"; the earlier {status} result is kept" if status in FINISHED else ""
             problems.append((t, error + kept))
     total = sum(len(u) for u in units)
+    stopped = sum(statuses.get(t.key) == "stopped" for u in units for t in u)
     if not problems:
-        console.print(f"[green]{spec.name}: all {total} cells finished[/]")
+        early = f" ({stopped} stopped at a rung by the halving)" if stopped else ""
+        console.print(f"[green]{spec.name}: all {total} cells finished{early}[/]")
         return 0
     console.print(f"[red]{spec.name}: {len(problems)} of {total} cells did not finish[/] "
                   f"(rerun `grid launch` to retry them; `grid status` lists them)")

@@ -17,17 +17,19 @@ import yaml
 
 from trainers import config as C
 from orchestrator.errors import GridError
+from orchestrator.halving import check_halving
 from orchestrator.tablespec import check_tables
 
 TOP_KEYS = ("name", "description", "dataset", "model", "train", "grid", "include", "exclude",
-            "resources", "max_failures", "tables", "table")
+            "resources", "max_failures", "tables", "table", "halving")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
     """A validated grid spec. `base` is the resolved base config; `axes`, `include` and
-    `exclude` use dotted paths; `forced` is applied to every cell last (`--smoke`)."""
+    `exclude` use dotted paths; `forced` is applied to every cell last (`--smoke`);
+    `halving` is the normalised `halving:` section or None (orchestrator/halving.py)."""
     name: str
     description: str
     path: str
@@ -40,6 +42,7 @@ class Spec:
     max_failures: int
     tables: list[dict]
     forced: dict = dataclasses.field(default_factory=dict)
+    halving: dict | None = None
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -158,6 +161,7 @@ def _validate(doc: dict, path: Path, errors: list[str]) -> Spec | None:
         errors.append("table: give either 'table' (one) or 'tables' (a list), not both")
     tables_doc = doc.get("tables", [doc["table"]] if "table" in doc else [])
     tables = check_tables(tables_doc, errors)
+    halving = check_halving(doc.get("halving"), base, axes, include, resources, errors)
     description = doc.get("description", "")
     if not isinstance(description, str):
         errors.append(f"description: expected text, got {description!r}")
@@ -165,7 +169,7 @@ def _validate(doc: dict, path: Path, errors: list[str]) -> Spec | None:
         return None
     return Spec(name=name, description=description, path=str(path), sha256="", base=base,
                 axes=axes, include=include, exclude=exclude, resources=resources,
-                max_failures=max_failures, tables=tables)
+                max_failures=max_failures, tables=tables, halving=halving)
 
 
 def _unknown_top(key: Any) -> str:
@@ -276,10 +280,10 @@ def smoke(spec: Spec, cpus: int | None = None) -> Spec:
     """The same grid shrunk to seconds per cell, under its own name so its results never mix
     with the real grid's: 1 epoch, 512 training images, a quarter of the width; a trial asks
     for no more CPUs than this machine has (`cpus`, default os.cpu_count()), so a spec sized
-    for a GPU node still smoke-tests on a laptop."""
+    for a GPU node still smoke-tests on a laptop. One epoch has no rung: no halving."""
     forced = {"train.epochs": 1, "dataset.subset": 512, "dataset.val_size": 128,
               "model.width": 0.25}
     cpus = cpus or os.cpu_count() or 1
     resources = {**spec.resources, "cpu": min(spec.resources["cpu"], float(cpus))}
     return dataclasses.replace(spec, name=f"{spec.name}-smoke", forced=forced,
-                               resources=resources)
+                               resources=resources, halving=None)

@@ -168,11 +168,12 @@ def _next_id(client, prefix: str) -> str:
 def _counts(spec, store: str) -> tuple[int, int | None, int | None]:
     """(cells, to run, skipped) as far as this machine can read the store."""
     from orchestrator.expand import expand
-    from orchestrator.trial import select_cells
+    from orchestrator.units import select_cells
     from results.store import open_store
     cells = expand(spec)
     try:
-        todo, skipped = select_cells(cells, open_store(store).statuses(spec.name))
+        todo, skipped = select_cells(cells, open_store(store).statuses(spec.name),
+                                     halving=bool(spec.halving))
     except GridError:
         return len(cells), None, None
     return len(cells), len(todo), len(skipped)

@@ -1,11 +1,14 @@
-"""What runs inside one Tune trial, without Ray: pick and group the cells, resume, train,
-checkpoint through a callback, and write the result rows to the store itself.
+"""What runs inside one Tune trial, without Ray: resume, train, checkpoint through a callback,
+and write the result rows to the store itself (`orchestrator/units.py` picks the cells and
+groups them into trials).
 
 A unit is one cell, or a pack of cells trained as one model (`resources.pack`).
 `orchestrator/experiment.py` wraps `run_unit` in a Tune trainable whose `checkpoint(metrics,
 files)` callback is `tune.report`, called every epoch, with files only on the epochs the
 cadence picks (`trainers/cadence.py`). A retry redoes the epochs after the last checkpoint
-from its history, so the rows hold each epoch once.
+from its history, so the rows hold each epoch once. Under a halving, each report carries the
+cell's scores at the rungs it has passed (`rungs`), and the callback answers with the
+halving's decision when it stopped the cell: the cell is then written as `stopped`.
 
 The trial writes its own rows (completed or diverged; a failure with its error in its own
 place, `Store.write_failure`) so that no result depends on the driver surviving and no failed
@@ -30,52 +33,17 @@ from typing import Callable
 from orchestrator import hooks
 from orchestrator.errors import GridError
 from orchestrator.expand import Cell
-from results.schema import FINISHED
 
 ERROR_FRAMES = 3  # frames of the traceback kept in a failed row: where, without the noise
 CHECKPOINT_FORMAT = 2  # 1: the bare trainer state (0.1); 2: {format, code_version, state}
 
-Checkpoint = Callable[[dict, dict[str, bytes]], None]
+# (metrics, files) -> None, or the halving's decision that stopped the unit
+Checkpoint = Callable[[dict, dict[str, bytes]], "dict | None"]
 Observe = Callable[[str, dict], None]  # (cell key, its epoch's metrics): logs and metrics
 
 
 class CheckpointWarning(UserWarning):
     """A checkpoint that could not be loaded was discarded; the cell starts over."""
-
-
-def select_cells(trials: list[Cell], statuses: dict[str, str],
-                 force: bool = False) -> tuple[list[Cell], list[Cell]]:
-    """(cells to run, cells skipped): completed and diverged cells are skipped unless
-    `force`; failed and missing ones run."""
-    if force:
-        return list(trials), []
-    todo = [t for t in trials if statuses.get(t.key) not in FINISHED]
-    done = [t for t in trials if statuses.get(t.key) in FINISHED]
-    return todo, done
-
-
-def group_cells(trials: list[Cell], pack: int) -> list[list[Cell]]:
-    """The cells as Tune trials: one cell each for pack 1; else up to `pack` cells that
-    differ only in lr, seed, init, weight decay or schedule (`trainers.pack.pack_key`) per
-    trial, in grid order."""
-    if pack <= 1:
-        return [[t] for t in trials]
-    from trainers.pack import can_pack, pack_key  # torch: only imported when packing
-
-    groups: dict[str, list[Cell]] = {}
-    for t in trials:
-        single = not can_pack([t.config])  # torch.compile'd cells train alone
-        groups.setdefault(t.key if single else pack_key(t.config), []).append(t)
-    units = []
-    for cells in groups.values():
-        units += [cells[i:i + pack] for i in range(0, len(cells), pack)]
-    order = {t.key: i for i, t in enumerate(trials)}
-    return sorted(units, key=lambda u: order[u[0].key])
-
-
-def unit_label(cells: list[Cell]) -> str:
-    """The Tune trial's name: the cell key, `+N` for a pack of N more cells."""
-    return cells[0].key + (f"+{len(cells) - 1}" if len(cells) > 1 else "")
 
 
 def state_file(key: str) -> str:
@@ -148,9 +116,11 @@ class _Epochs:
     when nothing trains after it), else with no files (Tune still gets the metrics)."""
 
     def __init__(self, cells: list[Cell], resumes: dict[str, dict], checkpoint: Checkpoint,
-                 observe: Observe | None = None):
+                 observe: Observe | None = None, halving: dict | None = None):
         from trainers.cadence import CheckpointCadence
         self.cells, self.checkpoint, self.observe = cells, checkpoint, observe
+        self.halving = halving
+        self.stops: dict[str, dict] = {}  # the halving's decision, for each cell it stopped
         self.epoch = {t.key: int(resumes.get(t.key, {}).get("epoch", 0)) for t in cells}
         self.history = {t.key: list(resumes.get(t.key, {}).get("history", [])) for t in cells}
         # A cell resumed after it diverged trains no further epoch: never wait for it.
@@ -165,9 +135,11 @@ class _Epochs:
 
     def start_over(self) -> None:
         """Forget the discarded resumes: train from epoch 1, same checkpoint and observer."""
-        self.__init__(self.cells, {}, self.checkpoint, self.observe)
+        self.__init__(self.cells, {}, self.checkpoint, self.observe, self.halving)
 
-    def report(self, key: str, metrics: dict, state: dict) -> None:
+    def report(self, key: str, metrics: dict, state: dict) -> bool:
+        """Take one cell's epoch; True when the halving stopped the unit (no more reports:
+        Tune has ended the trial's session)."""
         self.live[key], self.last[key] = state, metrics
         self.epoch[key], self.history[key] = metrics["epoch"], list(state["history"])
         self.stopped[key] = diverged(metrics)
@@ -186,10 +158,14 @@ class _Epochs:
             self.live.clear()
             files = {state_file(k): b for k, b in self.states.items()}
             self.cadence.done(epoch)
-        self.checkpoint(self._metrics(epoch), files or {})
+        stop = self.checkpoint(self._metrics(epoch), files or {})
+        if stop:
+            self.stops.update({t.key: stop for t in self.cells})
+            return True
         for t in self.cells:
             if self.epoch[t.key] == epoch:
                 hooks.at_epoch(t.key, epoch)
+        return False
 
     def _final(self) -> bool:
         """Nothing trains after this epoch: every cell stopped or did its last epoch."""
@@ -205,18 +181,22 @@ class _Epochs:
                 out[name] = max(values)
         out["epochs"] = self.cells[0].config["train"]["epochs"]
         out["cells"] = len(self.cells)
+        if self.halving and len(self.cells) == 1:  # a halving never packs (spec checks)
+            from orchestrator.halving import rung_scores
+            scores = rung_scores(self.history[self.cells[0].key], self.halving)
+            out["rungs"] = {str(r): v for r, v in scores.items()}
         return out
 
 
 def run_unit(cells: list[Cell], *, store_uri: str | None, spec_sha256: str,
              resumes: dict[str, dict] | None = None,
              checkpoint: Checkpoint | None = None,
-             observe: Observe | None = None) -> list[str]:
+             observe: Observe | None = None, halving: dict | None = None) -> list[str]:
     """Train `cells` (one cell: `trainers.loop.train`; several: `trainers.pack.train_packed`),
     resuming each from its state in `resumes`; call `observe(key, metrics)` after each
     cell's epoch and `checkpoint(metrics, files)` once per epoch of the unit (files only
     when a checkpoint is due); write every cell's row and epochs to the store. Returns the
-    cells' statuses.
+    cells' statuses. `halving`: the spec's section, whose rung scores each report carries.
 
     On an exception, failure rows (with the error and the epochs done) are written and the
     exception is re-raised: Tune retries the trial, unless it is a GridError."""
@@ -225,7 +205,8 @@ def run_unit(cells: list[Cell], *, store_uri: str | None, spec_sha256: str,
     resumes = dict(resumes or {})  # emptied when its checkpoints are discarded
     store = open_store(store_uri)
     started = datetime.now(timezone.utc)
-    epochs = _Epochs(cells, resumes, checkpoint or (lambda metrics, files: None), observe)
+    epochs = _Epochs(cells, resumes, checkpoint or (lambda metrics, files: None), observe,
+                     halving)
     try:
         for t in cells:
             if t.key in resumes:
@@ -237,7 +218,8 @@ def run_unit(cells: list[Cell], *, store_uri: str | None, spec_sha256: str,
     ended = datetime.now(timezone.utc)
     for t, summary in zip(cells, summaries):
         _write(store, t, summary, spec_sha256, started, ended,
-               resumed=int(resumes.get(t.key, {}).get("epoch", 0)))
+               resumed=int(resumes.get(t.key, {}).get("epoch", 0)),
+               stopped_at=epochs.stops.get(t.key, {}).get("rung"))
     return [s["status"] for s in summaries]
 
 
@@ -270,10 +252,11 @@ def _train(cells: list[Cell], resumes: dict[str, dict], epochs: _Epochs) -> list
 
 
 def _write(store, trial: Cell, summary: dict, sha: str, started: datetime, ended: datetime,
-           resumed: int) -> None:
+           resumed: int, stopped_at: int | None) -> None:
     from results.schema import epoch_rows, provenance, trial_row
     row = trial_row(trial, summary, provenance(sha, started, ended, summary["device"]))
     row["resumed_epoch"] = resumed  # 0: trained from scratch; k: this attempt resumed at k+1
+    row["stopped_at"] = stopped_at  # the rung a halving stopped it at
     store.write_trial(trial.grid, trial.key, row, epoch_rows(trial, summary["history"]))
 
 

@@ -11,6 +11,11 @@ trial (each seed) finished, completed or diverged; a value with a diverged trial
 the worst (it loses to any value that trained). A cell whose `over` values are not all
 finished says so (`best of 3/4 lr; 1 failed`), and so does a cell with a failed or missing
 trial: `TableEntry.holes` counts them, and `grid table --strict` exits 1 on any.
+
+A halving (docs/spec.md#halving) stops some runs at a rung: `stopped` is finished but not a
+candidate, so the pick is among the `over` values that reached the last epoch, and a value
+that was stopped is no hole (`over_stopped`); a table entry of stopped runs alone (the full
+view, one column per `over` value) has the status `stopped`.
 Published reference numbers are matched to cells and the difference is ours - reference.
 """
 from __future__ import annotations
@@ -22,6 +27,8 @@ import statistics
 from typing import Any, Callable
 
 from results import schema
+from results.references import attach_references
+from results.stops import halving_summary, stopped_at, stopped_values
 
 SHOW_COLUMNS = ("params", "wall_s", "epochs", "images_per_s")
 
@@ -43,22 +50,33 @@ class TableEntry:
     delta: float | None = None
     over_total: int = 0      # the `over` values the grid defines for this cell
     over_done: int = 0       # of those, the ones whose every trial finished (pick candidates)
+    over_stopped: int = 0    # of those, the ones a halving stopped (finished, no candidate)
     missing: int = 0         # expected trials with no row at all (not run yet)
+    stopped: list[int] = dataclasses.field(default_factory=list)  # rungs of stopped trials
 
     @property
     def holes(self) -> int:
         """Failed or missing trials, and `over` values not finished: what --strict refuses."""
-        return self.failed + self.missing + (self.over_total - self.over_done)
+        return (self.failed + self.missing
+                + (self.over_total - self.over_done - self.over_stopped))
 
     @property
     def status(self) -> str:
-        """ok (has a mean), diverged (a trial diverged, none completed), failed (a trial
-        failed, none finished) or missing (no trial ran)."""
+        """ok (has a mean), diverged (a trial diverged, none completed), stopped (a halving
+        stopped its trials), failed (a trial failed, none finished) or missing (no trial
+        ran)."""
         if self.n:
             return "ok"
         if self.diverged:
             return "diverged"
+        if self.stopped and not self.failed:
+            return "stopped"
         return "failed" if self.failed else "missing"
+
+    @property
+    def complete(self) -> bool:
+        """Nothing left to run: no hole, and a mean, or only stopped trials."""
+        return not self.holes and self.status in ("ok", "stopped")
 
 
 @dataclasses.dataclass
@@ -72,6 +90,7 @@ class TableData:
     extras: dict[tuple, dict[str, float | None]]     # the `show` columns, per row
     params_by_arch: dict[str, float]
     no_val: bool = False  # the table's trials had no validation set (val_size 0)
+    halving: dict | None = None  # what a halving stopped, and the epochs it saved
 
 
 def metric_value(row: dict, metric: str, at: str = "final") -> float | None:
@@ -102,13 +121,15 @@ def summarise(trials: list[dict], metric: str, at: str) -> TableEntry:
               if (v := metric_value(t, metric, at)) is not None]
     mean, std = _stats(values)
     return TableEntry(mean=mean, std=std, n=len(values),
-                diverged=sum(t.get("status") == "diverged" for t in trials),
-                failed=sum(t.get("status") == "failed" for t in trials),
-                keys=[t["key"] for t in trials])
+                      diverged=sum(t.get("status") == "diverged" for t in trials),
+                      failed=sum(t.get("status") == "failed" for t in trials),
+                      keys=[t["key"] for t in trials],
+                      stopped=[stopped_at(t) for t in trials if t.get("status") == "stopped"])
 
 
-def _finished(trials: list[dict], expected: int | None) -> bool:
-    done = [t for t in trials if t.get("status") in ("completed", "diverged")]
+def _finished(trials: list[dict], expected: int | None,
+              statuses: tuple = ("completed", "diverged")) -> bool:
+    done = [t for t in trials if t.get("status") in statuses]
     return bool(done) and len(done) == len(trials) and (expected is None or len(done) >= expected)
 
 
@@ -116,8 +137,9 @@ def pick_over(trials: list[dict], table: dict, order: Callable[[Any], Any],
               expected: dict[Any, int] | None = None) -> tuple[Any, list, int]:
     """(the `over` value with the best mean `best_by`, its trials, how many values were
     candidates). Candidates are the values whose trials all finished (`expected`: how many
-    trials each value should have); a value with a diverged trial scores worst. (None, [], n)
-    when no candidate has a `best_by` result; ties go to the first in axis order."""
+    trials each value should have) and reached their last epoch (not stopped); a value with
+    a diverged trial scores worst. (None, [], n) when no candidate has a `best_by` result;
+    ties go to the first in axis order."""
     over, best_by, at = table["over"], table["best_by"], table["at"]
     groups: dict[Any, list[dict]] = {}
     for t in trials:
@@ -183,49 +205,6 @@ def coordinates(table: dict, trials: list[dict], expected: list[dict] | None,
     return _merge(rows, seen_rows, row_key), _merge(cols, seen_cols, col_key)
 
 
-def _match(ref: dict, table: dict, row: tuple, col: Any, cell_trials: list[dict]) -> int | None:
-    """How many `where` keys of `ref` this cell matches (None if one differs). Keys that are
-    not the table's axes are checked against the cell's trials; `over` is not checked: a
-    reference is compared with whatever value our pick is."""
-    coords = dict(zip(table["rows"], row))
-    if table["columns"]:
-        coords[table["columns"]] = col
-    hits = 0
-    for path, value in ref["where"].items():
-        value = schema.encode(path, value)
-        if path in coords:
-            if coords[path] != value:
-                return None
-            hits += 1
-        elif path != table["over"] and cell_trials:
-            if any(t.get(path) != value for t in cell_trials):
-                return None
-    return hits
-
-
-def attach_references(data: TableData, by_cell: dict[tuple, list[dict]]) -> None:
-    """Give each cell its most specific matching reference and ours - reference. In a table
-    with columns, a reference that does not name the column axis applies to the whole row."""
-    table, column = data.table, data.table["columns"]
-    for (row, col), cell in data.cells.items():
-        best, best_hits = None, -1
-        for ref in table["reference"]:
-            if column and column not in ref["where"]:
-                continue
-            hits = _match(ref, table, row, col, by_cell.get((row, col), []))
-            if hits is not None and hits > best_hits:
-                best, best_hits = ref, hits
-        if best is not None:
-            cell.reference, cell.reference_label = float(best["value"]), best.get("label")
-            cell.delta = None if cell.mean is None else cell.mean - cell.reference
-    if column:
-        for row in data.rows:
-            for ref in table["reference"]:
-                if column not in ref["where"] and _match(ref, table, row, None, []) is not None:
-                    data.row_refs[row] = (float(ref["value"]), ref.get("label"))
-                    break
-
-
 def _extras(trials: list[dict], show: list[str]) -> dict[str, float | None]:
     done = [t for t in trials if t.get("status") == "completed"] or trials
     out = {}
@@ -257,14 +236,17 @@ def build_table(table: dict, trials: list[dict], expected: list[dict] | None = N
         if table["over"] and table["best_by"]:
             pick, chosen, done = pick_over(group, table, axis_order(table["over"], axes),
                                            counts)
-            chosen = chosen or [t for t in group if t.get("status") != "completed"]
+            chosen = chosen or [t for t in group if t.get("status") not in ("completed",
+                                                                             "stopped")]
             over_total = len(counts) if counts is not None else len({t.get(table["over"])
                                                                      for t in group})
+            halted = stopped_values(group, table["over"], counts)
         else:
-            pick, chosen, done, over_total = None, group, 0, 0
+            pick, chosen, done, over_total, halted = None, group, 0, 0, 0
         cells[coord] = summarise(chosen, table["metric"], table["at"])
         cells[coord].pick = pick
         cells[coord].over_total, cells[coord].over_done = over_total, min(done, over_total)
+        cells[coord].over_stopped = halted
         want = sum(counts.values()) if counts is not None else len(group)
         cells[coord].missing = max(0, want - len(group))
         # the failed trials of the `over` values that were not candidates count too
@@ -282,6 +264,7 @@ def build_table(table: dict, trials: list[dict], expected: list[dict] | None = N
     data.params_by_arch = {a: statistics.fmean(v) for a, v in archs.items()}
     sizes = [t.get("dataset.val_size") for t in (expected or trials)]
     data.no_val = bool(sizes) and all(v == 0 for v in sizes)
+    data.halving = halving_summary(trials)
     return data
 
 

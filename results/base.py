@@ -5,6 +5,7 @@ The backends are `results/store.py` (a folder, and `open_store`) and `results/s3
 from __future__ import annotations
 
 import io
+import json
 import uuid
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -106,6 +107,20 @@ class Store:
         which stays as it is."""
         self._put(f"{grid}/failures/{key}.parquet",
                   _parquet(schema.to_table([row], schema.file_metadata(row))))
+
+    def write_stop(self, grid: str, key: str, decision: dict) -> None:
+        """A halving's decision to stop cell `key` (orchestrator/scheduler.py), which the
+        cell's trial reads back to write itself as stopped."""
+        self._put(f"{grid}/stops/{key}.json", json.dumps(decision, sort_keys=True).encode())
+
+    def read_stop(self, grid: str, key: str) -> dict | None:
+        """The halving's decision to stop cell `key`, or None."""
+        found = self.read_tagged(f"{grid}/stops/{key}.json")
+        return json.loads(found[0]) if found else None
+
+    def clear_stop(self, grid: str, key: str) -> None:
+        """Forget a decision: the cell runs again and is judged again."""
+        self._delete(f"{grid}/stops/{key}.json")
 
     def read_trials(self, grid: str) -> pa.Table:
         """One row per cell of `grid`: its finished row, else its last failure."""

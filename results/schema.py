@@ -24,8 +24,10 @@ from typing import Any
 import pyarrow as pa
 
 SCHEMA_VERSION = 1
-STATUSES = ("completed", "diverged", "failed")
-FINISHED = ("completed", "diverged")  # results: what `grid launch` skips (unless --force)
+STATUSES = ("completed", "diverged", "stopped", "failed")
+# Results: the rows in trials/, which `grid launch` skips (unless --force). `stopped` (a
+# halving stopped the cell at a rung, `stopped_at`) is skipped only while the spec halves.
+FINISHED = ("completed", "diverged", "stopped")
 # What the trainer reports each epoch (design.md); final_* and best_* repeat them per trial.
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 # epoch_wall_s (the epoch with its report and checkpoint) came later: files written before it
@@ -37,7 +39,7 @@ PROVENANCE = ("spec_sha256", "grid_version", "git_commit", "python_version", "to
 STR, INT, FLOAT, BOOL = pa.string(), pa.int64(), pa.float64(), pa.bool_()
 TRIAL_TYPES: dict[str, pa.DataType] = {
     "key": STR, "grid": STR, "status": STR, "error": STR,
-    "epochs": INT, "resumed_epoch": INT, "params": INT, "wall_s": FLOAT, "images_per_s": FLOAT,
+    "epochs": INT, "resumed_epoch": INT, "stopped_at": INT, "params": INT, "wall_s": FLOAT, "images_per_s": FLOAT,
     **{f"{at}_{m}": (INT if m == "epoch" else FLOAT) for at in ("final", "best")
        for m in EPOCH_FIELDS},
     **{p: STR for p in PROVENANCE}, "schema_version": INT,

@@ -18,6 +18,7 @@ from rich.text import Text
 
 from results.aggregate import TableData, TableEntry, build_table
 from results.formats import Layout, fmt_duration, to_csv, to_html, to_latex, to_markdown, to_rich
+from results.stops import halving_note
 from results.store import StoreWarning
 from trainers.config import axis_label
 from trainers.errors import GridError
@@ -68,7 +69,7 @@ def _num(metric: str, v: float) -> str:
 def hole_note(cell: TableEntry, over: str = "") -> str:
     """'best of 3/4 lr; 1 failed; 2 missing', or '' for a cell without holes."""
     parts = []
-    if cell.over_total and cell.over_done < cell.over_total:
+    if cell.over_total and cell.over_done + cell.over_stopped < cell.over_total:
         parts.append(f"best of {cell.over_done}/{cell.over_total} {over}".rstrip())
     parts += [f"{cell.failed} failed"] if cell.failed else []
     parts += [f"{cell.missing} missing"] if cell.missing else []
@@ -76,11 +77,13 @@ def hole_note(cell: TableEntry, over: str = "") -> str:
 
 
 def fmt_cell(cell: TableEntry, metric: str, pick: str = "", over: str = "") -> str:
-    """'12.34', '12.34 ± 0.56 (n=3)', 'div', 'failed' or 'missing' (+ ' @lr=0.05' for a
-    pick), with the cell's holes: '9.00 (best of 1/2 lr; 1 failed)'."""
+    """'12.34', '12.34 ± 0.56 (n=3)', 'div', 'stopped @25', 'failed' or 'missing' (+ ' @lr=0.05'
+    for a pick), with the cell's holes: '9.00 (best of 1/2 lr; 1 failed)'."""
     hole = hole_note(cell, over)
     if cell.status != "ok":  # the holes are news only where part of the cell finished
         text = {"diverged": "div"}.get(cell.status, cell.status)
+        if cell.status == "stopped":  # a halving stopped it at that rung
+            text += " @" + "/".join(str(r) for r in sorted(set(cell.stopped)))
         return text + (f" ({hole})" if hole and cell.over_done else "")
     text = _num(metric, cell.mean)
     counts = [f"n={cell.n}"] if cell.n > 1 or cell.diverged else []
@@ -168,7 +171,9 @@ def notes(data: TableData) -> list[str]:
         over = axis_label(t["over"])
         out.append(f"The best {over} is picked by {t['best_by']} among the {over}s whose every "
                    f"run finished; a diverged run makes its {over} the worst.")
-    holes = sum(bool(c.holes or c.status != "ok") for c in cells)
+    if data.halving:
+        out.append(halving_note(data))
+    holes = sum(not c.complete for c in cells)
     if holes:
         out.append(f"Incomplete: {holes} of {len(data.cells)} cells have failed, missing or "
                    f"unfinished runs; rerun `grid launch` to fill them (`grid table --strict` "
@@ -177,6 +182,17 @@ def notes(data: TableData) -> list[str]:
         out.append("Warning: no validation set (dataset.val_size 0), so the best epoch or "
                    "value is chosen by test accuracy: the reported number is optimistic.")
     return out
+
+
+def full_view(table: dict) -> dict:
+    """A table with its `over` axis as the columns, so every value shows (a number, `div`
+    or `stopped @25`) instead of the pick; the old columns axis joins the rows."""
+    if not table["over"]:
+        return table
+    rows = table["rows"] + ([table["columns"]] if table["columns"] else [])
+    return {**table, "name": f"{table['name']}-full", "rows": rows, "columns": table["over"],
+            "over": None, "best_by": None, "reference": [],
+            "title": f"{table['title']}: every {axis_label(table['over'])}"}
 
 
 def leaks_test(data: TableData) -> bool:
@@ -188,7 +204,7 @@ def leaks_test(data: TableData) -> bool:
 
 def has_holes(datas: list[TableData]) -> bool:
     """Whether any table has a failed, missing or unfinished cell (`--strict`)."""
-    return any(c.holes or c.status != "ok" for d in datas for c in d.cells.values())
+    return any(not c.complete for d in datas for c in d.cells.values())
 
 
 def layout(data: TableData) -> Layout:
@@ -197,12 +213,14 @@ def layout(data: TableData) -> Layout:
                   notes=notes(data))
 
 
-def build_tables(spec: Any, trials: list[dict],
-                 expected: list[dict] | None = None) -> list[TableData]:
+def build_tables(spec: Any, trials: list[dict], expected: list[dict] | None = None,
+                 full: bool = False) -> list[TableData]:
     """Every table of `spec` from trial rows. `expected`: the flat configs (with `key`) of
-    the spec's cells, from the caller that can expand the spec (see `build_table`)."""
+    the spec's cells, from the caller that can expand the spec (see `build_table`);
+    `full`: each table in its full view (`full_view`)."""
     axes = getattr(spec, "axes", {}) or {}
-    return [build_table(t, trials, expected, axes) for t in spec.tables]
+    return [build_table(full_view(t) if full else t, trials, expected, axes)
+            for t in spec.tables]
 
 
 def render(datas: list[TableData], fmt: str) -> str:
@@ -242,7 +260,7 @@ def _write(out: str | Path, text: str) -> None:
 
 def table_command(spec: Any, store: Any, fmt: str = "rich", out: str | Path | None = None,
                   console: Console | None = None, expected: list[dict] | None = None,
-                  strict: bool = False) -> int:
+                  strict: bool = False, full: bool = False) -> int:
     """Print (or write to `out`) every table of `spec` from `store`; 0 even with no results,
     unless `strict`: then 1 when a table has a hole. `expected`: the spec's cells as
     `build_tables` takes them (None: every row found)."""
@@ -255,7 +273,7 @@ def table_command(spec: Any, store: Any, fmt: str = "rich", out: str | Path | No
     rows = read_rows(store, spec.name, console)
     if not rows:
         console.print(Text(f"no results for grid {spec.name} in {store}"))
-    datas = build_tables(spec, rows, expected)
+    datas = build_tables(spec, rows, expected, full)
     if fmt == "rich":
         sink = console if out is None else Console(file=io.StringIO(), width=160, no_color=True)
         for i, d in enumerate(datas):

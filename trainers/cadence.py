@@ -1,7 +1,8 @@
 """How often a cell evaluates and checkpoints: speed, never the trained numbers.
 
 Both cadences are `NON_IDENTITY` config keys (`trainers/config.py`), so they move no cell key:
-- `train.eval_every`: validation and test every K epochs and always after the last one. The
+- `train.eval_every`: validation and test every K epochs and always after the last one (and
+  at the epochs of `train.eval_epochs`, which a halving's rungs are added to). The
   final epoch's metrics are computed exactly as before; the epochs in between have None for
   val_* and test_*, and "best" (`at: best`) is the best of the evaluated epochs.
 - `train.checkpoint_every` / `train.checkpoint_s`: a checkpoint once N epochs or T seconds
@@ -30,9 +31,11 @@ def eval_every(value, epochs: int, uses_best: bool) -> int:
 
 def evaluates(epoch: int, train_cfg: dict) -> bool:
     """Whether epoch `epoch` (1-based) evaluates on val and test: every `eval_every`-th
-    epoch and the last."""
+    epoch, the epochs of `eval_epochs` (the rungs of a halving, which rank by them) and the
+    last."""
     every = eval_every(train_cfg.get("eval_every", "auto"), train_cfg["epochs"], True)
-    return epoch % every == 0 or epoch >= train_cfg["epochs"]
+    return (epoch % every == 0 or epoch >= train_cfg["epochs"]
+            or epoch in train_cfg.get("eval_epochs", ()))
 
 
 class CheckpointCadence:

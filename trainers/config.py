@@ -52,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
         "checkpoint_every": None,
         "checkpoint_s": 60.0,
         "eval_every": "auto",
+        "eval_epochs": [],  # epochs that always evaluate: halving's rungs (docs/spec.md)
     },
 }
 
@@ -73,7 +74,7 @@ SHORT = {v: k for k, v in ALIASES.items()}
 # epoch always has them, identical).
 NON_IDENTITY = ("dataset.root", "dataset.download", "train.device", "train.channels_last",
                 "train.compile", "train.checkpoint_every", "train.checkpoint_s",
-                "train.eval_every")
+                "train.eval_every", "train.eval_epochs")
 
 DATASETS = ("cifar10", "cifar100", "synthetic")
 AUGMENTS = ("crop", "flip", "cutout")
@@ -223,6 +224,7 @@ CHECKS: dict[str, Callable[[Any], tuple[str | None, Any]]] = {
     "train.checkpoint_every": number(0, integer=True, optional=True),
     "train.checkpoint_s": number(0, lo_open=False),
     "train.eval_every": auto_or_count,
+    "train.eval_epochs": milestones,
 }
 
 SECTIONS = ("dataset", "model", "train", "train.optimizer", "train.schedule")

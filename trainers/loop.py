@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -103,11 +103,12 @@ def run_epoch(epoch: int, run: Run, step: Step, forward, evaluate_now: bool) -> 
                          seen / train_s)
 
 
-def train(config: dict, report: Callable[[dict, dict], None] | None = None,
+def train(config: dict, report: Callable[[dict, dict], Any] | None = None,
           resume: dict | None = None) -> dict:
     """Train the cell `config` (the resolved config of docs/design.md); returns its summary.
 
-    `report(metrics, state)` runs after every epoch; `resume` is such a `state`.
+    `report(metrics, state)` runs after every epoch; `resume` is such a `state`. The
+    status is completed, diverged (a NaN/inf loss) or stopped (`report` answered true).
     """
     t0 = time.perf_counter()
     tcfg = config["train"]
@@ -123,15 +124,19 @@ def train(config: dict, report: Callable[[dict, dict], None] | None = None,
         wall0 = time.perf_counter()
         metrics = run_epoch(epoch, run, step, forward, evaluates(epoch, tcfg))
         run.history.append(metrics)
+        # A true answer from `report` stops the cell early: the caller's halving ranked it
+        # out of its table row (docs/spec.md#halving).
+        stop = report is not None and report(metrics, capture_state(
+            run, run.prior_wall + time.perf_counter() - t0))
         # A NaN/inf loss poisons the epoch's on-device loss sum, so checking that sum once
         # per epoch catches it without a host sync per step (which would stall the GPU).
         if diverged(metrics):
             status = "diverged"
-        if report is not None:
-            report(metrics, capture_state(run, run.prior_wall + time.perf_counter() - t0))
+        elif stop:
+            status = "stopped"
         # A new dict: the reported one (and the state's history) stay as they were sent.
         run.history[-1] = {**metrics, "epoch_wall_s": time.perf_counter() - wall0}
-        if status == "diverged":
+        if status != "completed":
             break
 
     return summarize(run.history, status, count_params(run.model),

@@ -32,6 +32,7 @@ from orchestrator import hooks
 from orchestrator import launch as L
 from orchestrator import session as S
 from orchestrator import trial as T
+from orchestrator import units as U
 from orchestrator.cli import main
 from orchestrator.errors import GridError
 from orchestrator.expand import expand
@@ -89,23 +90,23 @@ def test_progress_render_lists_running_trials():
 def test_select_skips_finished_and_force_reruns(tiny_spec):
     trials = expand(tiny_spec("sel", [0.1, 0.2, 0.3, 0.4]))
     statuses = {trials[0].key: "completed", trials[1].key: "diverged", trials[2].key: "failed"}
-    todo, done = T.select_cells(trials, statuses)
+    todo, done = U.select_cells(trials, statuses)
     assert [t.key for t in todo] == [trials[2].key, trials[3].key]
     assert [t.key for t in done] == [trials[0].key, trials[1].key]
-    assert T.select_cells(trials, statuses, force=True) == (trials, [])
+    assert U.select_cells(trials, statuses, force=True) == (trials, [])
 
 
 def test_group_cells_packs_only_what_differs_in_packable_axes(tiny_spec):
     spec = tiny_spec("pk", [0.1, 0.2, 0.3], grid={"lr": [0.1, 0.2, 0.3],
                                                  "model.width": [0.25, 0.5]})
     trials = expand(spec)
-    assert [[t.key for t in u] for u in T.group_cells(trials, 1)] == [[t.key] for t in trials]
-    units = T.group_cells(trials, 2)
+    assert [[t.key for t in u] for u in U.group_cells(trials, 1)] == [[t.key] for t in trials]
+    units = U.group_cells(trials, 2)
     assert sorted(len(u) for u in units) == [1, 1, 2, 2]
     for unit in units:  # one width per pack, lr free
         assert len({t.config["model"]["width"] for t in unit}) == 1
     assert sorted(t.key for u in units for t in u) == sorted(t.key for t in trials)
-    assert T.unit_label(units[0]) == units[0][0].key + "+1"
+    assert U.unit_label(units[0]) == units[0][0].key + "+1"
 
 
 def test_fail_inject_hook_counts_attempts_in_marker_files(tmp_path, monkeypatch):
