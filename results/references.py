@@ -2,12 +2,9 @@
 specific matching reference and the difference ours - reference (`results/aggregate.py`)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from results import schema
-
-if TYPE_CHECKING:
-    from results.aggregate import TableData
 
 
 def _match(ref: dict, table: dict, row: tuple, col: Any, cell_trials: list[dict]) -> int | None:
@@ -30,8 +27,9 @@ def _match(ref: dict, table: dict, row: tuple, col: Any, cell_trials: list[dict]
     return hits
 
 
-def attach_references(data: TableData, by_cell: dict[tuple, list[dict]]) -> None:
-    """Give each cell its most specific matching reference and ours - reference. In a table
+def attach_references(data, by_cell: dict[tuple, list[dict]]) -> None:
+    """Give each entry of `data` (a `results.aggregate.TableData`) its most specific matching
+    reference and ours - reference. In a table
     with columns, a reference that does not name the column axis applies to the whole row."""
     table, column = data.table, data.table["columns"]
     for (row, col), cell in data.cells.items():
