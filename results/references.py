@@ -28,9 +28,9 @@ def _match(ref: dict, table: dict, row: tuple, col: Any, cell_trials: list[dict]
 
 
 def attach_references(data, by_cell: dict[tuple, list[dict]]) -> None:
-    """Give each entry of `data` (a `results.aggregate.TableData`) its most specific matching
-    reference and ours - reference. In a table
-    with columns, a reference that does not name the column axis applies to the whole row."""
+    """Give each entry of `data` (a `results.aggregate.TableData`) its most specific
+    matching reference and ours - reference. In a table with columns, a reference that does
+    not name the column axis applies to the whole row."""
     table, column = data.table, data.table["columns"]
     for (row, col), cell in data.cells.items():
         best, best_hits = None, -1
