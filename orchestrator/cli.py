@@ -48,53 +48,9 @@ def expected_cells(spec) -> list[dict] | None:
 
 @command
 def cmd_plan(args: argparse.Namespace) -> int:
-    from orchestrator.estimate import describe, hours
-    from orchestrator.expand import axis_label, expand
-    from orchestrator.status import fmt_axis
-    from orchestrator.tablespec import leak_warnings
-    spec = _load(args)
-    cells = expand(spec)
-    warnings = leak_warnings(spec.tables, [t.config for t in cells])
-    est = _estimate(args, spec, cells) if args.estimate else None
-    if args.json:
-        out = {"grid": spec.name, "count": len(cells), "warnings": warnings,
-               "cells": [{"key": t.key, "params": t.params, "config": t.config}
-                          for t in cells]}
-        if est is not None:
-            out["estimate"] = {k: est[k] for k in ("device", "total_s", "slots", "wall_s",
-                                                   "cells")}
-        print(json.dumps(out, indent=1))
-        return 0
-    axes = list(cells[0].params)
-    table = Table(title=f"{spec.name}: {len(cells)} cells", title_justify="left")
-    table.add_column("#", justify="right", style="dim")
-    for a in axes:
-        table.add_column(axis_label(a))
-    table.add_column("key", style="cyan")
-    seconds = {c["key"]: c["seconds"] for c in est["cells"]} if est else {}
-    if est:
-        table.add_column("estimate", justify="right")
-    for i, t in enumerate(cells, 1):
-        extra = [hours(seconds[t.key])] if est else []
-        table.add_row(str(i), *[fmt_axis(t.params[a]) for a in axes], t.key, *extra)
-    console = Console()
-    console.print(table)
-    epochs = sum(t.config["train"]["epochs"] for t in cells)
-    console.print(f"{len(cells)} cells x epochs = [bold]{epochs}[/bold] epochs of training "
-                  f"({spec.resources['pack']} cell(s) per cell process)")
-    for line in describe(est) if est else []:
-        console.print(line, highlight=False)
-    for w in warnings:
-        console.print(f"[yellow]warning: {w}[/]", highlight=False)
-    return 0
-
-
-def _estimate(args: argparse.Namespace, spec, cells) -> dict:
-    from orchestrator.estimate import estimate
-    from trainers.config import device
-    if args.device != "auto" and device(args.device)[0] is not None:
-        raise GridError(f"--device {args.device}: expected auto, cpu, cuda or cuda:N")
-    return estimate(spec, cells, args.device, args.slots)
+    from orchestrator.plan import plan_command
+    return plan_command(_load(args), as_json=args.json, estimate=args.estimate,
+                        device=args.device, slots=args.slots)
 
 
 @command

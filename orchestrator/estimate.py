@@ -33,16 +33,19 @@ def signature(unit: list[Cell]) -> str:
                       sort_keys=True, default=str)
 
 
-def unit_seconds(unit: list[Cell], timing: dict[str, float]) -> float:
-    """The unit's estimated seconds from its kind's timing."""
+def unit_seconds(unit: list[Cell], timing: dict[str, float],
+                 epochs: float | None = None) -> float:
+    """The unit's estimated seconds from its kind's timing; `epochs`: the epochs it is
+    expected to train (a halving stops cells early), default all of them."""
     from trainers.cadence import evaluates
     from trainers.data import steps_per_epoch
     from trainers.timing import sizes
     cfg = unit[0].config
     train_n, eval_n = sizes(cfg["dataset"])
-    epochs = cfg["train"]["epochs"]
+    full = cfg["train"]["epochs"]
+    epochs = full if epochs is None else epochs
     steps = epochs * steps_per_epoch(train_n, cfg["train"]["batch_size"])
-    evals = sum(evaluates(e, cfg["train"]) for e in range(1, epochs + 1))
+    evals = sum(evaluates(e, cfg["train"]) for e in range(1, full + 1)) * epochs / full
     return (timing["setup_s"] + steps * timing["step_s"]
             + evals * eval_n * timing["eval_image_s"] * len(unit))
 
@@ -75,17 +78,20 @@ def estimate(spec, trials: list[Cell], device_name: str = "auto",
     threads = torch.get_num_threads()
     if device.type == "cpu":  # a trial gets as many threads as CPUs (Ray's OMP_NUM_THREADS)
         torch.set_num_threads(max(1, int(spec.resources.get("cpu") or 1)))
+    from orchestrator.halving import cell_epochs
+    epochs = cell_epochs(spec.halving, trials)
     try:
-        timings, cells, unit_totals = _time_units(units, device)
+        timings, cells, unit_totals = _time_units(units, device, epochs)
     finally:
         torch.set_num_threads(threads)
     slots = slots or default_slots(spec, device)
     return {"device": runtime.device_name(device), "total_s": sum(c["seconds"] for c in cells),
             "slots": slots, "wall_s": wall_time(unit_totals, slots), "cells": cells,
-            "kinds": len(timings)}
+            "kinds": len(timings), "halving": bool(spec.halving)}
 
 
-def _time_units(units: list[list[Cell]], device) -> tuple[dict, list[dict], list[float]]:
+def _time_units(units: list[list[Cell]], device,
+                epochs: dict[str, float]) -> tuple[dict, list[dict], list[float]]:
     from trainers.timing import time_unit
     timings: dict[str, dict] = {}
     cells, unit_totals = [], []
@@ -93,7 +99,7 @@ def _time_units(units: list[list[Cell]], device) -> tuple[dict, list[dict], list
         sig = signature(unit)
         if sig not in timings:
             timings[sig] = time_unit([t.config for t in unit], device, STEPS, WARMUP)
-        seconds = unit_seconds(unit, timings[sig])
+        seconds = unit_seconds(unit, timings[sig], max(epochs[t.key] for t in unit))
         unit_totals.append(seconds)
         cells += [{"key": t.key, "seconds": seconds / len(unit)} for t in unit]
     return timings, cells, unit_totals
@@ -111,7 +117,8 @@ def describe(est: dict[str, Any]) -> list[str]:
     """The estimate as lines for the console."""
     where = est["device"]
     cpu = " (this estimate is for the CPU: no GPU here)" if where == "cpu" else ""
-    return [f"estimate on {where}{cpu}: {est['total_s'] / 3600:.2f} device-hours "
+    halving = " (the halving's expected epochs)" if est.get("halving") else ""
+    return [f"estimate on {where}{cpu}{halving}: {est['total_s'] / 3600:.2f} device-hours "
             f"({hours(est['total_s'])}) for {len(est['cells'])} cells, {est['kinds']} kinds "
             f"of unit timed; wall time with {est['slots']} parallel slot(s): "
             f"{hours(est['wall_s'])}"]

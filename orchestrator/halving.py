@@ -227,17 +227,27 @@ def cell_epochs(halving: dict | None, cells: list) -> dict[str, float]:
     return out
 
 
-def plan_lines(halving: dict | None, cells: list) -> list[str]:
-    """What `grid plan` says of the halving: the groups, the worst case (every cell reaches
-    its last epoch: the full grid), the expected epochs and the saving."""
-    if not halving:
-        return []
+def halving_plan(halving: dict, cells: list) -> dict[str, Any]:
+    """The plan's "halving" object: the section, the number of groups, and the epochs of the
+    worst case (every cell reaches its last epoch: the full grid), expected (`cell_epochs`)
+    and saved."""
     full = sum(c.config["train"]["epochs"] for c in cells)
     expected = sum(cell_epochs(halving, cells).values())
-    groups = len({group_of(c.params, halving["over"]) for c in cells})
-    over = ", ".join(C.axis_label(p) for p in halving["over"])
-    return [f"halving: {groups} groups over {over}, rungs at epochs "
+    return {**halving, "groups": len({group_of(c.params, halving["over"]) for c in cells}),
+            "worst_epochs": full, "expected_epochs": round(expected, 1),
+            "expected_saving": round(1 - expected / full, 3) if full else 0.0}
+
+
+def plan_lines(halving: dict | None, cells: list) -> list[str]:
+    """What `grid plan` says of the halving (`halving_plan`)."""
+    if not halving:
+        return []
+    p = halving_plan(halving, cells)
+    over = ", ".join(C.axis_label(a) for a in halving["over"])
+    groups = f"{p['groups']} group{'s' if p['groups'] != 1 else ''}"
+    return [f"halving: {groups} over {over}, rungs at epochs "
             f"{', '.join(map(str, halving['rungs']))}, keep {halving['keep']:g} by "
             f"{halving['metric']}",
-            f"  worst case {full} epochs (every cell reaches its last epoch: the full grid); "
-            f"expected {expected:.0f} epochs, {1 - expected / full:.0%} saved"]
+            f"  worst case {p['worst_epochs']} epochs (every cell reaches its last epoch: the "
+            f"full grid); expected {p['expected_epochs']:.0f} epochs, "
+            f"{p['expected_saving']:.0%} saved"]

@@ -12,7 +12,8 @@ from rich.text import Text
 from orchestrator.expand import axis_label, expand
 from results.lease import describe, read_holder, why_stale
 
-COLOURS = {"completed": "green", "diverged": "yellow", "failed": "red", "missing": "dim"}
+COLOURS = {"completed": "green", "stopped": "blue", "diverged": "yellow", "failed": "red",
+           "missing": "dim"}
 
 
 def fmt_axis(v) -> str:
@@ -72,5 +73,6 @@ def status_command(spec, store, as_json: bool = False, console: Console | None =
                       f"[{COLOURS[r['status']]}]{r['status']}[/]", Text(note, style="red"))
     console.print(table)
     counts = {s: sum(r["status"] == s for r in rows) for s in COLOURS}
-    console.print(", ".join(f"{n} {s}" for s, n in counts.items()))
+    console.print(", ".join(f"{n} {s}" for s, n in counts.items()
+                            if n or s != "stopped" or spec.halving))
     return 0

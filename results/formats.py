@@ -71,12 +71,17 @@ def to_latex(lay: Layout, name: str) -> str:
 HTML_MARKS = {"missing": " missing", "div": " diverged", "failed": " failed"}  # CSS hooks
 
 
+def _mark(text: str) -> str:
+    """A cell's CSS hook: its status, `stopped` for a halving's 'stopped @25'."""
+    return " stopped" if text.startswith("stopped @") else HTML_MARKS.get(text, "")
+
+
 def to_html(lay: Layout) -> str:
-    """A `<table class="grid-table">` with a caption; a `missing`, `div` or `failed` cell
-    gets that class (`diverged` for div) so that a page can style it."""
+    """A `<table class="grid-table">` with a caption; a `missing`, `div`, `failed` or
+    `stopped @N` cell gets that class (`diverged` for div) so that a page can style it."""
     esc = html.escape
     td = lambda c, n, tag="td": (f'<{tag} class="{"num" if n else "key"}'  # noqa: E731
-                                 f'{HTML_MARKS.get(c, "")}">{esc(c)}</{tag}>')
+                                 f'{_mark(c)}">{esc(c)}</{tag}>')
     lines = ['<table class="grid-table">', f"<caption>{esc(lay.title)}</caption>",
              "<thead><tr>" + "".join(td(h, n, "th") for h, n in zip(lay.header, lay.numeric))
              + "</tr></thead>", "<tbody>"]
@@ -94,7 +99,8 @@ def to_rich(lay: Layout) -> Table:
         table.add_column(h, justify="right" if n else "left")
     styles = {"missing": "dim", "div": "yellow"}
     for r in lay.rows:
-        table.add_row(*[Text(c, style=styles.get(c, "")) for c in r])
+        table.add_row(*[Text(c, style="blue" if c.startswith("stopped @") else
+                              styles.get(c, "")) for c in r])
     return table
 
 

@@ -26,10 +26,11 @@ from results.formats import to_html
 from results.plots import figures, load_results
 from results.provenance import provenance_items
 from results.report_html import chips, definitions, esc, figure, page, simple_table
-from results.tables import axis_label, fmt_value, layout, metric_header
+from results.tables import axis_label, fmt_value, full_view, layout, metric_header
 
-STATUS_ORDER = ("done", "diverged", "failed", "missing")
-STORE_STATUS = {"completed": "done", "diverged": "diverged", "failed": "failed"}
+STATUS_ORDER = ("done", "stopped", "diverged", "failed", "missing")
+STORE_STATUS = {"completed": "done", "stopped": "stopped", "diverged": "diverged",
+                "failed": "failed"}
 
 
 def cell_label(cell: dict, axes: list[str]) -> str:
@@ -39,8 +40,8 @@ def cell_label(cell: dict, axes: list[str]) -> str:
 
 def grid_status(trials: list[dict], expected: list[dict] | None,
                 axes: list[str]) -> dict[str, list[dict]]:
-    """The cells by status (done, diverged, failed, missing), each as {key, label, error,
-    epochs}; without `expected`, only the cells found."""
+    """The cells by status (done, stopped, diverged, failed, missing), each as {key,
+    label, error, epochs, stopped_at}; without `expected`, only the cells found."""
     found = {t["key"]: t for t in trials}
     cells = expected if expected is not None else trials
     out: dict[str, list[dict]] = {s: [] for s in STATUS_ORDER}
@@ -49,7 +50,8 @@ def grid_status(trials: list[dict], expected: list[dict] | None,
         status = STORE_STATUS.get(row.get("status"), "failed") if row else "missing"
         out[status].append({"key": cell["key"], "label": cell_label(cell, axes),
                             "error": (row or {}).get("error") or "",
-                            "epochs": (row or {}).get("epochs")})
+                            "epochs": (row or {}).get("epochs"),
+                            "stopped_at": (row or {}).get("stopped_at")})
     return out
 
 
@@ -63,6 +65,10 @@ def status_section(status: dict[str, list[dict]]) -> str:
             ["cell", "key", "error"],
             [[c["label"], c["key"], f'<pre class="error">{esc(c["error"])}</pre>']
              for c in status["failed"]], raw_last=True))
+    if status["stopped"]:
+        parts.append("<h3>Stopped by the halving</h3>" + simple_table(
+            ["cell", "key", "stopped at rung (epoch)"],
+            [[c["label"], c["key"], fmt_value(c["stopped_at"])] for c in status["stopped"]]))
     if status["diverged"]:
         parts.append("<h3>Diverged</h3>" + simple_table(
             ["cell", "key", "epochs before the loss went NaN/inf"],
@@ -111,6 +117,9 @@ def table_section(spec: Any, table: dict, trials: list[dict], epochs: dict[str, 
     name = data.table["name"]
     parts = [f'<section id="table-{esc(name)}"><h2>Table <code>{esc(name)}</code></h2>',
              f'<div class="scroll">{to_html(layout(data))}</div>']
+    if data.halving and table["over"]:  # every value of `over`, stopped ones with their rung
+        full = build_table(full_view(table), trials, expected, getattr(spec, "axes", {}) or {})
+        parts.append(f'<div class="scroll">{to_html(layout(full))}</div>')
     if same_as is not None:
         parts.append(f'<p class="muted">Its figures are those of <a href="#table-{esc(same_as)}">'
                      f"<code>{esc(same_as)}</code></a>: the same cells, metric and pick.</p>")
@@ -129,8 +138,8 @@ def table_section(spec: Any, table: dict, trials: list[dict], epochs: dict[str, 
 def render_report(spec: Any, trials: list[dict], epochs: dict[str, list[dict]],
                   expected: list[dict] | None, refresh: float | None = None,
                   now: datetime | None = None) -> tuple[str, bool]:
-    """The page's HTML, and whether the grid is finished (every expected cell completed or
-    diverged: nothing left to change)."""
+    """The page's HTML, and whether the grid is finished (every expected cell completed,
+    stopped or diverged: nothing left to change)."""
     now = now or datetime.now(timezone.utc)
     axes = list(getattr(spec, "axes", {}) or {})
     status = grid_status(trials, expected, axes)

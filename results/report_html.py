@@ -12,7 +12,8 @@ from typing import Iterable
 
 CSS = """
 :root { --ink: #1f2328; --muted: #59636e; --rule: #d0d7de; --band: #f6f8fa;
-        --done: #009E73; --div: #E69F00; --failed: #D55E00; --missing: #8c959f; }
+        --done: #009E73; --div: #E69F00; --failed: #D55E00; --missing: #8c959f;
+        --stopped: #0072B2; }
 * { box-sizing: border-box; }
 body { margin: 0; color: var(--ink); background: #fff; line-height: 1.45;
        font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", sans-serif; }
@@ -31,10 +32,12 @@ nav a { margin-right: 14px; color: #0969da; text-decoration: none; }
 .chip { padding: 3px 12px; border-radius: 14px; border: 2px solid; font-weight: 600; font-size: 14px; }
 .chip.done { border-color: var(--done); } .chip.diverged { border-color: var(--div); }
 .chip.failed { border-color: var(--failed); } .chip.missing { border-color: var(--missing); }
+.chip.stopped { border-color: var(--stopped); }
 .bar { display: flex; height: 10px; border-radius: 5px; overflow: hidden; background: var(--band); }
 .bar span { display: block; height: 100%; }
 .bar .done { background: var(--done); } .bar .diverged { background: var(--div); }
 .bar .failed { background: var(--failed); } .bar .missing { background: var(--band); }
+.bar .stopped { background: var(--stopped); }
 table { border-collapse: collapse; margin: 8px 0; font-size: 14px; font-variant-numeric: tabular-nums; }
 caption { caption-side: top; text-align: left; font-weight: 600; padding: 0 0 6px; }
 th, td { padding: 4px 10px; border-bottom: 1px solid var(--rule); vertical-align: top; }
@@ -44,6 +47,7 @@ tbody tr:nth-child(even) { background: var(--band); }
 td.missing { color: var(--missing); font-style: italic; }
 td.diverged { color: #8a5a00; font-weight: 600; }
 td.failed { color: #a33a00; font-weight: 600; }
+td.stopped { color: var(--stopped); }
 .grid-note { font-size: 13px; color: var(--muted); margin: 2px 0; }
 .scroll { overflow-x: auto; }
 figure { margin: 16px 0 8px; }
