@@ -1,0 +1,248 @@
+"""Halving per table row (orchestrator/halving.py, orchestrator/scheduler.py): the section's
+checks, the rule and its records without Ray, then real Ray on the CPU: a grid of 2 archs x
+6 lrs x 8 epochs with rungs [2, 4] and keep 0.5 against the same grid without halving, a
+SIGKILLed halving launch relaunched, and a grown grid judged against the stored rungs.
+
+The halving launches run one trial at a time (`max_concurrent=1`): the asynchronous rule
+judges each cell against the records that arrived before it, so the order of arrival is
+part of the result, and one trial at a time makes it the grid's order, the same in every
+run. Nothing here waits on the clock: the kill test holds a trial at a barrier (GRID_HOLD).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from orchestrator import launch as L
+from orchestrator.cli import main
+from orchestrator.errors import GridError
+from orchestrator.expand import expand
+from orchestrator.halving import Rungs, cell_epochs, cutoff, group_of, halving_plan
+from orchestrator.spec import load_spec
+from results.store import open_store
+from results.tables import build_tables
+
+from tests.orchestrator.conftest import write_spec
+from tests.orchestrator.test_launch import REPO, arm_hold, console, rows, wait_held
+
+HALVING = {"over": "lr", "metric": "val_acc", "rungs": [2, 4], "keep": 0.5}
+GRID = {"arch": ["strided_a", "strided_b"], "lr": [0.1, 0.05, 0.02, 0.01, 0.005, 0.002]}
+# Batch norm and 256 images: the lrs rank the same at the rungs as at the end (the lower
+# the lr, the slower it learns in 8 epochs), as a table row's lrs usually do. A checkpoint
+# every epoch (checkpoint_s 0), which the kill test resumes from.
+SIX_LRS = {"dataset": {"name": "synthetic", "subset": 256, "val_size": 256, "augment": []},
+           "model": {"arch": "strided_a", "width": 0.25, "dropout": 0.0, "input_dropout": 0.0,
+                     "batch_norm": True},
+           "train": {"epochs": 8, "batch_size": 64, "lr": 0.05, "checkpoint_s": 0,
+                     "schedule": {"name": "constant"}},
+           "grid": GRID, "resources": {"cpu": 1, "gpu": 0}, "max_failures": 1,
+           "tables": [{"name": "t", "rows": "arch", "metric": "test_acc", "best_by": "val_acc",
+                       "over": "lr"}]}
+
+
+# -- the section's checks ------------------------------------------------------------------
+BAD = [
+    ({"over": "init", "rungs": [2], "keep": 0.5}, "halving.over: 'init' is not an axis"),
+    ({"rungs": [4, 2], "keep": 0.5}, "halving.rungs[1]: rungs go in increasing order"),
+    ({"rungs": [2, 8]}, "halving.rungs[1]: epoch 8 must be below train.epochs (8)"),
+    ({"rungs": [0]}, "halving.rungs[0]: expected an epoch number >= 1"),
+    ({"rungs": []}, "halving.rungs: give the rung epochs as a list"),
+    ({"rungs": [2], "keep": 1.0}, "halving.keep: the fraction of a group that goes on"),
+    ({"rungs": [2], "keep": 0}, "halving.keep: the fraction of a group that goes on"),
+    ({"rungs": [2], "metric": "test_acc"}, "halving.metric: 'test_acc' cannot rank a rung "
+                                          "(it would choose by the test set)"),
+    ({"rungs": [2], "keeep": 0.5}, "halving.keeep: unknown key (did you mean 'keep'?)"),
+]
+
+
+@pytest.mark.parametrize("section,error", BAD)
+def test_a_bad_halving_section_is_one_line_per_problem_and_exit_2(tmp_path, capsys, section,
+                                                                 error):
+    path = write_spec(tmp_path, "bad", [0.1, 0.05], halving=section, train={"epochs": 8})
+    assert main(["plan", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: {error}" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_every_problem_of_a_section_is_reported_at_once(tmp_path):
+    path = write_spec(tmp_path, "bad", [0.1], halving={"rungs": [3, 1], "keep": 2},
+                      resources={"pack": 2}, dataset={"val_size": 0}, train={"epochs": 8})
+    with pytest.raises(GridError) as e:
+        load_spec(path)
+    lines = str(e.value).splitlines()
+    assert len(lines) == 4, lines
+    assert any("halving.metric: val_acc needs a validation set" in ln for ln in lines)
+    assert any("halving.rungs[1]: rungs go in increasing order" in ln for ln in lines)
+    assert any("halving.keep" in ln for ln in lines)
+    assert any("halving: needs resources.pack: 1" in ln for ln in lines)
+
+
+def test_an_early_rung_is_warned_of_and_smoke_drops_the_halving(tmp_path, capsys):
+    path = write_spec(tmp_path, "warn", [0.1, 0.05], halving={"rungs": [25, 100]},
+                      train={"epochs": 350, "schedule": {"name": "multistep",
+                                                         "milestones": [200, 300]}})
+    assert main(["plan", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: halving.rungs: 25, 100 come before the first lr decay (epoch 200" in out
+    assert "worst case 700 epochs" in out
+    assert main(["plan", str(path), "--smoke"]) == 0  # one epoch: no rung, no halving
+    assert "halving" not in capsys.readouterr().out
+
+
+def test_rungs_are_evaluated_and_move_no_key(tmp_path):
+    plain = load_spec(write_spec(tmp_path / "a", "g", [0.1, 0.05], train={"epochs": 8,
+                                                                        "eval_every": 4}))
+    halved = load_spec(write_spec(tmp_path / "b", "g", [0.1, 0.05], halving={"rungs": [3]},
+                                  train={"epochs": 8, "eval_every": 4}))
+    assert [c.key for c in expand(plain)] == [c.key for c in expand(halved)]
+    assert expand(halved)[0].config["train"]["eval_epochs"] == [3]
+
+
+# -- the rule and its records ----------------------------------------------------------------
+def test_cutoff_is_the_quantile_of_the_peers_and_the_first_cell_goes_on():
+    assert cutoff([], 0.5) is None
+    assert cutoff([0.4], 0.5) == 0.4
+    assert cutoff([0.2, 0.6], 0.5) == pytest.approx(0.4)
+    assert cutoff([0.1, 0.2, 0.3, 0.4, 0.5], 0.25) == pytest.approx(0.4)
+
+
+def test_rungs_judge_each_cell_once_per_rung_within_its_group(tmp_path):
+    spec = six_lrs(tmp_path, "g", halving=HALVING)
+    cells = expand(spec)
+    a, b = cells[:6], cells[6:]  # the two archs: two groups
+    assert len({group_of(c.params, spec.halving["over"]) for c in a}) == 1
+    stored = [{"key": a[0].key, "epoch": 2, "val_acc": 0.6},
+              {"key": a[0].key, "epoch": 4, "val_acc": 0.8},
+              {"key": b[0].key, "epoch": 2, "val_acc": 0.1}]
+    rungs = Rungs.from_epochs(spec.halving, cells, stored)
+    assert rungs.judge(a[1].key, {2: 0.7}) is None  # above a[0]'s 0.6: goes on
+    stop = rungs.judge(a[2].key, {2: 0.5})  # below the median of 0.6 and 0.7
+    assert stop["rung"] == 2 and stop["cutoff"] == pytest.approx(0.65) and stop["peers"] == 2
+    assert rungs.judge(b[1].key, {2: 0.3}) is None  # its own group: above b[0]'s 0.1
+    assert rungs.judge(a[1].key, {2: 0.0, 4: 0.9}) is None  # rung 2 was judged already
+    assert rungs.judge(a[3].key, {2: 0.9, 4: 0.1})["rung"] == 4  # both rungs, lowest first
+
+
+def test_the_plan_expects_synchronous_halving_and_the_worst_case_is_the_full_grid(tmp_path):
+    spec = six_lrs(tmp_path, "g", halving=HALVING)
+    cells = expand(spec)
+    plan = halving_plan(spec.halving, cells)
+    # per group of 6: 6 x 2 + 3 x 2 + 1.5 x 4 = 24 epochs of 48
+    assert (plan["groups"], plan["worst_epochs"], plan["expected_epochs"]) == (2, 96, 48.0)
+    assert sum(cell_epochs(None, cells).values()) == 96
+    assert plan["expected_saving"] == 0.5
+
+
+# -- real Ray --------------------------------------------------------------------------------
+def six_lrs(folder, name: str, **changes):
+    """The 2 x 6 grid, row by row (arch, then lr: the order its trials run in)."""
+    path = folder / name / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"name": name, **SIX_LRS, **changes}, sort_keys=False))
+    return load_spec(path)
+
+
+@pytest.fixture(scope="module")
+def halved(tmp_path_factory, ray_cluster):
+    """The 2 x 6 x 8 grid launched with halving (one trial at a time) and without."""
+    root = tmp_path_factory.mktemp("halving")
+    out = {"root": root}
+    for name, changes, concurrent in (("halved", {"halving": HALVING}, 1), ("full", {}, None)):
+        spec = six_lrs(root / "specs", name, **changes)
+        con, buf = console()
+        rc = L.launch(spec, store_uri=str(root / name), address=ray_cluster.address,
+                      max_concurrent=concurrent, console=con)
+        assert rc == 0, buf.getvalue()
+        out[name] = (spec, root / name, buf.getvalue())
+    return out
+
+
+def trained_epochs(store, grid: str) -> int:
+    return open_store(str(store)).read_epochs(grid).num_rows
+
+
+def picks(spec, store) -> dict:
+    trials = open_store(str(store)).read_trials(spec.name).to_pylist()
+    (data,) = build_tables(spec, trials)
+    return {row: cell.pick for (row, _), cell in data.cells.items()}
+
+
+@pytest.mark.ray
+def test_halving_trains_at_most_55_percent_and_picks_the_same_lrs(halved):
+    spec, store, out = halved["halved"]
+    full_spec, full_store, _ = halved["full"]
+    assert trained_epochs(full_store, "full") == 96
+    assert trained_epochs(store, "halved") <= 0.55 * 96
+    assert picks(spec, store) == picks(full_spec, full_store)
+    found = rows(store, "halved")
+    stopped = [r for r in found.values() if r["status"] == "stopped"]
+    assert stopped and all(r["stopped_at"] in (2, 4) and r["epochs"] == r["stopped_at"]
+                           for r in stopped)
+    assert f"({len(stopped)} stopped at a rung by the halving)" in out
+    completed = [r for r in found.values() if r["status"] == "completed"]
+    assert len(completed) + len(stopped) == 12 and all(r["epochs"] == 8 for r in completed)
+
+    con, buf = console()  # a relaunch: stopped is finished
+    assert L.launch(spec, store_uri=str(store), console=con) == 0
+    assert "skipping 12 finished cells (completed, diverged or stopped" in buf.getvalue()
+
+
+@pytest.mark.ray
+def test_a_sigkilled_halving_launch_relaunches_to_the_same_statuses(halved, tmp_path,
+                                                                   monkeypatch, ray_cluster):
+    spec, store, _ = halved["halved"]
+    reference = {k: r["status"] for k, r in rows(store, "halved").items()}
+    spec = six_lrs(tmp_path / "specs", "halved", halving=HALVING)
+    held = expand(spec)[6].key  # the second row's first lr, past its rung 2
+    folder = arm_hold(monkeypatch, tmp_path, held, epoch=3)
+    store = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "orchestrator.cli", "launch", spec.path, "--store",
+           str(store), "--address", ray_cluster.address, "--max-concurrent", "1"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_held(folder) == f"{held}:3"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert len(rows(store, "halved")) == 6  # the first row finished, the second not
+    monkeypatch.delenv("GRID_HOLD")
+
+    con, buf = console()
+    assert L.launch(spec, store_uri=str(store), address=ray_cluster.address,
+                    max_concurrent=1, console=con) == 0, buf.getvalue()
+    assert "skipping 6 finished cells" in buf.getvalue()
+    found = rows(store, "halved")
+    assert {k: r["status"] for k, r in found.items()} == reference
+    assert found[held]["resumed_epoch"] == 3
+
+
+@pytest.mark.ray
+def test_a_grown_grid_judges_its_new_lr_against_the_stored_rungs(halved, tmp_path,
+                                                                ray_cluster):
+    _, store, _ = halved["halved"]
+    grown_store = tmp_path / "runs"
+    shutil.copytree(store / "halved", grown_store / "halved",
+                    ignore=shutil.ignore_patterns("_tune", "*.lock"))
+    before = {p.name: p.stat().st_mtime_ns for p in (grown_store / "halved" / "trials").iterdir()}
+    spec = six_lrs(tmp_path / "specs", "halved", halving=HALVING,
+                   grid={**GRID, "lr": GRID["lr"] + [0.001]})
+    con, buf = console()
+    assert L.launch(spec, store_uri=str(grown_store), address=ray_cluster.address,
+                    console=con) == 0, buf.getvalue()
+    out = buf.getvalue()
+    assert "skipping 12 finished cells" in out and "running 2 cells" in out
+    assert "rung records from earlier launches" in out
+    new = [c.key for c in expand(spec) if c.params["train.lr"] == 0.001]
+    found = rows(grown_store, "halved")
+    # the slowest lr of each row, against six stored records at rung 2: stopped there
+    assert [(found[k]["status"], found[k]["epochs"]) for k in new] == [("stopped", 2)] * 2
+    assert {p.name: p.stat().st_mtime_ns for p in (grown_store / "halved" / "trials").iterdir()
+            if p.name in before} == before
