@@ -49,3 +49,14 @@ def test_wall_time_spreads_units_over_slots():
     assert E.wall_time([4, 3, 3, 2], 2) == 6
     assert E.wall_time([4, 3, 3, 2], 1) == 12
     assert E.hours(284) == "4m44s" and E.hours(7260) == "2h01m" and E.hours(9) == "9s"
+
+
+def test_a_halving_estimates_its_expected_epochs(tiny_spec):
+    spec = tiny_spec("halved", [0.1, 0.05, 0.02, 0.01], train={"epochs": 8},
+                     halving={"rungs": [2, 4], "keep": 0.5})
+    (cell, *_) = expand(spec)
+    timing = {"step_s": 0.5, "eval_image_s": 0.0, "setup_s": 0.0}
+    # a group of 4: 2 epochs each, then 2 of 4 for 2 epochs, then 1 of 4 for 4 epochs
+    assert E.unit_seconds([cell], timing, epochs=3.5) == pytest.approx(3.5 * 2 * 0.5)
+    from orchestrator.halving import cell_epochs
+    assert set(cell_epochs(spec.halving, expand(spec)).values()) == {2 + 2 * 0.5 + 4 * 0.25}
