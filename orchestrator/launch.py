@@ -40,7 +40,7 @@ def launch(spec, *, store_uri: str | None = None, address: str | None = None,
     store.check_writable()
     cells = expand(spec)
     todo, skipped = U.select_cells(cells, store.statuses(spec.name), force,
-                                     bool(spec.halving))
+                                   bool(spec.halving))
     if not todo:
         _say_skipped(console, len(skipped), bool(spec.halving))
         console.print(f"{spec.name}: all {len(cells)} cells are finished; nothing to run")
@@ -52,7 +52,7 @@ def launch(spec, *, store_uri: str | None = None, address: str | None = None,
         with held(Lease(store, spec.name), wait=wait, say=lambda s: console.print(Text(s))):
             # read again under the lease: a launch we waited for may have finished cells
             todo, skipped = U.select_cells(cells, store.statuses(spec.name), force,
-                                     bool(spec.halving))
+                                   bool(spec.halving))
             _say_skipped(console, len(skipped), bool(spec.halving))
             if not todo:  # the launch we waited for finished them
                 console.print(f"{spec.name}: all {len(cells)} cells are finished; nothing to run")
