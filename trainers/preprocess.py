@@ -263,9 +263,3 @@ def _hole(centre: Tensor, size: int, h: int, w: int) -> Tensor:
     in_cols = (c >= left) & (c < left + size)
     return in_rows[:, :, None] & in_cols[:, None, :]
 
-
-def augment(x: Tensor, dataset_cfg: dict, gen: torch.Generator) -> Tensor:
-    """A batch's augmentation in one call: `draw_augment` for its images, then
-    `apply_augment` (the training epochs draw and apply for thousands at once)."""
-    return apply_augment(x, draw_augment(len(x), dataset_cfg, gen, x.device, x.shape[-2:]),
-                         dataset_cfg)
