@@ -33,8 +33,8 @@ AUGMENT_CHUNK = 10_000  # images augmented per op (whole batches): 123 MB of CIF
 class Data:
     """A data set on one device: images N x 3 x 32 x 32, labels int64 (val may be empty).
     The images are stored preprocessed, float32 (`load_data` applies the fitted `prep` once),
-    or uint8 (as read: `prep` then runs on each batch). `cfg` is the dataset section, whose
-    augment/crop_padding/cutout_size drive the augmentation (`train_batches`)."""
+    or uint8 (as read: `prep` then runs on each chunk and evaluated batch). `cfg` is the
+    dataset section: augment/crop_padding/cutout_size drive `train_batches`."""
     train_x: torch.Tensor
     train_y: torch.Tensor
     val_x: torch.Tensor
