@@ -151,10 +151,13 @@ def six_lrs(folder, name: str, **changes):
 
 @pytest.fixture(scope="module")
 def halved(tmp_path_factory, ray_cluster):
-    """The 2 x 6 x 8 grid launched with halving (one trial at a time) and without."""
+    """The 2 x 6 x 8 grid launched with halving (one trial at a time) and without (each
+    row's six lrs packed into one trial: the same cells, two trial start-ups instead of
+    twelve)."""
     root = tmp_path_factory.mktemp("halving")
     out = {"root": root}
-    for name, changes, concurrent in (("halved", {"halving": HALVING}, 1), ("full", {}, None)):
+    full = {"resources": {**SIX_LRS["resources"], "pack": 6}}
+    for name, changes, concurrent in (("halved", {"halving": HALVING}, 1), ("full", full, None)):
         spec = six_lrs(root / "specs", name, **changes)
         con, buf = console()
         rc = L.launch(spec, store_uri=str(root / name), address=ray_cluster.address,
@@ -194,13 +197,26 @@ def test_halving_trains_at_most_55_percent_and_picks_the_same_lrs(halved):
     assert "skipping 12 finished cells (completed, diverged or stopped" in buf.getvalue()
 
 
+def copy_store(src, dest, keys=None):
+    """A copy of a grid's results (only `keys`' files, when given), without Tune's state."""
+    def ignore(folder, names):
+        return {n for n in names if n in ("_tune", "_lease.json") or n.endswith(".lock")
+                or (keys is not None and n.endswith((".parquet", ".json"))
+                    and n.split(".")[0] not in keys)}
+    shutil.copytree(src, dest, ignore=ignore)
+
+
 @pytest.mark.ray
 def test_a_sigkilled_halving_launch_relaunches_to_the_same_statuses(halved, tmp_path,
                                                                    monkeypatch, ray_cluster):
+    """The first row as the reference run left it; a launch of the rest SIGKILLed while
+    the second row's first lr is past its rung 2; the relaunch."""
     spec, store, _ = halved["halved"]
     reference = {k: r["status"] for k, r in rows(store, "halved").items()}
     spec = six_lrs(tmp_path / "specs", "halved", halving=HALVING)
-    held = expand(spec)[6].key  # the second row's first lr, past its rung 2
+    cells = expand(spec)
+    copy_store(store / "halved", tmp_path / "runs" / "halved", {c.key for c in cells[:6]})
+    held = cells[6].key  # the second row's first lr, past its rung 2
     folder = arm_hold(monkeypatch, tmp_path, held, epoch=3)
     store = tmp_path / "runs"
     cmd = [sys.executable, "-m", "orchestrator.cli", "launch", spec.path, "--store",
@@ -229,8 +245,7 @@ def test_a_grown_grid_judges_its_new_lr_against_the_stored_rungs(halved, tmp_pat
                                                                 ray_cluster):
     _, store, _ = halved["halved"]
     grown_store = tmp_path / "runs"
-    shutil.copytree(store / "halved", grown_store / "halved",
-                    ignore=shutil.ignore_patterns("_tune", "*.lock"))
+    copy_store(store / "halved", grown_store / "halved")
     before = {p.name: p.stat().st_mtime_ns for p in (grown_store / "halved" / "trials").iterdir()}
     spec = six_lrs(tmp_path / "specs", "halved", halving=HALVING,
                    grid={**GRID, "lr": GRID["lr"] + [0.001]})
