@@ -214,13 +214,13 @@ def cell_epochs(halving: dict | None, cells: list) -> dict[str, float]:
     halving does. The asynchronous rule keeps more when better cells come later."""
     if not halving:
         return {c.key: float(c.config["train"]["epochs"]) for c in cells}
+    groups = {c.key: group_of(c.params, halving["over"]) for c in cells}
     sizes: dict[str, int] = {}
-    for c in cells:
-        group = group_of(c.params, halving["over"])
+    for group in groups.values():
         sizes[group] = sizes.get(group, 0) + 1
     out = {}
     for c in cells:
-        n = sizes[group_of(c.params, halving["over"])]
+        n = sizes[groups[c.key]]
         bounds = [0, *halving["rungs"], c.config["train"]["epochs"]]
         out[c.key] = sum(max(1 / n, halving["keep"] ** i) * (bounds[i + 1] - bounds[i])
                          for i in range(len(bounds) - 1))
