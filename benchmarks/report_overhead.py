@@ -13,6 +13,7 @@ epoch would take (a CPU epoch of All-CNN-C at width 0.25 is ~75 s; an H100's ~1 
 
     python benchmarks/report_overhead.py --width 0.25 --epochs 20 --epoch-s 75 1
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,7 @@ from pathlib import Path
 import torch
 from pyarrow import fs as pafs
 
-from orchestrator import trial as T
+from orchestrator import trial
 from orchestrator.expand import Cell
 from trainers.checkpoint import capture_state
 from trainers.config import DEFAULTS
@@ -61,20 +62,29 @@ def persist(fs: pafs.FileSystem, root: str):
                 Path(d, name).write_bytes(data)
             dest = f"{root}/checkpoint_{count[0]:06d}"
             fs.create_dir(dest)
-            pafs.copy_files(d, dest, source_filesystem=pafs.LocalFileSystem(),
-                            destination_filesystem=fs)
+            pafs.copy_files(
+                d, dest, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs
+            )
             count[0] += 1
+
     return checkpoint
 
 
-def overhead(cfg: dict, state: dict, policy: dict, epochs: int, epoch_s: float,
-             fs: pafs.FileSystem, root: str) -> float:
+def overhead(
+    cfg: dict,
+    state: dict,
+    policy: dict,
+    epochs: int,
+    epoch_s: float,
+    fs: pafs.FileSystem,
+    root: str,
+) -> float:
     """Mean seconds of reporting per epoch over `epochs` epochs of one cell."""
     cfg = copy.deepcopy(cfg)
     cfg["train"].update(policy, epochs=epochs)
     cell = Cell(key="bench", grid="bench", params={}, config=cfg)
     clock = [0.0]
-    epochs_obj = T._Epochs([cell], {}, persist(fs, root))
+    epochs_obj = trial._Epochs([cell], {}, persist(fs, root))
     epochs_obj.cadence.clock = lambda: clock[0]
     epochs_obj.cadence.last_time = 0.0
     spent = 0.0
@@ -89,18 +99,31 @@ def overhead(cfg: dict, state: dict, policy: dict, epochs: int, epoch_s: float,
 
 def stores(tmp: str):
     """(name, filesystem, root) of a local folder and of an S3 bucket on moto."""
-    from moto.server import ThreadedMotoServer
     import boto3
+    from moto.server import ThreadedMotoServer
+
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     bucket = f"bench-{uuid.uuid4().hex[:8]}"
-    boto3.client("s3", endpoint_url=f"http://{host}:{port}", aws_access_key_id="x",
-                 aws_secret_access_key="x", region_name="us-east-1").create_bucket(Bucket=bucket)
-    s3 = pafs.S3FileSystem(endpoint_override=f"{host}:{port}", scheme="http", access_key="x",
-                           secret_key="x", region="us-east-1")
-    return server, [("local", pafs.LocalFileSystem(), f"{tmp}/_tune"),
-                    ("s3 (moto)", s3, f"{bucket}/_tune")]
+    boto3.client(
+        "s3",
+        endpoint_url=f"http://{host}:{port}",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        region_name="us-east-1",
+    ).create_bucket(Bucket=bucket)
+    s3 = pafs.S3FileSystem(
+        endpoint_override=f"{host}:{port}",
+        scheme="http",
+        access_key="x",
+        secret_key="x",
+        region="us-east-1",
+    )
+    return server, [
+        ("local", pafs.LocalFileSystem(), f"{tmp}/_tune"),
+        ("s3 (moto)", s3, f"{bucket}/_tune"),
+    ]
 
 
 def main() -> None:
@@ -120,14 +143,30 @@ def main() -> None:
                 for epoch_s in args.epoch_s:
                     times = {k: [] for k in policies}
                     for r in range(args.rounds):  # alternate, the order flipped each round
-                        for k in (list(policies) if r % 2 == 0 else list(policies)[::-1]):
-                            times[k].append(overhead(cfg, state, policies[k], args.epochs,
-                                                     epoch_s, fs, f"{root}/{k}{r}{epoch_s}"))
+                        for k in list(policies) if r % 2 == 0 else list(policies)[::-1]:
+                            times[k].append(
+                                overhead(
+                                    cfg,
+                                    state,
+                                    policies[k],
+                                    args.epochs,
+                                    epoch_s,
+                                    fs,
+                                    f"{root}/{k}{r}{epoch_s}",
+                                )
+                            )
                     med = {k: statistics.median(v) for k, v in times.items()}
-                    print(json.dumps({"store": name, "width": args.width, "epoch_s": epoch_s,
-                                      **{f"{k}_ms": round(v * 1e3, 2) for k, v in med.items()},
-                                      **{f"{k}_pct": round(100 * v / epoch_s, 3)
-                                         for k, v in med.items()}}))
+                    print(
+                        json.dumps(
+                            {
+                                "store": name,
+                                "width": args.width,
+                                "epoch_s": epoch_s,
+                                **{f"{k}_ms": round(v * 1e3, 2) for k, v in med.items()},
+                                **{f"{k}_pct": round(100 * v / epoch_s, 3) for k, v in med.items()},
+                            }
+                        )
+                    )
         finally:
             server.stop()
 

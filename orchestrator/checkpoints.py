@@ -3,6 +3,7 @@ store's own filesystem (a folder, or S3 with the store's endpoint), so a launch 
 machine resumes its cells from another. Finds an earlier launch's checkpoints for a cell and
 prunes the checkpoints of finished cells.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,10 +36,12 @@ def tune_storage(store: Store, grid: str) -> tuple[str, pafs.FileSystem]:
         fs, inner = pafs.FileSystem.from_uri(path)
         return inner, fs
     parts = urlsplit(endpoint)  # an S3-compatible server (MinIO, Ceph...), as boto3 uses it
-    fs = pafs.S3FileSystem(endpoint_override=parts.netloc or parts.path,
-                           scheme=parts.scheme or "https",
-                           region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
-    return path[len("s3://"):], fs
+    fs = pafs.S3FileSystem(
+        endpoint_override=parts.netloc or parts.path,
+        scheme=parts.scheme or "https",
+        region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+    )
+    return path[len("s3://") :], fs
 
 
 def _checkpoints(store: Store, grid: str) -> dict[str, tuple[str, list[str]]]:
@@ -49,8 +52,11 @@ def _checkpoints(store: Store, grid: str) -> dict[str, tuple[str, list[str]]]:
         ckpts = sorted(p for p in _subdirs(fs, d) if Path(p).name.startswith("checkpoint_"))
         keys = []
         if ckpts:
-            keys = [Path(i.path).name[len("state_"):-len(".pt")] for i in fs.get_file_info(
-                pafs.FileSelector(ckpts[-1])) if Path(i.path).name.startswith("state_")]
+            keys = [
+                Path(i.path).name[len("state_") : -len(".pt")]
+                for i in fs.get_file_info(pafs.FileSelector(ckpts[-1]))
+                if Path(i.path).name.startswith("state_")
+            ]
         out[d] = (ckpts[-1] if ckpts else "", keys)
     return out
 

@@ -9,6 +9,7 @@ cell's estimate is its share of its unit's time:
 and the wall time is the units scheduled longest first onto `slots` parallel trial slots.
 Not counted: Ray's start (seconds) and per-epoch reporting (small: `train.checkpoint_s`).
 """
+
 from __future__ import annotations
 
 import json
@@ -26,33 +27,49 @@ def signature(unit: list[Cell]) -> str:
     batch, the step's recipe, and the number of cells packed."""
     cfg = unit[0].config
     d, t = cfg["dataset"], cfg["train"]
-    return json.dumps({"model": {k: v for k, v in cfg["model"].items() if k != "init"},
-                       "data": [d["augment"], d["preprocess"]], "batch": t["batch_size"],
-                       "step": [t["precision"], t["channels_last"], t["compile"],
-                                t["optimizer"]["name"], t["device"]], "k": len(unit)},
-                      sort_keys=True, default=str)
+    return json.dumps(
+        {
+            "model": {k: v for k, v in cfg["model"].items() if k != "init"},
+            "data": [d["augment"], d["preprocess"]],
+            "batch": t["batch_size"],
+            "step": [
+                t["precision"],
+                t["channels_last"],
+                t["compile"],
+                t["optimizer"]["name"],
+                t["device"],
+            ],
+            "k": len(unit),
+        },
+        sort_keys=True,
+        default=str,
+    )
 
 
-def unit_seconds(unit: list[Cell], timing: dict[str, float],
-                 epochs: float | None = None) -> float:
+def unit_seconds(unit: list[Cell], timing: dict[str, float], epochs: float | None = None) -> float:
     """The unit's estimated seconds from its kind's timing; `epochs`: the epochs it is
     expected to train (a halving stops cells early), default all of them."""
     from trainers.cadence import evaluates
     from trainers.data import steps_per_epoch
     from trainers.timing import sizes
+
     cfg = unit[0].config
     train_n, eval_n = sizes(cfg["dataset"])
     full = cfg["train"]["epochs"]
     epochs = full if epochs is None else epochs
     steps = epochs * steps_per_epoch(train_n, cfg["train"]["batch_size"])
     evals = sum(evaluates(e, cfg["train"]) for e in range(1, full + 1)) * epochs / full
-    return (timing["setup_s"] + steps * timing["step_s"]
-            + evals * eval_n * timing["eval_image_s"] * len(unit))
+    return (
+        timing["setup_s"]
+        + steps * timing["step_s"]
+        + evals * eval_n * timing["eval_image_s"] * len(unit)
+    )
 
 
 def default_slots(spec, device) -> int:
     """Trials this machine runs at once: its GPUs, or its CPUs over `resources.cpu`."""
     import torch
+
     if device.type == "cuda":
         return max(1, torch.cuda.device_count())
     return max(1, (os.cpu_count() or 1) // max(1, int(spec.resources.get("cpu") or 1)))
@@ -66,33 +83,44 @@ def wall_time(units: list[float], slots: int) -> float:
     return max(loads)
 
 
-def estimate(spec, trials: list[Cell], device_name: str = "auto",
-             slots: int | None = None) -> dict[str, Any]:
+def estimate(
+    spec, trials: list[Cell], device_name: str = "auto", slots: int | None = None
+) -> dict[str, Any]:
     """The plan's "estimate" object: {"device", "total_s", "slots", "wall_s", "cells":
     [{"key", "seconds"}]} (device-seconds per cell; total over the cells)."""
     import torch
 
     from trainers import runtime
+
     device = runtime.resolve_device(device_name)
     units = group_cells(trials, int(spec.resources.get("pack") or 1))
     threads = torch.get_num_threads()
     if device.type == "cpu":  # a trial gets as many threads as CPUs (Ray's OMP_NUM_THREADS)
         torch.set_num_threads(max(1, int(spec.resources.get("cpu") or 1)))
     from orchestrator.halving import cell_epochs
+
     epochs = cell_epochs(spec.halving, trials)
     try:
         timings, cells, unit_totals = _time_units(units, device, epochs)
     finally:
         torch.set_num_threads(threads)
     slots = slots or default_slots(spec, device)
-    return {"device": runtime.device_name(device), "total_s": sum(c["seconds"] for c in cells),
-            "slots": slots, "wall_s": wall_time(unit_totals, slots), "cells": cells,
-            "kinds": len(timings), "halving": bool(spec.halving)}
+    return {
+        "device": runtime.device_name(device),
+        "total_s": sum(c["seconds"] for c in cells),
+        "slots": slots,
+        "wall_s": wall_time(unit_totals, slots),
+        "cells": cells,
+        "kinds": len(timings),
+        "halving": bool(spec.halving),
+    }
 
 
-def _time_units(units: list[list[Cell]], device,
-                epochs: dict[str, float]) -> tuple[dict, list[dict], list[float]]:
+def _time_units(
+    units: list[list[Cell]], device, epochs: dict[str, float]
+) -> tuple[dict, list[dict], list[float]]:
     from trainers.timing import time_unit
+
     timings: dict[str, dict] = {}
     cells, unit_totals = [], []
     for unit in units:
@@ -118,7 +146,9 @@ def describe(est: dict[str, Any]) -> list[str]:
     where = est["device"]
     cpu = " (this estimate is for the CPU: no GPU here)" if where == "cpu" else ""
     halving = " (the halving's expected epochs)" if est.get("halving") else ""
-    return [f"estimate on {where}{cpu}{halving}: {est['total_s'] / 3600:.2f} device-hours "
-            f"({hours(est['total_s'])}) for {len(est['cells'])} cells, {est['kinds']} kinds "
-            f"of unit timed; wall time with {est['slots']} parallel slot(s): "
-            f"{hours(est['wall_s'])}"]
+    return [
+        f"estimate on {where}{cpu}{halving}: {est['total_s'] / 3600:.2f} device-hours "
+        f"({hours(est['total_s'])}) for {len(est['cells'])} cells, {est['kinds']} kinds "
+        f"of unit timed; wall time with {est['slots']} parallel slot(s): "
+        f"{hours(est['wall_s'])}"
+    ]

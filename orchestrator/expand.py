@@ -5,6 +5,7 @@ frozen baseline: the same cell has the same key across runs, machines, YAML key 
 releases that add options, and any value that changes training changes it. That key is what
 lets `grid launch` skip finished cells and run only the new cells of a grown grid.
 """
+
 from __future__ import annotations
 
 import copy
@@ -12,17 +13,18 @@ import dataclasses
 import itertools
 from typing import Any
 
-from trainers import config as C
-from trainers.config import axis_label  # noqa: F401  (the cli and launch import it from here)
-from trainers.cadence import eval_every
 from orchestrator.errors import GridError
 from orchestrator.keys import cell_key
 from orchestrator.spec import Spec
+from trainers import config
+from trainers.cadence import eval_every
+from trainers.config import axis_label  # noqa: F401  (the cli and launch import it from here)
 
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
     """One cell: its key, its grid, its axis values (dotted path -> value), its config."""
+
     key: str
     grid: str
     params: dict[str, Any]
@@ -32,14 +34,14 @@ class Cell:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Cell":
+    def from_dict(cls, d: dict) -> Cell:
         return cls(**d)
 
 
 def _cap(current: Any, cap: Any) -> Any:
     # --smoke shrinks: numbers are capped (an epochs axis of [1, 5] stays distinct below the
     # cap), and an unset subset gets the cap.
-    if C._is_number(current) and C._is_number(cap):
+    if config._is_number(current) and config._is_number(cap):
         return min(current, cap)
     return cap
 
@@ -48,9 +50,9 @@ def resolve(spec: Spec, overrides: dict[str, Any]) -> dict:
     """The base config with one cell's overrides (dotted paths) applied."""
     cfg = copy.deepcopy(spec.base)
     for path, value in overrides.items():
-        C.set_path(cfg, path, copy.deepcopy(value))
+        config.set_path(cfg, path, copy.deepcopy(value))
     for path, cap in spec.forced.items():
-        C.set_path(cfg, path, _cap(C.get_path(cfg, path), cap))
+        config.set_path(cfg, path, _cap(config.get_path(cfg, path), cap))
     # `eval_every: auto` is settled here, where the tables are known (trainers/cadence.py);
     # it is NON_IDENTITY, so the number it becomes moves no key.
     train = cfg["train"]
@@ -62,7 +64,7 @@ def resolve(spec: Spec, overrides: dict[str, Any]) -> dict:
 
 
 def _matches(cfg: dict, rule: dict[str, Any]) -> bool:
-    return all(C.get_path(cfg, path) == value for path, value in rule.items())
+    return all(config.get_path(cfg, path) == value for path, value in rule.items())
 
 
 def cell_overrides(spec: Spec) -> list[dict[str, Any]]:
@@ -71,7 +73,9 @@ def cell_overrides(spec: Spec) -> list[dict[str, Any]]:
     cells: list[dict[str, Any]] = []
     if spec.axes or not spec.include:
         paths = list(spec.axes)
-        cells = [dict(zip(paths, combo)) for combo in itertools.product(*spec.axes.values())]
+        cells = [
+            dict(zip(paths, combo, strict=True)) for combo in itertools.product(*spec.axes.values())
+        ]
     return cells + [dict(c) for c in spec.include]
 
 
@@ -88,7 +92,7 @@ def expand(spec: Spec) -> list[Cell]:
         if key in seen:
             continue
         seen.add(key)
-        params = {p: C.get_path(cfg, p) for p in axis_paths}
+        params = {p: config.get_path(cfg, p) for p in axis_paths}
         trials.append(Cell(key=key, grid=spec.name, params=params, config=cfg))
     if not trials:
         raise GridError(f"{spec.path}: exclude: removes every cell of the grid; nothing to run")

@@ -3,13 +3,14 @@ function trainable around `orchestrator/trial.run_unit` in a class named for the
 retries from per-epoch checkpoints, and a callback that feeds the live progress display and
 the grid's status metrics (`orchestrator/monitor.py`).
 """
+
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 import ray
 from ray import tune
@@ -18,13 +19,12 @@ from ray.tune.trainable.function_trainable import wrap_function
 from rich.console import Console
 from rich.live import Live
 
-from orchestrator import hooks, monitor
-from orchestrator import trial as T
-from orchestrator import units as U
+from orchestrator import hooks, monitor, trial
 from orchestrator.checkpoints import KEEP_CHECKPOINTS, tune_storage
 from orchestrator.errors import GridError
 from orchestrator.expand import Cell
 from orchestrator.progress import GridProgress
+from orchestrator.units import unit_label
 from results.store import Store, open_store
 
 GRID_ERROR = "grid_error"  # a trial's last report when a user error ended it
@@ -49,11 +49,17 @@ def _trainable(config: dict, units: dict, run: dict) -> None:
 
     def stopped() -> dict | None:  # the halving's decision, if it is what ended the trial
         return store.read_stop(cells[0].grid, keys[0]) if run.get("halving") else None
+
     try:
-        T.run_unit(cells, store_uri=run["store"], spec_sha256=run["sha256"],
-                   resumes=_resumes(cells, keys, run),
-                   checkpoint=lambda metrics, files: _report(metrics, files, stopped),
-                   observe=shown.observe, halving=run.get("halving"))
+        trial.run_unit(
+            cells,
+            store_uri=run["store"],
+            spec_sha256=run["sha256"],
+            resumes=_resumes(cells, keys, run),
+            checkpoint=lambda metrics, files: _report(metrics, files, stopped),
+            observe=shown.observe,
+            halving=run.get("halving"),
+        )
     except GridError as e:  # written to the store as the cells' failure by run_unit
         tune.report({GRID_ERROR: " ".join(str(e).split())})
 
@@ -62,23 +68,25 @@ def _resumes(cells: list[Cell], keys: list[str], run: dict) -> dict[str, dict]:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:  # a retry within this launch
         with checkpoint.as_directory() as d:
-            return T.load_states(d, keys)
+            return trial.load_states(d, keys)
     resumes: dict[str, dict] = {}
     _, fs = tune_storage(open_store(run["store"]), cells[0].grid)
     for path in sorted({run["resume"][k] for k in keys if k in run["resume"]}):
         try:
             with tune.Checkpoint(path, filesystem=fs).as_directory() as d:
-                resumes.update(T.load_states(d, [k for k in keys
-                                                 if run["resume"].get(k) == path]))
+                resumes.update(
+                    trial.load_states(d, [k for k in keys if run["resume"].get(k) == path])
+                )
         except Exception as e:  # noqa: BLE001 - a vanished or torn folder: start over
             for k in keys:
                 if run["resume"].get(k) == path:
-                    T.discard(k, f"{path}: {type(e).__name__}: {e}")
+                    trial.discard(k, f"{path}: {type(e).__name__}: {e}")
     return resumes
 
 
-def _report(metrics: dict, files: dict[str, bytes],
-            stopped: Callable[[], dict | None]) -> dict | None:
+def _report(
+    metrics: dict, files: dict[str, bytes], stopped: Callable[[], dict | None]
+) -> dict | None:
     """Metrics every epoch; a checkpoint with them when the cadence gave files. Ray 2.60's
     `tune.report` persists a checkpoint to the storage before it returns, on the training
     thread that must call it (an asynchronous upload exists only in Ray Train v2's
@@ -110,6 +118,7 @@ def trainable_class(trainable, titles: dict[str, str], halving: bool = False) ->
     repr once, right after the actor's __init__ (`_raylet.pyx`, Ray 2.60), so each trial
     has its own actor (`reuse_actors=False` in `_tuner`). Under a halving, its cleanup
     waits for a stopped trial's rows."""
+
     def __repr__(self) -> str:
         label = (getattr(self, "config", None) or {}).get("cell")
         return f"GridTrial({titles.get(label, label)})"
@@ -122,8 +131,12 @@ def trainable_class(trainable, titles: dict[str, str], halving: bool = False) ->
         super(cls, self).cleanup()
         if halving and thread is not None and thread.is_alive():
             thread.join(timeout=STOP_WAIT_S)
-    cls = type("GridTrial", (wrap_function(trainable),),
-               {"__repr__": __repr__, "cleanup": cleanup, "__qualname__": "GridTrial"})
+
+    cls = type(
+        "GridTrial",
+        (wrap_function(trainable),),
+        {"__repr__": __repr__, "cleanup": cleanup, "__qualname__": "GridTrial"},
+    )
     return cls
 
 
@@ -171,8 +184,10 @@ class TuneProgress(tune.Callback):
             self._say(f"[red]failed[/]  {trial_name(trial)}: {error} (not retried)")
         elif stop:
             self.progress.finish(trial_name(trial))
-            self._say(f"[blue]stopped[/] {trial_name(trial)} at rung {stop['rung']}: "
-                      f"{stop['metric']} below its row's cutoff (halving)")
+            self._say(
+                f"[blue]stopped[/] {trial_name(trial)} at rung {stop['rung']}: "
+                f"{stop['metric']} below its row's cutoff (halving)"
+            )
         else:
             self.progress.finish(trial_name(trial))
             self._say(f"[green]done[/]    {trial_name(trial)}")
@@ -214,27 +229,50 @@ def first_line(text: str | None) -> str:
     return lines[-1] if lines else "unknown error"
 
 
-def fit(spec, store: Store, units: list[list[Cell]], run: dict, resources: dict,
-        skipped: int, max_concurrent: int | None, console: Console, rungs=None):
+def fit(
+    spec,
+    store: Store,
+    units: list[list[Cell]],
+    run: dict,
+    resources: dict,
+    skipped: int,
+    max_concurrent: int | None,
+    console: Console,
+    rungs=None,
+):
     """Run the units as one Tune experiment with the live display; Tune's ResultGrid.
     `run`: what every trial needs (store location, spec hash, checkpoints to resume, the
     halving section); `rungs`: the halving's records (`orchestrator.halving.Rungs`), which
     make the experiment's scheduler a `RowHalving`."""
-    labels = {U.unit_label(u): u for u in units}
+    labels = {unit_label(u): u for u in units}
     run = {**run, "env": {k: os.environ[k] for k in hooks.ENV if k in os.environ}}
-    progress = GridProgress(spec.name, {lab: (len(u), u[0].config["train"]["epochs"])
-                                        for lab, u in labels.items()}, skipped=skipped)
-    trainable = tune.with_resources(tune.with_parameters(
-        _trainable, units={lab: [t.to_dict() for t in u] for lab, u in labels.items()},
-        run=run), resources)
+    progress = GridProgress(
+        spec.name,
+        {lab: (len(u), u[0].config["train"]["epochs"]) for lab, u in labels.items()},
+        skipped=skipped,
+    )
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            _trainable, units={lab: [t.to_dict() for t in u] for lab, u in labels.items()}, run=run
+        ),
+        resources,
+    )
     titles = {lab: monitor.unit_title(spec.name, u) for lab, u in labels.items()}
     scheduler = None
     if rungs is not None:
         from orchestrator.scheduler import RowHalving
+
         scheduler = RowHalving(rungs, store, spec.name)
     callback = TuneProgress(progress, console, scheduler.stops if scheduler else {})
-    tuner = _tuner(spec, store, trainable_class(trainable, titles, rungs is not None),
-                   list(labels), max_concurrent, callback, scheduler)
+    tuner = _tuner(
+        spec,
+        store,
+        trainable_class(trainable, titles, rungs is not None),
+        list(labels),
+        max_concurrent,
+        callback,
+        scheduler,
+    )
     if not console.is_terminal:  # a log file: the per-trial lines and one summary
         results = tuner.fit()
         console.print(progress.summary_line(), highlight=False)
@@ -243,26 +281,43 @@ def fit(spec, store: Store, units: list[list[Cell]], run: dict, resources: dict,
         return tuner.fit()
 
 
-def _tuner(spec, store: Store, trainable, labels: list[str], max_concurrent: int | None,
-           callback: tune.Callback, scheduler=None) -> tune.Tuner:
+def _tuner(
+    spec,
+    store: Store,
+    trainable,
+    labels: list[str],
+    max_concurrent: int | None,
+    callback: tune.Callback,
+    scheduler=None,
+) -> tune.Tuner:
     """One trial per label (a cell or a pack), named by it, in the grid's order (Tune's
     FIFO, or the halving's `RowHalving`); retried from its last checkpoint up to
     spec.max_failures times."""
     path, fs = tune_storage(store, spec.name)
     return tune.Tuner(
         trainable,
-        param_space={"cell": tune.grid_search(labels),
-                     "launch": datetime.now().strftime("%Y%m%d-%H%M%S")},
-        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, scheduler=scheduler,
-                                    # a new actor (process) per trial, so that the
-                                    # dashboard names each by its cells (trainable_class);
-                                    # it costs a torch import (seconds) per trial
-                                    reuse_actors=False,
-                                    trial_name_creator=trial_name,
-                                    trial_dirname_creator=_trial_dirname),
+        param_space={
+            "cell": tune.grid_search(labels),
+            "launch": datetime.now().strftime("%Y%m%d-%H%M%S"),
+        },
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=max_concurrent,
+            scheduler=scheduler,
+            # a new actor (process) per trial, so that the
+            # dashboard names each by its cells (trainable_class);
+            # it costs a torch import (seconds) per trial
+            reuse_actors=False,
+            trial_name_creator=trial_name,
+            trial_dirname_creator=_trial_dirname,
+        ),
         run_config=tune.RunConfig(
-            name=spec.name, storage_path=path, storage_filesystem=fs, verbose=0,
+            name=spec.name,
+            storage_path=path,
+            storage_filesystem=fs,
+            verbose=0,
             progress_reporter=tune.CLIReporter(max_report_frequency=10**9),  # silent
             callbacks=[callback],
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS)))
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
+        ),
+    )

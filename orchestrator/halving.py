@@ -10,13 +10,14 @@ This module is the rule without Ray: the section's checks, the groups, the rung 
 (from the store's epoch rows, then from the reports of the launch running now) and the
 plan that `grid plan` prints. `orchestrator/scheduler.py` applies it as a Tune scheduler.
 """
+
 from __future__ import annotations
 
 import json
 import math
 from typing import Any
 
-from trainers import config as C
+from trainers import config
 
 KEYS = ("over", "metric", "rungs", "keep")
 # What a rung may rank by: never a test metric, which would choose the lr by the test set.
@@ -24,41 +25,60 @@ METRICS = ("val_acc", "val_error", "val_loss", "train_acc", "train_error", "trai
 DEFAULTS = {"over": ["train.lr"], "metric": "val_acc", "keep": 0.5}
 
 
-def check_halving(doc: Any, base: dict, axes: dict[str, list], include: list[dict],
-                  resources: dict, errors: list[str]) -> dict | None:
+def check_halving(
+    doc: Any,
+    base: dict,
+    axes: dict[str, list],
+    include: list[dict],
+    resources: dict,
+    errors: list[str],
+) -> dict | None:
     """The normalised section ({over: [paths], metric, rungs, keep}) or None when absent;
     each problem is appended to `errors` as 'halving.key: message'."""
     if doc is None:
         return None
     if not isinstance(doc, dict):
-        errors.append("halving: expected a mapping like {over: lr, metric: val_acc, "
-                      "rungs: [25, 100], keep: 0.5}")
+        errors.append(
+            "halving: expected a mapping like {over: lr, metric: val_acc, "
+            "rungs: [25, 100], keep: 0.5}"
+        )
         return None
     for key in doc:
         if key not in KEYS:
-            errors.append(f"halving.{key}: unknown key{C.did_you_mean(key, KEYS)}; "
-                          f"valid: {', '.join(KEYS)}")
+            errors.append(
+                f"halving.{key}: unknown key{config.did_you_mean(key, KEYS)}; "
+                f"valid: {', '.join(KEYS)}"
+            )
     out = {**DEFAULTS, "over": _over(doc.get("over", "lr"), axes, errors)}
     metric = doc.get("metric", DEFAULTS["metric"])
     if metric not in METRICS:
-        why = (" (it would choose by the test set)" if str(metric).startswith("test_") else
-               C.did_you_mean(metric, METRICS))
-        errors.append(f"halving.metric: {metric!r} cannot rank a rung{why}; choose from "
-                      f"{', '.join(METRICS)}")
+        why = (
+            " (it would choose by the test set)"
+            if str(metric).startswith("test_")
+            else config.did_you_mean(metric, METRICS)
+        )
+        errors.append(
+            f"halving.metric: {metric!r} cannot rank a rung{why}; choose from {', '.join(METRICS)}"
+        )
     elif metric.startswith("val_") and 0 in _values("dataset.val_size", base, axes, include):
-        errors.append(f"halving.metric: {metric} needs a validation set; set "
-                      f"dataset.val_size (e.g. 5000) or rank by a train_ metric")
+        errors.append(
+            f"halving.metric: {metric} needs a validation set; set "
+            f"dataset.val_size (e.g. 5000) or rank by a train_ metric"
+        )
     out["metric"] = metric
-    out["rungs"] = _rungs(doc.get("rungs"), _values("train.epochs", base, axes, include),
-                          errors)
+    out["rungs"] = _rungs(doc.get("rungs"), _values("train.epochs", base, axes, include), errors)
     keep = doc.get("keep", DEFAULTS["keep"])
-    if not (C._is_number(keep) and 0 < keep < 1):
-        errors.append(f"halving.keep: the fraction of a group that goes on at each rung, in "
-                      f"(0, 1); got {keep!r}")
+    if not (config._is_number(keep) and 0 < keep < 1):
+        errors.append(
+            f"halving.keep: the fraction of a group that goes on at each rung, in "
+            f"(0, 1); got {keep!r}"
+        )
     out["keep"] = keep
     if resources.get("pack", 1) != 1:
-        errors.append("halving: needs resources.pack: 1 (a pack trains its cells as one "
-                      "model, so one of them cannot stop alone)")
+        errors.append(
+            "halving: needs resources.pack: 1 (a pack trains its cells as one "
+            "model, so one of them cannot stop alone)"
+        )
     return out
 
 
@@ -67,12 +87,14 @@ def _over(value: Any, axes: dict[str, list], errors: list[str]) -> list[str]:
     paths = []
     for i, name in enumerate(names):
         where = f"halving.over[{i}]" if isinstance(value, list) else "halving.over"
-        path = C.canonical_path(str(name))
-        if not isinstance(name, str) or path not in C.CHECKS:
-            errors.append(f"{where}: {C.unknown_path(str(name))}")
+        path = config.canonical_path(str(name))
+        if not isinstance(name, str) or path not in config.CHECKS:
+            errors.append(f"{where}: {config.unknown_path(str(name))}")
         elif path not in axes:
-            errors.append(f"{where}: '{name}' is not an axis of grid:; the cells of a group "
-                          f"differ only in the `over` axes")
+            errors.append(
+                f"{where}: '{name}' is not an axis of grid:; the cells of a group "
+                f"differ only in the `over` axes"
+            )
         else:
             paths.append(path)
     if not names:
@@ -82,14 +104,15 @@ def _over(value: Any, axes: dict[str, list], errors: list[str]) -> list[str]:
 
 def _values(path: str, base: dict, axes: dict[str, list], include: list[dict]) -> set:
     """Every value config path `path` takes in the spec's cells."""
-    found = set(axes.get(path, [C.get_path(base, path)]))
+    found = set(axes.get(path, [config.get_path(base, path)]))
     return found | {cell[path] for cell in include if path in cell}
 
 
 def _rungs(value: Any, epochs: set, errors: list[str]) -> list[int]:
     if not (isinstance(value, list) and value):
-        errors.append(f"halving.rungs: give the rung epochs as a list, e.g. [25, 100]; got "
-                      f"{value!r}")
+        errors.append(
+            f"halving.rungs: give the rung epochs as a list, e.g. [25, 100]; got {value!r}"
+        )
         return []
     out = []
     for i, r in enumerate(value):
@@ -97,12 +120,13 @@ def _rungs(value: Any, epochs: set, errors: list[str]) -> list[int]:
             errors.append(f"halving.rungs[{i}]: expected an epoch number >= 1, got {r!r}")
             continue
         if out and r <= out[-1]:
-            errors.append(f"halving.rungs[{i}]: rungs go in increasing order ({r} after "
-                          f"{out[-1]})")
+            errors.append(f"halving.rungs[{i}]: rungs go in increasing order ({r} after {out[-1]})")
         shortest = min((e for e in epochs if isinstance(e, int)), default=None)
         if shortest is not None and r >= shortest:
-            errors.append(f"halving.rungs[{i}]: epoch {r} must be below train.epochs "
-                          f"({shortest}): a rung is judged before the last epoch")
+            errors.append(
+                f"halving.rungs[{i}]: epoch {r} must be below train.epochs "
+                f"({shortest}): a rung is judged before the last epoch"
+            )
         out.append(r)
     return out
 
@@ -112,14 +136,22 @@ def halving_warnings(halving: dict | None, configs: list[dict]) -> list[str]:
     often flip after the decay (docs/spec.md#halving)."""
     if not halving:
         return []
-    steps = sorted({m for c in configs if c["train"]["schedule"]["name"] == "multistep"
-                    for m in c["train"]["schedule"]["milestones"]})
+    steps = sorted(
+        {
+            m
+            for c in configs
+            if c["train"]["schedule"]["name"] == "multistep"
+            for m in c["train"]["schedule"]["milestones"]
+        }
+    )
     early = [r for r in halving["rungs"] if steps and r < steps[0]]
     if not early:
         return []
-    return [f"halving.rungs: {', '.join(map(str, early))} come before the first lr decay "
-            f"(epoch {steps[0]}, train.schedule.milestones): rankings under a high constant "
-            f"lr often flip after the decay, so a late-blooming lr may be stopped"]
+    return [
+        f"halving.rungs: {', '.join(map(str, early))} come before the first lr decay "
+        f"(epoch {steps[0]}, train.schedule.milestones): rankings under a high constant "
+        f"lr often flip after the decay, so a late-blooming lr may be stopped"
+    ]
 
 
 def score(metrics: dict, metric: str) -> float | None:
@@ -176,7 +208,7 @@ class Rungs:
         self.judged: dict[str, set[int]] = {}
 
     @classmethod
-    def from_epochs(cls, halving: dict, cells: list, epoch_rows: list[dict]) -> "Rungs":
+    def from_epochs(cls, halving: dict, cells: list, epoch_rows: list[dict]) -> Rungs:
         """The records of `cells` (the spec's, with `key` and `params`) found in the store's
         epoch rows."""
         rungs = cls(halving, {c.key: group_of(c.params, halving["over"]) for c in cells})
@@ -190,8 +222,11 @@ class Rungs:
     def peers(self, key: str, rung: int) -> list[float]:
         """The scores at `rung` of the other cells of `key`'s group."""
         group = self.groups.get(key)
-        return [s[rung] for k, s in self.scores.items()
-                if k != key and rung in s and self.groups.get(k) == group]
+        return [
+            s[rung]
+            for k, s in self.scores.items()
+            if k != key and rung in s and self.groups.get(k) == group
+        ]
 
     def judge(self, key: str, scores: dict[int, float]) -> dict | None:
         """Judge cell `key` at each rung of `scores` ({rung: score}) not judged yet, lowest
@@ -203,8 +238,14 @@ class Rungs:
             judged.add(rung)
             self.scores.setdefault(key, {})[rung] = value
             if bar is not None and value < bar:
-                return {"key": key, "rung": rung, "metric": self.rule["metric"],
-                        "score": value, "cutoff": bar, "peers": len(peers)}
+                return {
+                    "key": key,
+                    "rung": rung,
+                    "metric": self.rule["metric"],
+                    "score": value,
+                    "cutoff": bar,
+                    "peers": len(peers),
+                }
         return None
 
 
@@ -222,8 +263,10 @@ def cell_epochs(halving: dict | None, cells: list) -> dict[str, float]:
     for c in cells:
         n = sizes[groups[c.key]]
         bounds = [0, *halving["rungs"], c.config["train"]["epochs"]]
-        out[c.key] = sum(max(1 / n, halving["keep"] ** i) * (bounds[i + 1] - bounds[i])
-                         for i in range(len(bounds) - 1))
+        out[c.key] = sum(
+            max(1 / n, halving["keep"] ** i) * (bounds[i + 1] - bounds[i])
+            for i in range(len(bounds) - 1)
+        )
     return out
 
 
@@ -233,9 +276,13 @@ def halving_plan(halving: dict, cells: list) -> dict[str, Any]:
     and saved."""
     full = sum(c.config["train"]["epochs"] for c in cells)
     expected = sum(cell_epochs(halving, cells).values())
-    return {**halving, "groups": len({group_of(c.params, halving["over"]) for c in cells}),
-            "worst_epochs": full, "expected_epochs": round(expected, 1),
-            "expected_saving": round(1 - expected / full, 3) if full else 0.0}
+    return {
+        **halving,
+        "groups": len({group_of(c.params, halving["over"]) for c in cells}),
+        "worst_epochs": full,
+        "expected_epochs": round(expected, 1),
+        "expected_saving": round(1 - expected / full, 3) if full else 0.0,
+    }
 
 
 def plan_lines(halving: dict | None, cells: list) -> list[str]:
@@ -243,11 +290,13 @@ def plan_lines(halving: dict | None, cells: list) -> list[str]:
     if not halving:
         return []
     p = halving_plan(halving, cells)
-    over = ", ".join(C.axis_label(a) for a in halving["over"])
+    over = ", ".join(config.axis_label(a) for a in halving["over"])
     groups = f"{p['groups']} group{'s' if p['groups'] != 1 else ''}"
-    return [f"halving: {groups} over {over}, rungs at epochs "
-            f"{', '.join(map(str, halving['rungs']))}, keep {halving['keep']:g} by "
-            f"{halving['metric']}",
-            f"  worst case {p['worst_epochs']} epochs (every cell reaches its last epoch: the "
-            f"full grid); expected {p['expected_epochs']:.0f} epochs, "
-            f"{p['expected_saving']:.0%} saved"]
+    return [
+        f"halving: {groups} over {over}, rungs at epochs "
+        f"{', '.join(map(str, halving['rungs']))}, keep {halving['keep']:g} by "
+        f"{halving['metric']}",
+        f"  worst case {p['worst_epochs']} epochs (every cell reaches its last epoch: the "
+        f"full grid); expected {p['expected_epochs']:.0f} epochs, "
+        f"{p['expected_saving']:.0%} saved",
+    ]

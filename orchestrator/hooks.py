@@ -2,7 +2,8 @@
 (inside a Ray worker process) by events instead of by the clock. Production code calls them
 through one seam, `at_epoch`, after each epoch's report (with its checkpoint, on the epochs
 the cadence picks; the test specs set `train.checkpoint_s: 0`, a checkpoint every epoch) and
-at the start of a resumed attempt; unarmed, it does nothing. `grid launch` forwards these variables to the trials.
+at the start of a resumed attempt; unarmed, it does nothing. `grid launch` forwards these
+variables to the trials.
 
 GRID_FAIL_INJECT="<key prefix or *>:<epoch>:<times>[,...]"
     a matching cell's trial raises `InjectedFailure` right after epoch <epoch> is checkpointed
@@ -17,6 +18,7 @@ GRID_HOLD="<key prefix>:<epoch>:<folder>"
     for reading (which blocks until the test opens it for writing). The test makes both with
     os.mkfifo. It holds once per cell (a marker in <folder>), so a retry trains on.
 """
+
 from __future__ import annotations
 
 import os
@@ -58,14 +60,17 @@ def maybe_inject_failure(key: str, epoch: int, *, resumed: bool = False) -> None
 
 
 def _fail_once_more(key: str, epoch: int, times: int, spec: str) -> None:
-    folder = Path(os.environ.get(FAIL_INJECT_DIR_ENV) or
-                  Path(tempfile.gettempdir()) / "grid-fail-inject")
+    folder = Path(
+        os.environ.get(FAIL_INJECT_DIR_ENV) or Path(tempfile.gettempdir()) / "grid-fail-inject"
+    )
     folder.mkdir(parents=True, exist_ok=True)
     done = len(list(folder.glob(f"{key}-*")))
     if done < times:
         (folder / f"{key}-{done + 1}").touch()
-        raise InjectedFailure(f"injected failure {done + 1}/{times} of cell {key} "
-                              f"at epoch {epoch} ({FAIL_INJECT_ENV}={spec})")
+        raise InjectedFailure(
+            f"injected failure {done + 1}/{times} of cell {key} "
+            f"at epoch {epoch} ({FAIL_INJECT_ENV}={spec})"
+        )
 
 
 def maybe_hold(key: str, epoch: int) -> None:

@@ -8,6 +8,7 @@ when it differs from its default, so a new option whose default reproduces today
 moves no key. Values that say where or how a cell runs, not what it trains, never count
 (`NON_IDENTITY`). Changing the rule itself means a new `SCHEME`, which moves every key once.
 """
+
 from __future__ import annotations
 
 import copy
@@ -15,7 +16,7 @@ import hashlib
 import json
 from typing import Any
 
-from trainers import config as C
+from trainers.config import DEFAULTS, NON_IDENTITY
 
 SCHEME = 2  # 1: sha256 of the whole config (0.1); 2: the difference from BASELINE
 KEY_LENGTH = 12  # 48 bits: a collision needs ~16M cells in one grid before it is likely
@@ -23,18 +24,34 @@ KEY_LENGTH = 12  # 48 bits: a collision needs ~16M cells in one grid before it i
 # Frozen: never edit. A changed default is a changed experiment, so it must move the keys of
 # the cells that use it, which it does because those cells now differ from this baseline.
 BASELINE: dict[str, Any] = {
-    "dataset.name": "cifar10", "dataset.augment": ["crop", "flip"], "dataset.crop_padding": 4,
-    "dataset.cutout_size": 8, "dataset.preprocess": "standardize", "dataset.val_size": 5000,
+    "dataset.name": "cifar10",
+    "dataset.augment": ["crop", "flip"],
+    "dataset.crop_padding": 4,
+    "dataset.cutout_size": 8,
+    "dataset.preprocess": "standardize",
+    "dataset.val_size": 5000,
     "dataset.subset": None,
-    "model.arch": "allcnn_c", "model.init": "he_normal", "model.activation": "relu",
-    "model.batch_norm": False, "model.dropout": 0.5, "model.input_dropout": 0.2,
+    "model.arch": "allcnn_c",
+    "model.init": "he_normal",
+    "model.activation": "relu",
+    "model.batch_norm": False,
+    "model.dropout": 0.5,
+    "model.input_dropout": 0.2,
     "model.width": 1.0,
-    "train.epochs": 350, "train.batch_size": 128, "train.lr": 0.05,
-    "train.optimizer.name": "sgd", "train.optimizer.momentum": 0.9,
-    "train.optimizer.nesterov": False, "train.optimizer.weight_decay": 0.001,
-    "train.schedule.name": "multistep", "train.schedule.milestones": [200, 250, 300],
-    "train.schedule.gamma": 0.1, "train.schedule.warmup_epochs": 0,
-    "train.label_smoothing": 0.0, "train.seed": 0, "train.precision": "auto",
+    "train.epochs": 350,
+    "train.batch_size": 128,
+    "train.lr": 0.05,
+    "train.optimizer.name": "sgd",
+    "train.optimizer.momentum": 0.9,
+    "train.optimizer.nesterov": False,
+    "train.optimizer.weight_decay": 0.001,
+    "train.schedule.name": "multistep",
+    "train.schedule.milestones": [200, 250, 300],
+    "train.schedule.gamma": 0.1,
+    "train.schedule.warmup_epochs": 0,
+    "train.label_smoothing": 0.0,
+    "train.seed": 0,
+    "train.precision": "auto",
 }
 
 
@@ -59,10 +76,10 @@ def _same(a: Any, b: Any) -> bool:
 def identity(config: dict) -> dict[str, Any]:
     """The leaves of a resolved config that make it this cell: those that differ from the
     baseline (or, for a leaf the baseline lacks, from its default), minus where-it-runs."""
-    defaults = leaves(C.DEFAULTS)
+    defaults = leaves(DEFAULTS)
     out = {}
     for path, value in leaves(config).items():
-        if path in C.NON_IDENTITY:
+        if path in NON_IDENTITY:
             continue
         neutral = BASELINE[path] if path in BASELINE else defaults.get(path, object())
         if not _same(value, neutral):
@@ -72,8 +89,9 @@ def identity(config: dict) -> dict[str, Any]:
 
 def canonical_json(config: dict) -> str:
     """The scheme version and the cell's identity as sorted compact JSON: what is hashed."""
-    return json.dumps({"scheme": SCHEME, "differs": identity(config)}, sort_keys=True,
-                      separators=(",", ":"))
+    return json.dumps(
+        {"scheme": SCHEME, "differs": identity(config)}, sort_keys=True, separators=(",", ":")
+    )
 
 
 def cell_key(config: dict) -> str:

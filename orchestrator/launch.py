@@ -12,6 +12,7 @@ The steps, in order, each in its own module:
 Modules that import ray: session, experiment and checkpoints' callers; nothing under
 `trainers/` or `results/` does.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -20,18 +21,26 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
-from orchestrator import trial as T
-from orchestrator import units as U
+from orchestrator import trial
 from orchestrator.expand import Cell, axis_label, expand
+from orchestrator.units import group_cells, select_cells, unit_label
 from results.lease import Lease, LeaseHeld, held
 from results.schema import FINISHED
 from results.store import Store, open_store
 
 
-def launch(spec, *, store_uri: str | None = None, address: str | None = None,
-           max_concurrent: int | None = None, force: bool = False, dry_run: bool = False,
-           wait: bool = False, console: Console | None = None,
-           dashboard_host: str = "127.0.0.1") -> int:
+def launch(
+    spec,
+    *,
+    store_uri: str | None = None,
+    address: str | None = None,
+    max_concurrent: int | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    wait: bool = False,
+    console: Console | None = None,
+    dashboard_host: str = "127.0.0.1",
+) -> int:
     """Run the spec's unfinished cells as Tune trials; 0 when every cell is completed or
     diverged, 1 when some did not finish (listed with their errors) or another launch holds
     the grid (unless `wait`)."""
@@ -39,48 +48,65 @@ def launch(spec, *, store_uri: str | None = None, address: str | None = None,
     store = open_store(store_uri)
     store.check_writable()
     cells = expand(spec)
-    todo, skipped = U.select_cells(cells, store.statuses(spec.name), force,
-                                   bool(spec.halving))
+    todo, skipped = select_cells(cells, store.statuses(spec.name), force, bool(spec.halving))
     if not todo:
         _say_skipped(console, len(skipped), bool(spec.halving))
         console.print(f"{spec.name}: all {len(cells)} cells are finished; nothing to run")
         return 0
     if dry_run:
-        _print_plan(console, spec, U.group_cells(todo, spec.resources["pack"]), len(skipped))
+        _print_plan(console, spec, group_cells(todo, spec.resources["pack"]), len(skipped))
         return 0
     try:
         with held(Lease(store, spec.name), wait=wait, say=lambda s: console.print(Text(s))):
             # read again under the lease: a launch we waited for may have finished cells
-            todo, skipped = U.select_cells(cells, store.statuses(spec.name), force,
-                                   bool(spec.halving))
+            todo, skipped = select_cells(
+                cells, store.statuses(spec.name), force, bool(spec.halving)
+            )
             _say_skipped(console, len(skipped), bool(spec.halving))
             if not todo:  # the launch we waited for finished them
                 console.print(f"{spec.name}: all {len(cells)} cells are finished; nothing to run")
                 return 0
-            return _run(spec, store, todo, len(skipped), address=address, force=force,
-                        max_concurrent=max_concurrent, console=console,
-                        dashboard_host=dashboard_host)
+            return _run(
+                spec,
+                store,
+                todo,
+                len(skipped),
+                address=address,
+                force=force,
+                max_concurrent=max_concurrent,
+                console=console,
+                dashboard_host=dashboard_host,
+            )
     except LeaseHeld as e:
         console.print(Text(f"{e}", style="red"))
         return 1
 
 
-def _run(spec, store: Store, todo: list[Cell], skipped: int, *, address: str | None,
-         force: bool, max_concurrent: int | None, console: Console,
-         dashboard_host: str) -> int:
-    from orchestrator import checkpoints as K
-    from orchestrator import experiment, session
+def _run(
+    spec,
+    store: Store,
+    todo: list[Cell],
+    skipped: int,
+    *,
+    address: str | None,
+    force: bool,
+    max_concurrent: int | None,
+    console: Console,
+    dashboard_host: str,
+) -> int:
+    from orchestrator import checkpoints, experiment, session
     from orchestrator.monitor import job_metadata
     from orchestrator.resources import check_placement, decide_gpu
 
-    units = U.group_cells(todo, spec.resources["pack"])
+    units = group_cells(todo, spec.resources["pack"])
     datasets = _datasets(todo)
     local = session.starts_local(address)
     if local:  # the trials run on this machine: check the data here, before Ray starts
         _check_data_here(datasets, console)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    metadata = job_metadata(spec, store.uri, total=len(todo) + skipped, to_run=len(todo),
-                            skipped=skipped)
+    metadata = job_metadata(
+        spec, store.uri, total=len(todo) + skipped, to_run=len(todo), skipped=skipped
+    )
     with session.ray_session(address, dashboard_host, console, metadata):
         session.check_shared_store(store)
         cluster = session.describe_cluster(local)
@@ -91,18 +117,35 @@ def _run(spec, store: Store, todo: list[Cell], skipped: int, *, address: str | N
             console.print(f"[yellow]{warning}[/]")
         if not local and any(d["name"] != "synthetic" for d in datasets):
             session.preflight_nodes(datasets)
-        resume = {} if force else K.previous_checkpoints(store, spec.name,
-                                                          [t.key for t in todo])
+        resume = (
+            {}
+            if force
+            else checkpoints.previous_checkpoints(store, spec.name, [t.key for t in todo])
+        )
         if resume:
-            console.print(f"resuming {len(resume)} cells from the checkpoints of an earlier "
-                          f"launch")
-        console.print(f"{spec.name}: running {len(todo)} cells as {len(units)} Tune trials, "
-                      f"{resources['cpu']:g} CPU + {gpu:g} GPU each ({why})")
-        run = {"store": K.store_location(store), "sha256": spec.sha256, "resume": resume,
-               "halving": spec.halving}
-        results = experiment.fit(spec, store, units, run, resources, skipped, max_concurrent,
-                                 console, _rungs(spec, store, todo, console))
-        K.prune_checkpoints(store, spec.name)
+            console.print(f"resuming {len(resume)} cells from the checkpoints of an earlier launch")
+        console.print(
+            f"{spec.name}: running {len(todo)} cells as {len(units)} Tune trials, "
+            f"{resources['cpu']:g} CPU + {gpu:g} GPU each ({why})"
+        )
+        run = {
+            "store": checkpoints.store_location(store),
+            "sha256": spec.sha256,
+            "resume": resume,
+            "halving": spec.halving,
+        }
+        results = experiment.fit(
+            spec,
+            store,
+            units,
+            run,
+            resources,
+            skipped,
+            max_concurrent,
+            console,
+            _rungs(spec, store, todo, console),
+        )
+        checkpoints.prune_checkpoints(store, spec.name)
     return _finish(spec, store, units, results, started, console)
 
 
@@ -113,6 +156,7 @@ def _rungs(spec, store: Store, todo: list[Cell], console: Console):
     if not spec.halving:
         return None
     from orchestrator.halving import Rungs, halving_warnings
+
     cells = expand(spec)
     for line in halving_warnings(spec.halving, [c.config for c in cells]):
         console.print(Text(f"warning: {line}", style="yellow"))
@@ -120,9 +164,11 @@ def _rungs(spec, store: Store, todo: list[Cell], console: Console):
         store.clear_stop(spec.name, t.key)
     rungs = Rungs.from_epochs(spec.halving, cells, store.read_epochs(spec.name).to_pylist())
     recorded = sum(len(s) for s in rungs.scores.values())
-    console.print(f"halving: rungs at epochs {', '.join(map(str, spec.halving['rungs']))}, "
-                  f"keep {spec.halving['keep']:g} of each row by {spec.halving['metric']}; "
-                  f"{recorded} rung records from earlier launches")
+    console.print(
+        f"halving: rungs at epochs {', '.join(map(str, spec.halving['rungs']))}, "
+        f"keep {spec.halving['keep']:g} of each row by {spec.halving['metric']}; "
+        f"{recorded} rung records from earlier launches"
+    )
     return rungs
 
 
@@ -131,13 +177,15 @@ def _datasets(cells: list[Cell]) -> list[dict]:
     found = {}
     for t in cells:
         d = t.config["dataset"]
-        found[(d["name"], d["root"], d["download"])] = {k: d[k] for k in ("name", "root",
-                                                                           "download")}
+        found[(d["name"], d["root"], d["download"])] = {
+            k: d[k] for k in ("name", "root", "download")
+        }
     return list(found.values())
 
 
 def _check_data_here(datasets: list[dict], console: Console) -> None:
     from trainers.data import check_data
+
     for d in datasets:
         if d["name"] != "synthetic":
             console.print(f"data: {check_data(d)}")
@@ -152,29 +200,38 @@ def _say_skipped(console: Console, skipped: int, halving: bool = False) -> None:
 def _print_plan(console: Console, spec, units: list[list[Cell]], skipped: int) -> None:
     cells = sum(len(u) for u in units)
     _say_skipped(console, skipped, bool(spec.halving))
-    console.print(f"{spec.name}: would run {cells} cells as {len(units)} Tune trials "
-                  f"(dry run: nothing started)")
+    console.print(
+        f"{spec.name}: would run {cells} cells as {len(units)} Tune trials "
+        f"(dry run: nothing started)"
+    )
     for unit in units:
         params = ", ".join(f"{axis_label(a)}={v}" for a, v in unit[0].params.items())
-        console.print(f"  {U.unit_label(unit)}  {params}")
+        console.print(f"  {unit_label(unit)}  {params}")
 
 
 # -- the end report -----------------------------------------------------------------------------
-def _finish(spec, store: Store, units: list[list[Cell]], results, started: str,
-            console: Console) -> int:
+def _finish(
+    spec, store: Store, units: list[list[Cell]], results, started: str, console: Console
+) -> int:
     """The end report. A unit whose Tune trial failed (or ended on a user error) did not
     finish in this launch even where an earlier result of its cells stays in the store
     (a failed --force rerun); a cell whose trial died without writing its failure gets one
     written here."""
     from orchestrator.experiment import GRID_ERROR, first_line
+
     errors = {_result_label(r): first_line(str(r.error)) for r in results if r.error is not None}
-    errors.update({_result_label(r): r.metrics[GRID_ERROR] for r in results
-                   if r.error is None and (r.metrics or {}).get(GRID_ERROR)})
+    errors.update(
+        {
+            _result_label(r): r.metrics[GRID_ERROR]
+            for r in results
+            if r.error is None and (r.metrics or {}).get(GRID_ERROR)
+        }
+    )
     statuses = store.statuses(spec.name)
     failures = _recent_failures(store, spec.name, started)
     problems: list[tuple[Cell, str]] = []
     for unit in units:
-        label = U.unit_label(unit)
+        label = unit_label(unit)
         for t in unit:
             status = statuses.get(t.key)
             if label not in errors and status in FINISHED:
@@ -183,7 +240,9 @@ def _finish(spec, store: Store, units: list[list[Cell]], results, started: str,
                 problems.append((t, "did not run (interrupted)"))
                 continue
             if t.key not in failures:  # its trial died before it could write a failure
-                store.write_failure(spec.name, t.key, T.failed_row(t, spec.sha256, errors[label]))
+                store.write_failure(
+                    spec.name, t.key, trial.failed_row(t, spec.sha256, errors[label])
+                )
             error = failures.get(t.key) or errors[label]
             kept = f"; the earlier {status} result is kept" if status in FINISHED else ""
             problems.append((t, error + kept))
@@ -193,12 +252,17 @@ def _finish(spec, store: Store, units: list[list[Cell]], results, started: str,
         early = f" ({stopped} stopped at a rung by the halving)" if stopped else ""
         console.print(f"[green]{spec.name}: all {total} cells finished{early}[/]")
         return 0
-    console.print(f"[red]{spec.name}: {len(problems)} of {total} cells did not finish[/] "
-                  f"(rerun `grid launch` to retry them; `grid status` lists them)")
+    console.print(
+        f"[red]{spec.name}: {len(problems)} of {total} cells did not finish[/] "
+        f"(rerun `grid launch` to retry them; `grid status` lists them)"
+    )
     for t, why in problems:
         params = ", ".join(f"{axis_label(a)}={v}" for a, v in t.params.items())
-        console.print(Text.assemble(("  " + t.key, "red"),
-                                    f" {params}: {why.replace(chr(10), chr(10) + '      ')}"))
+        console.print(
+            Text.assemble(
+                ("  " + t.key, "red"), f" {params}: {why.replace(chr(10), chr(10) + '      ')}"
+            )
+        )
     return 1
 
 
@@ -214,7 +278,10 @@ def _recent_failures(store: Store, grid: str, since: str) -> dict[str, str]:
     table = store.read_failures(grid)
     if "error" not in table.column_names:
         return {}
-    rows = zip(table.column("key").to_pylist(), table.column("error").to_pylist(),
-               table.column("ended").to_pylist())
+    rows = zip(
+        table.column("key").to_pylist(),
+        table.column("error").to_pylist(),
+        table.column("ended").to_pylist(),
+        strict=True,
+    )
     return {k: e or "failed" for k, e, ended in rows if (ended or "") >= since}
-

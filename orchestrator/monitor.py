@@ -9,6 +9,7 @@
   counter (Ray exports them as `ray_grid_*`), and a Grafana dashboard for them
   (`dashboards/grid_grafana.json`), installed beside Ray's own (`install_grafana_dashboard`).
 """
+
 from __future__ import annotations
 
 import os
@@ -35,8 +36,11 @@ DASHBOARD_JSON = Path(__file__).parent / "dashboards" / "grid_grafana.json"
 
 def exported_names() -> set[str]:
     """The metric names as Prometheus sees them (Ray adds `ray_`, counters `_total`)."""
-    return ({f"ray_{n}" for n in CELL_GAUGES} | {f"ray_{STATUS_GAUGE}"}
-            | {f"ray_{EPOCHS_COUNTER}_total"})
+    return (
+        {f"ray_{n}" for n in CELL_GAUGES}
+        | {f"ray_{STATUS_GAUGE}"}
+        | {f"ray_{EPOCHS_COUNTER}_total"}
+    )
 
 
 def public_uri(uri: str) -> str:
@@ -47,14 +51,21 @@ def public_uri(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.hostname or ""))
 
 
-def job_metadata(spec, store_uri: str, *, total: int, to_run: int | None,
-                 skipped: int | None) -> dict[str, str]:
+def job_metadata(
+    spec, store_uri: str, *, total: int, to_run: int | None, skipped: int | None
+) -> dict[str, str]:
     """The Ray job's metadata for a launch of `spec` (strings only, as Ray wants them);
     counts not known yet (None) are left out."""
     from results.schema import grid_version
-    meta = {"grid": spec.name, "grid_spec": str(spec.path), "grid_spec_sha256": spec.sha256,
-            "grid_cells_total": str(total), "grid_store": public_uri(store_uri),
-            "grid_version": grid_version() or "unknown"}
+
+    meta = {
+        "grid": spec.name,
+        "grid_spec": str(spec.path),
+        "grid_spec_sha256": spec.sha256,
+        "grid_cells_total": str(total),
+        "grid_store": public_uri(store_uri),
+        "grid_version": grid_version() or "unknown",
+    }
     if to_run is not None:
         meta["grid_cells_to_run"] = str(to_run)
     if skipped is not None:
@@ -64,9 +75,11 @@ def job_metadata(spec, store_uri: str, *, total: int, to_run: int | None,
 
 def unit_title(grid: str, cells: list[Cell]) -> str:
     """'quickstart 1a2b3c4d5e6f arch=resnet9 lr=0.1' (a pack: its cells, '; '-separated)."""
+
     def one(t: Cell) -> str:
         params = " ".join(f"{axis_label(a)}={v}" for a, v in t.params.items())
         return f"{t.key} {params}".strip()
+
     return f"{grid} " + "; ".join(one(t) for t in cells)
 
 
@@ -80,16 +93,24 @@ class CellMetrics:
 
         self.grid, self.epochs = grid, epochs
         gpus = ray.get_gpu_ids()
-        self.where = {"node": ray.util.get_node_ip_address(),
-                      "gpu": ",".join(str(g) for g in gpus) if gpus else "none"}
-        self.gauges = {name: Gauge(name, description=desc, tag_keys=CELL_TAGS)
-                       for name, (_, desc) in CELL_GAUGES.items()}
-        self.counter = Counter(EPOCHS_COUNTER, description="epochs trained, all cells",
-                               tag_keys=("grid", "node", "gpu"))
+        self.where = {
+            "node": ray.util.get_node_ip_address(),
+            "gpu": ",".join(str(g) for g in gpus) if gpus else "none",
+        }
+        self.gauges = {
+            name: Gauge(name, description=desc, tag_keys=CELL_TAGS)
+            for name, (_, desc) in CELL_GAUGES.items()
+        }
+        self.counter = Counter(
+            EPOCHS_COUNTER,
+            description="epochs trained, all cells",
+            tag_keys=("grid", "node", "gpu"),
+        )
 
     def observe(self, key: str, metrics: dict) -> None:
         """`trial.run_unit`'s per-cell epoch callback."""
         from orchestrator.progress import epoch_line
+
         print(f"{key} {epoch_line(metrics, self.epochs)}", flush=True)
         tags = {"grid": self.grid, "cell": key, **self.where}
         for name, (field, _) in CELL_GAUGES.items():
@@ -104,21 +125,26 @@ class StatusMetrics:
 
     def __init__(self, grid: str):
         from ray.util.metrics import Gauge
+
         self.grid = grid
-        self.gauge = Gauge(STATUS_GAUGE, description="cells of a grid by status",
-                           tag_keys=("grid", "status"))
+        self.gauge = Gauge(
+            STATUS_GAUGE, description="cells of a grid by status", tag_keys=("grid", "status")
+        )
 
     def update(self, counts: dict[str, int]) -> None:
         for status in STATUSES:
-            self.gauge.set(float(counts.get(status, 0)),
-                           tags={"grid": self.grid, "status": status})
+            self.gauge.set(float(counts.get(status, 0)), tags={"grid": self.grid, "status": status})
 
 
 def scrape_urls() -> list[str]:
     """Each alive node's Prometheus endpoint (Ray's metrics agent)."""
     import ray
-    return [f"http://{n['NodeManagerAddress']}:{n['MetricsExportPort']}/metrics"
-            for n in ray.nodes() if n.get("Alive") and n.get("MetricsExportPort")]
+
+    return [
+        f"http://{n['NodeManagerAddress']}:{n['MetricsExportPort']}/metrics"
+        for n in ray.nodes()
+        if n.get("Alive") and n.get("MetricsExportPort")
+    ]
 
 
 def grafana_folder() -> Path | None:
@@ -130,6 +156,7 @@ def grafana_folder() -> Path | None:
         folder = Path(os.environ["RAY_METRICS_GRAFANA_DASHBOARD_OUTPUT_DIR"])
     else:
         import ray
+
         try:
             session = ray._private.worker.global_worker.node.get_session_dir_path()
         except AttributeError:  # a Ray Client connection: no node here
@@ -157,8 +184,7 @@ def where_lines() -> list[str]:
     lines = [f"Prometheus metrics (ray_grid_*): {shown or 'no metrics endpoint reported'}"]
     installed = install_grafana_dashboard()
     if installed is not None:
-        lines.append(f"Grafana dashboard: {installed} (provisioned with Ray's; "
-                     f"docs/monitoring.md)")
+        lines.append(f"Grafana dashboard: {installed} (provisioned with Ray's; docs/monitoring.md)")
     else:
         lines.append(f"Grafana dashboard: import {DASHBOARD_JSON} (docs/monitoring.md)")
     return lines

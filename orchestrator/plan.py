@@ -1,5 +1,6 @@
 """`grid plan`: a spec's cells and keys, the work in epochs, the halving's plan, and with
 `--estimate` the device-hours measured on this machine (`orchestrator/estimate.py`)."""
+
 from __future__ import annotations
 
 import json
@@ -15,29 +16,39 @@ from orchestrator.status import fmt_axis
 from orchestrator.tablespec import leak_warnings
 
 
-def plan_command(spec, as_json: bool = False, estimate: bool = False, device: str = "auto",
-                 slots: int | None = None, console: Console | None = None) -> int:
+def plan_command(
+    spec,
+    as_json: bool = False,
+    estimate: bool = False,
+    device: str = "auto",
+    slots: int | None = None,
+    console: Console | None = None,
+) -> int:
     """Print the plan (a table, or JSON with `as_json`); 0."""
     cells = expand(spec)
     configs = [t.config for t in cells]
     warnings = leak_warnings(spec.tables, configs) + halving_warnings(spec.halving, configs)
     est = _estimate(spec, cells, device, slots) if estimate else None
     if as_json:
-        out = {"grid": spec.name, "count": len(cells), "warnings": warnings,
-               "cells": [{"key": t.key, "params": t.params, "config": t.config}
-                          for t in cells]}
+        out = {
+            "grid": spec.name,
+            "count": len(cells),
+            "warnings": warnings,
+            "cells": [{"key": t.key, "params": t.params, "config": t.config} for t in cells],
+        }
         if spec.halving:
             out["halving"] = halving_plan(spec.halving, cells)
         if est is not None:
-            out["estimate"] = {k: est[k] for k in ("device", "total_s", "slots", "wall_s",
-                                                   "cells")}
+            out["estimate"] = {k: est[k] for k in ("device", "total_s", "slots", "wall_s", "cells")}
         print(json.dumps(out, indent=1))
         return 0
     console = console or Console()
     console.print(_cells_table(spec, cells, est))
     epochs = sum(t.config["train"]["epochs"] for t in cells)
-    console.print(f"{len(cells)} cells x epochs = [bold]{epochs}[/bold] epochs of training "
-                  f"({spec.resources['pack']} cell(s) per cell process)")
+    console.print(
+        f"{len(cells)} cells x epochs = [bold]{epochs}[/bold] epochs of training "
+        f"({spec.resources['pack']} cell(s) per cell process)"
+    )
     for line in plan_lines(spec.halving, cells) + (describe(est) if est else []):
         console.print(line, highlight=False)
     for w in warnings:
@@ -63,6 +74,7 @@ def _cells_table(spec, cells, est: dict | None) -> Table:
 
 def _estimate(spec, cells, device: str, slots: int | None) -> dict:
     from trainers.config import device as check_device
+
     if device != "auto" and check_device(device)[0] is not None:
         raise GridError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
     return estimate(spec, cells, device, slots)

@@ -6,11 +6,12 @@ feeds it. No Ray here, so the counting and the estimate are unit-tested without 
 
 A "unit" is one Tune trial: one cell, or a pack of cells trained as one model.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from rich.console import Group
 from rich.table import Table
@@ -25,11 +26,12 @@ SHOW_RUNNING = 8  # rows of running trials shown; more are summarised in one lin
 @dataclasses.dataclass
 class Unit:
     """One Tune trial as the display sees it."""
+
     label: str
     cells: int
     epochs: int
     state: str = "pending"  # pending | running | done | failed
-    epoch: int = 0          # last epoch reported
+    epoch: int = 0  # last epoch reported
     retries: int = 0
     started: float | None = None
     error: str | None = None
@@ -39,15 +41,20 @@ class GridProgress:
     """Counts of cells done / running / pending / failed, the best metric so far, elapsed
     time and an estimate of the time left, rendered as a rich renderable."""
 
-    def __init__(self, grid: str, units: dict[str, tuple[int, int]], skipped: int = 0,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        grid: str,
+        units: dict[str, tuple[int, int]],
+        skipped: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         """`units`: label -> (cells in it, epochs per cell); `skipped`: cells already done."""
         self.grid = grid
         self.units = {label: Unit(label, n, e) for label, (n, e) in units.items()}
         self.skipped = skipped
         self.clock = clock
         self.t0 = clock()
-        self.epochs_done = 0      # epochs trained in this launch (resumed ones not counted)
+        self.epochs_done = 0  # epochs trained in this launch (resumed ones not counted)
         self.best: tuple[str, float, str] | None = None  # (metric, value, label)
 
     # -- events -------------------------------------------------------------------------
@@ -102,16 +109,23 @@ class GridProgress:
         None until an epoch has finished."""
         if self.epochs_done == 0:
             return None
-        left = sum(u.cells * (u.epochs - u.epoch) for u in self.units.values()
-                   if u.state in ("pending", "running"))
+        left = sum(
+            u.cells * (u.epochs - u.epoch)
+            for u in self.units.values()
+            if u.state in ("pending", "running")
+        )
         return left * self.elapsed() / self.epochs_done
 
     # -- rendering ----------------------------------------------------------------------
     def summary_line(self) -> str:
         c = self.counts()
         total = sum(c.values())
-        parts = [f"{self.grid}: {c['done']}/{total} cells done", f"{c['running']} running",
-                 f"{c['pending']} pending", f"{c['failed']} failed"]
+        parts = [
+            f"{self.grid}: {c['done']}/{total} cells done",
+            f"{c['running']} running",
+            f"{c['pending']} pending",
+            f"{c['failed']} failed",
+        ]
         if self.best:
             parts.append(f"best {self.best[0]} {self.best[1]:.2%} ({self.best[2]})")
         left = self.remaining_s()
@@ -127,9 +141,12 @@ class GridProgress:
             table.add_column(col, style="cyan" if col == "running" else None)
         now = self.clock()
         for unit in running[:SHOW_RUNNING]:
-            table.add_row(unit.label + (f" ({unit.cells} cells)" if unit.cells > 1 else ""),
-                          f"{unit.epoch}/{unit.epochs}", str(unit.retries),
-                          fmt_duration(now - (unit.started or now)))
+            table.add_row(
+                unit.label + (f" ({unit.cells} cells)" if unit.cells > 1 else ""),
+                f"{unit.epoch}/{unit.epochs}",
+                str(unit.retries),
+                fmt_duration(now - (unit.started or now)),
+            )
         parts = [Text(self.summary_line(), style="bold"), table]
         if len(running) > SHOW_RUNNING:
             parts.append(Text(f"... and {len(running) - SHOW_RUNNING} more running"))
@@ -144,15 +161,21 @@ def fmt_duration(seconds: float) -> str:
 def epoch_line(m: dict, epochs: int | None = None) -> str:
     """One epoch's metrics on one line, as `grid train` and each trial's own log print it:
     'epoch   2/30  lr 0.05  train loss 0.6931 acc 51.20%  val loss ... acc ...  test ...'."""
+
     def part(name: str) -> str:
         loss, acc = m.get(f"{name}_loss"), m.get(f"{name}_acc")
         if loss is None and acc is None:
             return ""
-        return (f"  {name}" + ("" if loss is None else f" loss {loss:.4f}")
-                + ("" if acc is None else f" acc {acc:.2%}"))
+        return (
+            f"  {name}"
+            + ("" if loss is None else f" loss {loss:.4f}")
+            + ("" if acc is None else f" acc {acc:.2%}")
+        )
+
     total = f"/{epochs}" if epochs else ""
     lr = "" if m.get("lr") is None else f"  lr {m['lr']:.4g}"
     speed = "" if m.get("images_per_s") is None else f"  {m['images_per_s']:,.0f} img/s"
     took = "" if m.get("epoch_s") is None else f"  {m['epoch_s']:.1f}s"
-    return (f"epoch {m['epoch']:>3}{total}{lr}{part('train')}{part('val')}{part('test')}"
-            f"{took}{speed}")
+    return (
+        f"epoch {m['epoch']:>3}{total}{lr}{part('train')}{part('val')}{part('test')}{took}{speed}"
+    )

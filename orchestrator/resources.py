@@ -6,6 +6,7 @@ None, "local": bool}`: `node_types` lists what an autoscaler can add (`{"name", 
 "max_count"}`, max_count -1 for no limit), None when there is no autoscaler; `local` is a Ray
 that `grid launch` started on this machine, which no node will ever join.
 """
+
 from __future__ import annotations
 
 from orchestrator.errors import GridError
@@ -24,11 +25,16 @@ def decide_gpu(setting, cluster: dict) -> tuple[float, str]:
     now = sum(_gpus(n) for n in cluster["nodes"])
     if now > 0:
         return 1.0, f"gpu auto -> 1 per trial: the cluster has {now:g} GPUs"
-    addable = [t["name"] for t in cluster.get("node_types") or []
-               if _gpus(t["resources"]) > 0 and t.get("max_count", 0) != 0]
+    addable = [
+        t["name"]
+        for t in cluster.get("node_types") or []
+        if _gpus(t["resources"]) > 0 and t.get("max_count", 0) != 0
+    ]
     if addable:
-        return 1.0, (f"gpu auto -> 1 per trial: no GPU is up yet, but the autoscaler can add "
-                     f"GPU nodes ({', '.join(addable)})")
+        return 1.0, (
+            f"gpu auto -> 1 per trial: no GPU is up yet, but the autoscaler can add "
+            f"GPU nodes ({', '.join(addable)})"
+        )
     where = "this machine" if cluster.get("local") else "the cluster"
     extra = "" if cluster.get("node_types") is None else ", nor can its autoscaler add one"
     return 0.0, f"gpu auto -> 0: {where} has no GPU{extra}; trials train on CPUs"
@@ -50,9 +56,16 @@ def check_placement(want: dict[str, float], cluster: dict) -> str | None:
     if cluster.get("local"):
         cpus = max((float(n.get("CPU", 0)) for n in cluster["nodes"]), default=0)
         gpus = max((_gpus(n) for n in cluster["nodes"]), default=0)
-        fix = (f"--set resources.cpu={cpus:g}" if want["CPU"] > cpus else
-               f"--set resources.gpu={'0' if gpus == 0 else '1'}")
-        raise GridError(f"resources: a trial asks for {ask}, but this machine has {cpus:g} "
-                        f"CPUs and {gpus:g} GPUs, so no trial could ever start; {fix}")
-    return (f"no node of the cluster has {ask} for one trial (resources: in the spec), and "
-            f"no autoscaler node type does; the trials wait until such a node joins")
+        fix = (
+            f"--set resources.cpu={cpus:g}"
+            if want["CPU"] > cpus
+            else f"--set resources.gpu={'0' if gpus == 0 else '1'}"
+        )
+        raise GridError(
+            f"resources: a trial asks for {ask}, but this machine has {cpus:g} "
+            f"CPUs and {gpus:g} GPUs, so no trial could ever start; {fix}"
+        )
+    return (
+        f"no node of the cluster has {ask} for one trial (resources: in the spec), and "
+        f"no autoscaler node type does; the trials wait until such a node joins"
+    )

@@ -12,6 +12,7 @@ reason, e.g. Ctrl-C, and writes nothing), and writes the cell as `stopped`
 (`orchestrator/experiment.py`). A relaunch clears the decisions of the cells it runs, so a
 decision whose cell never wrote its row is taken again, against the same records.
 """
+
 from __future__ import annotations
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
@@ -23,8 +24,11 @@ from results.store import Store
 def reported_scores(result: dict) -> dict[int, float]:
     """{rung: score} from a trial's result: Tune hands the scheduler the result flattened,
     so the trial's `rungs: {"2": 0.61}` arrives as `rungs/2`."""
-    return {int(k.split("/", 1)[1]): float(v) for k, v in result.items()
-            if k.startswith("rungs/") and v is not None}
+    return {
+        int(k.split("/", 1)[1]): float(v)
+        for k, v in result.items()
+        if k.startswith("rungs/") and v is not None
+    }
 
 
 class RowHalving(FIFOScheduler):
@@ -49,5 +53,7 @@ class RowHalving(FIFOScheduler):
 
     def debug_string(self) -> str:
         rule = self.rungs.rule
-        return (f"RowHalving: rungs {rule['rungs']}, keep {rule['keep']} by {rule['metric']}, "
-                f"{len(set(self.rungs.groups.values()))} groups")
+        return (
+            f"RowHalving: rungs {rule['rungs']}, keep {rule['keep']} by {rule['metric']}, "
+            f"{len(set(self.rungs.groups.values()))} groups"
+        )

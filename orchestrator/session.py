@@ -7,6 +7,7 @@ The session's runtime env forwards the store's non-secret S3 settings to every t
 has them, trials would otherwise write to AWS instead of the MinIO/Ceph endpoint.
 Credentials are never forwarded: each node uses its own credential chain.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -14,8 +15,8 @@ import json
 import logging
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import ray
 from ray.job_config import JobConfig
@@ -32,20 +33,30 @@ QUIET_ENV = {
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",  # no CSV/JSON/TensorBoard: the store has it
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",  # 1 per epoch: intended
 }
-QUIET_LOGGERS = {"ray": logging.WARNING, "ray.tune": logging.ERROR,
-                 # trial failures: shown by the progress display and the final report
-                 "ray.tune.execution.tune_controller": logging.CRITICAL,
-                 "ray._private.authentication.authentication_token_setup": logging.ERROR}
+QUIET_LOGGERS = {
+    "ray": logging.WARNING,
+    "ray.tune": logging.ERROR,
+    # trial failures: shown by the progress display and the final report
+    "ray.tune.execution.tune_controller": logging.CRITICAL,
+    "ray._private.authentication.authentication_token_setup": logging.ERROR,
+}
 FORWARD_ENV = ("AWS_DEFAULT_REGION", "AWS_REGION")  # and every AWS_ENDPOINT_URL*
-SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-              "AWS_SECURITY_TOKEN")
+SECRET_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+)
 
 
 def forwarded_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     """The S3 settings that trials must share with the driver; never a credential."""
     environ = os.environ if environ is None else environ
-    out = {k: v for k, v in environ.items()
-           if (k in FORWARD_ENV or k.startswith("AWS_ENDPOINT_URL")) and k not in SECRET_ENV}
+    out = {
+        k: v
+        for k, v in environ.items()
+        if (k in FORWARD_ENV or k.startswith("AWS_ENDPOINT_URL")) and k not in SECRET_ENV
+    }
     return out
 
 
@@ -67,8 +78,12 @@ def job_env_vars() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None, dashboard_host: str, console: Console,
-                metadata: dict[str, str] | None = None) -> Iterator[bool]:
+def ray_session(
+    address: str | None,
+    dashboard_host: str,
+    console: Console,
+    metadata: dict[str, str] | None = None,
+) -> Iterator[bool]:
     """Connected to Ray for the block: the caller's connection if there is one, else the
     cluster at `address` / RAY_ADDRESS, else a new local Ray with its dashboard. The job
     carries `metadata` (the dashboard's Jobs page shows it). Yields whether a local Ray was
@@ -86,19 +101,18 @@ def ray_session(address: str | None, dashboard_host: str, console: Console,
     if address not in (None, "auto", "local"):
         check_reachable(address)
     in_job = job_env_vars()
-    kw["runtime_env"] = {"env_vars": {k: v for k, v in forwarded_env().items()
-                                      if k not in in_job}}
+    kw["runtime_env"] = {"env_vars": {k: v for k, v in forwarded_env().items() if k not in in_job}}
     kw["job_config"] = JobConfig(metadata=dict(metadata or {}))
     try:
         if address is None:  # "local": a new Ray, never one `ray start` left running
-            ctx = ray.init(address="local", include_dashboard=True,
-                           dashboard_host=dashboard_host, **kw)
+            ctx = ray.init(
+                address="local", include_dashboard=True, dashboard_host=dashboard_host, **kw
+            )
         else:
             ctx = ray.init(address=address, **kw)
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = f"--address {address}" if address else "local Ray"
-        raise GridError(f"{where}: cannot start or join Ray: {' '.join(str(e).split())}") \
-            from None
+        raise GridError(f"{where}: cannot start or join Ray: {' '.join(str(e).split())}") from None
     try:
         _quiet_loggers()  # again: ray.init configures the "ray" logger
         _print_dashboard(console, ctx.dashboard_url, local=address is None, host=dashboard_host)
@@ -117,8 +131,10 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
     except OSError as e:
-        raise GridError(f"--address {address}: no Ray there ({e.strerror or e}); start one "
-                        f"with `ray start --head` (docs/cluster.md)") from None
+        raise GridError(
+            f"--address {address}: no Ray there ({e.strerror or e}); start one "
+            f"with `ray start --head` (docs/cluster.md)"
+        ) from None
 
 
 def _quiet_loggers() -> None:
@@ -137,14 +153,18 @@ def _print_dashboard(console: Console, url: str | None, *, local: bool, host: st
         return
     url = url if "://" in url else f"http://{url}"
     if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
-        login = (f"log in with the token in {token_path()} (the page asks for it; for the API: "
-                 f"header 'Authorization: Bearer <token>')")
+        login = (
+            f"log in with the token in {token_path()} (the page asks for it; for the API: "
+            f"header 'Authorization: Bearer <token>')"
+        )
     else:
         login = "no token authentication on this cluster"
     console.print(f"Ray dashboard: {url}  ({login})")
     if local and host not in ("127.0.0.1", "localhost"):
-        console.print(f"[yellow]the dashboard listens on {host}: reachable from the network; "
-                      f"anyone with the token can run code on this machine[/]")
+        console.print(
+            f"[yellow]the dashboard listens on {host}: reachable from the network; "
+            f"anyone with the token can run code on this machine[/]"
+        )
 
 
 def check_shared_store(store: Store) -> None:
@@ -154,30 +174,38 @@ def check_shared_store(store: Store) -> None:
     ips = sorted({n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")})
     here = ray.util.get_node_ip_address()
     if len(ips) > 1 or (ips and here not in ips):
-        raise GridError(f"store {store.uri}: a local folder, but the Ray cluster runs on "
-                        f"{', '.join(ips)}; a multi-node cluster needs a shared store: "
-                        f"--store s3://bucket/prefix")
+        raise GridError(
+            f"store {store.uri}: a local folder, but the Ray cluster runs on "
+            f"{', '.join(ips)}; a multi-node cluster needs a shared store: "
+            f"--store s3://bucket/prefix"
+        )
 
 
 def describe_cluster(local: bool) -> dict:
     """The cluster as `orchestrator.resources` reads it: alive nodes' resources, the node
     types an autoscaler can add (None without one), and whether it is our local Ray."""
     nodes = [dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")]
-    return {"nodes": nodes, "node_types": None if local else _autoscaler_node_types(),
-            "local": local}
+    return {
+        "nodes": nodes,
+        "node_types": None if local else _autoscaler_node_types(),
+        "local": local,
+    }
 
 
 def _autoscaler_node_types() -> list[dict] | None:
     """What the autoscaler reports it can launch (Ray keeps it in the GCS), or None."""
     try:  # a private API of Ray 2.x: a cluster without it is treated as having no autoscaler
         from ray._private.state import state
+
         config = state.get_cluster_config()
     except Exception:  # noqa: BLE001
         return None
     if config is None or not config.node_group_configs:
         return None
-    return [{"name": g.name, "resources": dict(g.resources), "max_count": g.max_count}
-            for g in config.node_group_configs]
+    return [
+        {"name": g.name, "resources": dict(g.resources), "max_count": g.max_count}
+        for g in config.node_group_configs
+    ]
 
 
 def preflight_nodes(datasets: list[dict]) -> list[str]:
@@ -193,9 +221,12 @@ def preflight_nodes(datasets: list[dict]) -> list[str]:
         return [check_data(c) for c in cfgs]
 
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    refs = {n["NodeManagerAddress"]: check.options(
-        scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
-            datasets) for n in nodes}
+    refs = {
+        n["NodeManagerAddress"]: check.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+        ).remote(datasets)
+        for n in nodes
+    }
     lines = []
     for ip, ref in refs.items():
         try:

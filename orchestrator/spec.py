@@ -3,6 +3,7 @@
 A spec is the base trial config (`dataset`, `model`, `train`), the `grid` axes, `include` /
 `exclude` cells, `resources`, `max_failures` and `tables`. `docs/spec.md` documents each key.
 """
+
 from __future__ import annotations
 
 import copy
@@ -15,13 +16,26 @@ from typing import Any
 
 import yaml
 
-from trainers import config as C
 from orchestrator.errors import GridError
 from orchestrator.halving import check_halving
 from orchestrator.tablespec import check_tables
+from trainers import config
 
-TOP_KEYS = ("name", "description", "dataset", "model", "train", "grid", "include", "exclude",
-            "resources", "max_failures", "tables", "table", "halving")
+TOP_KEYS = (
+    "name",
+    "description",
+    "dataset",
+    "model",
+    "train",
+    "grid",
+    "include",
+    "exclude",
+    "resources",
+    "max_failures",
+    "tables",
+    "table",
+    "halving",
+)
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 
@@ -30,6 +44,7 @@ class Spec:
     """A validated grid spec. `base` is the resolved base config; `axes`, `include` and
     `exclude` use dotted paths; `forced` is applied to every cell last (`--smoke`);
     `halving` is the normalised `halving:` section or None (orchestrator/halving.py)."""
+
     name: str
     description: str
     path: str
@@ -54,8 +69,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
-                raise yaml.MarkedYAMLError("while reading a mapping", node.start_mark,
-                                           f"duplicate key '{key}'", key_node.start_mark)
+                raise yaml.MarkedYAMLError(
+                    "while reading a mapping",
+                    node.start_mark,
+                    f"duplicate key '{key}'",
+                    key_node.start_mark,
+                )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
@@ -63,9 +82,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 # YAML 1.1 reads `1e-3` (no dot) as a string; every researcher writes learning rates that way.
 _UniqueKeyLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+"
-               r"|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
-    list("-+0123456789."))
+    re.compile(
+        r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+"
+        r"|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
 
 
 def safe_yaml(text: str | bytes) -> Any:
@@ -108,17 +130,23 @@ def apply_overrides(doc: dict, overrides: list[str]) -> None:
     for text in overrides:
         key, value = parse_override(text)
         grid = doc.get("grid") if isinstance(doc.get("grid"), dict) else {}
-        axis = next((a for a in grid if C.canonical_path(a) == C.canonical_path(key)), None)
+        axis = next(
+            (a for a in grid if config.canonical_path(a) == config.canonical_path(key)), None
+        )
         if key.startswith("grid."):
             doc.setdefault("grid", {})[key[5:]] = value if isinstance(value, list) else [value]
         elif axis is not None:
             grid[axis] = value if isinstance(value, list) else [value]
-        elif key.split(".")[0] in TOP_KEYS and key.split(".")[0] not in ("dataset", "model", "train"):
-            C.set_path(doc, key, value)
-        elif C.canonical_path(key) in C.PATHS:
-            C.set_path(doc, C.canonical_path(key), value)
+        elif key.split(".")[0] in TOP_KEYS and key.split(".")[0] not in (
+            "dataset",
+            "model",
+            "train",
+        ):
+            config.set_path(doc, key, value)
+        elif config.canonical_path(key) in config.PATHS:
+            config.set_path(doc, config.canonical_path(key), value)
         else:
-            raise GridError(f"--set {text}: {C.unknown_path(key)}")
+            raise GridError(f"--set {text}: {config.unknown_path(key)}")
 
 
 def load_spec(path: str | Path, overrides: list[str] | tuple = ()) -> Spec:
@@ -126,8 +154,9 @@ def load_spec(path: str | Path, overrides: list[str] | tuple = ()) -> Spec:
     path = Path(path)
     doc, raw = read_yaml(path)
     if not isinstance(doc, dict):
-        raise GridError(f"{path}: expected a mapping of spec keys at the top, got "
-                        f"{type(doc).__name__}")
+        raise GridError(
+            f"{path}: expected a mapping of spec keys at the top, got {type(doc).__name__}"
+        )
     doc = copy.deepcopy(doc)
     apply_overrides(doc, list(overrides))
     errors: list[str] = []
@@ -154,8 +183,9 @@ def _validate(doc: dict, path: Path, errors: list[str]) -> Spec | None:
     exclude = _cells(doc.get("exclude", []), "exclude", errors)
     resources = _resources(doc.get("resources", {}), errors)
     max_failures = doc.get("max_failures", 2)
-    if not (isinstance(max_failures, int) and not isinstance(max_failures, bool)
-            and max_failures >= 0):
+    if not (
+        isinstance(max_failures, int) and not isinstance(max_failures, bool) and max_failures >= 0
+    ):
         errors.append(f"max_failures: expected a whole number >= 0, got {max_failures!r}")
     if "table" in doc and "tables" in doc:
         errors.append("table: give either 'table' (one) or 'tables' (a list), not both")
@@ -167,29 +197,44 @@ def _validate(doc: dict, path: Path, errors: list[str]) -> Spec | None:
         errors.append(f"description: expected text, got {description!r}")
     if errors:
         return None
-    return Spec(name=name, description=description, path=str(path), sha256="", base=base,
-                axes=axes, include=include, exclude=exclude, resources=resources,
-                max_failures=max_failures, tables=tables, halving=halving)
+    return Spec(
+        name=name,
+        description=description,
+        path=str(path),
+        sha256="",
+        base=base,
+        axes=axes,
+        include=include,
+        exclude=exclude,
+        resources=resources,
+        max_failures=max_failures,
+        tables=tables,
+        halving=halving,
+    )
 
 
 def _unknown_top(key: Any) -> str:
-    if isinstance(key, str) and C.canonical_path(key) in C.PATHS:
-        return (f"unknown top-level key; config keys go under their section "
-                f"('{C.canonical_path(key)}') or under 'grid:' as an axis")
-    return f"unknown top-level key{C.did_you_mean(key, TOP_KEYS)}; valid: {', '.join(TOP_KEYS)}"
+    if isinstance(key, str) and config.canonical_path(key) in config.PATHS:
+        return (
+            f"unknown top-level key; config keys go under their section "
+            f"('{config.canonical_path(key)}') or under 'grid:' as an axis"
+        )
+    return (
+        f"unknown top-level key{config.did_you_mean(key, TOP_KEYS)}; valid: {', '.join(TOP_KEYS)}"
+    )
 
 
 def _base_config(doc: dict, errors: list[str]) -> dict:
-    base = C.default_config()
+    base = config.default_config()
     for section in ("dataset", "model", "train"):
         value = doc.get(section, {})
         if not isinstance(value, dict):
             errors.append(f"{section}: expected a mapping, got {value!r}")
             continue
-        errs, clean = C.check_leaves(C.flatten(value, section + "."), "")
+        errs, clean = config.check_leaves(config.flatten(value, section + "."), "")
         errors += errs
         for p, v in clean.items():
-            C.set_path(base, p, v)
+            config.set_path(base, p, v)
     return base
 
 
@@ -199,12 +244,12 @@ def _axes(grid: Any, errors: list[str]) -> dict[str, list]:
         return {}
     axes: dict[str, list] = {}
     for name, values in grid.items():
-        path = C.canonical_path(str(name))
+        path = config.canonical_path(str(name))
         if path in axes:
-            errors.append(f"grid.{name}: the same axis as '{C.SHORT.get(path, path)}' above")
+            errors.append(f"grid.{name}: the same axis as '{config.SHORT.get(path, path)}' above")
             continue
-        if path not in C.CHECKS:
-            errors.append(f"grid.{name}: " + C.unknown_path(str(name)))
+        if path not in config.CHECKS:
+            errors.append(f"grid.{name}: " + config.unknown_path(str(name)))
             continue
         if not isinstance(values, list):
             values = [values]
@@ -213,7 +258,7 @@ def _axes(grid: Any, errors: list[str]) -> dict[str, list]:
             continue
         clean = []
         for i, v in enumerate(values):
-            err, v = C.CHECKS[path](v)
+            err, v = config.CHECKS[path](v)
             if err:
                 errors.append(f"grid.{name}[{i}]: {err}")
             clean.append(v)
@@ -230,7 +275,7 @@ def _cells(entries: Any, where: str, errors: list[str]) -> list[dict]:
         if not isinstance(entry, dict) or not entry:
             errors.append(f"{where}[{i}]: expected a non-empty mapping of key: value")
             continue
-        errs, clean = C.check_leaves(C.flatten(entry), f"{where}[{i}].")
+        errs, clean = config.check_leaves(config.flatten(entry), f"{where}[{i}].")
         errors += errs
         cells.append(clean)
     return cells
@@ -243,15 +288,19 @@ def _resources(res: Any, errors: list[str]) -> dict:
         return out
     for key, value in res.items():
         if key not in out:
-            errors.append(f"resources.{key}: unknown key{C.did_you_mean(key, out)}; "
-                          f"valid: cpu, gpu, pack")
+            errors.append(
+                f"resources.{key}: unknown key{config.did_you_mean(key, out)}; "
+                f"valid: cpu, gpu, pack"
+            )
             continue
         out[key] = value
     gpu, cpu, pack = out["gpu"], out["cpu"], out["pack"]
-    if gpu != "auto" and not (C._is_number(gpu) and 0 <= gpu <= 1):
-        errors.append(f"resources.gpu: a trial trains on one device: give a fraction in (0, 1], "
-                      f"0 for CPU only, or auto; got {gpu!r}")
-    if not (C._is_number(cpu) and cpu > 0):
+    if gpu != "auto" and not (config._is_number(gpu) and 0 <= gpu <= 1):
+        errors.append(
+            f"resources.gpu: a trial trains on one device: give a fraction in (0, 1], "
+            f"0 for CPU only, or auto; got {gpu!r}"
+        )
+    if not (config._is_number(cpu) and cpu > 0):
         errors.append(f"resources.cpu: expected a number > 0, got {cpu!r}")
     if not (isinstance(pack, int) and not isinstance(pack, bool) and pack >= 1):
         errors.append(f"resources.pack: expected a whole number >= 1, got {pack!r}")
@@ -271,8 +320,10 @@ def _duplicate_names(path: Path, name: str | None) -> list[str]:
         except (yaml.YAMLError, OSError, UnicodeDecodeError):
             continue  # that file's own problems are reported when it is loaded
         if isinstance(doc, dict) and doc.get("name") == name:
-            clashes.append(f"name: '{name}' is also the name of {other.name}; grid names "
-                           f"must be unique (they name the results folder)")
+            clashes.append(
+                f"name: '{name}' is also the name of {other.name}; grid names "
+                f"must be unique (they name the results folder)"
+            )
     return clashes
 
 
@@ -281,9 +332,14 @@ def smoke(spec: Spec, cpus: int | None = None) -> Spec:
     with the real grid's: 1 epoch, 512 training images, a quarter of the width; a trial asks
     for no more CPUs than this machine has (`cpus`, default os.cpu_count()), so a spec sized
     for a GPU node still smoke-tests on a laptop. One epoch has no rung: no halving."""
-    forced = {"train.epochs": 1, "dataset.subset": 512, "dataset.val_size": 128,
-              "model.width": 0.25}
+    forced = {
+        "train.epochs": 1,
+        "dataset.subset": 512,
+        "dataset.val_size": 128,
+        "model.width": 0.25,
+    }
     cpus = cpus or os.cpu_count() or 1
     resources = {**spec.resources, "cpu": min(spec.resources["cpu"], float(cpus))}
-    return dataclasses.replace(spec, name=f"{spec.name}-smoke", forced=forced,
-                               resources=resources, halving=None)
+    return dataclasses.replace(
+        spec, name=f"{spec.name}-smoke", forced=forced, resources=resources, halving=None
+    )

@@ -1,5 +1,6 @@
 """`grid status`: each cell's status from the store (no Ray), its last failure, and the launch
 that holds the grid now, if one does."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,13 @@ from rich.text import Text
 from orchestrator.expand import axis_label, expand
 from results.lease import describe, read_holder, why_stale
 
-COLOURS = {"completed": "green", "stopped": "blue", "diverged": "yellow", "failed": "red",
-           "missing": "dim"}
+COLOURS = {
+    "completed": "green",
+    "stopped": "blue",
+    "diverged": "yellow",
+    "failed": "red",
+    "missing": "dim",
+}
 
 
 def fmt_axis(v) -> str:
@@ -30,8 +36,14 @@ def cell_rows(spec, store) -> list[dict]:
     for t in expand(spec):
         fail = failures.get(t.key)
         error = (fail.get("error") or "failed").splitlines()[0] if fail else None
-        rows.append({"key": t.key, "status": found.get(t.key, "missing"), "params": t.params,
-                     "error": error})
+        rows.append(
+            {
+                "key": t.key,
+                "status": found.get(t.key, "missing"),
+                "params": t.params,
+                "error": error,
+            }
+        )
     return rows
 
 
@@ -43,8 +55,10 @@ def launch_line(spec, store, now: float | None = None) -> tuple[dict | None, str
     now = time.time() if now is None else now
     stale = why_stale(holder, now)
     if stale:
-        return holder, (f"a launch by {describe(holder, now)} stopped without releasing the "
-                        f"grid ({stale}); the next `grid launch` takes it over")
+        return holder, (
+            f"a launch by {describe(holder, now)} stopped without releasing the "
+            f"grid ({stale}); the next `grid launch` takes it over"
+        )
     return holder, f"running: a launch by {describe(holder, now)}"
 
 
@@ -69,10 +83,15 @@ def status_command(spec, store, as_json: bool = False, console: Console | None =
         note = r["error"] or ""
         if note and r["status"] != "failed":
             note = f"rerun failed (result kept): {note}"
-        table.add_row(*[fmt_axis(r["params"][a]) for a in axes], r["key"],
-                      f"[{COLOURS[r['status']]}]{r['status']}[/]", Text(note, style="red"))
+        table.add_row(
+            *[fmt_axis(r["params"][a]) for a in axes],
+            r["key"],
+            f"[{COLOURS[r['status']]}]{r['status']}[/]",
+            Text(note, style="red"),
+        )
     console.print(table)
     counts = {s: sum(r["status"] == s for r in rows) for s in COLOURS}
-    console.print(", ".join(f"{n} {s}" for s, n in counts.items()
-                            if n or s != "stopped" or spec.halving))
+    console.print(
+        ", ".join(f"{n} {s}" for s, n in counts.items() if n or s != "stopped" or spec.halving)
+    )
     return 0

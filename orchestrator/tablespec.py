@@ -3,18 +3,39 @@
 Each table is normalised to a dict with every key present and axis names as dotted paths,
 which is what `results/` receives. The format is documented in docs/spec.md.
 """
+
 from __future__ import annotations
 
 import re
 from typing import Any
 
-from trainers import config as C
+from trainers import config
 
-METRICS = ("test_acc", "val_acc", "train_acc", "test_error", "val_error", "train_error",
-           "test_loss", "val_loss", "train_loss")
+METRICS = (
+    "test_acc",
+    "val_acc",
+    "train_acc",
+    "test_error",
+    "val_error",
+    "train_error",
+    "test_loss",
+    "val_loss",
+    "train_loss",
+)
 SHOW = ("params", "wall_s", "epochs", "images_per_s")
-TABLE_KEYS = ("name", "title", "rows", "columns", "metric", "at", "best_by", "over", "show",
-              "reference", "reference_label")
+TABLE_KEYS = (
+    "name",
+    "title",
+    "rows",
+    "columns",
+    "metric",
+    "at",
+    "best_by",
+    "over",
+    "show",
+    "reference",
+    "reference_label",
+)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -22,17 +43,19 @@ def _axis(value: Any, where: str, errors: list[str]) -> str | None:
     if not isinstance(value, str):
         errors.append(f"{where}: expected an axis name, got {value!r}")
         return None
-    path = C.canonical_path(value)
-    if path not in C.CHECKS:
-        errors.append(f"{where}: {C.unknown_path(value)}")
+    path = config.canonical_path(value)
+    if path not in config.CHECKS:
+        errors.append(f"{where}: {config.unknown_path(value)}")
         return None
     return path
 
 
 def _choice(value: Any, options: tuple, where: str, errors: list[str]) -> None:
     if value not in options:
-        errors.append(f"{where}: unknown value {value!r}{C.did_you_mean(value, options)}; "
-                      f"choose from {', '.join(options)}")
+        errors.append(
+            f"{where}: unknown value {value!r}{config.did_you_mean(value, options)}; "
+            f"choose from {', '.join(options)}"
+        )
 
 
 def _reference(ref: Any, rows: list[str], where: str, errors: list[str]) -> list[dict]:
@@ -42,8 +65,10 @@ def _reference(ref: Any, rows: list[str], where: str, errors: list[str]) -> list
         return []
     if isinstance(ref, dict):
         if len(rows) != 1:
-            errors.append(f"{where}: a mapping of row value -> number needs exactly one row "
-                          f"axis; use a list of {{where: {{...}}, value: N}}")
+            errors.append(
+                f"{where}: a mapping of row value -> number needs exactly one row "
+                f"axis; use a list of {{where: {{...}}, value: N}}"
+            )
             return []
         ref = [{"where": {rows[0]: k}, "value": v} for k, v in ref.items()]
     if not isinstance(ref, list):
@@ -59,15 +84,15 @@ def _reference(ref: Any, rows: list[str], where: str, errors: list[str]) -> list
         if unknown:
             errors.append(f"{w}: unknown key '{sorted(unknown)[0]}'; valid: where, value, label")
         value = entry.get("value")
-        if not C._is_number(value):
+        if not config._is_number(value):
             errors.append(f"{w}.value: expected a number, got {value!r}")
         match = {}
         for k, v in entry["where"].items():
-            path = C.canonical_path(str(k))
-            if path not in C.CHECKS:
-                errors.append(f"{w}.where.{k}: {C.unknown_path(str(k))}")
+            path = config.canonical_path(str(k))
+            if path not in config.CHECKS:
+                errors.append(f"{w}.where.{k}: {config.unknown_path(str(k))}")
                 continue
-            err, v = C.CHECKS[path](v)
+            err, v = config.CHECKS[path](v)
             if err:
                 errors.append(f"{w}.where.{k}: {err}")
             match[path] = v
@@ -81,8 +106,10 @@ def check_table(t: Any, where: str, errors: list[str]) -> dict | None:
         return None
     for key in t:
         if key not in TABLE_KEYS:
-            errors.append(f"{where}.{key}: unknown key{C.did_you_mean(key, TABLE_KEYS)}; "
-                          f"valid: {', '.join(TABLE_KEYS)}")
+            errors.append(
+                f"{where}.{key}: unknown key{config.did_you_mean(key, TABLE_KEYS)}; "
+                f"valid: {', '.join(TABLE_KEYS)}"
+            )
     name = t.get("name", "table")
     if not isinstance(name, str) or not NAME_RE.match(name):
         errors.append(f"{where}.name: must be a folder-safe id, got {name!r}")
@@ -91,8 +118,7 @@ def check_table(t: Any, where: str, errors: list[str]) -> dict | None:
         errors.append(f"{where}.rows: missing (the axis or axes that make the table's rows)")
         rows_in = []
     rows_in = rows_in if isinstance(rows_in, list) else [rows_in]
-    rows = [p for i, r in enumerate(rows_in)
-            if (p := _axis(r, f"{where}.rows[{i}]", errors))]
+    rows = [p for i, r in enumerate(rows_in) if (p := _axis(r, f"{where}.rows[{i}]", errors))]
     columns = t.get("columns")
     if columns is not None:
         columns = _axis(columns, f"{where}.columns", errors)
@@ -101,8 +127,10 @@ def check_table(t: Any, where: str, errors: list[str]) -> dict | None:
     if over is not None:
         over = _axis(over, f"{where}.over", errors)
     if (over is None) != (best_by is None):
-        errors.append(f"{where}: best_by and over go together (pick the best `over` value "
-                      f"per row by `best_by`)")
+        errors.append(
+            f"{where}: best_by and over go together (pick the best `over` value "
+            f"per row by `best_by`)"
+        )
     metric = t.get("metric", "test_acc")
     _choice(metric, METRICS, f"{where}.metric", errors)
     if best_by is not None:
@@ -113,10 +141,19 @@ def check_table(t: Any, where: str, errors: list[str]) -> dict | None:
     show = show if isinstance(show, list) else [show]
     for i, s in enumerate(show):
         _choice(s, SHOW, f"{where}.show[{i}]", errors)
-    return {"name": name, "title": str(t.get("title", name)), "rows": rows, "columns": columns,
-            "metric": metric, "at": at, "best_by": best_by, "over": over, "show": show,
-            "reference": _reference(t.get("reference"), rows, f"{where}.reference", errors),
-            "reference_label": str(t.get("reference_label", "paper"))}
+    return {
+        "name": name,
+        "title": str(t.get("title", name)),
+        "rows": rows,
+        "columns": columns,
+        "metric": metric,
+        "at": at,
+        "best_by": best_by,
+        "over": over,
+        "show": show,
+        "reference": _reference(t.get("reference"), rows, f"{where}.reference", errors),
+        "reference_label": str(t.get("reference_label", "paper")),
+    }
 
 
 def check_tables(tables: Any, errors: list[str]) -> list[dict]:
@@ -145,8 +182,10 @@ def leak_warnings(tables: list[dict], configs: list[dict]) -> list[str]:
     out = []
     for t in tables:
         if t["at"] == "best" or (t["over"] and t["best_by"]):
-            what = "epoch" if t["at"] == "best" else C.SHORT.get(t["over"], t["over"])
-            out.append(f"tables.{t['name']}: picks the best {what} with no validation set "
-                       f"(dataset.val_size: 0), so by test accuracy: a leak that flatters the "
-                       f"table; set dataset.val_size (e.g. 5000)")
+            what = "epoch" if t["at"] == "best" else config.SHORT.get(t["over"], t["over"])
+            out.append(
+                f"tables.{t['name']}: picks the best {what} with no validation set "
+                f"(dataset.val_size: 0), so by test accuracy: a leak that flatters the "
+                f"table; set dataset.val_size (e.g. 5000)"
+            )
     return out

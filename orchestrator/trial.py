@@ -21,14 +21,15 @@ warning and the cell starts over, instead of failing every retry of every launch
 
 Test hooks (`orchestrator/hooks.py`) are called through their one seam, `hooks.at_epoch`.
 """
+
 from __future__ import annotations
 
 import io
 import traceback
 import warnings
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 from orchestrator import hooks
 from orchestrator.errors import GridError
@@ -55,6 +56,7 @@ def load_states(directory: str | Path, keys: list[str]) -> dict[str, dict]:
     """The trainer states of `keys` found in a checkpoint directory (missing keys left out;
     one that cannot be loaded is left out with a CheckpointWarning: that cell starts over)."""
     import torch
+
     out = {}
     for key in keys:
         path = Path(directory) / state_file(key)
@@ -66,8 +68,10 @@ def load_states(directory: str | Path, keys: list[str]) -> dict[str, dict]:
             # trainer moves each piece to the device it trains on now
             saved = torch.load(path, map_location="cpu", weights_only=True)
             if not (isinstance(saved, dict) and saved.get("format") == CHECKPOINT_FORMAT):
-                raise ValueError(f"format {saved.get('format') if isinstance(saved, dict) else '?'}"
-                                 f", expected {CHECKPOINT_FORMAT}")
+                raise ValueError(
+                    f"format {saved.get('format') if isinstance(saved, dict) else '?'}"
+                    f", expected {CHECKPOINT_FORMAT}"
+                )
             out[key] = saved["state"]
         except Exception as e:  # noqa: BLE001 - any unreadable checkpoint: start over
             discard(key, f"{path.name}: {type(e).__name__}: {' '.join(str(e).split())}")
@@ -76,8 +80,11 @@ def load_states(directory: str | Path, keys: list[str]) -> dict[str, dict]:
 
 def discard(key: str, why: str) -> None:
     """Say that cell `key` starts over because its checkpoint cannot be used."""
-    warnings.warn(f"cell {key}: checkpoint discarded, training from epoch 1 ({why})",
-                  CheckpointWarning, stacklevel=2)
+    warnings.warn(
+        f"cell {key}: checkpoint discarded, training from epoch 1 ({why})",
+        CheckpointWarning,
+        stacklevel=2,
+    )
 
 
 def error_text(exc: BaseException) -> str:
@@ -94,6 +101,7 @@ def error_text(exc: BaseException) -> str:
 def diverged(metrics: dict) -> bool:
     """A NaN/inf loss in an epoch's metrics (the trainers stop such a cell)."""
     from trainers.summary import diverged as rule  # torch-free: the trainers' one rule
+
     return rule(metrics)
 
 
@@ -101,10 +109,10 @@ def _serialise(state: dict) -> bytes:
     import torch
 
     from results.schema import grid_version
+
     buf = io.BytesIO()
     # live tensors: serialise at once
-    torch.save({"format": CHECKPOINT_FORMAT, "code_version": grid_version(), "state": state},
-               buf)
+    torch.save({"format": CHECKPOINT_FORMAT, "code_version": grid_version(), "state": state}, buf)
     return buf.getvalue()
 
 
@@ -115,17 +123,25 @@ class _Epochs:
     due (every `train.checkpoint_every` epochs or `train.checkpoint_s` seconds, and always
     when nothing trains after it), else with no files (Tune still gets the metrics)."""
 
-    def __init__(self, cells: list[Cell], resumes: dict[str, dict], checkpoint: Checkpoint,
-                 observe: Observe | None = None, halving: dict | None = None):
+    def __init__(
+        self,
+        cells: list[Cell],
+        resumes: dict[str, dict],
+        checkpoint: Checkpoint,
+        observe: Observe | None = None,
+        halving: dict | None = None,
+    ):
         from trainers.cadence import CheckpointCadence
+
         self.cells, self.checkpoint, self.observe = cells, checkpoint, observe
         self.halving = halving
         self.stops: dict[str, dict] = {}  # the halving's decision, for each cell it stopped
         self.epoch = {t.key: int(resumes.get(t.key, {}).get("epoch", 0)) for t in cells}
         self.history = {t.key: list(resumes.get(t.key, {}).get("history", [])) for t in cells}
         # A cell resumed after it diverged trains no further epoch: never wait for it.
-        self.stopped = {t.key: bool(self.history[t.key]) and diverged(self.history[t.key][-1])
-                        for t in cells}
+        self.stopped = {
+            t.key: bool(self.history[t.key]) and diverged(self.history[t.key][-1]) for t in cells
+        }
         # A resumed cell ahead of the others reports nothing for a while: its state must
         # still be in every checkpoint.
         self.states = {k: _serialise(s) for k, s in resumes.items()}
@@ -169,8 +185,10 @@ class _Epochs:
 
     def _final(self) -> bool:
         """Nothing trains after this epoch: every cell stopped or did its last epoch."""
-        return all(self.stopped[t.key] or self.epoch[t.key] >= t.config["train"]["epochs"]
-                   for t in self.cells)
+        return all(
+            self.stopped[t.key] or self.epoch[t.key] >= t.config["train"]["epochs"]
+            for t in self.cells
+        )
 
     def _metrics(self, epoch: int) -> dict:
         now = [m for m in self.last.values() if m.get("epoch") == epoch]
@@ -183,15 +201,22 @@ class _Epochs:
         out["cells"] = len(self.cells)
         if self.halving and len(self.cells) == 1:  # a halving never packs (spec checks)
             from orchestrator.halving import rung_scores
+
             scores = rung_scores(self.history[self.cells[0].key], self.halving)
             out["rungs"] = {str(r): v for r, v in scores.items()}
         return out
 
 
-def run_unit(cells: list[Cell], *, store_uri: str | None, spec_sha256: str,
-             resumes: dict[str, dict] | None = None,
-             checkpoint: Checkpoint | None = None,
-             observe: Observe | None = None, halving: dict | None = None) -> list[str]:
+def run_unit(
+    cells: list[Cell],
+    *,
+    store_uri: str | None,
+    spec_sha256: str,
+    resumes: dict[str, dict] | None = None,
+    checkpoint: Checkpoint | None = None,
+    observe: Observe | None = None,
+    halving: dict | None = None,
+) -> list[str]:
     """Train `cells` (one cell: `trainers.loop.train`; several: `trainers.pack.train_packed`),
     resuming each from its state in `resumes`; call `observe(key, metrics)` after each
     cell's epoch and `checkpoint(metrics, files)` once per epoch of the unit (files only
@@ -205,8 +230,7 @@ def run_unit(cells: list[Cell], *, store_uri: str | None, spec_sha256: str,
     resumes = dict(resumes or {})  # emptied when its checkpoints are discarded
     store = open_store(store_uri)
     started = datetime.now(timezone.utc)
-    epochs = _Epochs(cells, resumes, checkpoint or (lambda metrics, files: None), observe,
-                     halving)
+    epochs = _Epochs(cells, resumes, checkpoint or (lambda metrics, files: None), observe, halving)
     try:
         for t in cells:
             if t.key in resumes:
@@ -216,19 +240,28 @@ def run_unit(cells: list[Cell], *, store_uri: str | None, spec_sha256: str,
         _write_failed(store, cells, epochs, spec_sha256, started, error_text(exc))
         raise
     ended = datetime.now(timezone.utc)
-    for t, summary in zip(cells, summaries):
-        _write(store, t, summary, spec_sha256, started, ended,
-               resumed=int(resumes.get(t.key, {}).get("epoch", 0)),
-               stopped_at=epochs.stops.get(t.key, {}).get("rung"))
+    for t, summary in zip(cells, summaries, strict=True):
+        _write(
+            store,
+            t,
+            summary,
+            spec_sha256,
+            started,
+            ended,
+            resumed=int(resumes.get(t.key, {}).get("epoch", 0)),
+            stopped_at=epochs.stops.get(t.key, {}).get("rung"),
+        )
     return [s["status"] for s in summaries]
 
 
-def _train_or_start_over(cells: list[Cell], resumes: dict[str, dict],
-                         epochs: _Epochs) -> list[dict]:
+def _train_or_start_over(
+    cells: list[Cell], resumes: dict[str, dict], epochs: _Epochs
+) -> list[dict]:
     """Train from `resumes`; a checkpoint that does not fit the cells (CheckpointError) is
     discarded with a warning and the unit starts over (`resumes` emptied), instead of
     failing every retry of every launch."""
     from trainers.errors import CheckpointError
+
     try:
         return _train(cells, resumes, epochs)
     except CheckpointError as e:
@@ -245,23 +278,34 @@ def _train(cells: list[Cell], resumes: dict[str, dict], epochs: _Epochs) -> list
     reports = [lambda m, s, k=t.key: epochs.report(k, m, s) for t in cells]
     if len(cells) == 1:
         from trainers.loop import train
+
         return [train(cells[0].config, reports[0], resumes.get(cells[0].key))]
     from trainers.pack import train_packed
-    return train_packed([t.config for t in cells], reports,
-                        [resumes.get(t.key) for t in cells])
+
+    return train_packed([t.config for t in cells], reports, [resumes.get(t.key) for t in cells])
 
 
-def _write(store, trial: Cell, summary: dict, sha: str, started: datetime, ended: datetime,
-           resumed: int, stopped_at: int | None) -> None:
+def _write(
+    store,
+    trial: Cell,
+    summary: dict,
+    sha: str,
+    started: datetime,
+    ended: datetime,
+    resumed: int,
+    stopped_at: int | None,
+) -> None:
     from results.schema import epoch_rows, provenance, trial_row
+
     row = trial_row(trial, summary, provenance(sha, started, ended, summary["device"]))
     row["resumed_epoch"] = resumed  # 0: trained from scratch; k: this attempt resumed at k+1
     row["stopped_at"] = stopped_at  # the rung a halving stopped it at
     store.write_trial(trial.grid, trial.key, row, epoch_rows(trial, summary["history"]))
 
 
-def _write_failed(store, cells: list[Cell], epochs: _Epochs, sha: str, started: datetime,
-                  error: str) -> None:
+def _write_failed(
+    store, cells: list[Cell], epochs: _Epochs, sha: str, started: datetime, error: str
+) -> None:
     """Failure rows, beside any finished row (never over it). Best effort: a store that is
     down must not hide the trial's own error."""
     for t in cells:
@@ -277,6 +321,6 @@ def failed_row(cell: Cell, sha: str, error: str, started: datetime | None = None
     """A failure row: by the trial, or by the driver for a cell whose trial died without
     writing one (its node died, it was killed for memory)."""
     from results.schema import provenance, trial_row
+
     now = datetime.now(timezone.utc)
     return trial_row(cell, None, provenance(sha, started or now, now, "unknown"), error=error)
-

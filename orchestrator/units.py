@@ -1,13 +1,15 @@
 """The cells a launch runs and the Tune trials they make: which cells have no result yet,
 and how they group into units (one cell, or a pack of cells trained as one model)."""
+
 from __future__ import annotations
 
 from orchestrator.expand import Cell
 from results.schema import FINISHED
 
 
-def select_cells(trials: list[Cell], statuses: dict[str, str], force: bool = False,
-                 halving: bool = False) -> tuple[list[Cell], list[Cell]]:
+def select_cells(
+    trials: list[Cell], statuses: dict[str, str], force: bool = False, halving: bool = False
+) -> tuple[list[Cell], list[Cell]]:
     """(cells to run, cells skipped): completed and diverged cells are skipped unless
     `force`, and so are stopped ones while the spec halves (without its `halving:` section,
     a stopped cell trains in full); failed and missing ones run."""
@@ -33,7 +35,7 @@ def group_cells(trials: list[Cell], pack: int) -> list[list[Cell]]:
         groups.setdefault(t.key if single else pack_key(t.config), []).append(t)
     units = []
     for cells in groups.values():
-        units += [cells[i:i + pack] for i in range(0, len(cells), pack)]
+        units += [cells[i : i + pack] for i in range(0, len(cells), pack)]
     order = {t.key: i for i, t in enumerate(trials)}
     return sorted(units, key=lambda u: order[u[0].key])
 

@@ -2,6 +2,7 @@
 primitives a backend provides (put, get, list, delete) plus compare-and-swap for the lease.
 The backends are `results/store.py` (a folder, and `open_store`) and `results/s3.py`.
 """
+
 from __future__ import annotations
 
 import io
@@ -13,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from trainers.errors import GridError
 from results import schema
+from trainers.errors import GridError
 
 # kind -> required columns
 KINDS = {"trials": ("key", "status"), "epochs": ("key", "epoch"), "failures": ("key", "status")}
@@ -105,8 +106,10 @@ class Store:
     def write_failure(self, grid: str, key: str, row: dict) -> None:
         """Write (or replace) a cell's last failed attempt, beside any finished row it has,
         which stays as it is."""
-        self._put(f"{grid}/failures/{key}.parquet",
-                  _parquet(schema.to_table([row], schema.file_metadata(row))))
+        self._put(
+            f"{grid}/failures/{key}.parquet",
+            _parquet(schema.to_table([row], schema.file_metadata(row))),
+        )
 
     def write_stop(self, grid: str, key: str, decision: dict) -> None:
         """A halving's decision to stop cell `key` (orchestrator/scheduler.py), which the
@@ -130,8 +133,7 @@ class Store:
         keep = [i for i, k in enumerate(failures.column("key").to_pylist()) if k not in done]
         if not keep:
             return finished
-        return unify([finished, failures.take(keep)]) if finished.num_rows else \
-            failures.take(keep)
+        return unify([finished, failures.take(keep)]) if finished.num_rows else failures.take(keep)
 
     def read_failures(self, grid: str) -> pa.Table:
         """The last failed attempt of every cell that has one (also of finished cells: a
@@ -148,7 +150,11 @@ class Store:
         out = {}
         for kind in ("failures", "trials"):  # a finished row wins
             table = self._read(grid, kind, columns=["key", "status"])
-            out.update(zip(table.column("key").to_pylist(), table.column("status").to_pylist()))
+            out.update(
+                zip(
+                    table.column("key").to_pylist(), table.column("status").to_pylist(), strict=True
+                )
+            )
         return out
 
     def _read(self, grid: str, kind: str, columns: list[str] | None = None) -> pa.Table:
@@ -167,13 +173,19 @@ class Store:
             src = source if isinstance(source, str) else pa.BufferReader(source)
             table = pq.read_table(src)
         except (pa.ArrowException, OSError, ValueError) as e:
-            warnings.warn(f"{where}: skipped, not a readable Parquet file ({_one_line(e)})",
-                          StoreWarning, stacklevel=2)
+            warnings.warn(
+                f"{where}: skipped, not a readable Parquet file ({_one_line(e)})",
+                StoreWarning,
+                stacklevel=2,
+            )
             return None
         missing = [c for c in KINDS[kind] if c not in table.column_names]
         if missing:
-            warnings.warn(f"{where}: skipped, not a grid {kind} file (no '{missing[0]}' column)",
-                          StoreWarning, stacklevel=2)
+            warnings.warn(
+                f"{where}: skipped, not a grid {kind} file (no '{missing[0]}' column)",
+                StoreWarning,
+                stacklevel=2,
+            )
             return None
         table = table.replace_schema_metadata(None)
         return table.select(columns) if columns else table
@@ -202,11 +214,17 @@ def unify(tables: list[pa.Table]) -> pa.Table:
         for f in t.schema:
             if not pa.types.is_null(f.type):
                 types.setdefault(f.name, set()).add(f.type)
-    clash = {n for n, ts in types.items()
-             if len(ts) > 1 and not all(pa.types.is_integer(x) or pa.types.is_floating(x)
-                                        for x in ts)}
-    cast = [t.cast(pa.schema([pa.field(f.name, pa.string()) if f.name in clash else f
-                              for f in t.schema])) for t in tables]
+    clash = {
+        n
+        for n, ts in types.items()
+        if len(ts) > 1 and not all(pa.types.is_integer(x) or pa.types.is_floating(x) for x in ts)
+    }
+    cast = [
+        t.cast(
+            pa.schema([pa.field(f.name, pa.string()) if f.name in clash else f for f in t.schema])
+        )
+        for t in tables
+    ]
     return pa.concat_tables(cast, promote_options="permissive")
 
 
@@ -216,10 +234,11 @@ def _latest_per_key(table: pa.Table) -> pa.Table:
     keys = table.column("key").to_pylist()
     if len(set(keys)) == len(keys):
         return table
-    ended = (table.column("ended").to_pylist() if "ended" in table.column_names
-             else [None] * len(keys))
+    ended = (
+        table.column("ended").to_pylist() if "ended" in table.column_names else [None] * len(keys)
+    )
     best: dict[str, int] = {}
-    for i, (k, e) in enumerate(zip(keys, ended)):
+    for i, (k, e) in enumerate(zip(keys, ended, strict=True)):
         j = best.get(k)
         if j is None or (e or "") >= (ended[j] or ""):
             best[k] = i

@@ -3,17 +3,19 @@ markers, wrapped titles, legends outside the data, and PNG / SVG / PDF output.
 
 Styled as SciencePlots styles a paper figure: 8 pt text, thin lines, a one-column (3.5 in)
 or two-column (7.2 in) width. Colours are Okabe & Ito's eight (distinct for the common colour
-vision deficiencies; lines skip the faint yellow); past seven series the line style changes too, and every series has its
-own marker, so 12+ rows stay apart in print and in greyscale.
+vision deficiencies; lines skip the faint yellow); past seven series the line style changes
+too, and every series has its own marker, so 12+ rows stay apart in print and in greyscale.
 """
+
 from __future__ import annotations
 
 import contextlib
 import io
 import math
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -22,8 +24,7 @@ from matplotlib.ticker import MaxNLocator
 
 FORMATS = ("png", "svg", "pdf")
 # Okabe & Ito (2008), "Color Universal Design"; black last: it reads as an axis in a crowd.
-OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#F0E442",
-             "#000000")
+OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#F0E442", "#000000")
 # Lines use seven of them: the yellow is too faint on white for a thin line (1.2:1).
 LINE_COLOURS = tuple(c for c in OKABE_ITO if c != "#F0E442")
 LINESTYLES = ("-", "--", ":", "-.")
@@ -32,13 +33,25 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 WIDTHS = {"one": 3.5, "two": 7.2}
 FEW_EPOCHS = 12  # up to this many points per line, each point gets a marker
 STYLE = {
-    "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7,
-    "xtick.labelsize": 7, "ytick.labelsize": 7, "figure.titlesize": 9,
-    "lines.linewidth": 1.2, "lines.markersize": 3.5, "axes.linewidth": 0.6,
-    "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.5,
-    "axes.spines.top": False, "axes.spines.right": False,
-    "legend.frameon": False, "savefig.dpi": 200,
-    "pdf.fonttype": 42, "ps.fonttype": 42,  # TrueType in the PDF: editable, journals accept it
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "legend.fontsize": 7,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "figure.titlesize": 9,
+    "lines.linewidth": 1.2,
+    "lines.markersize": 3.5,
+    "axes.linewidth": 0.6,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.5,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "legend.frameon": False,
+    "savefig.dpi": 200,
+    "pdf.fonttype": 42,
+    "ps.fonttype": 42,  # TrueType in the PDF: editable, journals accept it
     "svg.hashsalt": "grid",  # stable ids: the same figure gives the same SVG bytes
 }
 
@@ -46,9 +59,11 @@ STYLE = {
 def series_style(i: int, points: int = 0) -> dict:
     """Colour, line style and marker of series `i`; markers on every point when a line has
     few points (a one-epoch curve is then a dot, not nothing)."""
-    style = {"color": LINE_COLOURS[i % len(LINE_COLOURS)],
-             "linestyle": LINESTYLES[(i // len(LINE_COLOURS)) % len(LINESTYLES)],
-             "marker": MARKERS[i % len(MARKERS)]}
+    style = {
+        "color": LINE_COLOURS[i % len(LINE_COLOURS)],
+        "linestyle": LINESTYLES[(i // len(LINE_COLOURS)) % len(LINESTYLES)],
+        "marker": MARKERS[i % len(MARKERS)],
+    }
     if points > FEW_EPOCHS:
         style["markevery"] = max(1, points // 8)  # still tell lines apart, without clutter
     return style
@@ -78,8 +93,9 @@ def new_figure(size: str = "two", height: float | None = None) -> Figure:
         raise ValueError(f"size must be one of {', '.join(WIDTHS)}, not {size!r}")
     width = WIDTHS[size]
     # Wide figures are kept low: a two-column figure sits across a page with text below it.
-    fig = Figure(figsize=(width, height or width * (0.75 if size == "one" else 0.48)),
-                 layout="constrained")
+    fig = Figure(
+        figsize=(width, height or width * (0.75 if size == "one" else 0.48)), layout="constrained"
+    )
     FigureCanvasAgg(fig)
     return fig
 
@@ -105,8 +121,16 @@ def legend_outside(fig: Figure, handles: list, labels: list[str], title: str | N
     fontsize = STYLE["legend.fontsize"]
     label_in = max(len(s) for s in labels) * fontsize * 0.55 / 72 + 0.45  # text + handle
     ncols = max(1, min(len(handles), int(fig.get_figwidth() * 0.95 / label_in)))
-    fig.legend(handles, labels, loc="outside lower center", ncols=ncols, title=title,
-               title_fontsize=fontsize, handlelength=2.6, columnspacing=1.2)
+    fig.legend(
+        handles,
+        labels,
+        loc="outside lower center",
+        ncols=ncols,
+        title=title,
+        title_fontsize=fontsize,
+        handlelength=2.6,
+        columnspacing=1.2,
+    )
 
 
 def save(fig: Figure, path: Path, fmt: str = "png") -> Path:

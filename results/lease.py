@@ -11,6 +11,7 @@ holder's machine died). An S3-compatible server that ignores the conditions (an 
 is caught by reading the lease back after writing it: of two racing launches only the one
 whose token is there goes on.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,11 +21,11 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
-from typing import Callable, Iterator
 
-from trainers.errors import GridError
 from results.store import Store
+from trainers.errors import GridError
 
 LEASE = "_lease.json"  # '_': readers of the store's folders skip it
 HEARTBEAT_S = 15.0
@@ -46,8 +47,10 @@ def _ago(seconds: float) -> str:
 
 def describe(holder: dict, now: float) -> str:
     """'host (pid 123) since 2026-...Z, heartbeat 5 s ago'."""
-    return (f"{holder.get('host')} (pid {holder.get('pid')}) since {holder.get('started')}, "
-            f"heartbeat {_ago(now - holder.get('heartbeat', 0))} ago")
+    return (
+        f"{holder.get('host')} (pid {holder.get('pid')}) since {holder.get('started')}, "
+        f"heartbeat {_ago(now - holder.get('heartbeat', 0))} ago"
+    )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -84,14 +87,26 @@ def read_holder(store: Store, grid: str) -> dict | None:
 class Lease:
     """The lease of one grid in one store, for one launch."""
 
-    def __init__(self, store: Store, grid: str, *, clock: Callable[[], float] = time.time,
-                 stale_s: float = STALE_S):
+    def __init__(
+        self,
+        store: Store,
+        grid: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        stale_s: float = STALE_S,
+    ):
         self.store, self.grid, self.clock, self.stale_s = store, grid, clock, stale_s
         self.name = f"{grid}/{LEASE}"
         self.token = uuid.uuid4().hex
         now = clock()
-        self.body = {"grid": grid, "host": socket.gethostname(), "pid": os.getpid(),
-                     "started": _now_iso(now), "heartbeat": now, "token": self.token}
+        self.body = {
+            "grid": grid,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": _now_iso(now),
+            "heartbeat": now,
+            "token": self.token,
+        }
         self.tag: str | None = None
 
     def _data(self) -> bytes:
@@ -109,9 +124,11 @@ class Lease:
         now = self.clock()
         why = why_stale(holder, now, self.stale_s)
         if why is None:
-            raise LeaseHeld(f"grid {self.grid} in store {self.store.uri} is being launched by "
-                            f"{describe(holder, now)}; wait for it (`grid launch --wait`) or "
-                            f"watch it with `grid status`")
+            raise LeaseHeld(
+                f"grid {self.grid} in store {self.store.uri} is being launched by "
+                f"{describe(holder, now)}; wait for it (`grid launch --wait`) or "
+                f"watch it with `grid status`"
+            )
         self.body["heartbeat"] = now
         if not self.store.replace_if(self.name, self._data(), tag):
             return self.acquire()  # someone else moved first: look again
@@ -121,8 +138,10 @@ class Lease:
         found = self.store.read_tagged(self.name)
         if found is None or json.loads(found[0]).get("token") != self.token:
             holder = read_holder(self.store, self.grid) or {}
-            raise LeaseHeld(f"grid {self.grid} in store {self.store.uri}: another launch took "
-                            f"the lease at the same moment ({describe(holder, self.clock())})")
+            raise LeaseHeld(
+                f"grid {self.grid} in store {self.store.uri}: another launch took "
+                f"the lease at the same moment ({describe(holder, self.clock())})"
+            )
         self.tag = found[1]
         return said
 
@@ -143,9 +162,14 @@ class Lease:
 
 
 @contextlib.contextmanager
-def held(lease: Lease, *, wait: bool = False, say: Callable[[str], None] = print,
-         heartbeat_s: float = HEARTBEAT_S,
-         sleep: Callable[[float], None] = time.sleep) -> Iterator[Lease]:
+def held(
+    lease: Lease,
+    *,
+    wait: bool = False,
+    say: Callable[[str], None] = print,
+    heartbeat_s: float = HEARTBEAT_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[Lease]:
     """The lease for the block, its heartbeat refreshed by a thread; with `wait`, wait for a
     live holder to finish instead of failing."""
     waiting = False

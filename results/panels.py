@@ -5,6 +5,7 @@ value, and each seed): its evaluation metric solid and its training metric dashe
 colour of its value; the value the table picked is drawn bold, and a diverged run ends in a
 cross. Panels share their axes, so rows compare at a glance.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,16 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from results.aggregate import TableData
-from results.figstyle import (FEW_EPOCHS, LINE_COLOURS, MARKERS, epoch_axis, legend_outside,
-                              new_figure, set_title, wrap_title)
+from results.figstyle import (
+    FEW_EPOCHS,
+    LINE_COLOURS,
+    MARKERS,
+    epoch_axis,
+    legend_outside,
+    new_figure,
+    set_title,
+    wrap_title,
+)
 from results.tables import METRIC_LABELS, axis_label, fmt_value
 
 VARY = ("train.lr", "train.seed")  # what the lines of a panel differ by, after over/columns
@@ -35,8 +44,9 @@ def epoch_value(epoch: dict, metric: str) -> float | None:
     return 100.0 * value if kind == "acc" else 100.0 * (1.0 - value)
 
 
-def epoch_series(keys: list[str], epochs: dict[str, list[dict]],
-                 metric: str) -> tuple[list[int], list[float]]:
+def epoch_series(
+    keys: list[str], epochs: dict[str, list[dict]], metric: str
+) -> tuple[list[int], list[float]]:
     """Mean `metric` per epoch over the trials `keys`."""
     by_epoch: dict[int, list[float]] = {}
     for key in keys:
@@ -64,41 +74,71 @@ def _values(vary: str | None, trials: list[dict]) -> list[Any]:
     return sorted(found, key=lambda v: (v is None, isinstance(v, str), v if v is not None else 0))
 
 
-def _draw_trial(ax: Any, trial: dict, epochs: list[dict], metric: str, colour_index: int,
-                picked: bool) -> bool:
+def _draw_trial(
+    ax: Any, trial: dict, epochs: list[dict], metric: str, colour_index: int, picked: bool
+) -> bool:
     """The evaluation (solid) and training (dashed) curves of one trial; False when empty."""
     kind = metric.rpartition("_")[2]
     eval_xy = [(e["epoch"], v) for e in epochs if (v := epoch_value(e, metric)) is not None]
-    train_xy = [(e["epoch"], v) for e in epochs if (v := epoch_value(e, f"train_{kind}")) is not None]
+    train_xy = [
+        (e["epoch"], v) for e in epochs if (v := epoch_value(e, f"train_{kind}")) is not None
+    ]
     if not eval_xy and not train_xy:
         return False
-    style = {"color": LINE_COLOURS[colour_index % len(LINE_COLOURS)],
-             "marker": MARKERS[colour_index % len(MARKERS)] if len(epochs) <= FEW_EPOCHS else None,
-             "markersize": 4.5 if picked else 3, "linewidth": 2.0 if picked else 0.9}
+    style = {
+        "color": LINE_COLOURS[colour_index % len(LINE_COLOURS)],
+        "marker": MARKERS[colour_index % len(MARKERS)] if len(epochs) <= FEW_EPOCHS else None,
+        "markersize": 4.5 if picked else 3,
+        "linewidth": 2.0 if picked else 0.9,
+    }
     if eval_xy:
-        ax.plot(*zip(*eval_xy), linestyle="-", **style)
+        ax.plot(*zip(*eval_xy, strict=True), linestyle="-", **style)
     if train_xy and not metric.startswith("train_"):  # hollow: apart from eval at one epoch
-        ax.plot(*zip(*train_xy), linestyle="--", alpha=0.7, markerfacecolor="white", **style)
+        ax.plot(
+            *zip(*train_xy, strict=True),
+            linestyle="--",
+            alpha=0.7,
+            markerfacecolor="white",
+            **style,
+        )
     if trial.get("status") == "diverged" and eval_xy:
         ax.plot(*eval_xy[-1], marker="x", color="black", markersize=6, linestyle="none")
     return True
 
 
-def _legend(fig: Figure, data: TableData, vary: str | None, values: list, picks: bool,
-            diverged: bool) -> None:
+def _legend(
+    fig: Figure, data: TableData, vary: str | None, values: list, picks: bool, diverged: bool
+) -> None:
     metric = data.table["metric"]
     split, _, kind = metric.rpartition("_")
     handles, labels = [], []
     if vary is not None:
         for i, v in enumerate(values):
-            handles.append(Line2D([], [], color=LINE_COLOURS[i % len(LINE_COLOURS)],
-                                  marker=MARKERS[i % len(MARKERS)], markersize=3))
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    color=LINE_COLOURS[i % len(LINE_COLOURS)],
+                    marker=MARKERS[i % len(MARKERS)],
+                    markersize=3,
+                )
+            )
             labels.append(f"{axis_label(vary)}={fmt_value(v)}")
     handles.append(Line2D([], [], color="0.2", marker="o", markersize=3))
     labels.append(f"{split} {METRIC_LABELS[kind].split(' ')[0]}")
     if split != "train":
-        handles.append(Line2D([], [], color="0.2", linestyle="--", alpha=0.7, marker="o",
-                              markersize=3, markerfacecolor="white"))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color="0.2",
+                linestyle="--",
+                alpha=0.7,
+                marker="o",
+                markersize=3,
+                markerfacecolor="white",
+            )
+        )
         labels.append(f"train {METRIC_LABELS[kind].split(' ')[0]}")
     if picks:
         handles.append(Line2D([], [], color="0.2", linewidth=2.0))
@@ -109,8 +149,15 @@ def _legend(fig: Figure, data: TableData, vary: str | None, values: list, picks:
     legend_outside(fig, handles, labels)
 
 
-def _panel(ax: Any, data: TableData, row: tuple, trials: list[dict], epochs: dict[str, list[dict]],
-           vary: str | None, values: list) -> tuple[bool, bool]:
+def _panel(
+    ax: Any,
+    data: TableData,
+    row: tuple,
+    trials: list[dict],
+    epochs: dict[str, list[dict]],
+    vary: str | None,
+    values: list,
+) -> tuple[bool, bool]:
     """Every trial of table row `row` in one panel; (a picked value drawn, a run diverged)."""
     t = data.table
     pick = data.cells[(row, None)].pick if not t["columns"] and t["best_by"] else None
@@ -127,8 +174,13 @@ def _panel(ax: Any, data: TableData, row: tuple, trials: list[dict], epochs: dic
     return picks, diverged
 
 
-def panels_figure(data: TableData, trials: list[dict], epochs: dict[str, list[dict]],
-                  size: str = "two", titled: bool = True) -> Figure | None:
+def panels_figure(
+    data: TableData,
+    trials: list[dict],
+    epochs: dict[str, list[dict]],
+    size: str = "two",
+    titled: bool = True,
+) -> Figure | None:
     """One panel per table row with every trial's curves; None when no trial has epochs."""
     t = data.table
     if not data.rows or not any(epochs.get(x["key"]) for x in trials):
@@ -137,15 +189,18 @@ def panels_figure(data: TableData, trials: list[dict], epochs: dict[str, list[di
     values = _values(vary, trials)
     ncols = min(len(data.rows), 4 if size == "two" else 2)
     fig = new_figure(size, height=PANEL_HEIGHT * math.ceil(len(data.rows) / ncols) + 1.0)
-    axes = fig.subplots(math.ceil(len(data.rows) / ncols), ncols, sharex=True, sharey=True,
-                        squeeze=False).ravel()
+    axes = fig.subplots(
+        math.ceil(len(data.rows) / ncols), ncols, sharex=True, sharey=True, squeeze=False
+    ).ravel()
     last_epoch = max((e["epoch"] for x in trials for e in epochs.get(x["key"], [])), default=1)
     picks = diverged = False
-    for ax, row in zip(axes, data.rows):
+    for ax, row in zip(axes, data.rows, strict=True):
         p, d = _panel(ax, data, row, trials, epochs, vary, values)
         picks, diverged = picks or p, diverged or d
-        label = ", ".join(f"{axis_label(a)}={fmt_value(v)}" if isinstance(v, bool) else
-                          fmt_value(v) for a, v in zip(t["rows"], row))
+        label = ", ".join(
+            f"{axis_label(a)}={fmt_value(v)}" if isinstance(v, bool) else fmt_value(v)
+            for a, v in zip(t["rows"], row, strict=True)
+        )
         ax.set_title(wrap_title(label, fig.get_figwidth() / ncols, 8), fontsize=7.5)
         epoch_axis(ax, last_epoch)
     for i, ax in enumerate(axes):

@@ -9,6 +9,7 @@ Per table (`figures`):
   line per row, mean ± std over seeds, the picked lr ringed.
 The look (palette, sizes, legends, wrapped titles) lives in `results.figstyle`.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -21,19 +22,28 @@ from matplotlib.ticker import FuncFormatter, NullLocator
 from rich.console import Console
 from rich.text import Text
 
-from trainers.errors import GridError
 from results.aggregate import TableData, axis_order, build_table, metric_value
-from results.figstyle import (epoch_axis, legend_outside, new_figure, paper_style, save, series_style,
-                              set_title)
+from results.figstyle import (
+    epoch_axis,
+    legend_outside,
+    new_figure,
+    paper_style,
+    save,
+    series_style,
+    set_title,
+)
 from results.panels import epoch_series, panels_figure
 from results.tables import axis_label, fmt_value, metric_header, read_rows, skipped_files
+from trainers.errors import GridError
 
 LR = "train.lr"
 
 
 def row_label(data: TableData, row: tuple, col: Any = None) -> str:
     """`arch=model_a, bn=yes` (+ the column's value): a table cell in words."""
-    parts = [f"{axis_label(p)}={fmt_value(v)}" for p, v in zip(data.table["rows"], row)]
+    parts = [
+        f"{axis_label(p)}={fmt_value(v)}" for p, v in zip(data.table["rows"], row, strict=True)
+    ]
     if data.table["columns"]:
         parts.append(f"{axis_label(data.table['columns'])}={fmt_value(col)}")
     return ", ".join(parts)
@@ -44,8 +54,9 @@ def metric_axis_label(metric: str) -> str:
     return metric_header({"metric": metric, "at": "final"})
 
 
-def curves_figure(data: TableData, epochs: dict[str, list[dict]], size: str = "two",
-                  titled: bool = True) -> Figure | None:
+def curves_figure(
+    data: TableData, epochs: dict[str, list[dict]], size: str = "two", titled: bool = True
+) -> Figure | None:
     """The table's metric per epoch, one line per cell (mean over its trials); None when no
     cell has a curve."""
     metric = data.table["metric"]
@@ -57,7 +68,9 @@ def curves_figure(data: TableData, epochs: dict[str, list[dict]], size: str = "t
         if xs:
             (line,) = ax.plot(xs, ys, **series_style(i, len(xs)))
             handles.append(line)
-            labels.append(row_label(data, row, col) + (" (div)" if cell.status == "diverged" else ""))
+            labels.append(
+                row_label(data, row, col) + (" (div)" if cell.status == "diverged" else "")
+            )
     if not handles:
         return None
     ax.set(xlabel="epoch", ylabel=metric_axis_label(metric))
@@ -70,15 +83,25 @@ def curves_figure(data: TableData, epochs: dict[str, list[dict]], size: str = "t
 
 def _lr_points(data: TableData, trials: list[dict], row: tuple) -> list[tuple]:
     t = data.table
-    mine = [x for x in trials if tuple(x.get(p) for p in t["rows"]) == row
-            and x.get("status") == "completed" and x.get(LR) is not None]
+    mine = [
+        x
+        for x in trials
+        if tuple(x.get(p) for p in t["rows"]) == row
+        and x.get("status") == "completed"
+        and x.get(LR) is not None
+    ]
     points = []
     for lr in sorted({x[LR] for x in mine}, key=axis_order(LR, {})):
-        vals = [v for x in mine if x[LR] == lr if (v := metric_value(x, t["metric"], t["at"]))
-                is not None]
+        vals = [
+            v
+            for x in mine
+            if x[LR] == lr
+            if (v := metric_value(x, t["metric"], t["at"])) is not None
+        ]
         if vals:
-            points.append((lr, statistics.fmean(vals),
-                           statistics.stdev(vals) if len(vals) > 1 else 0.0))
+            points.append(
+                (lr, statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0)
+            )
     return points
 
 
@@ -88,8 +111,9 @@ def _picked_lr(data: TableData, row: tuple) -> Any:
     return data.cells[(row, None)].pick
 
 
-def lr_figure(data: TableData, trials: list[dict], size: str = "two",
-              titled: bool = True) -> Figure | None:
+def lr_figure(
+    data: TableData, trials: list[dict], size: str = "two", titled: bool = True
+) -> Figure | None:
     """The table's metric against the learning rate, one line per row (log x axis), the lr
     the table picked ringed; None when nothing completed."""
     fig = new_figure(size)
@@ -99,20 +123,31 @@ def lr_figure(data: TableData, trials: list[dict], size: str = "two",
         points = _lr_points(data, trials, row)
         if not points:
             continue
-        xs, ys, es = zip(*points)
+        xs, ys, es = zip(*points, strict=True)
         style = series_style(i, len(xs))
         bars = ax.errorbar(xs, ys, yerr=es, capsize=2, elinewidth=0.6, **style)
         handles.append(bars.lines[0])
         labels.append(row_label(data, row))
         lrs.update(xs)
         if (pick := _picked_lr(data, row)) in xs:
-            ax.plot([pick], [ys[xs.index(pick)]], marker="o", markersize=9, fillstyle="none",
-                    color=style["color"], linestyle="none", markeredgewidth=1.0)
+            ax.plot(
+                [pick],
+                [ys[xs.index(pick)]],
+                marker="o",
+                markersize=9,
+                fillstyle="none",
+                color=style["color"],
+                linestyle="none",
+                markeredgewidth=1.0,
+            )
     if not lrs:
         return None
     if any(_picked_lr(data, r) is not None for r in data.rows):
-        handles.append(Line2D([], [], marker="o", markersize=9, fillstyle="none",
-                              color="0.3", linestyle="none"))
+        handles.append(
+            Line2D(
+                [], [], marker="o", markersize=9, fillstyle="none", color="0.3", linestyle="none"
+            )
+        )
         labels.append(f"picked by {data.table['best_by']}")
     ax.set_xscale("log")
     ax.set_xticks(sorted(lrs))  # the grid's own learning rates, written as in the spec
@@ -125,20 +160,28 @@ def lr_figure(data: TableData, trials: list[dict], size: str = "two",
     return fig
 
 
-def figures(data: TableData, trials: list[dict], epochs: dict[str, list[dict]],
-            size: str = "two", titled: bool = True) -> dict[str, Figure]:
+def figures(
+    data: TableData,
+    trials: list[dict],
+    epochs: dict[str, list[dict]],
+    size: str = "two",
+    titled: bool = True,
+) -> dict[str, Figure]:
     """Every figure of one table, by kind (`curves`, `panels`, `lr`); kinds with nothing to
     draw are left out. `titled`: the table's title on each (a page shows it once instead).
     Call inside `figstyle.paper_style()`."""
-    out = {"curves": curves_figure(data, epochs, size, titled),
-           "panels": panels_figure(data, trials, epochs, size, titled)}
+    out = {
+        "curves": curves_figure(data, epochs, size, titled),
+        "panels": panels_figure(data, trials, epochs, size, titled),
+    }
     if LR in (data.table["over"], data.table["columns"]):
         out["lr"] = lr_figure(data, trials, size, titled)
     return {kind: fig for kind, fig in out.items() if fig is not None}
 
 
-def load_results(spec: Any, store: Any, expected: list[dict] | None,
-                 console: Console) -> tuple[list[dict], dict[str, list[dict]]]:
+def load_results(
+    spec: Any, store: Any, expected: list[dict] | None, console: Console
+) -> tuple[list[dict], dict[str, list[dict]]]:
     """The spec's trial rows (only its own cells when `expected` is given) and their epoch
     rows by key, each key's epochs in order."""
     trials = read_rows(store, spec.name, console)
@@ -153,8 +196,15 @@ def load_results(spec: Any, store: Any, expected: list[dict] | None,
     return trials, epochs
 
 
-def plot_command(spec: Any, store: Any, out_dir: str | Path, console: Console | None = None,
-                 fmt: str = "png", size: str = "two", expected: list[dict] | None = None) -> int:
+def plot_command(
+    spec: Any,
+    store: Any,
+    out_dir: str | Path,
+    console: Console | None = None,
+    fmt: str = "png",
+    size: str = "two",
+    expected: list[dict] | None = None,
+) -> int:
     """Write `<out_dir>/<table>_<kind>.<fmt>` for every figure of every table of `spec`;
     0 even when the store has no results yet. `expected`: the spec's cells as
     `results.tables.build_tables` takes them (None: every trial found)."""

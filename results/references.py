@@ -1,5 +1,6 @@
 """Published reference numbers matched to the entries of a table: each entry gets its most
 specific matching reference and the difference ours - reference (`results/aggregate.py`)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -11,7 +12,7 @@ def _match(ref: dict, table: dict, row: tuple, col: Any, cell_trials: list[dict]
     """How many `where` keys of `ref` this cell matches (None if one differs). Keys that are
     not the table's axes are checked against the cell's trials; `over` is not checked: a
     reference is compared with whatever value our pick is."""
-    coords = dict(zip(table["rows"], row))
+    coords = dict(zip(table["rows"], row, strict=True))
     if table["columns"]:
         coords[table["columns"]] = col
     hits = 0

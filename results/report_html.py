@@ -4,11 +4,12 @@ The page must open from disk with no network and no script: CSS is inline, figur
 data URIs, and a live page (`--watch`) reloads itself with a meta refresh. The CSS has a
 print section so that the page also reads on paper (no cut figures, no cut table rows).
 """
+
 from __future__ import annotations
 
 import base64
 import html
-from typing import Iterable
+from collections.abc import Iterable
 
 CSS = """
 :root { --ink: #1f2328; --muted: #59636e; --rule: #d0d7de; --band: #f6f8fa;
@@ -73,24 +74,28 @@ esc = html.escape
 
 def page(title: str, body: str, refresh: float | None = None) -> str:
     """The whole document; with `refresh` the browser reloads it every `refresh` seconds."""
-    meta = (f'<meta http-equiv="refresh" content="{max(1, round(refresh))}">'
-            if refresh else "")
-    return ("<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f"{meta}<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n"
-            f"<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n")
+    meta = f'<meta http-equiv="refresh" content="{max(1, round(refresh))}">' if refresh else ""
+    return (
+        '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"{meta}<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n"
+        f"<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n"
+    )
 
 
 def figure(png: bytes, alt: str, caption: str, kind: str) -> str:
     """A `<figure>` with the PNG embedded as a data URI (the page stays one file)."""
     data = base64.b64encode(png).decode("ascii")
-    return (f'<figure class="fig-{esc(kind)}"><img alt="{esc(alt)}" '
-            f'src="data:image/png;base64,{data}">'
-            f"<figcaption>{esc(caption)}</figcaption></figure>")
+    return (
+        f'<figure class="fig-{esc(kind)}"><img alt="{esc(alt)}" '
+        f'src="data:image/png;base64,{data}">'
+        f"<figcaption>{esc(caption)}</figcaption></figure>"
+    )
 
 
-def simple_table(header: list[str], rows: Iterable[list[str]], cls: str = "",
-                 raw_last: bool = False) -> str:
+def simple_table(
+    header: list[str], rows: Iterable[list[str]], cls: str = "", raw_last: bool = False
+) -> str:
     """A plain `<table>`; `raw_last`: the last cell of each row is HTML already."""
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
     body = []
@@ -99,8 +104,10 @@ def simple_table(header: list[str], rows: Iterable[list[str]], cls: str = "",
         if raw_last:
             cells.append(f"<td>{r[-1]}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return (f'<div class="scroll"><table class="{esc(cls)}"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table></div>")
+    return (
+        f'<div class="scroll"><table class="{esc(cls)}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
 def chips(counts: dict[str, int]) -> str:
@@ -108,12 +115,16 @@ def chips(counts: dict[str, int]) -> str:
     each chip says its name)."""
     total = sum(counts.values()) or 1
     chip = "".join(f'<span class="chip {s}">{n} {s}</span>' for s, n in counts.items())
-    bar = "".join(f'<span class="{s}" style="width:{100 * n / total:.2f}%"></span>'
-                  for s, n in counts.items() if n)
+    bar = "".join(
+        f'<span class="{s}" style="width:{100 * n / total:.2f}%"></span>'
+        for s, n in counts.items()
+        if n
+    )
     return f'<div class="chips">{chip}</div><div class="bar" aria-hidden="true">{bar}</div>'
 
 
 def definitions(items: list[tuple[str, str]]) -> str:
     """A `<dl>` of label / HTML value pairs."""
-    return ('<dl class="prov">' + "".join(f"<dt>{esc(k)}</dt><dd>{v}</dd>" for k, v in items)
-            + "</dl>")
+    return (
+        '<dl class="prov">' + "".join(f"<dt>{esc(k)}</dt><dd>{v}</dd>" for k, v in items) + "</dl>"
+    )

@@ -1,12 +1,13 @@
 """The S3 backend of the result store: `s3://bucket/prefix` through boto3, any S3-compatible
 server (MinIO, Ceph) through AWS_ENDPOINT_URL."""
+
 from __future__ import annotations
 
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
-from trainers.errors import GridError
 from results.base import Store, StoreError, _one_line
+from trainers.errors import GridError
 
 
 class S3Store(Store):
@@ -18,17 +19,24 @@ class S3Store(Store):
         from botocore.config import Config
 
         self.uri = uri.rstrip("/")
-        bucket, _, prefix = uri[len("s3://"):].partition("/")
+        bucket, _, prefix = uri[len("s3://") :].partition("/")
         if not bucket:
             raise GridError(f"store {uri}: expected s3://bucket or s3://bucket/prefix")
         self.bucket, self.prefix = bucket, prefix.strip("/")
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         # Path-style addressing: what MinIO, Ceph and other self-hosted endpoints expect.
         # Three tries unless the standard AWS_MAX_ATTEMPTS says otherwise.
-        retries = {"mode": "standard"} if os.environ.get("AWS_MAX_ATTEMPTS") else \
-            {"mode": "standard", "max_attempts": 3}
-        config = Config(connect_timeout=5, read_timeout=60, retries=retries,
-                        s3={"addressing_style": "path"} if endpoint else None)
+        retries = (
+            {"mode": "standard"}
+            if os.environ.get("AWS_MAX_ATTEMPTS")
+            else {"mode": "standard", "max_attempts": 3}
+        )
+        config = Config(
+            connect_timeout=5,
+            read_timeout=60,
+            retries=retries,
+            s3={"addressing_style": "path"} if endpoint else None,
+        )
         self.client = boto3.client("s3", endpoint_url=endpoint or None, config=config)
 
     def _key(self, name: str) -> str:
@@ -36,6 +44,7 @@ class S3Store(Store):
 
     def _call(self, what: str, fn, **kw):
         from botocore.exceptions import BotoCoreError, ClientError
+
         try:
             return fn(Bucket=self.bucket, **kw)
         except (BotoCoreError, ClientError) as e:
@@ -50,11 +59,17 @@ class S3Store(Store):
 
     def create(self, name: str, data: bytes) -> bool:
         # If-None-Match: * makes S3 (since 2024), MinIO and moto refuse to overwrite
-        return self._precondition(f"create {name}", self.client.put_object,
-                                  Key=self._key(name), Body=data, IfNoneMatch="*")
+        return self._precondition(
+            f"create {name}",
+            self.client.put_object,
+            Key=self._key(name),
+            Body=data,
+            IfNoneMatch="*",
+        )
 
     def read_tagged(self, name: str) -> tuple[bytes, str] | None:
         from botocore.exceptions import ClientError
+
         try:
             resp = self.client.get_object(Bucket=self.bucket, Key=self._key(name))
         except ClientError as e:
@@ -64,22 +79,27 @@ class S3Store(Store):
         return resp["Body"].read(), resp["ETag"]
 
     def replace_if(self, name: str, data: bytes, tag: str) -> bool:
-        return self._precondition(f"replace {name}", self.client.put_object,
-                                  Key=self._key(name), Body=data, IfMatch=tag)
+        return self._precondition(
+            f"replace {name}", self.client.put_object, Key=self._key(name), Body=data, IfMatch=tag
+        )
 
     def delete_if(self, name: str, tag: str) -> bool:
-        return self._precondition(f"delete {name}", self.client.delete_object,
-                                  Key=self._key(name), IfMatch=tag)
+        return self._precondition(
+            f"delete {name}", self.client.delete_object, Key=self._key(name), IfMatch=tag
+        )
 
     def _precondition(self, what: str, fn, **kw) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError
+
         try:
             fn(Bucket=self.bucket, **kw)
             return True
         except ClientError as e:
             err = e.response.get("Error", {})
-            if err.get("Code") in ("PreconditionFailed", "ConditionalRequestConflict") or \
-                    e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
+            if err.get("Code") in (
+                "PreconditionFailed",
+                "ConditionalRequestConflict",
+            ) or e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
                 return False
             raise StoreError(self.uri, f"cannot {what}", _one_line(e)) from None
         except BotoCoreError as e:
@@ -100,14 +120,21 @@ class S3Store(Store):
     def _list(self, folder: str) -> list[str]:
         prefix = self._key(folder) + "/"
         cut = len(self._key(""))
-        return sorted(obj["Key"][cut:] for page in self._pages(prefix)
-                      for obj in page.get("Contents", []))
+        return sorted(
+            obj["Key"][cut:] for page in self._pages(prefix) for obj in page.get("Contents", [])
+        )
 
     def list_grids(self) -> list[str]:
         prefix = self._key("")
-        grids = [p["Prefix"][len(prefix):].rstrip("/")
-                 for page in self._pages(prefix, Delimiter="/")
-                 for p in page.get("CommonPrefixes", [])]
-        return sorted(g for g in grids if self._call(
-            "list", self.client.list_objects_v2, Prefix=self._key(f"{g}/trials/"),
-            MaxKeys=1).get("KeyCount", 0))
+        grids = [
+            p["Prefix"][len(prefix) :].rstrip("/")
+            for page in self._pages(prefix, Delimiter="/")
+            for p in page.get("CommonPrefixes", [])
+        ]
+        return sorted(
+            g
+            for g in grids
+            if self._call(
+                "list", self.client.list_objects_v2, Prefix=self._key(f"{g}/trials/"), MaxKeys=1
+            ).get("KeyCount", 0)
+        )

@@ -9,6 +9,7 @@ Types are fixed per column so that every file of a grid has the same schema and 
 reads as one dataset: lists become JSON text, a value whose type varies (`channels_last` is
 `auto` or a bool) is stored as text, and a None gets the type the column has when it is set.
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -33,22 +34,52 @@ METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_
 # epoch_wall_s (the epoch with its report and checkpoint) came later: files written before it
 # lack the column, and read back with it null (`results.base.unify`).
 EPOCH_FIELDS = ("epoch", "lr") + METRICS + ("epoch_s", "images_per_s", "epoch_wall_s")
-PROVENANCE = ("spec_sha256", "grid_version", "git_commit", "python_version", "torch_version",
-              "ray_version", "cuda_version", "device", "hostname", "started", "ended")
+PROVENANCE = (
+    "spec_sha256",
+    "grid_version",
+    "git_commit",
+    "python_version",
+    "torch_version",
+    "ray_version",
+    "cuda_version",
+    "device",
+    "hostname",
+    "started",
+    "ended",
+)
 
 STR, INT, FLOAT, BOOL = pa.string(), pa.int64(), pa.float64(), pa.bool_()
 TRIAL_TYPES: dict[str, pa.DataType] = {
-    "key": STR, "grid": STR, "status": STR, "error": STR,
-    "epochs": INT, "resumed_epoch": INT, "stopped_at": INT, "params": INT, "wall_s": FLOAT, "images_per_s": FLOAT,
-    **{f"{at}_{m}": (INT if m == "epoch" else FLOAT) for at in ("final", "best")
-       for m in EPOCH_FIELDS},
-    **{p: STR for p in PROVENANCE}, "schema_version": INT,
+    "key": STR,
+    "grid": STR,
+    "status": STR,
+    "error": STR,
+    "epochs": INT,
+    "resumed_epoch": INT,
+    "stopped_at": INT,
+    "params": INT,
+    "wall_s": FLOAT,
+    "images_per_s": FLOAT,
+    **{
+        f"{at}_{m}": (INT if m == "epoch" else FLOAT)
+        for at in ("final", "best")
+        for m in EPOCH_FIELDS
+    },
+    **{p: STR for p in PROVENANCE},
+    "schema_version": INT,
 }
-EPOCH_TYPES: dict[str, pa.DataType] = {"key": STR, "grid": STR, "epoch": INT,
-                                       **{m: FLOAT for m in EPOCH_FIELDS[1:]}}
+EPOCH_TYPES: dict[str, pa.DataType] = {
+    "key": STR,
+    "grid": STR,
+    "epoch": INT,
+    **{m: FLOAT for m in EPOCH_FIELDS[1:]},
+}
 # Config leaves whose value can be None or of more than one type: their stored type.
-CONFIG_TYPES: dict[str, pa.DataType] = {"dataset.root": STR, "dataset.subset": INT,
-                                        "train.channels_last": STR}
+CONFIG_TYPES: dict[str, pa.DataType] = {
+    "dataset.root": STR,
+    "dataset.subset": INT,
+    "train.channels_last": STR,
+}
 
 
 def config_type(path: str, value: Any) -> pa.DataType:
@@ -109,17 +140,24 @@ def _metrics(prefix: str, metrics: dict | None) -> dict[str, Any]:
     return out
 
 
-def trial_row(trial: Any, summary: dict | None, provenance: dict,
-              error: str | None = None) -> dict[str, Any]:
+def trial_row(
+    trial: Any, summary: dict | None, provenance: dict, error: str | None = None
+) -> dict[str, Any]:
     """The flat result row of one trial; `summary` None (with `error`) for a failed trial."""
     summary = summary or {}
     status = summary.get("status", "failed")
     if status == "failed" and error is None:
         error = "failed without a training summary"
-    row: dict[str, Any] = {"key": trial.key, "grid": trial.grid, "status": status,
-                           "error": error, "epochs": summary.get("epochs"),
-                           "params": summary.get("params"), "wall_s": summary.get("wall_s"),
-                           "images_per_s": summary.get("images_per_s")}
+    row: dict[str, Any] = {
+        "key": trial.key,
+        "grid": trial.grid,
+        "status": status,
+        "error": error,
+        "epochs": summary.get("epochs"),
+        "params": summary.get("params"),
+        "wall_s": summary.get("wall_s"),
+        "images_per_s": summary.get("images_per_s"),
+    }
     row.update(_metrics("final", summary.get("final")))
     row.update(_metrics("best", summary.get("best")))
     row.update({f"param.{p}": encode(p, v) for p, v in trial.params.items()})
@@ -136,8 +174,13 @@ def epoch_rows(trial: Any, history: list[dict] | None) -> list[dict[str, Any]]:
     for metrics in history or []:
         row = {"key": trial.key, "grid": trial.grid}
         row.update({m: None for m in EPOCH_FIELDS})
-        row.update({k: v for k, v in metrics.items()
-                    if v is None or isinstance(v, (int, float)) and not isinstance(v, bool)})
+        row.update(
+            {
+                k: v
+                for k, v in metrics.items()
+                if v is None or isinstance(v, (int, float)) and not isinstance(v, bool)
+            }
+        )
         rows.append(row)
     return rows
 
@@ -154,8 +197,7 @@ def _coerce(value: Any, kind: pa.DataType) -> Any:
     return value
 
 
-def to_table(rows: list[dict], metadata: dict[str, Any],
-             columns: tuple[str, ...] = ()) -> pa.Table:
+def to_table(rows: list[dict], metadata: dict[str, Any], columns: tuple[str, ...] = ()) -> pa.Table:
     """Rows as an Arrow table with the fixed column types (`columns` are present even with
     no rows) and the run metadata in the Parquet schema metadata (keys prefixed `grid.`)."""
     names = list(dict.fromkeys([*columns, *(n for r in rows for n in r)]))
@@ -172,9 +214,15 @@ def to_table(rows: list[dict], metadata: dict[str, Any],
 
 def file_metadata(row: dict) -> dict[str, str]:
     """What goes in the schema metadata of a trial's two files."""
-    return {"schema_version": SCHEMA_VERSION, "key": row.get("key"), "grid": row.get("grid"),
-            "spec_sha256": row.get("spec_sha256"), "grid_version": row.get("grid_version"),
-            "git_commit": row.get("git_commit"), "ended": row.get("ended")}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "key": row.get("key"),
+        "grid": row.get("grid"),
+        "spec_sha256": row.get("spec_sha256"),
+        "grid_version": row.get("grid_version"),
+        "git_commit": row.get("git_commit"),
+        "ended": row.get("ended"),
+    }
 
 
 def grid_version() -> str:
@@ -192,8 +240,14 @@ def _version(dist: str) -> str | None:
 def _git_commit() -> str | None:
     """HEAD of the checkout this package runs from, if it is one (None otherwise)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=5, check=True)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -213,19 +267,20 @@ def _iso(t: datetime) -> str:
     return t.astimezone(timezone.utc).isoformat(timespec="seconds")
 
 
-def provenance(spec_sha256: str, started: datetime, ended: datetime,
-               device: str) -> dict[str, Any]:
+def provenance(spec_sha256: str, started: datetime, ended: datetime, device: str) -> dict[str, Any]:
     """Where a result came from: spec hash, code and library versions, device, host, times
     (UTC ISO 8601). No environment variables and no credentials, ever."""
     torch_version, cuda_version = _torch_versions()
-    return {"spec_sha256": spec_sha256,
-            "grid_version": grid_version(),
-            "git_commit": _git_commit(),
-            "python_version": platform.python_version() or sys.version.split()[0],
-            "torch_version": torch_version,
-            "ray_version": _version("ray"),  # never import ray here: it is heavy and global
-            "cuda_version": cuda_version,
-            "device": device,
-            "hostname": socket.gethostname(),
-            "started": _iso(started),
-            "ended": _iso(ended)}
+    return {
+        "spec_sha256": spec_sha256,
+        "grid_version": grid_version(),
+        "git_commit": _git_commit(),
+        "python_version": platform.python_version() or sys.version.split()[0],
+        "torch_version": torch_version,
+        "ray_version": _version("ray"),  # never import ray here: it is heavy and global
+        "cuda_version": cuda_version,
+        "device": device,
+        "hostname": socket.gethostname(),
+        "started": _iso(started),
+        "ended": _iso(ended),
+    }

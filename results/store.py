@@ -15,6 +15,7 @@ failure.
 Reading skips a corrupt or foreign file with a warning that names it, and unifies files whose
 columns differ (a newer version added one) into one table.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -122,9 +123,10 @@ def open_store(uri: str | None) -> Store:
         return LocalStore("runs", uri="./runs")
     if uri.startswith("s3://"):
         from results.s3 import S3Store  # boto3: only imported for an S3 store
+
         return S3Store(uri)
     if uri.startswith("file://"):
-        return LocalStore(uri[len("file://"):], uri=uri)
+        return LocalStore(uri[len("file://") :], uri=uri)
     if "://" in uri:
         raise GridError(f"store {uri}: unknown scheme; give a folder or s3://bucket/prefix")
     return LocalStore(Path(uri).expanduser(), uri=uri)

@@ -4,14 +4,16 @@ Each table is laid out once as header + text rows + notes (`layout`), then writt
 table, markdown, LaTeX (booktabs) or HTML (`results.formats`); CSV is the tidy form instead,
 one line per cell with mean, std, n, reference and difference as numbers.
 """
+
 from __future__ import annotations
 
 import contextlib
 import io
 import json
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from rich.console import Console
 from rich.text import Text
@@ -25,13 +27,19 @@ from trainers.errors import GridError
 
 FORMATS = ("rich", "markdown", "latex", "csv", "html")
 METRIC_LABELS = {"acc": "accuracy (%)", "error": "error (%)", "loss": "loss"}
-SHOW_LABELS = {"params": "params", "wall_s": "wall time", "epochs": "epochs",
-               "images_per_s": "images/s"}
+SHOW_LABELS = {
+    "params": "params",
+    "wall_s": "wall time",
+    "epochs": "epochs",
+    "images_per_s": "images/s",
+}
 # The papers' own approximate sizes for B and C (seeds/001 Table 1, seeds/002: ~1 M and
 # ~1.3 M) disagree with their layer tables (0.89 M and 0.95 M); our models follow the tables.
-PARAM_NOTES = {arch: stated for stated, archs in (("~1.0M", ("model_b", "strided_b")),
-                                                  ("~1.3M", ("model_c", "strided_c")))
-               for arch in archs}
+PARAM_NOTES = {
+    arch: stated
+    for stated, archs in (("~1.0M", ("model_b", "strided_b")), ("~1.3M", ("model_c", "strided_c")))
+    for arch in archs
+}
 
 
 def fmt_value(value: Any) -> str:
@@ -58,8 +66,11 @@ def fmt_params(n: float) -> str:
 def fmt_extra(name: str, value: float | None) -> str:
     if value is None:
         return "-"
-    return {"params": fmt_params, "wall_s": fmt_duration,
-            "images_per_s": lambda v: f"{v:,.0f}"}.get(name, lambda v: f"{v:g}")(value)
+    return {
+        "params": fmt_params,
+        "wall_s": fmt_duration,
+        "images_per_s": lambda v: f"{v:,.0f}",
+    }.get(name, lambda v: f"{v:g}")(value)
 
 
 def _num(metric: str, v: float) -> str:
@@ -108,14 +119,16 @@ def metric_header(table: dict) -> str:
 
 def _body(data: TableData) -> tuple[list[str], list[list[str]], list[bool]]:
     t = data.table
-    col_refs = {c: any(data.cells[(r, c)].reference is not None for r in data.rows)
-                for c in data.columns}
+    col_refs = {
+        c: any(data.cells[(r, c)].reference is not None for r in data.rows) for c in data.columns
+    }
     header = [axis_label(p) for p in t["rows"]]
     numeric = [False] * len(header)
 
     def add(name: str, is_number: bool = True) -> None:
         header.append(name)
         numeric.append(is_number)
+
     for c in data.columns:  # the same order as _row
         if t["columns"]:
             add(f"{axis_label(t['columns'])}={fmt_value(c)}")
@@ -140,12 +153,17 @@ def _row(data: TableData, row: tuple, col_refs: dict) -> list[str]:
         cell = data.cells[(row, c)]
         if not t["columns"] and t["best_by"]:
             out.append(fmt_value(cell.pick) if cell.pick is not None else "-")
-        pick = (f" @{axis_label(t['over'])}={fmt_value(cell.pick)}"
-                if t["columns"] and t["best_by"] and cell.pick is not None else "")
+        pick = (
+            f" @{axis_label(t['over'])}={fmt_value(cell.pick)}"
+            if t["columns"] and t["best_by"] and cell.pick is not None
+            else ""
+        )
         out.append(fmt_cell(cell, metric, pick, axis_label(t["over"]) if t["over"] else ""))
         if col_refs[c]:
-            out += [fmt_reference(cell.reference, cell.reference_label, metric),
-                    "" if cell.delta is None else f"{cell.delta:+.2f}"]
+            out += [
+                fmt_reference(cell.reference, cell.reference_label, metric),
+                "" if cell.delta is None else f"{cell.delta:+.2f}",
+            ]
     if data.row_refs:
         out.append(fmt_reference(*data.row_refs.get(row, (None, None)), metric))
     out += [fmt_extra(s, data.extras[row].get(s)) for s in t["show"]]
@@ -158,9 +176,11 @@ def notes(data: TableData) -> list[str]:
     if "params" in data.table["show"]:
         for arch, params in data.params_by_arch.items():
             if arch in PARAM_NOTES:
-                out.append(f"{arch}: {fmt_params(params)} parameters, following the papers' "
-                           f"layer tables; the papers state {PARAM_NOTES[arch]}, which "
-                           f"disagrees with their own tables.")
+                out.append(
+                    f"{arch}: {fmt_params(params)} parameters, following the papers' "
+                    f"layer tables; the papers state {PARAM_NOTES[arch]}, which "
+                    f"disagrees with their own tables."
+                )
     cells = data.cells.values()
     if any(c.n > 1 for c in cells):
         out.append("mean ± sample std over n runs (seeds and axes the table does not name).")
@@ -169,18 +189,24 @@ def notes(data: TableData) -> list[str]:
     t = data.table
     if t["over"] and t["best_by"]:
         over = axis_label(t["over"])
-        out.append(f"The best {over} is picked by {t['best_by']} among the {over}s whose every "
-                   f"run finished; a diverged run makes its {over} the worst.")
+        out.append(
+            f"The best {over} is picked by {t['best_by']} among the {over}s whose every "
+            f"run finished; a diverged run makes its {over} the worst."
+        )
     if data.halving:
         out.append(halving_note(data))
     holes = sum(not c.complete for c in cells)
     if holes:
-        out.append(f"Incomplete: {holes} of {len(data.cells)} cells have failed, missing or "
-                   f"unfinished runs; rerun `grid launch` to fill them (`grid table --strict` "
-                   f"exits 1).")
+        out.append(
+            f"Incomplete: {holes} of {len(data.cells)} cells have failed, missing or "
+            f"unfinished runs; rerun `grid launch` to fill them (`grid table --strict` "
+            f"exits 1)."
+        )
     if leaks_test(data):
-        out.append("Warning: no validation set (dataset.val_size 0), so the best epoch or "
-                   "value is chosen by test accuracy: the reported number is optimistic.")
+        out.append(
+            "Warning: no validation set (dataset.val_size 0), so the best epoch or "
+            "value is chosen by test accuracy: the reported number is optimistic."
+        )
     return out
 
 
@@ -190,9 +216,16 @@ def full_view(table: dict) -> dict:
     if not table["over"]:
         return table
     rows = table["rows"] + ([table["columns"]] if table["columns"] else [])
-    return {**table, "name": f"{table['name']}-full", "rows": rows, "columns": table["over"],
-            "over": None, "best_by": None, "reference": [],
-            "title": f"{table['title']}: every {axis_label(table['over'])}"}
+    return {
+        **table,
+        "name": f"{table['name']}-full",
+        "rows": rows,
+        "columns": table["over"],
+        "over": None,
+        "best_by": None,
+        "reference": [],
+        "title": f"{table['title']}: every {axis_label(table['over'])}",
+    }
 
 
 def leaks_test(data: TableData) -> bool:
@@ -209,26 +242,30 @@ def has_holes(datas: list[TableData]) -> bool:
 
 def layout(data: TableData) -> Layout:
     header, rows, numeric = _body(data)
-    return Layout(title=data.table["title"], header=header, rows=rows, numeric=numeric,
-                  notes=notes(data))
+    return Layout(
+        title=data.table["title"], header=header, rows=rows, numeric=numeric, notes=notes(data)
+    )
 
 
-def build_tables(spec: Any, trials: list[dict], expected: list[dict] | None = None,
-                 full: bool = False) -> list[TableData]:
+def build_tables(
+    spec: Any, trials: list[dict], expected: list[dict] | None = None, full: bool = False
+) -> list[TableData]:
     """Every table of `spec` from trial rows. `expected`: the flat configs (with `key`) of
     the spec's cells, from the caller that can expand the spec (see `build_table`);
     `full`: each table in its full view (`full_view`)."""
     axes = getattr(spec, "axes", {}) or {}
-    return [build_table(full_view(t) if full else t, trials, expected, axes)
-            for t in spec.tables]
+    return [build_table(full_view(t) if full else t, trials, expected, axes) for t in spec.tables]
 
 
 def render(datas: list[TableData], fmt: str) -> str:
     """Every table in one text format (not rich)."""
     if fmt == "csv":
         return to_csv(datas)
-    writers = {"markdown": lambda d: to_markdown(layout(d)), "html": lambda d: to_html(layout(d)),
-               "latex": lambda d: to_latex(layout(d), d.table["name"])}
+    writers = {
+        "markdown": lambda d: to_markdown(layout(d)),
+        "html": lambda d: to_html(layout(d)),
+        "latex": lambda d: to_latex(layout(d), d.table["name"]),
+    }
     return "\n".join(writers[fmt](d) for d in datas)
 
 
@@ -258,9 +295,16 @@ def _write(out: str | Path, text: str) -> None:
         raise GridError(f"--out {out}: cannot write: {e.strerror or e}") from None
 
 
-def table_command(spec: Any, store: Any, fmt: str = "rich", out: str | Path | None = None,
-                  console: Console | None = None, expected: list[dict] | None = None,
-                  strict: bool = False, full: bool = False) -> int:
+def table_command(
+    spec: Any,
+    store: Any,
+    fmt: str = "rich",
+    out: str | Path | None = None,
+    console: Console | None = None,
+    expected: list[dict] | None = None,
+    strict: bool = False,
+    full: bool = False,
+) -> int:
     """Print (or write to `out`) every table of `spec` from `store`; 0 even with no results,
     unless `strict`: then 1 when a table has a hole. `expected`: the spec's cells as
     `build_tables` takes them (None: every row found)."""
@@ -289,7 +333,11 @@ def table_command(spec: Any, store: Any, fmt: str = "rich", out: str | Path | No
         _write(out, text)
         console.print(Text(f"wrote {len(datas)} table(s) to {out}"))
     if strict and has_holes(datas):
-        console.print(Text("--strict: the tables have holes (failed, missing or unfinished "
-                            "cells); exit 1", style="red"))
+        console.print(
+            Text(
+                "--strict: the tables have holes (failed, missing or unfinished cells); exit 1",
+                style="red",
+            )
+        )
         return 1
     return 0

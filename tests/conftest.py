@@ -6,6 +6,7 @@ nothing and, on a busy 2-core machine (or beside Ray workers), makes each op wai
 The S3 server is moto's standalone server on 127.0.0.1 (a free port), started once per
 session; each test that uses it gets its own bucket and fake credentials.
 """
+
 import uuid
 
 import pytest
@@ -18,6 +19,7 @@ torch.set_num_threads(1)
 def moto_endpoint():
     """moto's S3 server on loopback, on a free port, for the whole session."""
     from moto.server import ThreadedMotoServer
+
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -41,6 +43,7 @@ def aws_env(monkeypatch, tmp_path, endpoint: str) -> None:
 def s3_uri(moto_endpoint, monkeypatch, tmp_path):
     """s3://<a fresh bucket>/results on the moto server, with fake credentials."""
     import boto3
+
     aws_env(monkeypatch, tmp_path, moto_endpoint)
     bucket = f"grid-test-{uuid.uuid4().hex[:10]}"
     boto3.client("s3", endpoint_url=moto_endpoint).create_bucket(Bucket=bucket)
@@ -60,6 +63,7 @@ def pytest_unconfigure(config):
     passed tests exited 139). The exit status is pytest's own."""
     import os
     import sys
+
     status = getattr(config, "grid_exitstatus", None)
     if status is None:
         return

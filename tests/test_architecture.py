@@ -1,5 +1,6 @@
 """The architecture holds: layers import one way (import-linter's contract in
 pyproject.toml), no import circle between files, and no source file grows past 300 lines."""
+
 from __future__ import annotations
 
 import ast
@@ -37,7 +38,7 @@ def imported(module: str, path: Path, known: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:  # relative: from the package, up level - 1
-                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
             for alias in node.names:  # `from pkg import module` names the module
                 target = f"{base}.{alias.name}"
@@ -69,6 +70,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
                     break
             if len(component) > 1:
                 found.append(sorted(component))
+
     for v in sorted(graph):
         if v not in index:
             visit(v)
@@ -79,9 +81,17 @@ def test_layers_import_one_way():
     pytest.importorskip("importlinter")
     # A subprocess in the repository root: import-linter imports the packages from there.
     proc = subprocess.run(
-        [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports; "
-         "sys.exit(lint_imports(config_filename='pyproject.toml'))"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-c",
+            "import sys; from importlinter.cli import lint_imports; "
+            "sys.exit(lint_imports(config_filename='pyproject.toml'))",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -90,8 +100,9 @@ def test_no_module_below_imports_one_above():
     files = source_files()
     for module, path in files.items():
         layer = PACKAGES.index(module.split(".")[0])
-        above = {m for m in imported(module, path, set(files))
-                 if PACKAGES.index(m.split(".")[0]) > layer}
+        above = {
+            m for m in imported(module, path, set(files)) if PACKAGES.index(m.split(".")[0]) > layer
+        }
         assert not above, f"{module} imports upward: {sorted(above)}"
 
 
@@ -106,6 +117,9 @@ def test_the_cycle_finder_finds_one():
 
 
 def test_source_files_are_small():
-    long = {str(p.relative_to(ROOT)): n for p in source_files().values()
-            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in source_files().values()
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
     assert set(long) <= LONG_FILES_ELSEWHERE, long

@@ -4,9 +4,10 @@ Every model takes `act_layer` and calls it once per activation with the channel 
 tensor it sees, timm style. Most activations ignore the count; PReLU learns one slope per
 channel and Maxout owns the linear pieces it takes the max of, so both need it.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -101,6 +102,8 @@ def get_activation(name: str) -> ActLayer:
     """The factory registered as `name`; GridError naming `model.activation` if unknown."""
     if name not in ACTIVATIONS:
         names = sorted(ACTIVATIONS)
-        raise GridError(f"model.activation: unknown activation {name!r}"
-                        f"{did_you_mean(name, names)}; choose from {', '.join(names)}")
+        raise GridError(
+            f"model.activation: unknown activation {name!r}"
+            f"{did_you_mean(name, names)}; choose from {', '.join(names)}"
+        )
     return ACTIVATIONS[name]

@@ -15,16 +15,16 @@ order flipped each round (at least `--repeats` rounds, more until `--min-time` s
 and the median rate is reported: a busy machine slows both sides alike.
     python -m trainers.bench --device cuda --width 1.0,0.25 --batch 128 --pack 4 --json
 """
+
 from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
 import statistics
 import tempfile
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -42,8 +42,15 @@ from trainers.step import make_step
 from trainers.timing import head
 
 EPOCH_IMAGES = 45_000  # a CIFAR-10 training epoch after the usual 5,000-image validation split
-QUICK = {"width": "0.125", "batch": 16, "steps": 1, "warmup": 1, "repeats": 1, "pack": 2,
-         "min_time": 0.0}
+QUICK = {
+    "width": "0.125",
+    "batch": 16,
+    "steps": 1,
+    "warmup": 1,
+    "repeats": 1,
+    "pack": 2,
+    "min_time": 0.0,
+}
 MAX_ROUNDS = 25
 
 
@@ -55,14 +62,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--steps", type=int, help="timed steps per block (20 on CUDA, 2 on CPU)")
     p.add_argument("--warmup", type=int, help="untimed steps first (3 on CUDA, 1 on CPU)")
-    p.add_argument("--repeats", type=int, default=3, help="alternating rounds at least; the "
-                   "median is taken")
-    p.add_argument("--min-time", type=float, default=10.0, help="more rounds (up to 25) until "
-                   "each comparison has been timed this many seconds")
+    p.add_argument(
+        "--repeats", type=int, default=3, help="alternating rounds at least; the median is taken"
+    )
+    p.add_argument(
+        "--min-time",
+        type=float,
+        default=10.0,
+        help="more rounds (up to 25) until each comparison has been timed this many seconds",
+    )
     p.add_argument("--pack", type=int, default=4, help="cells to pack (0: skip packing)")
     p.add_argument("--pack-width", type=float, help="width of the packed cells (the smallest)")
-    p.add_argument("--pack-mode", default="auto", choices=["auto", "vmap", "loop"],
-                   help="fused forward (auto: vmap on CUDA, loop on CPU; see trainers/pack.py)")
+    p.add_argument(
+        "--pack-mode",
+        default="auto",
+        choices=["auto", "vmap", "loop"],
+        help="fused forward (auto: vmap on CUDA, loop on CPU; see trainers/pack.py)",
+    )
     p.add_argument("--naive-workers", type=int, help="DataLoader workers (2 on CUDA, 0 on CPU)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
@@ -85,8 +101,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def config_for(root: str, args: argparse.Namespace, width: float, seed: int = 0,
-               lr: float = 0.05) -> dict:
+def config_for(
+    root: str, args: argparse.Namespace, width: float, seed: int = 0, lr: float = 0.05
+) -> dict:
     """A resolved config (the defaults: All-CNN recipe) on the benchmark's files."""
     cfg = copy.deepcopy(DEFAULTS)
     cfg["dataset"].update(name="cifar10", root=root, download=False, val_size=0)
@@ -103,8 +120,15 @@ class Ours:
         self.fmt, self.device = self.cell.fmt, device
         self.loss_fn = nn.CrossEntropyLoss()
         c = self.cell
-        self.step = make_step(c.model, c.optimizer, c.scheduler, self.loss_fn,
-                              captured=bool(cfg["train"]["compile"]), device=device, **self.fmt)
+        self.step = make_step(
+            c.model,
+            c.optimizer,
+            c.scheduler,
+            self.loss_fn,
+            captured=bool(cfg["train"]["compile"]),
+            device=device,
+            **self.fmt,
+        )
 
     def run(self, steps: int) -> int:
         runtime.configure_cudnn(self.device)  # as setup sets it: Naive turns it off
@@ -121,8 +145,11 @@ class Packed:
     def __init__(self, cfgs: list[dict], device: torch.device, mode: str | None):
         self.ours, self.mode = [Ours(cfg, device) for cfg in cfgs], mode
         self.fmt = self.ours[0].fmt
-        self.fused = (Fused([o.cell.model for o in self.ours], self.fmt["memory_format"])
-                      if mode == "vmap" else None)
+        self.fused = (
+            Fused([o.cell.model for o in self.ours], self.fmt["memory_format"])
+            if mode == "vmap"
+            else None
+        )
 
     def run(self, steps: int) -> int:
         if self.mode is None:
@@ -134,8 +161,9 @@ class Packed:
         return steps * batch * len(cells)
 
 
-def measure(runners: dict[str, object], args: argparse.Namespace,
-            device: torch.device) -> tuple[dict[str, float], int]:
+def measure(
+    runners: dict[str, object], args: argparse.Namespace, device: torch.device
+) -> tuple[dict[str, float], int]:
     """(median images/s of each runner, rounds): alternating rounds, the order flipped each
     round, at least `args.repeats` of them and more until `args.min_time` seconds."""
     for r in runners.values():
@@ -163,30 +191,52 @@ def bench(args: argparse.Namespace, root: str, log: Callable[[str], None]) -> di
     for width in args.widths:
         log(f"width {width}: ours vs naive")
         cfg = config_for(root, args, width)
-        rates, rounds = measure({"ours": Ours(cfg, device),
-                                 "naive": Naive(cfg, device, args.naive_workers)}, args, device)
-        runs.append({"device": name, "arch": args.arch, "width": width, "batch": args.batch,
-                     "rounds": rounds,
-                     "ours_images_per_s": rates["ours"], "naive_images_per_s": rates["naive"],
-                     "ratio": rates["ours"] / rates["naive"],
-                     "ours_epoch_s": EPOCH_IMAGES / rates["ours"],
-                     "naive_epoch_s": EPOCH_IMAGES / rates["naive"]})
+        rates, rounds = measure(
+            {"ours": Ours(cfg, device), "naive": Naive(cfg, device, args.naive_workers)},
+            args,
+            device,
+        )
+        runs.append(
+            {
+                "device": name,
+                "arch": args.arch,
+                "width": width,
+                "batch": args.batch,
+                "rounds": rounds,
+                "ours_images_per_s": rates["ours"],
+                "naive_images_per_s": rates["naive"],
+                "ratio": rates["ours"] / rates["naive"],
+                "ours_epoch_s": EPOCH_IMAGES / rates["ours"],
+                "naive_epoch_s": EPOCH_IMAGES / rates["naive"],
+            }
+        )
     result = {"runs": runs, "pack": None}
     if args.pack >= 1:
         width = args.pack_width or min(args.widths)
         log(f"width {width}: {args.pack} cells packed vs sequential")
-        cfgs = [config_for(root, args, width, seed=k, lr=0.05 * (1 + 0.1 * k))
-                for k in range(args.pack)]
+        cfgs = [
+            config_for(root, args, width, seed=k, lr=0.05 * (1 + 0.1 * k)) for k in range(args.pack)
+        ]
         mode = pack_mode(args.pack_mode, device)
-        rates, rounds = measure({"packed": Packed(cfgs, device, mode),
-                                 "sequential": Packed(cfgs, device, None)}, args, device)
-        result["pack"] = {"device": name, "arch": args.arch, "k": args.pack, "width": width,
-                          "mode": mode, "rounds": rounds,
-                          "batch": args.batch, "packed_images_per_s": rates["packed"],
-                          "sequential_images_per_s": rates["sequential"],
-                          "ratio": rates["packed"] / rates["sequential"],
-                          "packed_epoch_s": args.pack * EPOCH_IMAGES / rates["packed"],
-                          "sequential_epoch_s": args.pack * EPOCH_IMAGES / rates["sequential"]}
+        rates, rounds = measure(
+            {"packed": Packed(cfgs, device, mode), "sequential": Packed(cfgs, device, None)},
+            args,
+            device,
+        )
+        result["pack"] = {
+            "device": name,
+            "arch": args.arch,
+            "k": args.pack,
+            "width": width,
+            "mode": mode,
+            "rounds": rounds,
+            "batch": args.batch,
+            "packed_images_per_s": rates["packed"],
+            "sequential_images_per_s": rates["sequential"],
+            "ratio": rates["packed"] / rates["sequential"],
+            "packed_epoch_s": args.pack * EPOCH_IMAGES / rates["packed"],
+            "sequential_epoch_s": args.pack * EPOCH_IMAGES / rates["sequential"],
+        }
     return result
 
 
@@ -202,29 +252,57 @@ def render(result: dict, settings: dict) -> None:
     """`bench`'s result as rich tables on the terminal."""
     from rich.console import Console
     from rich.table import Table
+
     console = Console()
     t = Table(title=f"Training images/s: ours vs naive ({result['runs'][0]['device']})")
-    for col in ("arch", "width", "batch", "ours img/s", "naive img/s", "ratio",
-                "ours s/epoch", "naive s/epoch"):
+    for col in (
+        "arch",
+        "width",
+        "batch",
+        "ours img/s",
+        "naive img/s",
+        "ratio",
+        "ours s/epoch",
+        "naive s/epoch",
+    ):
         t.add_column(col, justify="left" if col == "arch" else "right")
     for r in result["runs"]:
-        t.add_row(r["arch"], f"{r['width']:g}", str(r["batch"]), f"{r['ours_images_per_s']:.1f}",
-                  f"{r['naive_images_per_s']:.1f}", f"{r['ratio']:.2f}x",
-                  f"{r['ours_epoch_s']:.1f}", f"{r['naive_epoch_s']:.1f}")
+        t.add_row(
+            r["arch"],
+            f"{r['width']:g}",
+            str(r["batch"]),
+            f"{r['ours_images_per_s']:.1f}",
+            f"{r['naive_images_per_s']:.1f}",
+            f"{r['ratio']:.2f}x",
+            f"{r['ours_epoch_s']:.1f}",
+            f"{r['naive_epoch_s']:.1f}",
+        )
     console.print(t)
     p = result["pack"]
     if p:
-        t = Table(title=f"{p['k']} cells packed ({p['mode']}) vs one after another "
-                        f"(width {p['width']:g})")
-        for col in ("packed img/s", "sequential img/s", "ratio", "packed s/epoch",
-                    "sequential s/epoch"):
+        t = Table(
+            title=f"{p['k']} cells packed ({p['mode']}) vs one after another (width {p['width']:g})"
+        )
+        for col in (
+            "packed img/s",
+            "sequential img/s",
+            "ratio",
+            "packed s/epoch",
+            "sequential s/epoch",
+        ):
             t.add_column(col, justify="right")
-        t.add_row(f"{p['packed_images_per_s']:.1f}", f"{p['sequential_images_per_s']:.1f}",
-                  f"{p['ratio']:.2f}x", f"{p['packed_epoch_s']:.1f}",
-                  f"{p['sequential_epoch_s']:.1f}")
+        t.add_row(
+            f"{p['packed_images_per_s']:.1f}",
+            f"{p['sequential_images_per_s']:.1f}",
+            f"{p['ratio']:.2f}x",
+            f"{p['packed_epoch_s']:.1f}",
+            f"{p['sequential_epoch_s']:.1f}",
+        )
         console.print(t)
-    console.print(f"s/epoch: {EPOCH_IMAGES:,} images (per cell x {p['k'] if p else 1} when "
-                  f"packed), extrapolated. Settings: {settings}")
+    console.print(
+        f"s/epoch: {EPOCH_IMAGES:,} images (per cell x {p['k'] if p else 1} when "
+        f"packed), extrapolated. Settings: {settings}"
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -232,8 +310,9 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv[1:] if argv[:1] == ["--"] else argv)  # `grid bench -- --json`
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = {k: getattr(args, k) for k in ("steps", "warmup", "repeats", "min_time",
-                                              "naive_workers")}
+    settings = {
+        k: getattr(args, k) for k in ("steps", "warmup", "repeats", "min_time", "naive_workers")
+    }
     settings["threads"] = torch.get_num_threads()
     log = (lambda s: None) if args.json else (lambda s: print(f"grid bench: {s}", flush=True))
     with tempfile.TemporaryDirectory(prefix="grid-bench-") as root:
@@ -249,4 +328,5 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     import sys
+
     sys.exit(main(sys.argv[1:]))

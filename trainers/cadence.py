@@ -9,11 +9,12 @@ Both cadences are `NON_IDENTITY` config keys (`trainers/config.py`), so they mov
   have passed since the last one, and always after the last epoch (or when every cell of a
   trial has stopped). A retry resumes at the last checkpoint and redoes the epochs after it.
 """
+
 from __future__ import annotations
 
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 # `eval_every: auto` when no table reads `at: best`: about this many evaluated epochs per
 # run, enough points for a learning curve, at 1/18 of the evaluation cost on 350 epochs.
@@ -34,16 +35,20 @@ def evaluates(epoch: int, train_cfg: dict) -> bool:
     epoch, the epochs of `eval_epochs` (the rungs of a halving, which rank by them) and the
     last."""
     every = eval_every(train_cfg.get("eval_every", "auto"), train_cfg["epochs"], True)
-    return (epoch % every == 0 or epoch >= train_cfg["epochs"]
-            or epoch in train_cfg.get("eval_epochs", ()))
+    return (
+        epoch % every == 0
+        or epoch >= train_cfg["epochs"]
+        or epoch in train_cfg.get("eval_epochs", ())
+    )
 
 
 class CheckpointCadence:
     """Decides after which epochs a trial checkpoints (`train.checkpoint_every`, epochs;
     `train.checkpoint_s`, seconds of wall time since the last checkpoint or the start)."""
 
-    def __init__(self, train_cfg: dict, start_epoch: int = 0,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, train_cfg: dict, start_epoch: int = 0, clock: Callable[[], float] = time.monotonic
+    ):
         self.every = train_cfg.get("checkpoint_every")
         self.seconds = float(train_cfg.get("checkpoint_s", 0.0))
         self.clock = clock

@@ -6,6 +6,7 @@ another machine: a state saved on a GPU must resume on a CPU and the other way r
 Tensors load across devices as they are (`load_state_dict` copies onto the model's device);
 random-number states need care, as CPU and CUDA generators are different algorithms.
 """
+
 from __future__ import annotations
 
 import functools
@@ -24,12 +25,20 @@ def capture_state(run: Any, wall_s: float) -> dict:
     """The full checkpoint of `run` (a `trainers.setup.Run`) after the last epoch in its
     `history` (live tensors: save at once)."""
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
-    return {"model": {k: own(v) for k, v in run.model.state_dict().items()}, "optimizer": run.optimizer.state_dict(),
-            "scheduler": run.scheduler.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "cuda": cuda, "data": run.gen.get_state(),
-                    "data_device": run.gen.device.type},
-            "epoch": len(run.history), "history": [dict(h) for h in run.history],
-            "wall_s": wall_s}
+    return {
+        "model": {k: own(v) for k, v in run.model.state_dict().items()},
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "cuda": cuda,
+            "data": run.gen.get_state(),
+            "data_device": run.gen.device.type,
+        },
+        "epoch": len(run.history),
+        "history": [dict(h) for h in run.history],
+        "wall_s": wall_s,
+    }
 
 
 def own(t: torch.Tensor) -> torch.Tensor:
@@ -54,8 +63,9 @@ def restore_state(state: dict, run: Any) -> tuple[list, float]:
         restore_generator(run.gen, rng["data"], rng.get("data_device"), int(state["epoch"]))
         return [dict(h) for h in state["history"]], float(state.get("wall_s", 0.0))
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
-        raise CheckpointError(f"cannot restore the checkpoint: {type(e).__name__}: "
-                              f"{' '.join(str(e).split())[:300]}") from e
+        raise CheckpointError(
+            f"cannot restore the checkpoint: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
+        ) from e
 
 
 def restore_cuda_rng(states: list[torch.Tensor] | None) -> None:
@@ -63,7 +73,7 @@ def restore_cuda_rng(states: list[torch.Tensor] | None) -> None:
     machine (the states only drive CUDA ops, and there are none here)."""
     if not states or not torch.cuda.is_available():
         return
-    for index, s in enumerate(states[:torch.cuda.device_count()]):
+    for index, s in enumerate(states[: torch.cuda.device_count()]):
         torch.cuda.set_rng_state(s.cpu(), index)
 
 
@@ -81,8 +91,9 @@ def state_device(saved: torch.Tensor, tagged: str | None) -> str:
     return "cpu" if saved.numel() == _cpu_state_size() else "cuda"
 
 
-def restore_generator(gen: torch.Generator, saved: torch.Tensor, tagged: str | None,
-                      epoch: int) -> None:
+def restore_generator(
+    gen: torch.Generator, saved: torch.Tensor, tagged: str | None, epoch: int
+) -> None:
     """Put the data generator where the checkpoint left it. A state from another device
     type cannot be set (another algorithm): the generator is reseeded from its seed and the
     epoch instead, so the shuffles go on deterministically, though not as the

@@ -11,6 +11,7 @@ The real files were pickled by Python 2, whose `str` keys load as bytes with
 torchvision uses). `_Py2Pickler` writes keys and names with Python 2's string opcode so both
 readers work on these files exactly as on the real ones.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,7 @@ import numpy as np
 
 FOLDER = "cifar-10-batches-py"
 N_TRAIN_BATCHES = 5  # the real set splits its 50,000 training images into 5 files
-CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
-           "dog", "frog", "horse", "ship", "truck"]
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 class _Py2Str(bytes):
@@ -31,6 +31,7 @@ class _Py2Str(bytes):
 
 class _Py2Pickler(pickle._Pickler):
     """The pure-Python pickler, plus Python 2's (SHORT_)BINSTRING opcode for `_Py2Str`."""
+
     dispatch = pickle._Pickler.dispatch.copy()
 
     def save_py2_str(self, obj: _Py2Str) -> None:
@@ -51,8 +52,9 @@ def _dump(obj: dict, path: str) -> None:
 
 def _check(x: np.ndarray, y: np.ndarray, what: str) -> None:
     if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (3, 32, 32):
-        raise ValueError(f"{what}: expected uint8 N x 3 x 32 x 32 images, got "
-                         f"{x.dtype} {tuple(x.shape)}")
+        raise ValueError(
+            f"{what}: expected uint8 N x 3 x 32 x 32 images, got {x.dtype} {tuple(x.shape)}"
+        )
     if len(y) != len(x):
         raise ValueError(f"{what}: {len(x)} images but {len(y)} labels")
 
@@ -63,14 +65,20 @@ def _write_batch(path: str, x: np.ndarray, y: np.ndarray, label: str, offset: in
         _Py2Str(b"labels"): [int(v) for v in y],
         # N x 3 x 32 x 32 in C order is exactly N x 3072 as R, G, B planes, each row-major.
         _Py2Str(b"data"): np.ascontiguousarray(x).reshape(len(x), 3 * 32 * 32),
-        _Py2Str(b"filenames"): [_Py2Str(f"synthetic_{offset + i:05d}.png".encode())
-                                for i in range(len(x))],
+        _Py2Str(b"filenames"): [
+            _Py2Str(f"synthetic_{offset + i:05d}.png".encode()) for i in range(len(x))
+        ],
     }
     _dump(batch, path)
 
 
-def write_cifar10(root: str | os.PathLike, train_x: np.ndarray, train_y: np.ndarray,
-                  test_x: np.ndarray, test_y: np.ndarray) -> str:
+def write_cifar10(
+    root: str | os.PathLike,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+) -> str:
     """Write uint8 N x 3 x 32 x 32 images and their labels (0-9) as the CIFAR-10 python
     files under `root`; returns the `cifar-10-batches-py` folder. The training images are
     split over data_batch_1..5 in order (some may be empty when there are fewer than 5)."""
@@ -83,12 +91,18 @@ def write_cifar10(root: str | os.PathLike, train_x: np.ndarray, train_y: np.ndar
     bounds = np.linspace(0, len(train_x), N_TRAIN_BATCHES + 1).round().astype(int)
     for i in range(N_TRAIN_BATCHES):
         lo, hi = bounds[i], bounds[i + 1]
-        _write_batch(os.path.join(folder, f"data_batch_{i + 1}"), train_x[lo:hi],
-                     train_y[lo:hi], f"training batch {i + 1} of {N_TRAIN_BATCHES}", lo)
-    _write_batch(os.path.join(folder, "test_batch"), test_x, test_y,
-                 "testing batch 1 of 1", 0)
-    meta = {_Py2Str(b"label_names"): [_Py2Str(c.encode()) for c in CLASSES],
-            _Py2Str(b"num_cases_per_batch"): int(bounds[1] - bounds[0]),
-            _Py2Str(b"num_vis"): 3 * 32 * 32}
+        _write_batch(
+            os.path.join(folder, f"data_batch_{i + 1}"),
+            train_x[lo:hi],
+            train_y[lo:hi],
+            f"training batch {i + 1} of {N_TRAIN_BATCHES}",
+            lo,
+        )
+    _write_batch(os.path.join(folder, "test_batch"), test_x, test_y, "testing batch 1 of 1", 0)
+    meta = {
+        _Py2Str(b"label_names"): [_Py2Str(c.encode()) for c in CLASSES],
+        _Py2Str(b"num_cases_per_batch"): int(bounds[1] - bounds[0]),
+        _Py2Str(b"num_vis"): 3 * 32 * 32,
+    }
     _dump(meta, os.path.join(folder, "batches.meta"))
     return folder

@@ -3,11 +3,13 @@
 A trial config has three sections, `dataset`, `model` and `train`. Every leaf has a default
 here and a checker; a spec only states what differs. `docs/spec.md` documents each key.
 """
+
 from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from trainers.errors import did_you_mean
 
@@ -40,8 +42,12 @@ DEFAULTS: dict[str, Any] = {
         "batch_size": 128,
         "lr": 0.05,
         "optimizer": {"name": "sgd", "momentum": 0.9, "nesterov": False, "weight_decay": 0.001},
-        "schedule": {"name": "multistep", "milestones": [200, 250, 300], "gamma": 0.1,
-                     "warmup_epochs": 0},
+        "schedule": {
+            "name": "multistep",
+            "milestones": [200, 250, 300],
+            "gamma": 0.1,
+            "warmup_epochs": 0,
+        },
         "label_smoothing": 0.0,
         "seed": 0,
         "precision": "auto",
@@ -72,9 +78,17 @@ SHORT = {v: k for k, v in ALIASES.items()}
 # change speed, not the numbers (to float tolerance); the checkpoint cadence changes nothing
 # trained, and the evaluation cadence only which epochs have val/test metrics (the final
 # epoch always has them, identical).
-NON_IDENTITY = ("dataset.root", "dataset.download", "train.device", "train.channels_last",
-                "train.compile", "train.checkpoint_every", "train.checkpoint_s",
-                "train.eval_every", "train.eval_epochs")
+NON_IDENTITY = (
+    "dataset.root",
+    "dataset.download",
+    "train.device",
+    "train.channels_last",
+    "train.compile",
+    "train.checkpoint_every",
+    "train.checkpoint_s",
+    "train.eval_every",
+    "train.eval_epochs",
+)
 
 DATASETS = ("cifar10", "cifar100", "synthetic")
 AUGMENTS = ("crop", "flip", "cutout")
@@ -87,11 +101,14 @@ def _registry(kind: str) -> list[str]:
     # Imported lazily: the registries live with the trainers and import torch.
     if kind == "arch":
         from trainers.models import list_models
+
         return list_models()
     if kind == "init":
         from trainers.inits import INITS
+
         return sorted(INITS)
     from trainers.activations import ACTIVATIONS
+
     return sorted(ACTIVATIONS)
 
 
@@ -100,6 +117,7 @@ def arch(v: Any) -> tuple[str | None, Any]:
     `create_model` resolves by), as its canonical name: `all-cnn-c` and `allcnn_c` are one
     cell with one key."""
     from trainers.models import canonical_name
+
     name = canonical_name(v)
     return (None, name) if name is not None else choice(lambda: _registry("arch"), "arch")(v)
 
@@ -120,11 +138,18 @@ def choice(options: Callable[[], list[str]] | tuple, what: str):
         if not isinstance(v, str):
             return f"expected a {what} name, got {_show(v)}", v
         return f"unknown {what} '{v}'{did_you_mean(v, names)}; choose from {', '.join(names)}", v
+
     return check
 
 
-def number(lo: float | None = None, lo_open: bool = True, hi: float | None = None,
-           hi_open: bool = False, integer: bool = False, optional: bool = False):
+def number(
+    lo: float | None = None,
+    lo_open: bool = True,
+    hi: float | None = None,
+    hi_open: bool = False,
+    integer: bool = False,
+    optional: bool = False,
+):
     def check(v):
         if v is None and optional:
             return None, v
@@ -137,6 +162,7 @@ def number(lo: float | None = None, lo_open: bool = True, hi: float | None = Non
         if hi is not None and (v >= hi if hi_open else v > hi):
             return f"must be {'<' if hi_open else '<='} {hi}, got {v}", v
         return None, (v if integer else float(v))
+
     return check
 
 
@@ -164,12 +190,14 @@ def str_list(options: tuple, what: str):
             if err:
                 return err, v
         return None, sorted(set(v))  # order does not change training: one canonical form
+
     return check
 
 
 def milestones(v):
-    if not isinstance(v, list) or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0
-                                          for x in v):
+    if not isinstance(v, list) or not all(
+        isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v
+    ):
         return f"expected a list of positive epoch numbers, got {_show(v)}", v
     return None, sorted(v)
 
@@ -276,8 +304,14 @@ def check_leaves(flat: dict[str, Any], where: str) -> tuple[list[str], dict[str,
     errors, clean = [], {}
     for path, value in flat.items():
         if path not in CHECKS:
-            errors.append(f"{where}{path}: " + (f"expected a mapping, got {_show(value)}"
-                                                 if path in SECTIONS else unknown_path(path)))
+            errors.append(
+                f"{where}{path}: "
+                + (
+                    f"expected a mapping, got {_show(value)}"
+                    if path in SECTIONS
+                    else unknown_path(path)
+                )
+            )
             continue
         err, value = CHECKS[path](value)
         if err:

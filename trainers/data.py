@@ -3,6 +3,7 @@ the device once, preprocessed; each epoch's shuffle and augmentation (random cro
 padding, flip, cutout) are drawn from a `torch.Generator` for the whole epoch at once and
 applied by batched tensor ops on the device (`trainers.preprocess`). No DataLoader, no
 per-image Python."""
+
 from __future__ import annotations
 
 import contextlib
@@ -11,9 +12,9 @@ import functools
 import math
 import os
 import pickle
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -21,8 +22,7 @@ from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.vision import VisionDataset
 
 from trainers.errors import GridError
-from trainers.preprocess import (Draws, Preprocess, apply_augment, draw_augment,
-                                 fit_preprocess)
+from trainers.preprocess import Draws, Preprocess, apply_augment, draw_augment, fit_preprocess
 
 DEFAULT_ROOT = "~/.cache/grid/data"
 SYNTHETIC_TRAIN, SYNTHETIC_TEST = 5000, 1000
@@ -35,6 +35,7 @@ class Data:
     The images are stored preprocessed, float32 (`load_data` applies the fitted `prep` once),
     or uint8 (as read: `prep` then runs on each chunk and evaluated batch). `cfg` is the
     dataset section: augment/crop_padding/cutout_size drive `train_batches`."""
+
     train_x: torch.Tensor
     train_y: torch.Tensor
     val_x: torch.Tensor
@@ -54,6 +55,7 @@ class Data:
 
 # ---------------------------------------------------------------- reading the raw images
 
+
 def data_root(root: str | None) -> Path:
     """`dataset.root`, else $GRID_DATA, else ~/.cache/grid/data."""
     return Path(root or os.environ.get("GRID_DATA") or DEFAULT_ROOT).expanduser()
@@ -72,11 +74,14 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         x = np.asarray(entry["data"]).reshape(-1, 3, 32, 32)
         y = np.asarray(entry["labels"] if "labels" in entry else entry["fine_labels"], np.int64)
     except Exception as e:  # truncated, garbage, or not a CIFAR batch
-        raise GridError(f"dataset.root: corrupt CIFAR file {path} ({type(e).__name__}: {e}); "
-                        "replace it with a fresh copy") from None
+        raise GridError(
+            f"dataset.root: corrupt CIFAR file {path} ({type(e).__name__}: {e}); "
+            "replace it with a fresh copy"
+        ) from None
     if x.dtype != np.uint8 or y.shape != (len(x),):
-        raise GridError(f"dataset.root: corrupt CIFAR file {path} ({x.dtype} images x{len(x)}, "
-                        f"{y.size} labels)")
+        raise GridError(
+            f"dataset.root: corrupt CIFAR file {path} ({x.dtype} images x{len(x)}, {y.size} labels)"
+        )
     return x, y
 
 
@@ -93,15 +98,19 @@ class _ExistingFolder:
             self.download()
         if not self._check_integrity():
             raise RuntimeError(f"no {self.base_folder} in {self.root}")
-        parts = [read_batch(Path(self.root, self.base_folder, name))
-                 for name, _ in (self.train_list if train else self.test_list)]
+        parts = [
+            read_batch(Path(self.root, self.base_folder, name))
+            for name, _ in (self.train_list if train else self.test_list)
+        ]
         # N x H x W x C, torchvision's own layout for `.data`.
         self.data = np.concatenate([x for x, _ in parts]).transpose(0, 2, 3, 1)
         self.targets = np.concatenate([y for _, y in parts]).tolist()
 
     def _check_integrity(self) -> bool:
-        return all(Path(self.root, self.base_folder, name).is_file()
-                   for name, _ in self.train_list + self.test_list)
+        return all(
+            Path(self.root, self.base_folder, name).is_file()
+            for name, _ in self.train_list + self.test_list
+        )
 
 
 class LocalCIFAR10(_ExistingFolder, CIFAR10):
@@ -123,16 +132,20 @@ def read_cifar(name: str, root: Path, download: bool):
     names = [n for n, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
     if not all((folder / n).is_file() for n in names):
         if not download:
-            raise GridError(f"dataset.root: no {name} data in {root} (expected {folder}); put the "
-                            f"python version there or point dataset.root / $GRID_DATA at it")
+            raise GridError(
+                f"dataset.root: no {name} data in {root} (expected {folder}); put the "
+                f"python version there or point dataset.root / $GRID_DATA at it"
+            )
         _download(cls, name, root, folder, names)
     train, test = cls(str(root), train=True), cls(str(root), train=False)  # GridError if corrupt
     arrays = [np.ascontiguousarray(d.data.transpose(0, 3, 1, 2)) for d in (train, test)]
     labels = [np.asarray(d.targets, dtype=np.int64) for d in (train, test)]
-    for x, y, split in zip(arrays, labels, ("train", "test")):
+    for x, y, split in zip(arrays, labels, ("train", "test"), strict=True):
         if x.dtype != np.uint8 or len(x) != len(y) or y.min() < 0 or y.max() >= num_classes:
-            raise GridError(f"dataset.root: corrupt {name} {split} data in {folder} "
-                            f"(images {x.dtype} x{len(x)}, labels x{len(y)})")
+            raise GridError(
+                f"dataset.root: corrupt {name} {split} data in {folder} "
+                f"(images {x.dtype} x{len(x)}, labels x{len(y)})"
+            )
     return arrays[0], labels[0], arrays[1], labels[1], num_classes
 
 
@@ -144,8 +157,9 @@ def _download_lock(root: Path) -> Iterator[None]:
         root.mkdir(parents=True, exist_ok=True)
         f = open(root / ".grid-download.lock", "a")
     except OSError as e:
-        raise GridError(f"dataset.root: cannot create {root} for the download "
-                        f"({e.strerror or e})") from None
+        raise GridError(
+            f"dataset.root: cannot create {root} for the download ({e.strerror or e})"
+        ) from None
     with f:
         fcntl.flock(f, fcntl.LOCK_EX)
         yield
@@ -158,10 +172,12 @@ def _download(cls, name: str, root: Path, folder: Path, names: list[str]) -> Non
         try:
             cls(str(root), train=True, download=True)
         except Exception as e:
-            raise GridError(f"dataset.root: no {name} data in {root} and the download failed "
-                            f"({type(e).__name__}: {' '.join(str(e).split())}); put the python "
-                            f"version in {folder} or point dataset.root / $GRID_DATA at a "
-                            f"folder holding it") from None
+            raise GridError(
+                f"dataset.root: no {name} data in {root} and the download failed "
+                f"({type(e).__name__}: {' '.join(str(e).split())}); put the python "
+                f"version in {folder} or point dataset.root / $GRID_DATA at a "
+                f"folder holding it"
+            ) from None
 
 
 def check_data(dataset_cfg: dict) -> str:
@@ -176,8 +192,7 @@ def check_data(dataset_cfg: dict) -> str:
     return f"{name} in {root}"
 
 
-def synthetic(n_train: int = SYNTHETIC_TRAIN, n_test: int = SYNTHETIC_TEST,
-              num_classes: int = 10):
+def synthetic(n_train: int = SYNTHETIC_TRAIN, n_test: int = SYNTHETIC_TEST, num_classes: int = 10):
     """`make_synthetic`'s arrays, generated once per process (copies: callers may write)."""
     arrays = _synthetic_memo(n_train, n_test, num_classes)
     return *(a.copy() for a in arrays[:4]), num_classes
@@ -188,8 +203,9 @@ def _synthetic_memo(n_train: int, n_test: int, num_classes: int):
     return make_synthetic(n_train, n_test, num_classes)
 
 
-def make_synthetic(n_train: int = SYNTHETIC_TRAIN, n_test: int = SYNTHETIC_TEST,
-                   num_classes: int = 10):
+def make_synthetic(
+    n_train: int = SYNTHETIC_TRAIN, n_test: int = SYNTHETIC_TEST, num_classes: int = 10
+):
     """A deterministic, learnable 32x32 RGB set: each class is a coloured sinusoidal grating
     with its own orientation and frequency; random phase, amplitude, tint and pixel noise
     vary each image. Same images on every call (fixed generator); uint8 numpy like CIFAR."""
@@ -197,14 +213,14 @@ def make_synthetic(n_train: int = SYNTHETIC_TRAIN, n_test: int = SYNTHETIC_TEST,
     n = n_train + n_test
     y = (torch.arange(n) % num_classes)[torch.randperm(n, generator=g)]
     c = torch.arange(num_classes, dtype=torch.float32)
-    theta = c * math.pi / num_classes                           # one orientation per class
-    freq = 1.0 + (c * 7 % num_classes) / num_classes * 3.0      # 1..4 cycles per image
-    colour = torch.rand(num_classes, 3, generator=g) * 2 - 1    # one tint per class
+    theta = c * math.pi / num_classes  # one orientation per class
+    freq = 1.0 + (c * 7 % num_classes) / num_classes * 3.0  # 1..4 cycles per image
+    colour = torch.rand(num_classes, 3, generator=g) * 2 - 1  # one tint per class
     ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
     proj = (xs * torch.cos(theta)[:, None, None] + ys * torch.sin(theta)[:, None, None]) / 32
     phase = torch.rand(n, 1, 1, generator=g) * 2 * math.pi
     amp = 0.5 + 0.5 * torch.rand(n, 1, 1, generator=g)
-    wave = amp * torch.sin(2 * math.pi * freq[y, None, None] * proj[y] + phase)   # n x 32 x 32
+    wave = amp * torch.sin(2 * math.pi * freq[y, None, None] * proj[y] + phase)  # n x 32 x 32
     base = 0.5 + 0.08 * torch.randn(n, 3, 1, 1, generator=g)
     img = base + 0.25 * wave[:, None] * colour[y, :, None, None]
     img = img + 0.08 * torch.randn(n, 3, 32, 32, generator=g)
@@ -215,14 +231,16 @@ def make_synthetic(n_train: int = SYNTHETIC_TRAIN, n_test: int = SYNTHETIC_TEST,
 
 # ---------------------------------------------------------------- splitting and loading
 
+
 def split_indices(n: int, val_size: int, subset: int | None, seed: int):
     """(train, val) index tensors: `val_size` images held out after a shuffle seeded by
     `seed`, then at most `subset` of the rest; disjoint, sorted, same for the same seed."""
     if val_size >= n:
-        raise GridError(f"dataset.val_size: {val_size} leaves no training images "
-                        f"(the training set has {n})")
+        raise GridError(
+            f"dataset.val_size: {val_size} leaves no training images (the training set has {n})"
+        )
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    train = perm[val_size:] if subset is None else perm[val_size:val_size + subset]
+    train = perm[val_size:] if subset is None else perm[val_size : val_size + subset]
     return train.sort().values, perm[:val_size].sort().values
 
 
@@ -233,8 +251,9 @@ def load_data(dataset_cfg: dict, device: torch.device | str, seed: int) -> Data:
     if cfg["name"] == "synthetic":
         train_x, train_y, test_x, test_y, num_classes = synthetic()
     else:
-        train_x, train_y, test_x, test_y, num_classes = read_cifar(cfg["name"], root,
-                                                                   cfg.get("download", True))
+        train_x, train_y, test_x, test_y, num_classes = read_cifar(
+            cfg["name"], root, cfg.get("download", True)
+        )
     tr, va = split_indices(len(train_y), cfg.get("val_size", 0), cfg.get("subset"), seed)
     to = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
     x_all, y_all = to(train_x), to(train_y)
@@ -245,9 +264,17 @@ def load_data(dataset_cfg: dict, device: torch.device | str, seed: int) -> Data:
     # input space), so any augmentation allows it. Cost: float32 is 4x uint8, 737 MB instead
     # of 184 MB for CIFAR-10's 60,000 images, per seed (BENCHMARKS.md).
     x_all, test = prepare(prep, x_all), prepare(prep, to(test_x))
-    return Data(train_x=x_all[tr], train_y=y_all[tr], val_x=x_all[va], val_y=y_all[va],
-                test_x=test, test_y=to(test_y), num_classes=num_classes, prep=prep,
-                cfg={"augment": [], "crop_padding": 4, "cutout_size": 8, **cfg})
+    return Data(
+        train_x=x_all[tr],
+        train_y=y_all[tr],
+        val_x=x_all[va],
+        val_y=y_all[va],
+        test_x=test,
+        test_y=to(test_y),
+        num_classes=num_classes,
+        prep=prep,
+        cfg={"augment": [], "crop_padding": 4, "cutout_size": 8, **cfg},
+    )
 
 
 def prepare(prep: Preprocess, x: torch.Tensor, chunk: int = 5000) -> torch.Tensor:
@@ -255,19 +282,21 @@ def prepare(prep: Preprocess, x: torch.Tensor, chunk: int = 5000) -> torch.Tenso
     peak is one chunk's float temporaries, not the whole set's)."""
     out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
     for i in range(0, len(x), chunk):
-        out[i:i + chunk] = prep(x[i:i + chunk])
+        out[i : i + chunk] = prep(x[i : i + chunk])
     return out
 
 
 # ---------------------------------------------------------------- batches
+
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
     """Full batches per epoch (the last partial batch is dropped); at least one."""
     return max(1, n // batch_size)
 
 
-def train_batches(data: Data, batch_size: int, gen: torch.Generator
-                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def train_batches(
+    data: Data, batch_size: int, gen: torch.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch of shuffled, preprocessed, augmented (x float32, y) training batches.
 
     The epoch's random numbers are drawn before its first batch, in a few large ops: the
@@ -281,10 +310,10 @@ def train_batches(data: Data, batch_size: int, gen: torch.Generator
     draws = draw_augment(total, data.cfg, gen, device, tuple(data.train_x.shape[-2:]))
     chunk = max(1, AUGMENT_CHUNK // batch_size) * batch_size  # whole batches per chunk
     for start in range(0, total, chunk):
-        idx = order[start:start + chunk]
-        x, y = _augmented(data, idx, draws[start:start + chunk]), data.train_y[idx]
+        idx = order[start : start + chunk]
+        x, y = _augmented(data, idx, draws[start : start + chunk]), data.train_y[idx]
         for i in range(0, len(idx), batch_size):
-            yield x[i:i + batch_size], y[i:i + batch_size]
+            yield x[i : i + batch_size], y[i : i + batch_size]
 
 
 def _augmented(data: Data, idx: torch.Tensor, draws: Draws) -> torch.Tensor:

@@ -4,10 +4,12 @@ Trainers, results and the orchestrator all raise `GridError` for bad input; the 
 it and exits 2, without a traceback. It lives here, in the lowest layer, so that no layer
 imports upward to raise it.
 """
+
 from __future__ import annotations
 
 import difflib
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 
 class GridError(Exception):

@@ -11,6 +11,7 @@ step), the backward writes one K x P gradient buffer, and each model's `.grad` i
 its row, so each cell's own optimizer steps its own parameters in place, as unpacked.
 Batch-norm buffers are stacked the same way (`share_buffers`).
 """
+
 from __future__ import annotations
 
 import copy
@@ -67,7 +68,7 @@ def _view(row: torch.Tensor, offset: int, shape: torch.Size, nhwc: bool) -> torc
     a 4-d weight with channels_last is stored Cout x kh x kw x Cin, so that it (and vmap's
     grouped-conv weight K*Cout x Cin x kh x kw) is channels_last without a copy."""
     lead = row.shape[:-1]
-    chunk = row[..., offset:offset + math.prod(shape)]
+    chunk = row[..., offset : offset + math.prod(shape)]
     if nhwc and len(shape) == 4:
         o, i, h, w = shape
         perm = [d + len(lead) for d in (0, 3, 1, 2)]

@@ -5,10 +5,11 @@ constructors. Every init but `default` touches the conv and linear weights (Maxo
 conv included), zeroes their biases and resets batch norm to weight 1, bias 0. Other
 parameters (PReLU slopes) keep their constructor values.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -79,16 +80,18 @@ def xavier_normal(model: nn.Module, batch: torch.Tensor | None = None) -> None:
 def he_normal(model: nn.Module, batch: torch.Tensor | None = None) -> None:
     """He et al. (2015): N(0, 2 / ((1 + a^2) fan_in)), the NIN lab's "He's WI" (seed 004)."""
     a = negative_slope(model)
-    _apply(model, lambda w: nn.init.kaiming_normal_(w, a=a, mode="fan_in",
-                                                     nonlinearity="leaky_relu"))
+    _apply(
+        model, lambda w: nn.init.kaiming_normal_(w, a=a, mode="fan_in", nonlinearity="leaky_relu")
+    )
 
 
 @register_init
 def he_uniform(model: nn.Module, batch: torch.Tensor | None = None) -> None:
     """He et al. (2015), uniform with the same variance as he_normal."""
     a = negative_slope(model)
-    _apply(model, lambda w: nn.init.kaiming_uniform_(w, a=a, mode="fan_in",
-                                                      nonlinearity="leaky_relu"))
+    _apply(
+        model, lambda w: nn.init.kaiming_uniform_(w, a=a, mode="fan_in", nonlinearity="leaky_relu")
+    )
 
 
 @register_init
@@ -106,8 +109,11 @@ class _Stop(Exception):
 def _forward_order(model: nn.Module, batch: torch.Tensor) -> list[nn.Module]:
     """The conv/linear layers in the order the forward pass first calls them."""
     order: list[nn.Module] = []
-    handles = [m.register_forward_hook(lambda mod, i, o: order.append(mod))
-               for m in model.modules() if isinstance(m, WEIGHTED)]
+    handles = [
+        m.register_forward_hook(lambda mod, i, o: order.append(mod))
+        for m in model.modules()
+        if isinstance(m, WEIGHTED)
+    ]
     try:
         model(batch)
     finally:
@@ -168,6 +174,8 @@ def init_model(model: nn.Module, name: str, batch: torch.Tensor | None = None) -
     GridError naming `model.init`."""
     if name not in INITS:
         names = sorted(INITS)
-        raise GridError(f"model.init: unknown init {name!r}"
-                        f"{did_you_mean(name, names)}; choose from {', '.join(names)}")
+        raise GridError(
+            f"model.init: unknown init {name!r}"
+            f"{did_you_mean(name, names)}; choose from {', '.join(names)}"
+        )
     INITS[name](model, batch)

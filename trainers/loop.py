@@ -7,11 +7,13 @@ trainer. The step is eager, or captured with `train.compile` (`trainers.step`). 
 data lives on the GPU, steps run under bf16 autocast in channels_last (`trainers.runtime`),
 and metrics accumulate on the device: the host syncs once per epoch.
 """
+
 from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,10 +33,17 @@ EVAL_BATCH = 1000
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-             preprocess: Callable[[torch.Tensor], torch.Tensor], *,
-             batch_size: int = EVAL_BATCH, forward=None, autocast=contextlib.nullcontext,
-             memory_format=torch.contiguous_format):
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    preprocess: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    batch_size: int = EVAL_BATCH,
+    forward=None,
+    autocast=contextlib.nullcontext,
+    memory_format=torch.contiguous_format,
+):
     """(mean loss, accuracy) of `model` on stored images `x`, as 0-dim device tensors (no
     host sync); None when `x` is empty. `forward`: the step's (captured) forward, default
     the model's. The model is left in train mode."""
@@ -44,7 +53,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     model.eval()
     loss_sum = torch.zeros((), device=y.device)
     correct = torch.zeros((), device=y.device)
-    for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
+    for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
         logits = forward(preprocess(xb))
         loss_sum += nn.functional.cross_entropy(logits, yb, reduction="sum")
         correct += (logits.argmax(1) == yb).sum()
@@ -67,15 +76,32 @@ def train_epoch(step: Step, data: Data, gen, batch_size: int):
     return loss_sum / seen, correct / seen, seen
 
 
-def epoch_metrics(epoch: int, lr: float, train: list[float], val: list[float] | None,
-                  test: list[float] | None, wall_s: float, images_per_s: float) -> dict:
+def epoch_metrics(
+    epoch: int,
+    lr: float,
+    train: list[float],
+    val: list[float] | None,
+    test: list[float] | None,
+    wall_s: float,
+    images_per_s: float,
+) -> dict:
     """An epoch's metrics dict (`METRIC_KEYS`) from the synced [loss, acc] pairs; val and
     test None on an epoch that does not evaluate. `epoch_wall_s` (the epoch with its
     report) is filled in by the trainer once the report has returned."""
     val, test = val or (None, None), test or (None, None)
-    return {"epoch": epoch, "lr": lr, "train_loss": train[0], "train_acc": train[1],
-            "val_loss": val[0], "val_acc": val[1], "test_loss": test[0], "test_acc": test[1],
-            "epoch_s": wall_s, "images_per_s": images_per_s, "epoch_wall_s": None}
+    return {
+        "epoch": epoch,
+        "lr": lr,
+        "train_loss": train[0],
+        "train_acc": train[1],
+        "val_loss": val[0],
+        "val_acc": val[1],
+        "test_loss": test[0],
+        "test_acc": test[1],
+        "epoch_s": wall_s,
+        "images_per_s": images_per_s,
+        "epoch_wall_s": None,
+    }
 
 
 def run_epoch(epoch: int, run: Run, step: Step, forward, evaluate_now: bool) -> dict:
@@ -85,8 +111,9 @@ def run_epoch(epoch: int, run: Run, step: Step, forward, evaluate_now: bool) -> 
     wall0, start = time.perf_counter(), runtime.mark(device)
     lr = float(run.optimizer.param_groups[0]["lr"])
     run.model.train()
-    train_loss, train_acc, seen = train_epoch(step, data, run.gen,
-                                              run.config["train"]["batch_size"])
+    train_loss, train_acc, seen = train_epoch(
+        step, data, run.gen, run.config["train"]["batch_size"]
+    )
     train_end = runtime.mark(device)
     val = test = None
     if evaluate_now:
@@ -99,12 +126,14 @@ def run_epoch(epoch: int, run: Run, step: Step, forward, evaluate_now: bool) -> 
     train_s = max(runtime.seconds_between(start, train_end), 1e-9)
     val_v = values[2:4] if val is not None else None
     test_v = values[-2:] if test is not None else None
-    return epoch_metrics(epoch, lr, values[:2], val_v, test_v, time.perf_counter() - wall0,
-                         seen / train_s)
+    return epoch_metrics(
+        epoch, lr, values[:2], val_v, test_v, time.perf_counter() - wall0, seen / train_s
+    )
 
 
-def train(config: dict, report: Callable[[dict, dict], Any] | None = None,
-          resume: dict | None = None) -> dict:
+def train(
+    config: dict, report: Callable[[dict, dict], Any] | None = None, resume: dict | None = None
+) -> dict:
     """Train the cell `config` (the resolved config of docs/design.md); returns its summary.
 
     `report(metrics, state)` runs after every epoch; `resume` is such a `state`. The
@@ -126,8 +155,9 @@ def train(config: dict, report: Callable[[dict, dict], Any] | None = None,
         run.history.append(metrics)
         # A true answer from `report` stops the cell early: the caller's halving ranked it
         # out of its table row (docs/spec.md#halving).
-        stop = report is not None and report(metrics, capture_state(
-            run, run.prior_wall + time.perf_counter() - t0))
+        stop = report is not None and report(
+            metrics, capture_state(run, run.prior_wall + time.perf_counter() - t0)
+        )
         # A NaN/inf loss poisons the epoch's on-device loss sum, so checking that sum once
         # per epoch catches it without a host sync per step (which would stall the GPU).
         if diverged(metrics):
@@ -139,6 +169,10 @@ def train(config: dict, report: Callable[[dict, dict], Any] | None = None,
         if status != "completed":
             break
 
-    return summarize(run.history, status, count_params(run.model),
-                     run.prior_wall + time.perf_counter() - t0,
-                     runtime.device_name(run.device))
+    return summarize(
+        run.history,
+        status,
+        count_params(run.model),
+        run.prior_wall + time.perf_counter() - t0,
+        runtime.device_name(run.device),
+    )

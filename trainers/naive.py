@@ -5,6 +5,7 @@ RandomHorizontalFlip, ToTensor, Normalize), a DataLoader, `.to(device)` per batc
 cuDNN left untuned and `loss.item()` per step (a running loss to print). `grid bench`
 times our trainer against it (`trainers.bench`).
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,31 +22,52 @@ def seed_cifar10() -> type:
     """torchvision's CIFAR10 as the seeds used it, minus the md5s of the real files (ours
     are synthetic files in the same layout)."""
     from torchvision.datasets import CIFAR10
-    return type("SyntheticCIFAR10", (CIFAR10,), {
-        "train_list": [[name, None] for name, _ in CIFAR10.train_list],
-        "test_list": [[name, None] for name, _ in CIFAR10.test_list],
-        "meta": {**CIFAR10.meta, "md5": None}})
+
+    return type(
+        "SyntheticCIFAR10",
+        (CIFAR10,),
+        {
+            "train_list": [[name, None] for name, _ in CIFAR10.train_list],
+            "test_list": [[name, None] for name, _ in CIFAR10.test_list],
+            "meta": {**CIFAR10.meta, "md5": None},
+        },
+    )
 
 
 class Naive:
     """The seeds' pipeline: torchvision dataset + PIL transforms + DataLoader, fp32."""
 
     def __init__(self, cfg: dict, device: torch.device, workers: int):
-        from torchvision import transforms as T
-        tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
-                        T.Normalize(CIFAR_MEAN, CIFAR_STD)])
+        from torchvision import transforms
+
+        tf = transforms.Compose(
+            [
+                transforms.RandomCrop(32, padding=4),
+                transforms.RandomHorizontalFlip(),
+                transforms.ToTensor(),
+                transforms.Normalize(CIFAR_MEAN, CIFAR_STD),
+            ]
+        )
         dataset = seed_cifar10()(cfg["dataset"]["root"], train=True, transform=tf)
-        self.loader = torch.utils.data.DataLoader(dataset, batch_size=cfg["train"]["batch_size"],
-                                                  shuffle=True, num_workers=workers,
-                                                  drop_last=True)
+        self.loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=cfg["train"]["batch_size"],
+            shuffle=True,
+            num_workers=workers,
+            drop_last=True,
+        )
         m = cfg["model"]
         torch.manual_seed(0)
-        self.model = create_model(m["arch"], width=m["width"], dropout=m["dropout"],
-                                  input_dropout=m["input_dropout"]).to(device)
+        self.model = create_model(
+            m["arch"], width=m["width"], dropout=m["dropout"], input_dropout=m["input_dropout"]
+        ).to(device)
         opt = cfg["train"]["optimizer"]
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg["train"]["lr"],
-                                         momentum=opt["momentum"],
-                                         weight_decay=opt["weight_decay"])
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(),
+            lr=cfg["train"]["lr"],
+            momentum=opt["momentum"],
+            weight_decay=opt["weight_decay"],
+        )
         self.device, self.batches = device, iter(self.loader)
 
     def _next(self):

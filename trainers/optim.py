@@ -1,8 +1,9 @@
 """Optimizers and per-step learning-rate schedules from the config's `train` section."""
+
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -38,33 +39,37 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], train_cfg: dict) -> to
     if opt["name"] == "sgd":
         # Nesterov with zero momentum is plain SGD (torch refuses the combination).
         nesterov = bool(opt.get("nesterov", False)) and momentum > 0
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov,
-                               weight_decay=wd, **fused)
+        return torch.optim.SGD(
+            params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=wd, **fused
+        )
     if opt["name"] in ("adam", "adamw"):
         cls = torch.optim.Adam if opt["name"] == "adam" else torch.optim.AdamW
         return cls(params, lr=lr, betas=(momentum, ADAM_BETA2), weight_decay=wd, **fused)
-    raise GridError(f"train.optimizer.name: unknown optimizer {opt['name']!r}; "
-                    f"choose from {', '.join(OPTIMIZERS)}")
+    raise GridError(
+        f"train.optimizer.name: unknown optimizer {opt['name']!r}; "
+        f"choose from {', '.join(OPTIMIZERS)}"
+    )
 
 
 def lr_factor(schedule: dict, epochs: int, steps_per_epoch: int) -> Callable[[int], float]:
     """The multiplier of the base lr at each optimizer step (0-based), warmup included."""
     name = schedule["name"]
     if name not in SCHEDULES:
-        raise GridError(f"train.schedule.name: unknown schedule {name!r}; "
-                        f"choose from {', '.join(SCHEDULES)}")
+        raise GridError(
+            f"train.schedule.name: unknown schedule {name!r}; choose from {', '.join(SCHEDULES)}"
+        )
     total = max(1, epochs * steps_per_epoch)
     warm = min(schedule.get("warmup_epochs", 0) * steps_per_epoch, total)
     milestones = sorted(schedule.get("milestones", []))
     gamma = schedule.get("gamma", 0.1)
 
     def factor(step: int) -> float:
-        if step < warm:                              # linear warmup: 1/warm .. 1
+        if step < warm:  # linear warmup: 1/warm .. 1
             return (step + 1) / warm
-        if name == "multistep":                      # milestones count whole epochs done
+        if name == "multistep":  # milestones count whole epochs done
             epoch = step // steps_per_epoch
             return gamma ** sum(epoch >= m for m in milestones)
-        t = (step - warm) / max(1, total - warm)     # progress after warmup, 0 .. 1
+        t = (step - warm) / max(1, total - warm)  # progress after warmup, 0 .. 1
         if name == "cosine":
             return 0.5 * (1.0 + math.cos(math.pi * t))
         if name == "onecycle":
@@ -74,11 +79,13 @@ def lr_factor(schedule: dict, epochs: int, steps_per_epoch: int) -> Callable[[in
         if name == "constant":
             return 1.0
         raise ValueError(f"train.schedule.name: unknown schedule {name!r}")
+
     return factor
 
 
-def build_schedule(optimizer: torch.optim.Optimizer, train_cfg: dict,
-                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_schedule(
+    optimizer: torch.optim.Optimizer, train_cfg: dict, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """A LambdaLR stepped once per optimizer step (call `.step()` after `optimizer.step()`)."""
     factor = lr_factor(train_cfg["schedule"], train_cfg["epochs"], steps_per_epoch)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

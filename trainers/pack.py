@@ -24,11 +24,13 @@ stream, seeded by the first cell's seed), and in vmap mode float rounding (group
 kernels; at a ReLU kink one rounding flips a gradient entry). With dropout 0 the loop mode
 is bit-for-bit the unpacked run, and vmap mode matches it to ~1e-7 with a smooth activation.
 
-A cell whose epoch had a NaN/inf loss (`trainers.summary.diverged`) is marked diverged after that epoch (its report
-gets that epoch, as the loop's does) and leaves the pack; the others keep training.
+A cell whose epoch had a NaN/inf loss (`trainers.summary.diverged`) is marked diverged after
+that epoch (its report gets that epoch, as the loop's does) and leaves the pack;
+the others keep training.
 Resume: each cell continues from its own `state`; cells at different epochs are fine, the
 ones ahead wait until the others catch up (a packed step holds the cells at one epoch).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -36,7 +38,7 @@ import copy
 import hashlib
 import json
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -54,8 +56,13 @@ from trainers.summary import summarize
 
 # What may differ inside a pack (docs/spec.md, resources.pack): per-cell optimizers,
 # schedules, inits and data generators handle these; everything else is shared.
-PACKABLE = ("train.lr", "train.seed", "model.init", "train.optimizer.weight_decay",
-            "train.schedule")
+PACKABLE = (
+    "train.lr",
+    "train.seed",
+    "model.init",
+    "train.optimizer.weight_decay",
+    "train.schedule",
+)
 
 
 def pack_key(config: dict) -> str:
@@ -74,8 +81,11 @@ def pack_key(config: dict) -> str:
 def can_pack(configs: list[dict]) -> bool:
     """True when `configs` (one or more) share a pack key and are not torch.compile'd (the
     packed trainer does not compile)."""
-    return (len(configs) >= 1 and len({pack_key(c) for c in configs}) == 1
-            and not any(c["train"].get("compile") for c in configs))
+    return (
+        len(configs) >= 1
+        and len({pack_key(c) for c in configs}) == 1
+        and not any(c["train"].get("compile") for c in configs)
+    )
 
 
 def pack_mode(mode: str, device: torch.device) -> str:
@@ -104,13 +114,21 @@ def _fused_step(fused: Fused, cells: list[Run], batches, loss_fn, autocast):
 
 
 def _loop_step(steps: list, batches):
-    out = [step(x, y) for step, (x, y) in zip(steps, batches)]  # the loop's step, per cell
+    out = [
+        step(x, y) for step, (x, y) in zip(steps, batches, strict=True)
+    ]  # the loop's step, per cell
     return torch.stack([o[0] for o in out]), torch.stack([o[1] for o in out])
 
 
-def train_packed_epoch(cells: list[Run], loss_fn: nn.Module, batch_size: int, *,
-                       fused: Fused | None = None, autocast=contextlib.nullcontext,
-                       memory_format=torch.contiguous_format):
+def train_packed_epoch(
+    cells: list[Run],
+    loss_fn: nn.Module,
+    batch_size: int,
+    *,
+    fused: Fused | None = None,
+    autocast=contextlib.nullcontext,
+    memory_format=torch.contiguous_format,
+):
     """One epoch of every cell at once, each on its own shuffled, augmented batches, through
     `fused` (their `Fused`) or, when None, cell by cell at every step (the loop mode);
     returns (mean losses K, accuracies K, images per cell), device tensors (no host sync)."""
@@ -118,11 +136,20 @@ def train_packed_epoch(cells: list[Run], loss_fn: nn.Module, batch_size: int, *,
     loss_sum = torch.zeros(len(cells), device=device)
     correct = torch.zeros(len(cells), device=device)
     seen = 0
-    steps = [make_step(c.model, c.optimizer, c.scheduler, loss_fn, autocast=autocast,
-                       memory_format=memory_format) for c in cells]
+    steps = [
+        make_step(
+            c.model,
+            c.optimizer,
+            c.scheduler,
+            loss_fn,
+            autocast=autocast,
+            memory_format=memory_format,
+        )
+        for c in cells
+    ]
     for c in cells:
         c.model.train()
-    for batches in zip(*[train_batches(c.data, batch_size, c.gen) for c in cells]):
+    for batches in zip(*[train_batches(c.data, batch_size, c.gen) for c in cells], strict=True):
         if fused is not None:
             losses, hits = _fused_step(fused, cells, batches, loss_fn, autocast)
         else:
@@ -134,25 +161,37 @@ def train_packed_epoch(cells: list[Run], loss_fn: nn.Module, batch_size: int, *,
     return loss_sum / seen, correct / seen, seen
 
 
-def run_packed_epoch(epoch: int, cells: list[Run], loss_fn: nn.Module, batch_size: int,
-                     memory_format=torch.contiguous_format, autocast=contextlib.nullcontext,
-                     fused: Fused | None = None, evaluate_now: bool = True) -> list[dict]:
+def run_packed_epoch(
+    epoch: int,
+    cells: list[Run],
+    loss_fn: nn.Module,
+    batch_size: int,
+    memory_format=torch.contiguous_format,
+    autocast=contextlib.nullcontext,
+    fused: Fused | None = None,
+    evaluate_now: bool = True,
+) -> list[dict]:
     """Train the cells one epoch (through `fused`, else cell by cell), evaluate each on its
     val and test sets when `evaluate_now`, and return one metrics dict per cell (the
     loop's keys)."""
     device = cells[0].data.train_y.device
     wall0, start = time.perf_counter(), runtime.mark(device)
     lrs = [float(c.optimizer.param_groups[0]["lr"]) for c in cells]
-    train_loss, train_acc, seen = train_packed_epoch(cells, loss_fn, batch_size, fused=fused,
-                                                     autocast=autocast,
-                                                     memory_format=memory_format)
+    train_loss, train_acc, seen = train_packed_epoch(
+        cells, loss_fn, batch_size, fused=fused, autocast=autocast, memory_format=memory_format
+    )
     train_end = runtime.mark(device)
     fmt = {"autocast": autocast, "memory_format": memory_format}
     rows, evals = [], []
     for k, c in enumerate(cells):
-        ev = [evaluate(c.model, x, y, c.data.preprocess, **fmt) for x, y in
-              ((c.data.val_x, c.data.val_y), (c.data.test_x, c.data.test_y))] \
-            if evaluate_now else [None, None]
+        ev = (
+            [
+                evaluate(c.model, x, y, c.data.preprocess, **fmt)
+                for x, y in ((c.data.val_x, c.data.val_y), (c.data.test_x, c.data.test_y))
+            ]
+            if evaluate_now
+            else [None, None]
+        )
         evals.append([e is not None for e in ev])
         rows.append(torch.stack([train_loss[k], train_acc[k], *(x for e in ev for x in e or ())]))
     values = torch.stack(rows).tolist()  # the one host sync of the epoch
@@ -160,33 +199,40 @@ def run_packed_epoch(epoch: int, cells: list[Run], loss_fn: nn.Module, batch_siz
         torch.cuda.synchronize(device)
     train_s = max(runtime.seconds_between(start, train_end), 1e-9)
     out = []
-    for lr, v, (has_val, has_test) in zip(lrs, values, evals):
+    for lr, v, (has_val, has_test) in zip(lrs, values, evals, strict=True):
         val = v[2:4] if has_val else None
         test = v[-2:] if has_test else None
         # images_per_s per cell: its own images over the pack's shared training time.
-        out.append(epoch_metrics(epoch, lr, v[:2], val, test, time.perf_counter() - wall0,
-                                 seen / train_s))
+        out.append(
+            epoch_metrics(epoch, lr, v[:2], val, test, time.perf_counter() - wall0, seen / train_s)
+        )
     return out
 
 
-def train_packed(configs: list[dict], reports: list[Callable] | None = None,
-                 resumes: list[dict | None] | None = None, *, mode: str = "auto"
-                 ) -> list[dict]:
+def train_packed(
+    configs: list[dict],
+    reports: list[Callable] | None = None,
+    resumes: list[dict | None] | None = None,
+    *,
+    mode: str = "auto",
+) -> list[dict]:
     """Train the cells `configs` (all with one `pack_key`) as one fused model; returns one
     summary per cell, each as `trainers.loop.train` returns it. `reports[i](metrics, state)`
     runs after each of cell i's epochs; `resumes[i]` is such a `state`. `mode`: see
     `pack_mode` (auto: vmap on CUDA, loop on CPU)."""
     if not can_pack(configs):
-        raise ValueError("train_packed: these configs cannot be packed (they differ in more "
-                         "than lr, seed, init, weight decay or schedule, or use "
-                         "train.compile); train them apart")
+        raise ValueError(
+            "train_packed: these configs cannot be packed (they differ in more "
+            "than lr, seed, init, weight decay or schedule, or use "
+            "train.compile); train them apart"
+        )
     t0 = time.perf_counter()
     tcfg = configs[0]["train"]
     device = runtime.resolve_device(tcfg["device"])
     reports = reports or [None] * len(configs)
     resumes = resumes or [None] * len(configs)
     cells, loaded = [], {}  # cells with one seed share one read-only copy of the data
-    for cfg, resume, report in zip(configs, resumes, reports):
+    for cfg, resume, report in zip(configs, resumes, reports, strict=True):
         seed = cfg["train"]["seed"]
         cells.append(setup(cfg, resume, device=device, data=loaded.get(seed)))
         cells[-1].report, loaded[seed] = report, cells[-1].data
@@ -202,14 +248,22 @@ def train_packed(configs: list[dict], reports: list[Callable] | None = None,
         active = [c for c in cells if c.status != "diverged" and len(c.history) == epoch - 1]
         if not active:
             continue
-        if vmap and [id(c) for c in active] != fused_for:  # built once, again only when a cell leaves or joins
+        if (
+            vmap and [id(c) for c in active] != fused_for
+        ):  # built once, again only when a cell leaves or joins
             fused = Fused([c.model for c in active], fmt["memory_format"])
             fused_for = [id(c) for c in active]
         wall0 = time.perf_counter()
-        metrics = run_packed_epoch(epoch, active, loss_fn, tcfg["batch_size"], **fmt,
-                                   fused=fused if vmap else None,
-                                   evaluate_now=evaluates(epoch, tcfg))
-        for cell, m in zip(active, metrics):
+        metrics = run_packed_epoch(
+            epoch,
+            active,
+            loss_fn,
+            tcfg["batch_size"],
+            **fmt,
+            fused=fused if vmap else None,
+            evaluate_now=evaluates(epoch, tcfg),
+        )
+        for cell, m in zip(active, metrics, strict=True):
             cell.history.append(m)
             if cell.report is not None:
                 wall = cell.prior_wall + time.perf_counter() - t0
@@ -217,5 +271,13 @@ def train_packed(configs: list[dict], reports: list[Callable] | None = None,
         for cell in active:  # each cell's epoch with every report of the pack included
             cell.history[-1] = {**cell.history[-1], "epoch_wall_s": time.perf_counter() - wall0}
     wall = time.perf_counter() - t0
-    return [summarize(c.history, c.status, count_params(c.model), c.prior_wall + wall,
-                      runtime.device_name(device)) for c in cells]
+    return [
+        summarize(
+            c.history,
+            c.status,
+            count_params(c.model),
+            c.prior_wall + wall,
+            runtime.device_name(device),
+        )
+        for c in cells
+    ]

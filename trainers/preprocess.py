@@ -8,6 +8,7 @@ the hole of a cutout zeros in normalised space: the training mean colour for `st
 as in DeVries & Taylor's cutout; it also means `gcn_zca` and `stretch` see the image, not
 the padding.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,7 +18,6 @@ import os
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 # GCN as in pylearn2's make_cifar10_gcn_whitened.py (Goodfellow et al.'s maxout CIFAR, the
@@ -39,6 +39,7 @@ class Preprocess:
 
     `mean`/`std`: per-channel (standardize); `mean`/`zca`: per-dimension mean and the
     3072 x 3072 whitening matrix (gcn_zca); nothing for none and stretch."""
+
     name: str
     mean: Tensor | None = None
     std: Tensor | None = None
@@ -71,8 +72,11 @@ def fit_preprocess(name: str, train_x: Tensor, cache_dir: Path | None = None) ->
         mean, zca = _cached_zca(train_x, cache_dir)
         return Preprocess(name, mean=mean, zca=zca)
     from trainers.errors import GridError
-    raise GridError(f"dataset.preprocess: unknown preprocessing {name!r}; "
-                    "choose from none, standardize, gcn_zca, stretch")
+
+    raise GridError(
+        f"dataset.preprocess: unknown preprocessing {name!r}; "
+        "choose from none, standardize, gcn_zca, stretch"
+    )
 
 
 def channel_stats(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -105,7 +109,7 @@ def zca_fit(x: Tensor, bias: float = ZCA_BIAS, chunk: int = 4096) -> tuple[Tenso
     if n >= d:
         cov = torch.zeros(d, d, dtype=torch.float64, device=x.device)
         for i in range(0, n, chunk):
-            c = x[i:i + chunk] - mean.float()
+            c = x[i : i + chunk] - mean.float()
             cov += (c.T @ c).double()
         lam, vec = torch.linalg.eigh(cov / n)
     else:
@@ -114,8 +118,8 @@ def zca_fit(x: Tensor, bias: float = ZCA_BIAS, chunk: int = 4096) -> tuple[Tenso
         keep = mu > 1e-9 * mu.max().clamp_min(1e-30)
         lam, vec = mu[keep], (c.T @ u[:, keep]) / (n * mu[keep]).sqrt()
     lam = lam.clamp_min(0)
-    inner = vec * ((lam + bias).rsqrt() - bias ** -0.5)
-    w = inner @ vec.T + torch.eye(d, dtype=torch.float64, device=x.device) * bias ** -0.5
+    inner = vec * ((lam + bias).rsqrt() - bias**-0.5)
+    w = inner @ vec.T + torch.eye(d, dtype=torch.float64, device=x.device) * bias**-0.5
     return mean.float(), w.float()
 
 
@@ -177,22 +181,30 @@ def _percentile(sorted_x: Tensor, q: float) -> Tensor:
 
 # ---- augmentation: an epoch's random draws at once, applied to thousands of images per op ----
 
+
 @dataclasses.dataclass
 class Draws:
     """Random augmentation parameters, one row per image (None: not in the config): crop
     offsets (dy, dx) in [0, 2 * padding] of the zero-padded image, a left-right flip with
     probability 1/2, and cutout centres (cy, cx) anywhere in the image."""
-    shift: Tensor | None = None   # n x 2, int64
-    flip: Tensor | None = None    # n, bool
+
+    shift: Tensor | None = None  # n x 2, int64
+    flip: Tensor | None = None  # n, bool
     centre: Tensor | None = None  # n x 2, int64
 
-    def __getitem__(self, rows: slice) -> "Draws":
-        return Draws(*(None if t is None else t[rows]
-                       for t in (self.shift, self.flip, self.centre)))
+    def __getitem__(self, rows: slice) -> Draws:
+        return Draws(
+            *(None if t is None else t[rows] for t in (self.shift, self.flip, self.centre))
+        )
 
 
-def draw_augment(n: int, dataset_cfg: dict, gen: torch.Generator, device: torch.device,
-                 size: tuple[int, int] = (32, 32)) -> Draws:
+def draw_augment(
+    n: int,
+    dataset_cfg: dict,
+    gen: torch.Generator,
+    device: torch.device,
+    size: tuple[int, int] = (32, 32),
+) -> Draws:
     """The config's random parameters for `n` images in at most four draws from `gen`
     (instead of several small ops per batch): crop, then flip, then cutout."""
     ops, h, w = dataset_cfg["augment"], size[0], size[1]
@@ -203,13 +215,15 @@ def draw_augment(n: int, dataset_cfg: dict, gen: torch.Generator, device: torch.
     if "flip" in ops:
         out.flip = torch.rand(n, **kw) < 0.5
     if "cutout" in ops and dataset_cfg["cutout_size"] > 0:
-        out.centre = torch.stack([torch.randint(0, h, (n,), **kw),
-                                  torch.randint(0, w, (n,), **kw)], 1)
+        out.centre = torch.stack(
+            [torch.randint(0, h, (n,), **kw), torch.randint(0, w, (n,), **kw)], 1
+        )
     return out
 
 
-def apply_augment(x: Tensor, draws: Draws, dataset_cfg: dict,
-                  index: Tensor | None = None) -> Tensor:
+def apply_augment(
+    x: Tensor, draws: Draws, dataset_cfg: dict, index: Tensor | None = None
+) -> Tensor:
     """`x[index]` (default: all of `x`, float N x C x H x W) augmented as `draws` says, in
     the usual order: a random crop of the zero-padded image, a flip, then cutout.
 
@@ -228,8 +242,12 @@ def apply_augment(x: Tensor, draws: Draws, dataset_cfg: dict,
     if rows is None:  # no crop, no flip: a plain row gather
         out = x.index_select(0, index)
     else:
-        out = x[index[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None],
-                rows[:, None, :, None], cols[:, None, None, :]]
+        out = x[
+            index[:, None, None, None],
+            torch.arange(c, device=dev)[None, :, None, None],
+            rows[:, None, :, None],
+            cols[:, None, None, :],
+        ]
     return out if zero is None else out.masked_fill_(zero[:, None], 0.0)
 
 
@@ -262,4 +280,3 @@ def _hole(centre: Tensor, size: int, h: int, w: int) -> Tensor:
     in_rows = (r >= top) & (r < top + size)  # n x h
     in_cols = (c >= left) & (c < left + size)
     return in_rows[:, :, None] & in_cols[:, None, :]
-

@@ -4,11 +4,12 @@ Each decision lives in one function here, and the loop, the packed trainer and t
 benchmark all call it, so that `grid train`, a pack and `grid bench` run the same recipe:
 on CUDA, cuDNN autotuning, bf16 autocast and channels_last; on a CPU, none of them.
 """
+
 from __future__ import annotations
 
 import contextlib
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -33,8 +34,9 @@ def configure_cudnn(device: torch.device, benchmark: bool = True) -> None:
         torch.backends.cudnn.benchmark = benchmark
 
 
-def autocast_for(precision: str, device: torch.device
-                 ) -> Callable[[], contextlib.AbstractContextManager]:
+def autocast_for(
+    precision: str, device: torch.device
+) -> Callable[[], contextlib.AbstractContextManager]:
     """`train.precision` as a context factory: bf16 autocast for bf16 (auto: bf16 on CUDA,
     where tensor cores double the conv throughput), else a no-op context."""
     bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")

@@ -5,11 +5,12 @@ and resume, in that order and from the cell's seed.
 `setup(config)`, so a cell packed with others, benchmarked or trained alone is built alike:
 the packed trainer's bit-for-bit agreement with the loop rests on it.
 """
+
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -28,6 +29,7 @@ class Run:
     """One cell's training run: what `setup` builds for its config, how it computes, and
     how far it got (`history`, one metrics dict per epoch, and wall seconds before this
     process)."""
+
     config: dict
     device: torch.device
     data: Data
@@ -43,7 +45,7 @@ class Run:
 
     @property
     def status(self) -> str:
-        """"diverged" once an epoch had a NaN/inf loss (`trainers.summary.diverged`), else
+        """ "diverged" once an epoch had a NaN/inf loss (`trainers.summary.diverged`), else
         "completed"."""
         return "diverged" if self.history and diverged(self.history[-1]) else "completed"
 
@@ -53,15 +55,21 @@ class Run:
         return {"autocast": self.autocast, "memory_format": self.memory_format}
 
 
-def build_model(model_cfg: dict, num_classes: int, device: torch.device,
-                fmt: torch.memory_format) -> nn.Module:
+def build_model(
+    model_cfg: dict, num_classes: int, device: torch.device, fmt: torch.memory_format
+) -> nn.Module:
     """The `model` section's architecture with its options, on `device` in `fmt`."""
     model = create_model(model_cfg["arch"], num_classes=num_classes, **model_options(model_cfg))
     return model.to(device, memory_format=fmt)
 
 
-def setup(config: dict, resume: dict | None = None, *, device: torch.device | None = None,
-          data: Data | None = None) -> Run:
+def setup(
+    config: dict,
+    resume: dict | None = None,
+    *,
+    device: torch.device | None = None,
+    data: Data | None = None,
+) -> Run:
     """Build the cell `config` (a resolved config, docs/design.md) for training, then load
     `resume` (a `trainers.checkpoint.capture_state` state) onto this device.
 
@@ -78,14 +86,24 @@ def setup(config: dict, resume: dict | None = None, *, device: torch.device | No
     # Model: built, moved, then initialised explicitly (LSUV looks at a real batch).
     model = build_model(mcfg, data.num_classes, device, fmt)
     if resume is None:
-        batch = data.preprocess(data.train_x[:tcfg["batch_size"]])
+        batch = data.preprocess(data.train_x[: tcfg["batch_size"]])
         init_model(model, mcfg["init"], batch=batch.contiguous(memory_format=fmt))
     # Optimisation: the schedule steps once per batch.
     optimizer = build_optimizer(model.parameters(), tcfg)
-    scheduler = build_schedule(optimizer, tcfg,
-                               steps_per_epoch(len(data.train_y), tcfg["batch_size"]))
-    run = Run(config, device, data, gen, model, optimizer, scheduler, memory_format=fmt,
-              autocast=runtime.autocast_for(tcfg["precision"], device))
+    scheduler = build_schedule(
+        optimizer, tcfg, steps_per_epoch(len(data.train_y), tcfg["batch_size"])
+    )
+    run = Run(
+        config,
+        device,
+        data,
+        gen,
+        model,
+        optimizer,
+        scheduler,
+        memory_format=fmt,
+        autocast=runtime.autocast_for(tcfg["precision"], device),
+    )
     if resume is not None:
         run.history, run.prior_wall = restore_state(resume, run)
     return run

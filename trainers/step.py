@@ -14,10 +14,11 @@ graphs). Evaluation runs through the same compiled forward. The lr is a tensor i
 captured step's optimizer (`trainers.optim.build_optimizer(captured=True)`), so the
 schedule changing it every step does not recompile.
 """
+
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -30,31 +31,48 @@ def compile_mode(device: torch.device) -> str | None:
     return "reduce-overhead" if device.type == "cuda" else None
 
 
-def make_forward(model: nn.Module, *, captured: bool = False,
-                 device: torch.device | None = None, autocast=contextlib.nullcontext,
-                 memory_format=torch.contiguous_format):
+def make_forward(
+    model: nn.Module,
+    *,
+    captured: bool = False,
+    device: torch.device | None = None,
+    autocast=contextlib.nullcontext,
+    memory_format=torch.contiguous_format,
+):
     """`forward(x) -> logits` (fp32) of `model` on float inputs `x`, in the model's current
     mode (the captured one compiles a graph for train and one for eval)."""
+
     def forward(x: torch.Tensor) -> torch.Tensor:
         with autocast():
             return model(x.contiguous(memory_format=memory_format)).float()
+
     if not captured:
         return forward
     return torch.compile(forward, mode=compile_mode(device or torch.device("cpu")))
 
 
-def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, loss_fn, *,
-              captured: bool = False, device: torch.device | None = None,
-              autocast=contextlib.nullcontext, memory_format=torch.contiguous_format) -> Step:
+def make_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    loss_fn,
+    *,
+    captured: bool = False,
+    device: torch.device | None = None,
+    autocast=contextlib.nullcontext,
+    memory_format=torch.contiguous_format,
+) -> Step:
     """`step(x, y) -> (loss, correct)`: one optimizer step of `model` on a batch, with the
     schedule stepped after it; loss and the number correct as 0-dim device tensors (no
     host sync)."""
-    forward = make_forward(model, captured=captured, device=device,
-                           autocast=autocast, memory_format=memory_format)
+    forward = make_forward(
+        model, captured=captured, device=device, autocast=autocast, memory_format=memory_format
+    )
     opt_step = optimizer.step
     if captured:
-        opt_step = torch.compile(_optimizer_step(optimizer),
-                                 mode=compile_mode(device or torch.device("cpu")))
+        opt_step = torch.compile(
+            _optimizer_step(optimizer), mode=compile_mode(device or torch.device("cpu"))
+        )
 
     def step(x: torch.Tensor, y: torch.Tensor):
         logits = forward(x)
@@ -64,10 +82,12 @@ def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, los
         opt_step()
         scheduler.step()
         return loss.detach(), (logits.detach().argmax(1) == y).sum()
+
     return step
 
 
 def _optimizer_step(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
     def opt_step() -> None:
         optimizer.step()
+
     return opt_step

@@ -3,6 +3,7 @@
 The divergence rule lives here, in one torch-free function, so the trainers and the
 orchestrator's trial (which must not import torch to decide) apply the same rule.
 """
+
 from __future__ import annotations
 
 import math
@@ -12,8 +13,19 @@ import math
 # (each cell's own images over the pack's shared training time). `epoch_wall_s` is the
 # epoch's whole wall time, its report (checkpoint, upload) included: the overhead is
 # epoch_wall_s - epoch_s.
-METRIC_KEYS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss",
-               "test_acc", "epoch_s", "images_per_s", "epoch_wall_s")
+METRIC_KEYS = (
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "test_loss",
+    "test_acc",
+    "epoch_s",
+    "images_per_s",
+    "epoch_wall_s",
+)
 
 
 def diverged(metrics: dict) -> bool:
@@ -34,6 +46,14 @@ def summarize(history: list[dict], status: str, params: int, wall_s: float, devi
     # Same images every epoch: the run's rate is the harmonic mean of the epochs' rates.
     rates = [h["images_per_s"] for h in history if h["images_per_s"] > 0]
     ips = len(rates) / sum(1 / r for r in rates) if rates else 0.0
-    return {"status": status, "epochs": len(history), "params": params, "wall_s": wall_s,
-            "images_per_s": ips, "device": device, "final": dict(history[-1]) if history else {},
-            "best": dict(best), "history": [dict(h) for h in history]}
+    return {
+        "status": status,
+        "epochs": len(history),
+        "params": params,
+        "wall_s": wall_s,
+        "images_per_s": ips,
+        "device": device,
+        "final": dict(history[-1]) if history else {},
+        "best": dict(best),
+        "history": [dict(h) for h in history],
+    }

@@ -5,6 +5,7 @@ The unit is built as a launch builds it (`trainers.setup.setup`, the loop's step
 packed trainer's), on synthetic images of the same shape as its data set: a step's time does
 not depend on what the pixels show, and the estimate needs no download.
 """
+
 from __future__ import annotations
 
 import copy
@@ -45,13 +46,15 @@ def _stand_in(config: dict, images: int, device: torch.device) -> dict:
 def head(run, images: int):
     """`run` (a `trainers.setup.Run`) training on only its first `images` training images:
     one epoch is then a fixed number of steps."""
-    data = dataclasses.replace(run.data, train_x=run.data.train_x[:images],
-                               train_y=run.data.train_y[:images])
+    data = dataclasses.replace(
+        run.data, train_x=run.data.train_x[:images], train_y=run.data.train_y[:images]
+    )
     return dataclasses.replace(run, data=data)
 
 
-def time_unit(configs: list[dict], device: torch.device, steps: int = 3,
-              warmup: int = 1) -> dict[str, float]:
+def time_unit(
+    configs: list[dict], device: torch.device, steps: int = 3, warmup: int = 1
+) -> dict[str, float]:
     """Seconds of one training step of the unit `configs` (all K cells), of one evaluated
     image per cell, and of building it (`setup_s`), from `steps` timed steps after
     `warmup` untimed ones (which also pay for cuDNN autotuning and compilation)."""
@@ -64,15 +67,30 @@ def time_unit(configs: list[dict], device: torch.device, steps: int = 3,
     fmt = runs[0].fmt
     if len(runs) == 1:
         r = runs[0]
-        step = make_step(r.model, r.optimizer, r.scheduler, loss_fn, device=device,
-                         captured=bool(r.config["train"]["compile"]), **fmt)
+        step = make_step(
+            r.model,
+            r.optimizer,
+            r.scheduler,
+            loss_fn,
+            device=device,
+            captured=bool(r.config["train"]["compile"]),
+            **fmt,
+        )
         one = lambda n: train_epoch(step, head(r, n * batch).data, r.gen, batch)  # noqa: E731
     else:
         from trainers.fused import Fused
-        fused = Fused([r.model for r in runs], fmt["memory_format"]) \
-            if pack_mode("auto", device) == "vmap" else None
-        one = lambda n: train_packed_epoch([head(r, n * batch) for r in runs],  # noqa: E731
-                                           loss_fn, batch, fused=fused, **fmt)
+
+        fused = (
+            Fused([r.model for r in runs], fmt["memory_format"])
+            if pack_mode("auto", device) == "vmap"
+            else None
+        )
+
+        def one(n):
+            return train_packed_epoch(
+                [head(r, n * batch) for r in runs], loss_fn, batch, fused=fused, **fmt
+            )
+
     one(warmup)
     runtime.sync(device)
     t1 = time.perf_counter()
@@ -80,12 +98,16 @@ def time_unit(configs: list[dict], device: torch.device, steps: int = 3,
     runtime.sync(device)
     step_s = (time.perf_counter() - t1) / steps
     r = runs[0]
-    test = r.data.test_x[:min(len(r.data.test_x), 1000)]
-    evaluate(r.model, test, r.data.test_y[:len(test)], r.data.preprocess, **fmt)  # warm-up
+    test = r.data.test_x[: min(len(r.data.test_x), 1000)]
+    evaluate(r.model, test, r.data.test_y[: len(test)], r.data.preprocess, **fmt)  # warm-up
     runtime.sync(device)
     t2 = time.perf_counter()
-    evaluate(r.model, test, r.data.test_y[:len(test)], r.data.preprocess, **fmt)
+    evaluate(r.model, test, r.data.test_y[: len(test)], r.data.preprocess, **fmt)
     runtime.sync(device)
     eval_s = (time.perf_counter() - t2) / len(test)
-    return {"step_s": step_s, "eval_image_s": eval_s, "setup_s": setup_s,
-            "device": runtime.device_name(device)}
+    return {
+        "step_s": step_s,
+        "eval_image_s": eval_s,
+        "setup_s": setup_s,
+        "device": runtime.device_name(device),
+    }

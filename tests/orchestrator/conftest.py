@@ -1,6 +1,7 @@
 """Shared fixtures for the Ray tests of `grid launch`: tiny synthetic specs, and one Ray
 cluster for the whole session (a head with no CPUs, so every trial runs on a worker node
 that a test can kill)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -20,8 +21,13 @@ TINY = {
     "dataset": {"name": "synthetic", "subset": 128, "val_size": 32, "augment": []},
     "model": {"arch": "strided_a", "width": 0.25, "dropout": 0.0, "input_dropout": 0.0},
     # checkpoint_s 0: a checkpoint every epoch, which the resume tests count on
-    "train": {"epochs": 1, "batch_size": 64, "lr": 0.05, "schedule": {"name": "constant"},
-              "checkpoint_s": 0},
+    "train": {
+        "epochs": 1,
+        "batch_size": 64,
+        "lr": 0.05,
+        "schedule": {"name": "constant"},
+        "checkpoint_s": 0,
+    },
     "resources": {"cpu": 1, "gpu": "auto"},
     "max_failures": 1,
 }
@@ -30,8 +36,11 @@ TINY = {
 def write_spec(folder: Path, name: str, lrs: list[float], **changes) -> Path:
     """A tiny grid `name` over `lrs`, in its own folder (spec names are unique per folder);
     `changes` replace top-level keys or sections (`train={...}` updates the section)."""
-    doc = {"name": name, **{k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY.items()},
-           "grid": {"lr": lrs}}
+    doc = {
+        "name": name,
+        **{k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY.items()},
+        "grid": {"lr": lrs},
+    }
     for key, value in changes.items():
         if isinstance(value, dict) and isinstance(doc.get(key), dict):
             doc[key].update(value)
@@ -46,8 +55,10 @@ def write_spec(folder: Path, name: str, lrs: list[float], **changes) -> Path:
 @pytest.fixture
 def tiny_spec(tmp_path):
     """Factory: tiny_spec(name, lrs, overrides=(), **changes) -> loaded Spec."""
+
     def make(name: str, lrs: list[float], overrides=(), **changes):
         return load_spec(write_spec(tmp_path / "specs", name, lrs, **changes), overrides)
+
     return make
 
 
@@ -65,9 +76,10 @@ def ray_cluster():
 
     ensure_token()
     with node_env():
-        cluster = Cluster(initialize_head=True,
-                          head_node_args={"num_cpus": 0, "include_dashboard": False,
-                                          **agent_port()})
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={"num_cpus": 0, "include_dashboard": False, **agent_port()},
+        )
         cluster.add_node(num_cpus=2, **agent_port())
     yield cluster
     cluster.shutdown()
@@ -76,9 +88,14 @@ def ray_cluster():
 def ensure_token() -> None:
     """The cluster token in ~/.ray/auth_token, as `ray.init()` generates it on first use."""
     from orchestrator.session import token_path
+
     if os.environ["RAY_AUTH_MODE"] == "token" and not token_path().exists():
-        subprocess.run(["ray", "get-auth-token", "--generate"], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            ["ray", "get-auth-token", "--generate"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
 
 def agent_port() -> dict:
@@ -98,8 +115,14 @@ def node_env():
     saved = dict(os.environ)
     for name in [n for n in os.environ if n.startswith("AWS_")]:
         del os.environ[name]
-    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret",
-                       "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull})
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing-secret",
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        }
+    )
     try:
         yield
     finally:

@@ -1,7 +1,8 @@
 """The small commands, called in-process: models, status, train, report, plot."""
+
 import json
-import re
 import os
+import re
 import socket
 import textwrap
 
@@ -24,8 +25,9 @@ grid: {lr: [0.05, 0.01, 0.1]}
 def test_models_json_lists_every_arch_with_params(capsys):
     assert main(["models", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
-    assert {"model_a", "strided_b", "convpool_c", "allcnn_c", "nin", "resnet9",
-            "resnet18"} <= set(rows)
+    assert {"model_a", "strided_b", "convpool_c", "allcnn_c", "nin", "resnet9", "resnet18"} <= set(
+        rows
+    )
     assert rows["allcnn_c"]["params"] == 1_369_738
     assert rows["model_a"]["params"] == 839_242
 
@@ -35,11 +37,25 @@ def test_status_reads_the_store_without_ray(tmp_path, capsys):
     spec_path.write_text(textwrap.dedent(TINY))
     trials = expand(load_spec(spec_path))
     store = open_store(str(tmp_path / "runs"))
-    summary = {"status": "completed", "epochs": 1, "params": 10, "wall_s": 1.0,
-               "images_per_s": 100.0, "device": "cpu",
-               "final": {"epoch": 1, "test_acc": 0.5, "val_acc": 0.5, "train_acc": 0.5,
-                         "test_loss": 1.0, "val_loss": 1.0, "train_loss": 1.0},
-               "best": {"epoch": 1, "test_acc": 0.5, "val_acc": 0.5}, "history": []}
+    summary = {
+        "status": "completed",
+        "epochs": 1,
+        "params": 10,
+        "wall_s": 1.0,
+        "images_per_s": 100.0,
+        "device": "cpu",
+        "final": {
+            "epoch": 1,
+            "test_acc": 0.5,
+            "val_acc": 0.5,
+            "train_acc": 0.5,
+            "test_loss": 1.0,
+            "val_loss": 1.0,
+            "train_loss": 1.0,
+        },
+        "best": {"epoch": 1, "test_acc": 0.5, "val_acc": 0.5},
+        "history": [],
+    }
     store.write_trial("tiny", trials[0].key, trial_row(trials[0], summary, {}), [])
     store.write_trial("tiny", trials[1].key, trial_row(trials[1], None, {}, error="boom"), [])
     assert main(["status", str(spec_path), "--store", str(tmp_path / "runs"), "--json"]) == 0
@@ -62,8 +78,9 @@ def test_status_reads_the_store_without_ray(tmp_path, capsys):
 
 def test_plan_warns_when_a_table_picks_on_the_test_set(tmp_path, capsys):
     spec_path = tmp_path / "tiny.yaml"
-    spec_path.write_text(textwrap.dedent(TINY) + "tables: [{rows: arch, over: lr, "
-                         "best_by: val_acc}]\n")
+    spec_path.write_text(
+        textwrap.dedent(TINY) + "tables: [{rows: arch, over: lr, best_by: val_acc}]\n"
+    )
     assert main(["plan", str(spec_path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["warnings"] == []
     assert main(["plan", str(spec_path), "--set", "dataset.val_size=0"]) == 0
@@ -98,16 +115,20 @@ def test_train_unknown_cell_exits_2(tmp_path, capsys):
 def test_bench_flags_reach_the_benchmark(monkeypatch):
     seen = {}
     import trainers.bench
+
     monkeypatch.setattr(trainers.bench, "main", lambda argv: seen.setdefault("argv", argv) and 0)
     assert main(["bench", "--json", "--quick"]) == 0
     assert seen["argv"] == ["--json", "--quick"]
 
 
-TINY_TABLE = TINY + """
+TINY_TABLE = (
+    TINY
+    + """
 tables:
   - {name: lrs, title: "Tiny: test accuracy (%) per lr", rows: [arch], columns: lr,
      metric: test_acc, reference: [{where: {arch: allcnn_c, lr: 0.05}, value: 55.5}]}
 """
+)
 
 
 def _tiny_results(tmp_path) -> tuple[str, str]:
@@ -115,13 +136,31 @@ def _tiny_results(tmp_path) -> tuple[str, str]:
     spec_path = tmp_path / "tiny.yaml"
     spec_path.write_text(textwrap.dedent(TINY_TABLE))
     store = open_store(str(tmp_path / "runs"))
-    for t, acc in zip(expand(load_spec(spec_path))[:2], (0.5, 0.6)):
-        history = [{"epoch": e, "lr": 0.05, "train_loss": 1.0, "train_acc": acc - 0.1 / e,
-                    "val_loss": 1.0, "val_acc": acc, "test_loss": 1.0, "test_acc": acc - 0.1 / e}
-                   for e in (1, 2)]
-        summary = {"status": "completed", "epochs": 2, "params": 10, "wall_s": 1.0,
-                   "images_per_s": 100.0, "device": "cpu", "final": history[-1],
-                   "best": history[-1], "history": history}
+    for t, acc in zip(expand(load_spec(spec_path))[:2], (0.5, 0.6), strict=True):
+        history = [
+            {
+                "epoch": e,
+                "lr": 0.05,
+                "train_loss": 1.0,
+                "train_acc": acc - 0.1 / e,
+                "val_loss": 1.0,
+                "val_acc": acc,
+                "test_loss": 1.0,
+                "test_acc": acc - 0.1 / e,
+            }
+            for e in (1, 2)
+        ]
+        summary = {
+            "status": "completed",
+            "epochs": 2,
+            "params": 10,
+            "wall_s": 1.0,
+            "images_per_s": 100.0,
+            "device": "cpu",
+            "final": history[-1],
+            "best": history[-1],
+            "history": history,
+        }
         store.write_trial("tiny", t.key, trial_row(t, summary, {}), epoch_rows(t, history))
     return str(spec_path), str(tmp_path / "runs")
 
@@ -138,10 +177,26 @@ def test_report_writes_one_page(tmp_path, capsys):
 def test_report_watch_count_stops_an_unfinished_grid(tmp_path, monkeypatch, capsys):
     spec, store = _tiny_results(tmp_path)
     import results.report
+
     waits = []
     monkeypatch.setattr(results.report.time, "sleep", waits.append)  # never really sleeps
-    assert main(["report", spec, "--store", store, "--out", str(tmp_path), "--watch", "5",
-                 "--watch-count", "2"]) == 0
+    assert (
+        main(
+            [
+                "report",
+                spec,
+                "--store",
+                store,
+                "--out",
+                str(tmp_path),
+                "--watch",
+                "5",
+                "--watch-count",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert waits == [5.0] and capsys.readouterr().out.count("wrote ") == 2
     assert "http-equiv" not in (tmp_path / "tiny.html").read_text()  # the last page is still
 
@@ -160,8 +215,15 @@ def test_report_bad_flags_exit_2(tmp_path, capsys):
 def test_plot_format_and_size(tmp_path):
     spec, store = _tiny_results(tmp_path)
     out = tmp_path / "figs"
-    assert main(["plot", spec, "--store", store, "--out", str(out), "--format", "svg",
-                 "--size", "one"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["lrs_curves.svg", "lrs_lr.svg",
-                                                     "lrs_panels.svg"]
+    assert (
+        main(
+            ["plot", spec, "--store", store, "--out", str(out), "--format", "svg", "--size", "one"]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in out.iterdir()) == [
+        "lrs_curves.svg",
+        "lrs_lr.svg",
+        "lrs_panels.svg",
+    ]
     assert 'width="252pt"' in (out / "lrs_lr.svg").read_text()  # 3.5 in

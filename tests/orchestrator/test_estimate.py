@@ -1,12 +1,13 @@
 """`grid plan --estimate`: real steps timed on this machine, scaled to the grid; the JSON
 shape and the arithmetic are checked, never a time."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from orchestrator import estimate as E
+from orchestrator import estimate
 from orchestrator.cli import main
 from orchestrator.expand import expand
 
@@ -14,10 +15,14 @@ from .conftest import write_spec
 
 
 def test_plan_estimate_json_shape(tmp_path, capsys):
-    path = write_spec(tmp_path, "est", [0.05, 0.1], train={"epochs": 2},
-                      grid={"lr": [0.05, 0.1], "batch_norm": [False, True]})
-    assert main(["plan", str(path), "--estimate", "--json", "--device", "cpu",
-                 "--slots", "3"]) == 0
+    path = write_spec(
+        tmp_path,
+        "est",
+        [0.05, 0.1],
+        train={"epochs": 2},
+        grid={"lr": [0.05, 0.1], "batch_norm": [False, True]},
+    )
+    assert main(["plan", str(path), "--estimate", "--json", "--device", "cpu", "--slots", "3"]) == 0
     out = json.loads(capsys.readouterr().out)
     est = out["estimate"]
     assert set(est) == {"device", "total_s", "slots", "wall_s", "cells"}
@@ -39,24 +44,35 @@ def test_plan_estimate_says_it_is_for_the_cpu(tmp_path, capsys):
 def test_a_pack_is_timed_as_one_unit_and_shared_by_its_cells(tiny_spec):
     trials = expand(tiny_spec("packed", [0.05, 0.1], resources={"pack": 2, "cpu": 1}))
     timing = {"step_s": 0.5, "eval_image_s": 0.001, "setup_s": 2.0}
-    unit = E.unit_seconds(trials, timing)
+    unit = estimate.unit_seconds(trials, timing)
     # 128 images / batch 64 = 2 steps; 1 epoch; val 32 + synthetic test 1000, both cells
     assert unit == pytest.approx(2.0 + 2 * 0.5 + 1032 * 0.001 * 2)
-    assert E.signature(trials) != E.signature(trials[:1])  # a pack of 2 is its own kind
+    assert estimate.signature(trials) != estimate.signature(
+        trials[:1]
+    )  # a pack of 2 is its own kind
 
 
 def test_wall_time_spreads_units_over_slots():
-    assert E.wall_time([4, 3, 3, 2], 2) == 6
-    assert E.wall_time([4, 3, 3, 2], 1) == 12
-    assert E.hours(284) == "4m44s" and E.hours(7260) == "2h01m" and E.hours(9) == "9s"
+    assert estimate.wall_time([4, 3, 3, 2], 2) == 6
+    assert estimate.wall_time([4, 3, 3, 2], 1) == 12
+    assert (
+        estimate.hours(284) == "4m44s"
+        and estimate.hours(7260) == "2h01m"
+        and estimate.hours(9) == "9s"
+    )
 
 
 def test_a_halving_estimates_its_expected_epochs(tiny_spec):
-    spec = tiny_spec("halved", [0.1, 0.05, 0.02, 0.01], train={"epochs": 8},
-                     halving={"rungs": [2, 4], "keep": 0.5})
+    spec = tiny_spec(
+        "halved",
+        [0.1, 0.05, 0.02, 0.01],
+        train={"epochs": 8},
+        halving={"rungs": [2, 4], "keep": 0.5},
+    )
     (cell, *_) = expand(spec)
     timing = {"step_s": 0.5, "eval_image_s": 0.0, "setup_s": 0.0}
     # a group of 4: 2 epochs each, then 2 of 4 for 2 epochs, then 1 of 4 for 4 epochs
-    assert E.unit_seconds([cell], timing, epochs=3.5) == pytest.approx(3.5 * 2 * 0.5)
+    assert estimate.unit_seconds([cell], timing, epochs=3.5) == pytest.approx(3.5 * 2 * 0.5)
     from orchestrator.halving import cell_epochs
+
     assert set(cell_epochs(spec.halving, expand(spec)).values()) == {2 + 2 * 0.5 + 4 * 0.25}

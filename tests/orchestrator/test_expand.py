@@ -1,4 +1,5 @@
 """Expansion: products, include, exclude, aliases, de-duplication and key stability."""
+
 import json
 import textwrap
 
@@ -31,11 +32,15 @@ include:
 
 
 def test_product_order_and_params(tmp_path):
-    trials = expand(spec_of(tmp_path, "name: g\ngrid: {arch: [model_a, model_b], lr: [0.1, 0.01, 0.5]}"))
+    trials = expand(
+        spec_of(tmp_path, "name: g\ngrid: {arch: [model_a, model_b], lr: [0.1, 0.01, 0.5]}")
+    )
     assert len(trials) == 6
     assert [t.params for t in trials[:3]] == [
-        {"model.arch": "model_a", "train.lr": 0.1}, {"model.arch": "model_a", "train.lr": 0.01},
-        {"model.arch": "model_a", "train.lr": 0.5}]
+        {"model.arch": "model_a", "train.lr": 0.1},
+        {"model.arch": "model_a", "train.lr": 0.01},
+        {"model.arch": "model_a", "train.lr": 0.5},
+    ]
     assert all(t.config["model"]["arch"] == t.params["model.arch"] for t in trials)
     assert len({t.key for t in trials}) == 6
 
@@ -44,13 +49,18 @@ def test_include_adds_cells_with_all_axis_params(tmp_path):
     trials = expand(spec_of(tmp_path, NIN))
     assert len(trials) == 10  # 2 x 2 x 2 + LeakyReLU + Maxout, as the NIN table
     last = trials[-1]
-    assert last.params == {"model.activation": "maxout", "model.batch_norm": True,
-                           "model.init": "he_normal"}
+    assert last.params == {
+        "model.activation": "maxout",
+        "model.batch_norm": True,
+        "model.init": "he_normal",
+    }
 
 
 def test_exclude_removes_matching_cells(tmp_path):
-    text = "name: g\ngrid: {arch: [model_a, model_b], lr: [0.1, 0.01]}\n" \
-           "exclude: [{arch: model_a, lr: 0.1}, {lr: 0.5}]"
+    text = (
+        "name: g\ngrid: {arch: [model_a, model_b], lr: [0.1, 0.01]}\n"
+        "exclude: [{arch: model_a, lr: 0.1}, {lr: 0.5}]"
+    )
     trials = expand(spec_of(tmp_path, text))
     assert len(trials) == 3
     assert {"model.arch": "model_a", "train.lr": 0.1} not in [t.params for t in trials]
@@ -73,16 +83,22 @@ def test_aliases_and_dotted_paths_give_same_keys(tmp_path):
 
 
 def test_key_is_independent_of_yaml_key_order(tmp_path):
-    a = spec_of(tmp_path, """
+    a = spec_of(
+        tmp_path,
+        """
         name: g
         model: {arch: nin, batch_norm: true}
         train: {epochs: 3, optimizer: {momentum: 0.8, name: sgd}}
-        grid: {lr: [0.1]}""")
-    b = spec_of(tmp_path, """
+        grid: {lr: [0.1]}""",
+    )
+    b = spec_of(
+        tmp_path,
+        """
         grid: {lr: [0.1]}
         train: {optimizer: {name: sgd, momentum: 0.8}, epochs: 3}
         model: {batch_norm: true, arch: nin}
-        name: g""")
+        name: g""",
+    )
     assert expand(a)[0].key == expand(b)[0].key
 
 
@@ -104,9 +120,12 @@ def test_key_changes_with_training_values_not_with_where_or_resources(tmp_path):
     ]
     for text in same:
         assert expand(spec_of(tmp_path, text))[0].key == base, text
-    for text in ["name: g\ntrain: {lr: 0.2}", "name: g\ntrain: {lr: 0.1, seed: 1}",
-                 "name: g\ntrain: {lr: 0.1, optimizer: {weight_decay: 0.0005}}",
-                 "name: g\ntrain: {lr: 0.1}\ndataset: {augment: [flip]}"]:
+    for text in [
+        "name: g\ntrain: {lr: 0.2}",
+        "name: g\ntrain: {lr: 0.1, seed: 1}",
+        "name: g\ntrain: {lr: 0.1, optimizer: {weight_decay: 0.0005}}",
+        "name: g\ntrain: {lr: 0.1}\ndataset: {augment: [flip]}",
+    ]:
         assert expand(spec_of(tmp_path, text))[0].key != base, text
 
 
@@ -117,10 +136,15 @@ def test_grown_grid_keeps_old_keys(tmp_path):
 
 
 def test_nested_axis_value_merges_onto_base(tmp_path):
-    trials = expand(spec_of(tmp_path, """
+    trials = expand(
+        spec_of(
+            tmp_path,
+            """
         name: g
         train: {schedule: {name: multistep, milestones: [3], gamma: 0.5}}
-        grid: {train.schedule.name: [multistep, cosine]}"""))
+        grid: {train.schedule.name: [multistep, cosine]}""",
+        )
+    )
     assert [t.config["train"]["schedule"]["name"] for t in trials] == ["multistep", "cosine"]
     assert trials[1].config["train"]["schedule"]["gamma"] == 0.5
 

@@ -1,4 +1,5 @@
 """Every shipped grid validates, expands and opens with the comment a user needs."""
+
 import json
 from pathlib import Path
 

@@ -8,6 +8,7 @@ judges each cell against the records that arrived before it, so the order of arr
 part of the result, and one trial at a time makes it the grid's order, the same in every
 run. Nothing here waits on the clock: the kill test holds a trial at a barrier (GRID_HOLD).
 """
+
 from __future__ import annotations
 
 import os
@@ -19,7 +20,7 @@ import sys
 import pytest
 import yaml
 
-from orchestrator import launch as L
+from orchestrator import launch
 from orchestrator.cli import main
 from orchestrator.errors import GridError
 from orchestrator.expand import expand
@@ -27,7 +28,6 @@ from orchestrator.halving import Rungs, cell_epochs, cutoff, group_of, halving_p
 from orchestrator.spec import load_spec
 from results.store import open_store
 from results.tables import build_tables
-
 from tests.orchestrator.conftest import write_spec
 from tests.orchestrator.test_launch import REPO, arm_hold, console, rows, wait_held
 
@@ -36,14 +36,29 @@ GRID = {"arch": ["strided_a", "strided_b"], "lr": [0.1, 0.05, 0.02, 0.01, 0.005,
 # Batch norm and 256 images: the lrs rank the same at the rungs as at the end (the lower
 # the lr, the slower it learns in 8 epochs), as a table row's lrs usually do. A checkpoint
 # every epoch (checkpoint_s 0), which the kill test resumes from.
-SIX_LRS = {"dataset": {"name": "synthetic", "subset": 256, "val_size": 256, "augment": []},
-           "model": {"arch": "strided_a", "width": 0.25, "dropout": 0.0, "input_dropout": 0.0,
-                     "batch_norm": True},
-           "train": {"epochs": 8, "batch_size": 64, "lr": 0.05, "checkpoint_s": 0,
-                     "schedule": {"name": "constant"}},
-           "grid": GRID, "resources": {"cpu": 1, "gpu": 0}, "max_failures": 1,
-           "tables": [{"name": "t", "rows": "arch", "metric": "test_acc", "best_by": "val_acc",
-                       "over": "lr"}]}
+SIX_LRS = {
+    "dataset": {"name": "synthetic", "subset": 256, "val_size": 256, "augment": []},
+    "model": {
+        "arch": "strided_a",
+        "width": 0.25,
+        "dropout": 0.0,
+        "input_dropout": 0.0,
+        "batch_norm": True,
+    },
+    "train": {
+        "epochs": 8,
+        "batch_size": 64,
+        "lr": 0.05,
+        "checkpoint_s": 0,
+        "schedule": {"name": "constant"},
+    },
+    "grid": GRID,
+    "resources": {"cpu": 1, "gpu": 0},
+    "max_failures": 1,
+    "tables": [
+        {"name": "t", "rows": "arch", "metric": "test_acc", "best_by": "val_acc", "over": "lr"}
+    ],
+}
 
 
 # -- the section's checks ------------------------------------------------------------------
@@ -55,15 +70,16 @@ BAD = [
     ({"rungs": []}, "halving.rungs: give the rung epochs as a list"),
     ({"rungs": [2], "keep": 1.0}, "halving.keep: the fraction of a group that goes on"),
     ({"rungs": [2], "keep": 0}, "halving.keep: the fraction of a group that goes on"),
-    ({"rungs": [2], "metric": "test_acc"}, "halving.metric: 'test_acc' cannot rank a rung "
-                                          "(it would choose by the test set)"),
+    (
+        {"rungs": [2], "metric": "test_acc"},
+        "halving.metric: 'test_acc' cannot rank a rung (it would choose by the test set)",
+    ),
     ({"rungs": [2], "keeep": 0.5}, "halving.keeep: unknown key (did you mean 'keep'?)"),
 ]
 
 
 @pytest.mark.parametrize("section,error", BAD)
-def test_a_bad_halving_section_is_one_line_per_problem_and_exit_2(tmp_path, capsys, section,
-                                                                 error):
+def test_a_bad_halving_section_is_one_line_per_problem_and_exit_2(tmp_path, capsys, section, error):
     path = write_spec(tmp_path, "bad", [0.1, 0.05], halving=section, train={"epochs": 8})
     assert main(["plan", str(path)]) == 2
     err = capsys.readouterr().err
@@ -72,8 +88,15 @@ def test_a_bad_halving_section_is_one_line_per_problem_and_exit_2(tmp_path, caps
 
 
 def test_every_problem_of_a_section_is_reported_at_once(tmp_path):
-    path = write_spec(tmp_path, "bad", [0.1], halving={"rungs": [3, 1], "keep": 2},
-                      resources={"pack": 2}, dataset={"val_size": 0}, train={"epochs": 8})
+    path = write_spec(
+        tmp_path,
+        "bad",
+        [0.1],
+        halving={"rungs": [3, 1], "keep": 2},
+        resources={"pack": 2},
+        dataset={"val_size": 0},
+        train={"epochs": 8},
+    )
     with pytest.raises(GridError) as e:
         load_spec(path)
     lines = str(e.value).splitlines()
@@ -85,9 +108,13 @@ def test_every_problem_of_a_section_is_reported_at_once(tmp_path):
 
 
 def test_an_early_rung_is_warned_of_and_smoke_drops_the_halving(tmp_path, capsys):
-    path = write_spec(tmp_path, "warn", [0.1, 0.05], halving={"rungs": [25, 100]},
-                      train={"epochs": 350, "schedule": {"name": "multistep",
-                                                         "milestones": [200, 300]}})
+    path = write_spec(
+        tmp_path,
+        "warn",
+        [0.1, 0.05],
+        halving={"rungs": [25, 100]},
+        train={"epochs": 350, "schedule": {"name": "multistep", "milestones": [200, 300]}},
+    )
     assert main(["plan", str(path)]) == 0
     out = capsys.readouterr().out
     assert "warning: halving.rungs: 25, 100 come before the first lr decay (epoch 200" in out
@@ -97,10 +124,18 @@ def test_an_early_rung_is_warned_of_and_smoke_drops_the_halving(tmp_path, capsys
 
 
 def test_rungs_are_evaluated_and_move_no_key(tmp_path):
-    plain = load_spec(write_spec(tmp_path / "a", "g", [0.1, 0.05], train={"epochs": 8,
-                                                                        "eval_every": 4}))
-    halved = load_spec(write_spec(tmp_path / "b", "g", [0.1, 0.05], halving={"rungs": [3]},
-                                  train={"epochs": 8, "eval_every": 4}))
+    plain = load_spec(
+        write_spec(tmp_path / "a", "g", [0.1, 0.05], train={"epochs": 8, "eval_every": 4})
+    )
+    halved = load_spec(
+        write_spec(
+            tmp_path / "b",
+            "g",
+            [0.1, 0.05],
+            halving={"rungs": [3]},
+            train={"epochs": 8, "eval_every": 4},
+        )
+    )
     assert [c.key for c in expand(plain)] == [c.key for c in expand(halved)]
     assert expand(halved)[0].config["train"]["eval_epochs"] == [3]
 
@@ -118,9 +153,11 @@ def test_rungs_judge_each_cell_once_per_rung_within_its_group(tmp_path):
     cells = expand(spec)
     a, b = cells[:6], cells[6:]  # the two archs: two groups
     assert len({group_of(c.params, spec.halving["over"]) for c in a}) == 1
-    stored = [{"key": a[0].key, "epoch": 2, "val_acc": 0.6},
-              {"key": a[0].key, "epoch": 4, "val_acc": 0.8},
-              {"key": b[0].key, "epoch": 2, "val_acc": 0.1}]
+    stored = [
+        {"key": a[0].key, "epoch": 2, "val_acc": 0.6},
+        {"key": a[0].key, "epoch": 4, "val_acc": 0.8},
+        {"key": b[0].key, "epoch": 2, "val_acc": 0.1},
+    ]
     rungs = Rungs.from_epochs(spec.halving, cells, stored)
     assert rungs.judge(a[1].key, {2: 0.7}) is None  # above a[0]'s 0.6: goes on
     stop = rungs.judge(a[2].key, {2: 0.5})  # below the median of 0.6 and 0.7
@@ -160,8 +197,13 @@ def halved(tmp_path_factory, ray_cluster):
     for name, changes, concurrent in (("halved", {"halving": HALVING}, 1), ("full", full, None)):
         spec = six_lrs(root / "specs", name, **changes)
         con, buf = console()
-        rc = L.launch(spec, store_uri=str(root / name), address=ray_cluster.address,
-                      max_concurrent=concurrent, console=con)
+        rc = launch.launch(
+            spec,
+            store_uri=str(root / name),
+            address=ray_cluster.address,
+            max_concurrent=concurrent,
+            console=con,
+        )
         assert rc == 0, buf.getvalue()
         out[name] = (spec, root / name, buf.getvalue())
     return out
@@ -186,29 +228,41 @@ def test_halving_trains_at_most_55_percent_and_picks_the_same_lrs(halved):
     assert picks(spec, store) == picks(full_spec, full_store)
     found = rows(store, "halved")
     stopped = [r for r in found.values() if r["status"] == "stopped"]
-    assert stopped and all(r["stopped_at"] in (2, 4) and r["epochs"] == r["stopped_at"]
-                           for r in stopped)
+    assert stopped and all(
+        r["stopped_at"] in (2, 4) and r["epochs"] == r["stopped_at"] for r in stopped
+    )
     assert f"({len(stopped)} stopped at a rung by the halving)" in out
     completed = [r for r in found.values() if r["status"] == "completed"]
     assert len(completed) + len(stopped) == 12 and all(r["epochs"] == 8 for r in completed)
 
     con, buf = console()  # a relaunch: stopped is finished
-    assert L.launch(spec, store_uri=str(store), console=con) == 0
+    assert launch.launch(spec, store_uri=str(store), console=con) == 0
     assert "skipping 12 finished cells (completed, diverged or stopped" in buf.getvalue()
 
 
 def copy_store(src, dest, keys=None):
     """A copy of a grid's results (only `keys`' files, when given), without Tune's state."""
+
     def ignore(folder, names):
-        return {n for n in names if n in ("_tune", "_lease.json") or n.endswith(".lock")
-                or (keys is not None and n.endswith((".parquet", ".json"))
-                    and n.split(".")[0] not in keys)}
+        return {
+            n
+            for n in names
+            if n in ("_tune", "_lease.json")
+            or n.endswith(".lock")
+            or (
+                keys is not None
+                and n.endswith((".parquet", ".json"))
+                and n.split(".")[0] not in keys
+            )
+        }
+
     shutil.copytree(src, dest, ignore=ignore)
 
 
 @pytest.mark.ray
-def test_a_sigkilled_halving_launch_relaunches_to_the_same_statuses(halved, tmp_path,
-                                                                   monkeypatch, ray_cluster):
+def test_a_sigkilled_halving_launch_relaunches_to_the_same_statuses(
+    halved, tmp_path, monkeypatch, ray_cluster
+):
     """The first row as the reference run left it; a launch of the rest SIGKILLed while
     the second row's first lr is past its rung 2; the relaunch."""
     spec, store, _ = halved["halved"]
@@ -219,10 +273,26 @@ def test_a_sigkilled_halving_launch_relaunches_to_the_same_statuses(halved, tmp_
     held = cells[6].key  # the second row's first lr, past its rung 2
     folder = arm_hold(monkeypatch, tmp_path, held, epoch=3)
     store = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "orchestrator.cli", "launch", spec.path, "--store",
-           str(store), "--address", ray_cluster.address, "--max-concurrent", "1"]
-    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = [
+        sys.executable,
+        "-m",
+        "orchestrator.cli",
+        "launch",
+        spec.path,
+        "--store",
+        str(store),
+        "--address",
+        ray_cluster.address,
+        "--max-concurrent",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         assert wait_held(folder) == f"{held}:3"
     finally:
@@ -232,8 +302,12 @@ def test_a_sigkilled_halving_launch_relaunches_to_the_same_statuses(halved, tmp_
     monkeypatch.delenv("GRID_HOLD")
 
     con, buf = console()
-    assert L.launch(spec, store_uri=str(store), address=ray_cluster.address,
-                    max_concurrent=1, console=con) == 0, buf.getvalue()
+    assert (
+        launch.launch(
+            spec, store_uri=str(store), address=ray_cluster.address, max_concurrent=1, console=con
+        )
+        == 0
+    ), buf.getvalue()
     assert "skipping 6 finished cells" in buf.getvalue()
     found = rows(store, "halved")
     assert {k: r["status"] for k, r in found.items()} == reference
@@ -241,17 +315,19 @@ def test_a_sigkilled_halving_launch_relaunches_to_the_same_statuses(halved, tmp_
 
 
 @pytest.mark.ray
-def test_a_grown_grid_judges_its_new_lr_against_the_stored_rungs(halved, tmp_path,
-                                                                ray_cluster):
+def test_a_grown_grid_judges_its_new_lr_against_the_stored_rungs(halved, tmp_path, ray_cluster):
     _, store, _ = halved["halved"]
     grown_store = tmp_path / "runs"
     copy_store(store / "halved", grown_store / "halved")
     before = {p.name: p.stat().st_mtime_ns for p in (grown_store / "halved" / "trials").iterdir()}
-    spec = six_lrs(tmp_path / "specs", "halved", halving=HALVING,
-                   grid={**GRID, "lr": GRID["lr"] + [0.001]})
+    spec = six_lrs(
+        tmp_path / "specs", "halved", halving=HALVING, grid={**GRID, "lr": GRID["lr"] + [0.001]}
+    )
     con, buf = console()
-    assert L.launch(spec, store_uri=str(grown_store), address=ray_cluster.address,
-                    console=con) == 0, buf.getvalue()
+    assert (
+        launch.launch(spec, store_uri=str(grown_store), address=ray_cluster.address, console=con)
+        == 0
+    ), buf.getvalue()
     out = buf.getvalue()
     assert "skipping 12 finished cells" in out and "running 2 cells" in out
     assert "rung records from earlier launches" in out
@@ -259,5 +335,8 @@ def test_a_grown_grid_judges_its_new_lr_against_the_stored_rungs(halved, tmp_pat
     found = rows(grown_store, "halved")
     # the slowest lr of each row, against six stored records at rung 2: stopped there
     assert [(found[k]["status"], found[k]["epochs"]) for k in new] == [("stopped", 2)] * 2
-    assert {p.name: p.stat().st_mtime_ns for p in (grown_store / "halved" / "trials").iterdir()
-            if p.name in before} == before
+    assert {
+        p.name: p.stat().st_mtime_ns
+        for p in (grown_store / "halved" / "trials").iterdir()
+        if p.name in before
+    } == before

@@ -5,6 +5,7 @@ When a change moves a golden key on purpose (a new key SCHEME), regenerate the f
 `python -m tests.orchestrator.test_keys` and say so in the README: every stored result of
 every user reads as missing after it.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from trainers import config as C
-from orchestrator import keys as K
+from orchestrator import keys
 from orchestrator.expand import expand
 from orchestrator.spec import load_spec, smoke
+from trainers import config
 
 GRIDS_DIR = Path(__file__).parents[2] / "grids"
 GOLDEN = Path(__file__).with_name("golden_keys.json")
@@ -37,24 +38,24 @@ def test_golden_keys_of_every_shipped_grid():
 def test_baseline_covers_every_identity_leaf_of_today():
     # Every leaf that exists when the scheme was frozen is in the baseline; a leaf missing from
     # it would be compared with a default that a later release may change.
-    today = set(K.leaves(C.DEFAULTS)) - set(C.NON_IDENTITY)
-    assert today <= set(K.BASELINE)
+    today = set(keys.leaves(config.DEFAULTS)) - set(config.NON_IDENTITY)
+    assert today <= set(keys.BASELINE)
 
 
 def test_default_cell_hashes_only_the_scheme():
-    assert K.identity(C.default_config()) == {}
-    assert K.canonical_json(C.default_config()) == '{"differs":{},"scheme":2}'
+    assert keys.identity(config.default_config()) == {}
+    assert keys.canonical_json(config.default_config()) == '{"differs":{},"scheme":2}'
 
 
 @pytest.fixture
 def neutral_option(monkeypatch):
     """A release adds `model.stem_stride` (default 1: today's behaviour), the way a new option
     is added: a default and a checker."""
-    defaults = json.loads(json.dumps(C.DEFAULTS))
+    defaults = json.loads(json.dumps(config.DEFAULTS))
     defaults["model"]["stem_stride"] = 1
-    monkeypatch.setattr(C, "DEFAULTS", defaults)
-    monkeypatch.setitem(C.CHECKS, "model.stem_stride", C.number(0, integer=True))
-    monkeypatch.setattr(C, "PATHS", tuple(C.CHECKS) + C.SECTIONS)
+    monkeypatch.setattr(config, "DEFAULTS", defaults)
+    monkeypatch.setitem(config.CHECKS, "model.stem_stride", config.number(0, integer=True))
+    monkeypatch.setattr(config, "PATHS", tuple(config.CHECKS) + config.SECTIONS)
 
 
 def test_a_neutral_new_option_moves_no_key(neutral_option):
@@ -71,8 +72,14 @@ def test_a_new_option_set_away_from_its_default_moves_the_key(neutral_option, tm
 def test_where_and_how_it_runs_is_not_in_the_key():
     path = GRIDS_DIR / "quickstart.yaml"
     before = [t.key for t in expand(load_spec(path))]
-    for change in ("train.device=cpu", "train.channels_last=true", "train.compile=true",
-                   "dataset.root=/elsewhere", "dataset.download=false", "resources.pack=4"):
+    for change in (
+        "train.device=cpu",
+        "train.channels_last=true",
+        "train.compile=true",
+        "dataset.root=/elsewhere",
+        "dataset.download=false",
+        "resources.pack=4",
+    ):
         assert [t.key for t in expand(load_spec(path, [change]))] == before, change
     assert [t.key for t in expand(load_spec(path, ["train.precision=fp32"]))] != before
 

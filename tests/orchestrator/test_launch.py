@@ -9,6 +9,7 @@ start path. Each trains a few tiny synthetic cells for one to three epochs. A te
 act while a trial runs holds the trial at a barrier (`orchestrator/hooks.py`, GRID_HOLD:
 named pipes) instead of polling: nothing here waits on the clock.
 """
+
 from __future__ import annotations
 
 import io
@@ -27,18 +28,13 @@ import pytest
 import ray
 from rich.console import Console
 
-from orchestrator import checkpoints as K
-from orchestrator import hooks
-from orchestrator import launch as L
-from orchestrator import session as S
-from orchestrator import trial as T
-from orchestrator import units as U
+from orchestrator import checkpoints, hooks, launch, session, trial
 from orchestrator.cli import main
 from orchestrator.errors import GridError
 from orchestrator.expand import expand
 from orchestrator.progress import GridProgress, fmt_duration
+from orchestrator.units import group_cells, select_cells, unit_label
 from results.store import open_store
-
 from tests.orchestrator.conftest import agent_port, node_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,8 +53,9 @@ def rows(store_dir: Path, grid: str) -> dict[str, dict]:
 # -- without Ray ----------------------------------------------------------------------------
 def test_progress_counts_best_and_estimate():
     now = [100.0]
-    p = GridProgress("g", {"a": (1, 2), "b+1": (2, 2), "c": (1, 2)}, skipped=3,
-                     clock=lambda: now[0])
+    p = GridProgress(
+        "g", {"a": (1, 2), "b+1": (2, 2), "c": (1, 2)}, skipped=3, clock=lambda: now[0]
+    )
     assert p.remaining_s() is None  # nothing measured yet
     p.start("a")
     now[0] += 10
@@ -90,23 +87,24 @@ def test_progress_render_lists_running_trials():
 def test_select_skips_finished_and_force_reruns(tiny_spec):
     trials = expand(tiny_spec("sel", [0.1, 0.2, 0.3, 0.4]))
     statuses = {trials[0].key: "completed", trials[1].key: "diverged", trials[2].key: "failed"}
-    todo, done = U.select_cells(trials, statuses)
+    todo, done = select_cells(trials, statuses)
     assert [t.key for t in todo] == [trials[2].key, trials[3].key]
     assert [t.key for t in done] == [trials[0].key, trials[1].key]
-    assert U.select_cells(trials, statuses, force=True) == (trials, [])
+    assert select_cells(trials, statuses, force=True) == (trials, [])
 
 
 def test_group_cells_packs_only_what_differs_in_packable_axes(tiny_spec):
-    spec = tiny_spec("pk", [0.1, 0.2, 0.3], grid={"lr": [0.1, 0.2, 0.3],
-                                                 "model.width": [0.25, 0.5]})
+    spec = tiny_spec(
+        "pk", [0.1, 0.2, 0.3], grid={"lr": [0.1, 0.2, 0.3], "model.width": [0.25, 0.5]}
+    )
     trials = expand(spec)
-    assert [[t.key for t in u] for u in U.group_cells(trials, 1)] == [[t.key] for t in trials]
-    units = U.group_cells(trials, 2)
+    assert [[t.key for t in u] for u in group_cells(trials, 1)] == [[t.key] for t in trials]
+    units = group_cells(trials, 2)
     assert sorted(len(u) for u in units) == [1, 1, 2, 2]
     for unit in units:  # one width per pack, lr free
         assert len({t.config["model"]["width"] for t in unit}) == 1
     assert sorted(t.key for u in units for t in u) == sorted(t.key for t in trials)
-    assert U.unit_label(units[0]) == units[0][0].key + "+1"
+    assert unit_label(units[0]) == units[0][0].key + "+1"
 
 
 def test_fail_inject_hook_counts_attempts_in_marker_files(tmp_path, monkeypatch):
@@ -126,53 +124,69 @@ def test_error_text_is_one_line_then_frames():
     try:
         raise ValueError("bad\nthing")
     except ValueError as e:
-        text = T.error_text(e)
+        text = trial.error_text(e)
     head, *frames = text.splitlines()
     assert head == "ValueError: bad thing"
     assert frames and "test_error_text_is_one_line_then_frames" in "\n".join(frames)
 
 
 def test_local_store_is_refused_on_a_multi_node_cluster(tmp_path, monkeypatch):
-    monkeypatch.setattr(ray, "nodes", lambda: [
-        {"NodeManagerAddress": "10.0.0.1", "Alive": True},
-        {"NodeManagerAddress": "10.0.0.2", "Alive": True}])
+    monkeypatch.setattr(
+        ray,
+        "nodes",
+        lambda: [
+            {"NodeManagerAddress": "10.0.0.1", "Alive": True},
+            {"NodeManagerAddress": "10.0.0.2", "Alive": True},
+        ],
+    )
     with pytest.raises(GridError, match="needs a shared store: --store s3://"):
-        S.check_shared_store(open_store(str(tmp_path)))
+        session.check_shared_store(open_store(str(tmp_path)))
 
 
 def test_forwarded_env_has_the_s3_settings_and_never_a_credential():
-    env = {"AWS_ENDPOINT_URL": "http://minio:9000", "AWS_ENDPOINT_URL_S3": "http://minio:9000",
-           "AWS_DEFAULT_REGION": "eu-west-1", "AWS_REGION": "eu-west-1",
-           "AWS_ACCESS_KEY_ID": "AKIA", "AWS_SECRET_ACCESS_KEY": "secret",
-           "AWS_SESSION_TOKEN": "token", "HOME": "/root"}
-    assert S.forwarded_env(env) == {k: env[k] for k in (
-        "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION")}
+    env = {
+        "AWS_ENDPOINT_URL": "http://minio:9000",
+        "AWS_ENDPOINT_URL_S3": "http://minio:9000",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "AWS_REGION": "eu-west-1",
+        "AWS_ACCESS_KEY_ID": "AKIA",
+        "AWS_SECRET_ACCESS_KEY": "secret",
+        "AWS_SESSION_TOKEN": "token",
+        "HOME": "/root",
+    }
+    assert session.forwarded_env(env) == {
+        k: env[k]
+        for k in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION")
+    }
 
 
 def test_unreachable_address_is_a_grid_error(tiny_spec, tmp_path):
     import socket
+
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(GridError, match=f"--address 127.0.0.1:{port}: no Ray there"):
-        L.launch(tiny_spec("addr", [0.1]), store_uri=str(tmp_path), address=f"127.0.0.1:{port}")
+        launch.launch(
+            tiny_spec("addr", [0.1]), store_uri=str(tmp_path), address=f"127.0.0.1:{port}"
+        )
     with pytest.raises(GridError, match="expected auto, host:port"):
-        S.check_reachable("nonsense")
+        session.check_reachable("nonsense")
     assert not ray.is_initialized()
 
 
 def test_tune_storage_under_the_store(tmp_path, monkeypatch):
-    path, _ = K.tune_storage(open_store(str(tmp_path / "runs")), "g")
+    path, _ = checkpoints.tune_storage(open_store(str(tmp_path / "runs")), "g")
     assert Path(path) == (tmp_path / "runs" / "g" / "_tune").resolve()
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-    path, fs = K.tune_storage(open_store("s3://bucket/pre"), "g")
+    path, fs = checkpoints.tune_storage(open_store("s3://bucket/pre"), "g")
     assert path == "bucket/pre/g/_tune" and fs.type_name == "s3"
 
 
 def test_dry_run_starts_nothing(tiny_spec, tmp_path):
     con, buf = console()
     spec = tiny_spec("dry", [0.1, 0.2])
-    assert L.launch(spec, store_uri=str(tmp_path / "runs"), dry_run=True, console=con) == 0
+    assert launch.launch(spec, store_uri=str(tmp_path / "runs"), dry_run=True, console=con) == 0
     out = buf.getvalue()
     assert "would run 2 cells as 2 Tune trials" in out and "lr=0.2" in out
     assert not ray.is_initialized()
@@ -197,24 +211,28 @@ def test_local_start_dashboard_skip_and_grow(tiny_spec, tmp_path, monkeypatch, r
     """Local Ray with its dashboard (token auth), every cell stored; a relaunch runs
     nothing; a grown grid runs only its new cell (on the session cluster)."""
     seen = {}
-    real = S._print_dashboard
+    real = session._print_dashboard
 
     def check_dashboard(con, url, *, local, host):  # runs while the local Ray is up
         real(con, url, local=local, host=host)
         if not local:  # the session cluster, joined to grow the grid: no dashboard
             return
-        token = S.token_path().read_text().strip()
-        seen.update(url=url, local=local, auth=os.environ.get("RAY_AUTH_MODE"),
-                    with_token=_get(f"http://{url}/api/version", token),
-                    cookie=_get(f"http://{url}/nodes?view=summary", token, cookie=True),
-                    without=_get(f"http://{url}/api/version", None))
+        token = session.token_path().read_text().strip()
+        seen.update(
+            url=url,
+            local=local,
+            auth=os.environ.get("RAY_AUTH_MODE"),
+            with_token=_get(f"http://{url}/api/version", token),
+            cookie=_get(f"http://{url}/nodes?view=summary", token, cookie=True),
+            without=_get(f"http://{url}/api/version", None),
+        )
 
-    monkeypatch.setattr(S, "_print_dashboard", check_dashboard)
+    monkeypatch.setattr(session, "_print_dashboard", check_dashboard)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     store = tmp_path / "runs"
     spec = tiny_spec("e2e", [0.05, 0.1])
     con, buf = console()
-    assert L.launch(spec, store_uri=str(store), console=con) == 0
+    assert launch.launch(spec, store_uri=str(store), console=con) == 0
     assert seen["local"] and seen["url"].startswith("127.0.0.1:")
     assert seen["with_token"] == 200 and seen["cookie"] == 200
     assert seen["without"] == (401 if seen["auth"] == "token" else 200)
@@ -225,20 +243,23 @@ def test_local_start_dashboard_skip_and_grow(tiny_spec, tmp_path, monkeypatch, r
     assert not ray.is_initialized()
 
     con, buf = console()
-    assert L.launch(spec, store_uri=str(store), console=con) == 0
+    assert launch.launch(spec, store_uri=str(store), console=con) == 0
     assert "skipping 2 finished cells" in buf.getvalue() and "nothing to run" in buf.getvalue()
     assert "Ray dashboard" not in buf.getvalue()  # Ray was not even started
 
     mtimes = {p.name: p.stat().st_mtime_ns for p in (store / "e2e" / "trials").iterdir()}
     grown = tiny_spec("e2e", [0.05, 0.1], overrides=["lr=[0.05,0.1,0.4]"])
     con, buf = console()
-    assert L.launch(grown, store_uri=str(store), address=ray_cluster.address, console=con) == 0
+    assert launch.launch(grown, store_uri=str(store), address=ray_cluster.address, console=con) == 0
     assert "skipping 2 finished cells" in buf.getvalue()
     assert "running 1 cells as 1 Tune trials" in buf.getvalue()
     found = rows(store, "e2e")
     assert len(found) == 3 and {r["status"] for r in found.values()} == {"completed"}
-    assert {p.name: p.stat().st_mtime_ns for p in (store / "e2e" / "trials").iterdir()
-            if p.name in mtimes} == mtimes  # the finished cells were not touched
+    assert {
+        p.name: p.stat().st_mtime_ns
+        for p in (store / "e2e" / "trials").iterdir()
+        if p.name in mtimes
+    } == mtimes  # the finished cells were not touched
 
 
 def arm_hold(monkeypatch, tmp_path: Path, key: str, epoch: int = 1) -> Path:
@@ -265,14 +286,15 @@ def release(folder: Path) -> None:
 def launch_in_thread(**kw) -> tuple[threading.Thread, dict, io.StringIO]:
     con, buf = console()
     result: dict = {}
-    thread = threading.Thread(target=lambda: result.update(rc=L.launch(console=con, **kw)))
+    thread = threading.Thread(target=lambda: result.update(rc=launch.launch(console=con, **kw)))
     thread.start()
     return thread, result, buf
 
 
 @pytest.mark.ray
-def test_sigkilled_launch_relaunches_to_one_row_per_cell(tiny_spec, tmp_path, monkeypatch,
-                                                         ray_cluster):
+def test_sigkilled_launch_relaunches_to_one_row_per_cell(
+    tiny_spec, tmp_path, monkeypatch, ray_cluster
+):
     """A launch SIGKILLed while a cell is held mid-trial: its lease is taken over at once
     (its pid is gone), the held cell resumes, and every cell ends with one row."""
     spec = tiny_spec("kill", [0.05, 0.1, 0.2, 0.3], train={"epochs": 2})
@@ -280,11 +302,21 @@ def test_sigkilled_launch_relaunches_to_one_row_per_cell(tiny_spec, tmp_path, mo
     folder = arm_hold(monkeypatch, tmp_path, held_key)
     store = tmp_path / "runs"
     trials_dir = store / "kill" / "trials"
-    cmd = [sys.executable, "-m", "orchestrator.cli", "launch", spec.path, "--store", str(store),
-           "--address", ray_cluster.address]
+    cmd = [
+        sys.executable,
+        "-m",
+        "orchestrator.cli",
+        "launch",
+        spec.path,
+        "--store",
+        str(store),
+        "--address",
+        ray_cluster.address,
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         assert wait_held(folder) == f"{held_key}:1"
     finally:
@@ -295,7 +327,7 @@ def test_sigkilled_launch_relaunches_to_one_row_per_cell(tiny_spec, tmp_path, mo
     monkeypatch.delenv(hooks.HOLD_ENV)
 
     con, buf = console()
-    assert L.launch(spec, store_uri=str(store), address=ray_cluster.address, console=con) == 0
+    assert launch.launch(spec, store_uri=str(store), address=ray_cluster.address, console=con) == 0
     out = buf.getvalue()
     assert f"took over the lease of {socket.gethostname()} (pid {proc.pid})" in out
     assert f"its process {proc.pid} on this host is gone" in out
@@ -310,17 +342,19 @@ def test_sigkilled_launch_relaunches_to_one_row_per_cell(tiny_spec, tmp_path, mo
 
 
 @pytest.mark.ray
-def test_a_second_launch_is_refused_while_the_first_runs(tiny_spec, tmp_path, monkeypatch,
-                                                         ray_cluster):
+def test_a_second_launch_is_refused_while_the_first_runs(
+    tiny_spec, tmp_path, monkeypatch, ray_cluster
+):
     spec = tiny_spec("twice", [0.05, 0.1], train={"epochs": 2})
     first_key = expand(spec)[0].key
     folder = arm_hold(monkeypatch, tmp_path, first_key)
     store = str(tmp_path / "runs")
-    thread, result, buf_a = launch_in_thread(spec=spec, store_uri=store,
-                                             address=ray_cluster.address)
+    thread, result, buf_a = launch_in_thread(
+        spec=spec, store_uri=store, address=ray_cluster.address
+    )
     wait_held(folder)  # the first launch is mid-grid, holding the lease
     con, buf_b = console()
-    assert L.launch(spec, store_uri=store, address=ray_cluster.address, console=con) == 1
+    assert launch.launch(spec, store_uri=store, address=ray_cluster.address, console=con) == 1
     said = buf_b.getvalue()
     assert f"is being launched by {socket.gethostname()} (pid {os.getpid()}) since" in said
     assert "--wait" in said and "running" not in said  # it started nothing
@@ -331,12 +365,14 @@ def test_a_second_launch_is_refused_while_the_first_runs(tiny_spec, tmp_path, mo
     assert {r["status"] for r in found.values()} == {"completed"} and len(found) == 2
     epochs = open_store(store).read_epochs("twice").to_pylist()
     assert sorted((e["key"], e["epoch"]) for e in epochs) == sorted(
-        (k, e) for k in found for e in (1, 2))  # each cell trained once
+        (k, e) for k in found for e in (1, 2)
+    )  # each cell trained once
 
 
 @pytest.mark.ray
 def test_force_trains_from_scratch_and_a_failed_rerun_keeps_the_result(
-        tiny_spec, tmp_path, monkeypatch, ray_cluster):
+    tiny_spec, tmp_path, monkeypatch, ray_cluster
+):
     spec = tiny_spec("force", [0.05], train={"epochs": 2}, max_failures=0)
     key = expand(spec)[0].key
     store = str(tmp_path / "runs")
@@ -344,11 +380,11 @@ def test_force_trains_from_scratch_and_a_failed_rerun_keeps_the_result(
     # 1. the cell fails after epoch 1: its epoch-1 checkpoint stays for a later launch
     monkeypatch.setenv(hooks.FAIL_INJECT_ENV, f"{key}:1:1")
     monkeypatch.setenv(hooks.FAIL_INJECT_DIR_ENV, str(tmp_path / "markers1"))
-    assert L.launch(console=console()[0], **run) == 1
-    assert K.previous_checkpoints(open_store(store), "force", [key])
+    assert launch.launch(console=console()[0], **run) == 1
+    assert checkpoints.previous_checkpoints(open_store(store), "force", [key])
     # 2. --force ignores that checkpoint: it trains from epoch 1
     con, buf = console()
-    assert L.launch(force=True, console=con, **run) == 0
+    assert launch.launch(force=True, console=con, **run) == 0
     assert "resuming" not in buf.getvalue()
     before = rows(tmp_path / "runs", "force")[key]
     assert before["status"] == "completed" and before["resumed_epoch"] == 0
@@ -356,7 +392,7 @@ def test_force_trains_from_scratch_and_a_failed_rerun_keeps_the_result(
     monkeypatch.setenv(hooks.FAIL_INJECT_ENV, f"{key}:1:9")
     monkeypatch.setenv(hooks.FAIL_INJECT_DIR_ENV, str(tmp_path / "markers2"))
     con, buf = console()
-    assert L.launch(force=True, console=con, **run) == 1
+    assert launch.launch(force=True, console=con, **run) == 1
     assert "the earlier completed result is kept" in buf.getvalue()
     after = rows(tmp_path / "runs", "force")[key]
     assert after == before
@@ -367,8 +403,11 @@ def test_force_trains_from_scratch_and_a_failed_rerun_keeps_the_result(
 
 
 def test_missing_data_is_found_before_ray_starts(tiny_spec, tmp_path, capsys):
-    spec = tiny_spec("nodata", [0.05], dataset={"name": "cifar10", "download": False,
-                                                "root": str(tmp_path / "no-data")})
+    spec = tiny_spec(
+        "nodata",
+        [0.05],
+        dataset={"name": "cifar10", "download": False, "root": str(tmp_path / "no-data")},
+    )
     assert main(["launch", spec.path, "--store", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"grid: error: dataset.root: no cifar10 data in {tmp_path / 'no-data'}")
@@ -377,8 +416,7 @@ def test_missing_data_is_found_before_ray_starts(tiny_spec, tmp_path, capsys):
 
 
 @pytest.mark.ray
-def test_a_trial_too_big_for_this_machine_is_refused_before_training(tiny_spec, tmp_path,
-                                                                      capsys):
+def test_a_trial_too_big_for_this_machine_is_refused_before_training(tiny_spec, tmp_path, capsys):
     spec = tiny_spec("huge", [0.05], resources={"cpu": 4096, "gpu": 0})
     assert main(["launch", spec.path, "--store", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
@@ -388,11 +426,18 @@ def test_a_trial_too_big_for_this_machine_is_refused_before_training(tiny_spec, 
 
 @pytest.mark.ray
 def test_missing_data_on_a_cluster_node_is_named(tiny_spec, tmp_path, ray_cluster):
-    spec = tiny_spec("nodata", [0.05], dataset={"name": "cifar10", "download": False,
-                                                "root": str(tmp_path / "no-data")})
+    spec = tiny_spec(
+        "nodata",
+        [0.05],
+        dataset={"name": "cifar10", "download": False, "root": str(tmp_path / "no-data")},
+    )
     with pytest.raises(GridError, match=r"^dataset.root: no cifar10 data in .* \(on node "):
-        L.launch(spec, store_uri=str(tmp_path / "runs"), address=ray_cluster.address,
-                 console=console()[0])
+        launch.launch(
+            spec,
+            store_uri=str(tmp_path / "runs"),
+            address=ray_cluster.address,
+            console=console()[0],
+        )
 
 
 @pytest.mark.ray
@@ -401,8 +446,12 @@ def test_a_user_error_in_a_trial_is_not_retried(tiny_spec, tmp_path, ray_cluster
     spec = tiny_spec("usererr", [0.05], dataset={"val_size": 5000}, max_failures=2)
     key = expand(spec)[0].key
     con, buf = console()
-    assert L.launch(spec, store_uri=str(tmp_path / "runs"), address=ray_cluster.address,
-                    console=con) == 1
+    assert (
+        launch.launch(
+            spec, store_uri=str(tmp_path / "runs"), address=ray_cluster.address, console=con
+        )
+        == 1
+    )
     error = rows(tmp_path / "runs", "usererr")[key]["error"]
     assert error.startswith("dataset.val_size: 5000 leaves no training images")
     assert "\n" not in error and "Traceback" not in error
@@ -411,14 +460,16 @@ def test_a_user_error_in_a_trial_is_not_retried(tiny_spec, tmp_path, ray_cluster
 
 
 @pytest.mark.ray
-def test_s3_store_reached_by_workers_that_only_the_driver_configured(tiny_spec, s3_uri,
-                                                                     ray_cluster):
+def test_s3_store_reached_by_workers_that_only_the_driver_configured(
+    tiny_spec, s3_uri, ray_cluster
+):
     """The cluster's nodes started without AWS_ENDPOINT_URL (conftest): the trials find
     moto's server only through the settings the launch forwards, never the credentials."""
     spec = tiny_spec("s3", [0.05, 0.1])
     con, buf = console()
-    assert L.launch(spec, store_uri=s3_uri, address=ray_cluster.address, console=con) == 0, \
+    assert launch.launch(spec, store_uri=s3_uri, address=ray_cluster.address, console=con) == 0, (
         buf.getvalue()
+    )
     store = open_store(s3_uri)
     found = store.read_trials("s3").to_pylist()
     assert {r["status"] for r in found} == {"completed"} and len(found) == 2
@@ -426,15 +477,16 @@ def test_s3_store_reached_by_workers_that_only_the_driver_configured(tiny_spec, 
 
 
 @pytest.mark.ray
-def test_injected_failures_retry_from_checkpoint_then_exhaust(tiny_spec, tmp_path,
-                                                              monkeypatch, ray_cluster):
+def test_injected_failures_retry_from_checkpoint_then_exhaust(
+    tiny_spec, tmp_path, monkeypatch, ray_cluster
+):
     spec = tiny_spec("inject", [0.05, 0.1], train={"epochs": 2})
     retried, doomed = (t.key for t in expand(spec))
     monkeypatch.setenv(hooks.FAIL_INJECT_ENV, f"{retried}:1:1,{doomed}:1:9")
     monkeypatch.setenv(hooks.FAIL_INJECT_DIR_ENV, str(tmp_path / "markers"))
     store = tmp_path / "runs"
     con, buf = console()
-    assert L.launch(spec, store_uri=str(store), address=ray_cluster.address, console=con) == 1
+    assert launch.launch(spec, store_uri=str(store), address=ray_cluster.address, console=con) == 1
     found = rows(store, "inject")
     # One failure after epoch 1, then the retry resumed from epoch 1's checkpoint.
     assert found[retried]["status"] == "completed" and found[retried]["resumed_epoch"] == 1
@@ -458,8 +510,9 @@ def test_worker_node_killed_mid_trial(tiny_spec, tmp_path, monkeypatch, ray_clus
     spec = tiny_spec("node", [0.05], train={"epochs": 2})
     folder = arm_hold(monkeypatch, tmp_path, expand(spec)[0].key)
     store = tmp_path / "runs"
-    thread, result, buf = launch_in_thread(spec=spec, store_uri=str(store),
-                                           address=ray_cluster.address)
+    thread, result, buf = launch_in_thread(
+        spec=spec, store_uri=str(store), address=ray_cluster.address
+    )
     wait_held(folder)  # epoch 1 is checkpointed; the trial waits at the barrier
     assert not any((store / "node" / "trials").glob("*.parquet"))  # mid-trial
     for node in list(ray_cluster.worker_nodes):
@@ -479,18 +532,22 @@ def test_run_unit_packs_checkpoints_per_epoch_and_resumes(tiny_spec, tmp_path):
     rerun from the epoch-1 checkpoint resumes there and writes full histories."""
     trials = expand(tiny_spec("unit", [0.05, 0.1], train={"epochs": 2}))
     calls = []
-    statuses = T.run_unit(trials, store_uri=str(tmp_path / "runs"), spec_sha256="x",
-                          checkpoint=lambda m, files: calls.append((m, files)))
+    statuses = trial.run_unit(
+        trials,
+        store_uri=str(tmp_path / "runs"),
+        spec_sha256="x",
+        checkpoint=lambda m, files: calls.append((m, files)),
+    )
     assert statuses == ["completed", "completed"]
     assert [m["epoch"] for m, _ in calls] == [1, 2] and all(m["cells"] == 2 for m, _ in calls)
-    assert set(calls[0][1]) == {T.state_file(t.key) for t in trials}
+    assert set(calls[0][1]) == {trial.state_file(t.key) for t in trials}
 
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
     for name, data in calls[0][1].items():
         (ckpt / name).write_bytes(data)
-    resumes = T.load_states(ckpt, [t.key for t in trials])
-    T.run_unit(trials[:1], store_uri=str(tmp_path / "again"), spec_sha256="x", resumes=resumes)
+    resumes = trial.load_states(ckpt, [t.key for t in trials])
+    trial.run_unit(trials[:1], store_uri=str(tmp_path / "again"), spec_sha256="x", resumes=resumes)
     row = rows(tmp_path / "again", "unit")[trials[0].key]
     assert row["resumed_epoch"] == 1 and row["epochs"] == 2
     epochs = open_store(str(tmp_path / "again")).read_epochs("unit").to_pylist()
@@ -501,44 +558,53 @@ def test_unusable_checkpoints_are_discarded_and_the_cell_starts_over(tiny_spec, 
     """Without Ray: a torn file, a file of the 0.1 format and a state of another model are
     discarded with a warning; the cell trains from epoch 1 and completes."""
     import torch
+
     cell = expand(tiny_spec("bad", [0.05], train={"epochs": 2}))[0]
-    other = expand(tiny_spec("other", [0.05], train={"epochs": 2},
-                             model={"arch": "nin", "width": 0.25}))[0]
+    other = expand(
+        tiny_spec("other", [0.05], train={"epochs": 2}, model={"arch": "nin", "width": 0.25})
+    )[0]
     saved = []
-    T.run_unit([other], store_uri=str(tmp_path / "o"), spec_sha256="x",
-               checkpoint=lambda m, files: saved.append(files[T.state_file(other.key)]))
+    trial.run_unit(
+        [other],
+        store_uri=str(tmp_path / "o"),
+        spec_sha256="x",
+        checkpoint=lambda m, files: saved.append(files[trial.state_file(other.key)]),
+    )
     folder = tmp_path / "ckpt"
     folder.mkdir()
-    path = folder / T.state_file(cell.key)
+    path = folder / trial.state_file(cell.key)
     path.write_bytes(saved[0][:200])  # torn
-    with pytest.warns(T.CheckpointWarning, match=f"cell {cell.key}: checkpoint discarded"):
-        assert T.load_states(folder, [cell.key]) == {}
+    with pytest.warns(trial.CheckpointWarning, match=f"cell {cell.key}: checkpoint discarded"):
+        assert trial.load_states(folder, [cell.key]) == {}
     torch.save({"epoch": 1, "model": {}}, path)  # a bare state, as 0.1 wrote
-    with pytest.warns(T.CheckpointWarning, match="format None, expected 2"):
-        assert T.load_states(folder, [cell.key]) == {}
+    with pytest.warns(trial.CheckpointWarning, match="format None, expected 2"):
+        assert trial.load_states(folder, [cell.key]) == {}
     path.write_bytes(saved[0])  # readable, but another model's state
-    resumes = T.load_states(folder, [cell.key])
-    with pytest.warns(T.CheckpointWarning, match="cannot restore the checkpoint"):
-        assert T.run_unit([cell], store_uri=str(tmp_path / "runs"), spec_sha256="x",
-                          resumes=resumes) == ["completed"]
+    resumes = trial.load_states(folder, [cell.key])
+    with pytest.warns(trial.CheckpointWarning, match="cannot restore the checkpoint"):
+        assert trial.run_unit(
+            [cell], store_uri=str(tmp_path / "runs"), spec_sha256="x", resumes=resumes
+        ) == ["completed"]
     row = rows(tmp_path / "runs", "bad")[cell.key]
     assert row["resumed_epoch"] == 0 and row["epochs"] == 2
 
 
 @pytest.mark.ray
-def test_a_corrupt_checkpoint_of_an_earlier_launch_is_discarded(tiny_spec, tmp_path,
-                                                                 monkeypatch, ray_cluster):
+def test_a_corrupt_checkpoint_of_an_earlier_launch_is_discarded(
+    tiny_spec, tmp_path, monkeypatch, ray_cluster
+):
     spec = tiny_spec("corrupt", [0.05], train={"epochs": 2}, max_failures=0)
     key = expand(spec)[0].key
     store = str(tmp_path / "runs")
     monkeypatch.setenv(hooks.FAIL_INJECT_ENV, f"{key}:1:1")
     monkeypatch.setenv(hooks.FAIL_INJECT_DIR_ENV, str(tmp_path / "markers"))
-    assert L.launch(spec, store_uri=store, address=ray_cluster.address,
-                    console=console()[0]) == 1
-    (checkpoint,) = K.previous_checkpoints(open_store(store), "corrupt", [key]).values()
-    (Path(checkpoint) / T.state_file(key)).write_bytes(b"not a checkpoint")
+    assert (
+        launch.launch(spec, store_uri=store, address=ray_cluster.address, console=console()[0]) == 1
+    )
+    (checkpoint,) = checkpoints.previous_checkpoints(open_store(store), "corrupt", [key]).values()
+    (Path(checkpoint) / trial.state_file(key)).write_bytes(b"not a checkpoint")
     con, buf = console()
-    assert L.launch(spec, store_uri=store, address=ray_cluster.address, console=con) == 0
+    assert launch.launch(spec, store_uri=store, address=ray_cluster.address, console=con) == 0
     assert "resuming 1 cells" in buf.getvalue()  # found, then discarded by the trial
     row = rows(tmp_path / "runs", "corrupt")[key]
     assert row["status"] == "completed" and row["resumed_epoch"] == 0 and row["epochs"] == 2

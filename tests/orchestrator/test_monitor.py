@@ -3,6 +3,7 @@ epoch line, the Grafana dashboard's queries), then a real local Ray whose dashbo
 read with the token while a trial is held at a barrier (GRID_HOLD): the trials' actors named
 by their cells, each trial's log, the job's metadata, and the `grid_` metrics on the node's
 Prometheus endpoint, which every query of the Grafana dashboard must name."""
+
 from __future__ import annotations
 
 import json
@@ -14,13 +15,17 @@ import urllib.request
 import pytest
 import ray
 
-from orchestrator import monitor
-from orchestrator import session as S
+from orchestrator import monitor, session
 from orchestrator.expand import expand
 from orchestrator.progress import epoch_line
-
-from tests.orchestrator.test_launch import (REPO, arm_hold, launch_in_thread, release, rows,
-                                            wait_held)
+from tests.orchestrator.test_launch import (
+    REPO,
+    arm_hold,
+    launch_in_thread,
+    release,
+    rows,
+    wait_held,
+)
 
 METRICS_WAIT_S = 90  # Ray flushes metrics on an interval (0.5 s here): a generous bound
 
@@ -40,8 +45,12 @@ def queried_metrics() -> set[str]:
 def test_grafana_dashboard_is_json_and_queries_only_grid_metrics():
     doc = json.loads(monitor.DASHBOARD_JSON.read_text())
     titles = {p["title"] for p in doc["panels"]}
-    assert {"Cells by status", "Validation accuracy per cell", "Images/s per node",
-            "Images/s per GPU"} <= titles
+    assert {
+        "Cells by status",
+        "Validation accuracy per cell",
+        "Images/s per node",
+        "Images/s per GPU",
+    } <= titles
     assert all(p["targets"] for p in doc["panels"])
     assert queried_metrics() == monitor.exported_names()  # each one queried, none unknown
 
@@ -55,23 +64,37 @@ def test_unit_title_names_grid_cells_and_axis_values(tiny_spec):
 
 def test_job_metadata_counts_and_no_credentials(tiny_spec):
     spec = tiny_spec("meta", [0.05, 0.1])
-    meta = monitor.job_metadata(spec, "s3://key:secret@bucket/pre", total=2, to_run=1,
-                                skipped=1)
+    meta = monitor.job_metadata(spec, "s3://key:secret@bucket/pre", total=2, to_run=1, skipped=1)
     assert meta["grid"] == "meta" and meta["grid_spec_sha256"] == spec.sha256
-    assert (meta["grid_cells_total"], meta["grid_cells_to_run"],
-            meta["grid_cells_skipped"]) == ("2", "1", "1")
+    assert (meta["grid_cells_total"], meta["grid_cells_to_run"], meta["grid_cells_skipped"]) == (
+        "2",
+        "1",
+        "1",
+    )
     assert meta["grid_store"] == "s3://bucket/pre" and meta["grid_spec"] == spec.path
     assert all(isinstance(v, str) for v in meta.values()) and meta["grid_version"]
-    assert "grid_cells_to_run" not in monitor.job_metadata(spec, "runs", total=2, to_run=None,
-                                                           skipped=None)
+    assert "grid_cells_to_run" not in monitor.job_metadata(
+        spec, "runs", total=2, to_run=None, skipped=None
+    )
 
 
 def test_epoch_line_reads_like_grid_train():
-    m = {"epoch": 2, "lr": 0.05, "train_loss": 0.69314, "train_acc": 0.5, "val_loss": 0.7,
-         "val_acc": 0.25, "test_loss": None, "test_acc": 0.375, "epoch_s": 1.25,
-         "images_per_s": 1234.5}
-    assert epoch_line(m, 30) == ("epoch   2/30  lr 0.05  train loss 0.6931 acc 50.00%  val "
-                                 "loss 0.7000 acc 25.00%  test acc 37.50%  1.2s  1,234 img/s")
+    m = {
+        "epoch": 2,
+        "lr": 0.05,
+        "train_loss": 0.69314,
+        "train_acc": 0.5,
+        "val_loss": 0.7,
+        "val_acc": 0.25,
+        "test_loss": None,
+        "test_acc": 0.375,
+        "epoch_s": 1.25,
+        "images_per_s": 1234.5,
+    }
+    assert epoch_line(m, 30) == (
+        "epoch   2/30  lr 0.05  train loss 0.6931 acc 50.00%  val "
+        "loss 0.7000 acc 25.00%  test acc 37.50%  1.2s  1,234 img/s"
+    )
 
 
 # -- real Ray -------------------------------------------------------------------------------
@@ -94,18 +117,22 @@ def _metric_lines(url: str, wanted: set[str], cell: str) -> list[str]:
         with urllib.request.urlopen(url, timeout=30) as resp:
             lines = [ln for ln in resp.read().decode().splitlines() if ln.startswith("ray_grid_")]
         names = {ln.split("{", 1)[0] for ln in lines}
-        if wanted <= names and any(ln.startswith("ray_grid_cell_epoch{") and
-                                   f'cell="{cell}"' in ln for ln in lines):
+        if wanted <= names and any(
+            ln.startswith("ray_grid_cell_epoch{") and f'cell="{cell}"' in ln for ln in lines
+        ):
             return lines
         if time.monotonic() > deadline:
-            pytest.fail(f"{url}: after {METRICS_WAIT_S} s, missing {sorted(wanted - names)} "
-                        f"(Ray's metrics export interval?); have {sorted(names)}")
+            pytest.fail(
+                f"{url}: after {METRICS_WAIT_S} s, missing {sorted(wanted - names)} "
+                f"(Ray's metrics export interval?); have {sorted(names)}"
+            )
         time.sleep(0.5)
 
 
 @ray.remote(num_cpus=0)
 def module_file() -> str:
     import orchestrator
+
     return orchestrator.__file__
 
 
@@ -127,37 +154,51 @@ def test_dashboard_shows_the_running_grid(tiny_spec, tmp_path, monkeypatch):
         assert ray.get(module_file.remote()).startswith(str(REPO / "orchestrator"))
         said = buf.getvalue()
         url = re.search(r"Ray dashboard: (http://\S+)", said).group(1)
-        scrape = re.search(r"Prometheus metrics \(ray_grid_\*\): (http://\S+/metrics)",
-                           said).group(1)
+        scrape = re.search(r"Prometheus metrics \(ray_grid_\*\): (http://\S+/metrics)", said).group(
+            1
+        )
         assert re.search(r"Grafana dashboard: \S+/metrics/grafana/dashboards/grid_", said)
-        token = S.token_path().read_text().strip()
+        token = session.token_path().read_text().strip()
 
         actors = _json(f"{url}/logical/actors", token)["data"]["actors"].values()
         alive = [a for a in actors if a["state"] == "ALIVE" and held.key in a["reprName"]]
         assert len(alive) == 1, [(a["className"], a["reprName"]) for a in actors]
         assert alive[0]["reprName"] == f"GridTrial(watch {held.key} lr=0.05)"
         assert alive[0]["className"] == "GridTrial"
-        log = _json(f"{url}/api/v0/logs/file?actor_id={alive[0]['actorId']}&suffix=out"
-                    f"&lines=50", token)
+        log = _json(
+            f"{url}/api/v0/logs/file?actor_id={alive[0]['actorId']}&suffix=out&lines=50", token
+        )
         assert f"{held.key} epoch   1/2  lr 0.05  train loss " in log and "img/s" in log
 
-        jobs = [j for j in _json(f"{url}/api/jobs/", token)
-                if (j.get("metadata") or {}).get("grid") == "watch"]
+        jobs = [
+            j
+            for j in _json(f"{url}/api/jobs/", token)
+            if (j.get("metadata") or {}).get("grid") == "watch"
+        ]
         assert len(jobs) == 1 and jobs[0]["status"] == "RUNNING"
         meta = jobs[0]["metadata"]
-        assert (meta["grid_cells_total"], meta["grid_cells_to_run"],
-                meta["grid_cells_skipped"]) == ("2", "2", "0")
+        assert (
+            meta["grid_cells_total"],
+            meta["grid_cells_to_run"],
+            meta["grid_cells_skipped"],
+        ) == ("2", "2", "0")
         assert meta["grid_store"] == str(store) and meta["grid_spec_sha256"] == spec.sha256
 
         lines = _metric_lines(scrape, queried_metrics(), held.key)
         tagged = [ln for ln in lines if f'cell="{held.key}"' in ln and 'grid="watch"' in ln]
         assert {ln.split("{", 1)[0] for ln in tagged} >= {
-            "ray_grid_cell_epoch", "ray_grid_cell_train_loss", "ray_grid_cell_val_acc",
-            "ray_grid_cell_test_acc", "ray_grid_cell_images_per_s"}
-        assert any(ln.startswith("ray_grid_cell_epoch{") and ln.endswith(" 1.0")
-                   for ln in tagged), tagged
-        assert any(ln.startswith("ray_grid_cells{") and 'status="running"' in ln
-                   for ln in lines), lines
+            "ray_grid_cell_epoch",
+            "ray_grid_cell_train_loss",
+            "ray_grid_cell_val_acc",
+            "ray_grid_cell_test_acc",
+            "ray_grid_cell_images_per_s",
+        }
+        assert any(
+            ln.startswith("ray_grid_cell_epoch{") and ln.endswith(" 1.0") for ln in tagged
+        ), tagged
+        assert any(ln.startswith("ray_grid_cells{") and 'status="running"' in ln for ln in lines), (
+            lines
+        )
     finally:
         release(folder)
         thread.join()

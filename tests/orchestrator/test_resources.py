@@ -1,4 +1,5 @@
 """What a trial asks for, decided from fake cluster descriptions (no Ray)."""
+
 import pytest
 
 from orchestrator.errors import GridError
@@ -6,9 +7,14 @@ from orchestrator.resources import check_placement, decide_gpu
 
 LAPTOP = {"nodes": [{"CPU": 2.0}], "node_types": None, "local": True}
 GPU_NODE = {"nodes": [{"CPU": 8.0, "GPU": 2.0}], "node_types": None, "local": False}
-AUTOSCALING = {"nodes": [{"CPU": 4.0}], "local": False, "node_types": [
-    {"name": "head", "resources": {"CPU": 4.0}, "max_count": 1},
-    {"name": "gpu-worker", "resources": {"CPU": 8.0, "GPU": 1.0}, "max_count": 4}]}
+AUTOSCALING = {
+    "nodes": [{"CPU": 4.0}],
+    "local": False,
+    "node_types": [
+        {"name": "head", "resources": {"CPU": 4.0}, "max_count": 1},
+        {"name": "gpu-worker", "resources": {"CPU": 8.0, "GPU": 1.0}, "max_count": 4},
+    ],
+}
 
 
 def test_gpu_auto_follows_the_gpus_up_now():
@@ -31,8 +37,11 @@ def test_an_explicit_gpu_share_is_kept():
 
 def test_a_trial_too_big_for_a_local_ray_is_a_grid_error_with_the_fix():
     assert check_placement({"CPU": 2.0, "GPU": 0.0}, LAPTOP) is None
-    with pytest.raises(GridError, match=r"asks for 4 CPUs and 0 GPUs, but this machine has 2 "
-                                        r"CPUs and 0 GPUs.*--set resources.cpu=2"):
+    with pytest.raises(
+        GridError,
+        match=r"asks for 4 CPUs and 0 GPUs, but this machine has 2 "
+        r"CPUs and 0 GPUs.*--set resources.cpu=2",
+    ):
         check_placement({"CPU": 4.0, "GPU": 0.0}, LAPTOP)
     with pytest.raises(GridError, match="--set resources.gpu=0"):
         check_placement({"CPU": 1.0, "GPU": 1.0}, LAPTOP)

@@ -1,4 +1,5 @@
 """Spec loading and validation: every bad input gets a one-line error naming file and key."""
+
 import subprocess
 import sys
 import textwrap
@@ -42,8 +43,10 @@ def test_defaults_and_overrides_resolve(tmp_path):
 
 
 def test_set_replaces_axis_and_sets_values(tmp_path):
-    spec = load_spec(write(tmp_path, BASE),
-                     ["lr=[0.2,0.3,0.4]", "train.epochs=5", "grid.seed=[0,1]", "batch_norm=true"])
+    spec = load_spec(
+        write(tmp_path, BASE),
+        ["lr=[0.2,0.3,0.4]", "train.epochs=5", "grid.seed=[0,1]", "batch_norm=true"],
+    )
     assert spec.axes["train.lr"] == [0.2, 0.3, 0.4]
     assert spec.axes["train.seed"] == [0, 1]
     assert spec.base["train"]["epochs"] == 5
@@ -55,41 +58,65 @@ def test_int_lr_is_the_same_value_as_float(tmp_path):
     assert spec.axes["train.lr"] == [1.0] and isinstance(spec.axes["train.lr"][0], float)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("name: t\ngrid: {lr: [0.1, 0.05, fast]}", "grid.lr[2]: expected a number, got 'fast'"),
-    ("name: t\ngrid: {lr: []}", "grid.lr: empty axis"),
-    ("name: t\ngrid: {model.archh: [allcnn_c]}", "grid.model.archh: unknown key 'model.archh' "
-     "(did you mean 'model.arch'?)"),
-    ("name: t\ngrdi: {lr: [0.1]}", "grdi: unknown top-level key (did you mean 'grid'?)"),
-    ("name: t\ntrain: {epochs: 0}", "train.epochs: must be > 0, got 0"),
-    ("name: t\ntrain: {epochs: -3}", "train.epochs: must be > 0, got -3"),
-    ("name: t\ntrain: {epochs: 2.5}", "train.epochs: expected an integer, got 2.5"),
-    ("name: t\ntrain: {lr: -0.1}", "train.lr: must be > 0, got -0.1"),
-    ("name: t\ntrain: {lr: 0}", "train.lr: must be > 0, got 0"),
-    ("name: t\nmodel: {batch_norm: maybe}", "model.batch_norm: expected true or false, got 'maybe'"),
-    ("name: t\nmodel: {arch: allcnn_d}", "model.arch: unknown arch 'allcnn_d' (did you mean "),
-    ("name: t\ngrid: {init: [he_norml]}", "grid.init[0]: unknown init 'he_norml' (did you mean "
-     "'he_normal'?)"),
-    ("name: t\ngrid: {activation: [rleu]}", "unknown activation 'rleu' (did you mean 'relu'?)"),
-    ("name: t\ndataset: {name: cifar11}", "dataset.name: unknown dataset 'cifar11' (did you mean "),
-    ("name: t\ntrain: {optimizer: {name: sgdd}}", "train.optimizer.name: unknown optimizer 'sgdd' "
-     "(did you mean 'sgd'?)"),
-    ("name: t\ntrain: {schedule: {name: cosin}}", "unknown schedule 'cosin' (did you mean "
-     "'cosine'?)"),
-    ("name: t\ninclude: [{arch: allcnn_c, colour: red}]", "include[0].colour: unknown key 'colour'"),
-    ("name: t\nresources: {gpu: 1.5}", "resources.gpu: a trial trains on one device"),
-    ("name: t\nresources: {gpu: -0.5}", "resources.gpu: a trial trains on one device"),
-    ("name: t\nresources: {gpus: 1}", "resources.gpus: unknown key (did you mean 'gpu'?)"),
-    ("name: t\nmax_failures: -1", "max_failures: expected a whole number >= 0"),
-    ("name: 'My Grid!'", "name: must be a folder-safe id"),
-    ("description: no name", "name: missing"),
-    ("name: t\ngrid: {lr: [0.1], train.lr: [0.2]}", "grid.train.lr: the same axis as 'lr'"),
-    ("name: t\ntables: [{rows: arch, metric: accuracy}]", "tables[0].metric: unknown value "
-     "'accuracy'"),
-    ("name: t\ntables: [{rows: arch, over: lr}]", "tables[0]: best_by and over go together"),
-    ("name: t\nlr: 0.1", "lr: unknown top-level key; config keys go under their section "
-     "('train.lr')"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("name: t\ngrid: {lr: [0.1, 0.05, fast]}", "grid.lr[2]: expected a number, got 'fast'"),
+        ("name: t\ngrid: {lr: []}", "grid.lr: empty axis"),
+        (
+            "name: t\ngrid: {model.archh: [allcnn_c]}",
+            "grid.model.archh: unknown key 'model.archh' (did you mean 'model.arch'?)",
+        ),
+        ("name: t\ngrdi: {lr: [0.1]}", "grdi: unknown top-level key (did you mean 'grid'?)"),
+        ("name: t\ntrain: {epochs: 0}", "train.epochs: must be > 0, got 0"),
+        ("name: t\ntrain: {epochs: -3}", "train.epochs: must be > 0, got -3"),
+        ("name: t\ntrain: {epochs: 2.5}", "train.epochs: expected an integer, got 2.5"),
+        ("name: t\ntrain: {lr: -0.1}", "train.lr: must be > 0, got -0.1"),
+        ("name: t\ntrain: {lr: 0}", "train.lr: must be > 0, got 0"),
+        (
+            "name: t\nmodel: {batch_norm: maybe}",
+            "model.batch_norm: expected true or false, got 'maybe'",
+        ),
+        ("name: t\nmodel: {arch: allcnn_d}", "model.arch: unknown arch 'allcnn_d' (did you mean "),
+        (
+            "name: t\ngrid: {init: [he_norml]}",
+            "grid.init[0]: unknown init 'he_norml' (did you mean 'he_normal'?)",
+        ),
+        ("name: t\ngrid: {activation: [rleu]}", "unknown activation 'rleu' (did you mean 'relu'?)"),
+        (
+            "name: t\ndataset: {name: cifar11}",
+            "dataset.name: unknown dataset 'cifar11' (did you mean ",
+        ),
+        (
+            "name: t\ntrain: {optimizer: {name: sgdd}}",
+            "train.optimizer.name: unknown optimizer 'sgdd' (did you mean 'sgd'?)",
+        ),
+        (
+            "name: t\ntrain: {schedule: {name: cosin}}",
+            "unknown schedule 'cosin' (did you mean 'cosine'?)",
+        ),
+        (
+            "name: t\ninclude: [{arch: allcnn_c, colour: red}]",
+            "include[0].colour: unknown key 'colour'",
+        ),
+        ("name: t\nresources: {gpu: 1.5}", "resources.gpu: a trial trains on one device"),
+        ("name: t\nresources: {gpu: -0.5}", "resources.gpu: a trial trains on one device"),
+        ("name: t\nresources: {gpus: 1}", "resources.gpus: unknown key (did you mean 'gpu'?)"),
+        ("name: t\nmax_failures: -1", "max_failures: expected a whole number >= 0"),
+        ("name: 'My Grid!'", "name: must be a folder-safe id"),
+        ("description: no name", "name: missing"),
+        ("name: t\ngrid: {lr: [0.1], train.lr: [0.2]}", "grid.train.lr: the same axis as 'lr'"),
+        (
+            "name: t\ntables: [{rows: arch, metric: accuracy}]",
+            "tables[0].metric: unknown value 'accuracy'",
+        ),
+        ("name: t\ntables: [{rows: arch, over: lr}]", "tables[0]: best_by and over go together"),
+        (
+            "name: t\nlr: 0.1",
+            "lr: unknown top-level key; config keys go under their section ('train.lr')",
+        ),
+    ],
+)
 def test_bad_input_names_file_and_key(tmp_path, text, expected):
     message = errors_of(tmp_path, text)
     assert expected in message
@@ -132,8 +159,11 @@ def test_duplicate_grid_names_in_one_folder(tmp_path):
 
 
 def test_unknown_set_key(tmp_path):
-    with pytest.raises(GridError, match=r"--set trian.epochs=3: unknown key 'trian.epochs' "
-                                        r"\(did you mean 'train.epochs'\?\)"):
+    with pytest.raises(
+        GridError,
+        match=r"--set trian.epochs=3: unknown key 'trian.epochs' "
+        r"\(did you mean 'train.epochs'\?\)",
+    ):
         load_spec(write(tmp_path, BASE), ["trian.epochs=3"])
 
 
@@ -142,9 +172,14 @@ def test_bad_set_value_is_reported_with_key(tmp_path):
 
 
 def test_table_reference_mapping_becomes_where_list(tmp_path):
-    spec = load_spec(write(tmp_path, BASE + "tables:\n  - {rows: arch, metric: test_error, "
-                                            "best_by: val_acc, over: lr, "
-                                            "reference: {allcnn_c: 9.08}}\n"))
+    spec = load_spec(
+        write(
+            tmp_path,
+            BASE + "tables:\n  - {rows: arch, metric: test_error, "
+            "best_by: val_acc, over: lr, "
+            "reference: {allcnn_c: 9.08}}\n",
+        )
+    )
     t = spec.tables[0]
     assert t["rows"] == ["model.arch"] and t["over"] == "train.lr"
     assert t["reference"] == [{"where": {"model.arch": "allcnn_c"}, "value": 9.08, "label": None}]
@@ -165,8 +200,11 @@ def test_cli_bad_input_exits_2_one_line_per_error(tmp_path, capsys):
 
 def test_cli_subprocess_prints_no_traceback(tmp_path):
     path = write(tmp_path, "name: t\ntrain: {epochs: -1}\n")
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "plan", str(path)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "plan", str(path)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "train.epochs: must be > 0, got -1" in proc.stderr
@@ -175,6 +213,7 @@ def test_cli_subprocess_prints_no_traceback(tmp_path):
 def test_model_aliases_of_the_registry_are_accepted_as_one_cell(tmp_path):
     from orchestrator.expand import expand
     from trainers.models import ALIASES
+
     spec = load_spec(write(tmp_path, "name: t\ngrid: {arch: [all-cnn-c, allcnn_c, All_CNN_C]}\n"))
     (cell,) = expand(spec)  # one table of aliases: the three spellings are one cell, one key
     assert cell.config["model"]["arch"] == ALIASES["all-cnn-c"] == "allcnn_c"

@@ -3,6 +3,7 @@ Ray, then a real `ray start --head` on loopback with token auth, in its own temp
 its own ports (never the session's cluster, which other tests use): a tiny grid submitted as
 a Ray Job and followed to its end, a second submit refused while the first job's trial is
 held at a barrier (GRID_HOLD), and every cell in the store."""
+
 from __future__ import annotations
 
 import json
@@ -19,12 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import hooks
-from orchestrator import submit as U
+from orchestrator import hooks, submit
 from orchestrator.cli import main
 from orchestrator.errors import GridError
 from orchestrator.expand import expand
-
 from tests.orchestrator.conftest import ensure_token
 from tests.orchestrator.test_launch import REPO, arm_hold, release, rows, wait_held
 
@@ -33,27 +32,36 @@ MARK = "GRID_TEST_RAY_HEAD"  # in the environment of every process of the test's
 
 # -- without Ray ----------------------------------------------------------------------------
 def test_submission_ids_follow_grid_and_store():
-    a = U.submission_prefix("g", "s3://bucket/a")
-    assert a == U.submission_prefix("g", "s3://bucket/a") and a.startswith("grid-g-")
-    assert a != U.submission_prefix("g", "s3://bucket/b")
-    assert a != U.submission_prefix("h", "s3://bucket/a")
-    assert U.submission_prefix("g", "s3://k:secret@bucket/a") == a  # credentials never count
-    assert U.store_for_job("s3://bucket/a") == "s3://bucket/a"
-    assert U.store_for_job("runs") == str(Path("runs").resolve())
+    a = submit.submission_prefix("g", "s3://bucket/a")
+    assert a == submit.submission_prefix("g", "s3://bucket/a") and a.startswith("grid-g-")
+    assert a != submit.submission_prefix("g", "s3://bucket/b")
+    assert a != submit.submission_prefix("h", "s3://bucket/a")
+    assert submit.submission_prefix("g", "s3://k:secret@bucket/a") == a  # credentials never count
+    assert submit.store_for_job("s3://bucket/a") == "s3://bucket/a"
+    assert submit.store_for_job("runs") == str(Path("runs").resolve())
 
 
 def test_entrypoint_and_runtime_env(tiny_spec, monkeypatch):
     spec = tiny_spec("entry", [0.05])
-    cmd = U.entrypoint(spec, "/abs/runs", sets=["lr=[0.1, 0.2]"], smoke=True, force=False,
-                       wait=True, max_concurrent=3)
-    assert cmd == ("python -m orchestrator.cli launch entry.yaml --store /abs/runs "
-                   "--from-submit --set 'lr=[0.1, 0.2]' --smoke --wait --max-concurrent 3")
+    cmd = submit.entrypoint(
+        spec,
+        "/abs/runs",
+        sets=["lr=[0.1, 0.2]"],
+        smoke=True,
+        force=False,
+        wait=True,
+        max_concurrent=3,
+    )
+    assert cmd == (
+        "python -m orchestrator.cli launch entry.yaml --store /abs/runs "
+        "--from-submit --set 'lr=[0.1, 0.2]' --smoke --wait --max-concurrent 3"
+    )
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://minio:9000")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
     monkeypatch.setenv(hooks.HOLD_ENV, "abc:1:/tmp/x")
-    env = U.runtime_env("name: entry\n")
+    env = submit.runtime_env("name: entry\n")
     assert Path(env["working_dir"]) == REPO and "/runs/" in env["excludes"]
-    assert env["env_vars"][U.SPEC_ENV] == "name: entry\n"
+    assert env["env_vars"][submit.SPEC_ENV] == "name: entry\n"
     assert env["env_vars"]["AWS_ENDPOINT_URL"] == "http://minio:9000"
     assert env["env_vars"][hooks.HOLD_ENV] == "abc:1:/tmp/x"
     assert "secret" not in str(env)
@@ -63,20 +71,25 @@ def test_the_jobs_driver_knows_the_env_vars_its_job_sets(monkeypatch):
     """Ray refuses a ray.init env var that the job's runtime env sets too: the driver of a
     --submit job leaves those out (session.ray_session)."""
     from orchestrator.session import job_env_vars
+
     monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
     assert job_env_vars() == {}
-    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(
-        {"runtime_env": {"working_dir": "gcs://x.zip", "env_vars": {"AWS_REGION": "eu"}}}))
+    monkeypatch.setenv(
+        "RAY_JOB_CONFIG_JSON_ENV_VAR",
+        json.dumps(
+            {"runtime_env": {"working_dir": "gcs://x.zip", "env_vars": {"AWS_REGION": "eu"}}}
+        ),
+    )
     assert job_env_vars() == {"AWS_REGION": "eu"}
 
 
 def test_spec_comes_back_from_the_environment(monkeypatch):
-    monkeypatch.setenv(U.SPEC_ENV, "name: back\n")
-    path = Path(U.spec_from_env("some/dir/back.yaml"))
+    monkeypatch.setenv(submit.SPEC_ENV, "name: back\n")
+    path = Path(submit.spec_from_env("some/dir/back.yaml"))
     assert path.name == "back.yaml" and path.read_text() == "name: back\n"
-    monkeypatch.delenv(U.SPEC_ENV)
+    monkeypatch.delenv(submit.SPEC_ENV)
     with pytest.raises(GridError, match="--from-submit: no spec"):
-        U.spec_from_env("back.yaml")
+        submit.spec_from_env("back.yaml")
 
 
 def test_submit_dry_run_says_what_it_would_send(tiny_spec, tmp_path, capsys):
@@ -84,7 +97,7 @@ def test_submit_dry_run_says_what_it_would_send(tiny_spec, tmp_path, capsys):
     store = tmp_path / "runs"
     assert main(["launch", spec.path, "--submit", "--dry-run", "--store", str(store)]) == 0
     out = capsys.readouterr().out
-    assert f"would submit dry as Ray job {U.submission_prefix('dry', str(store))}-<n>: " in out
+    assert f"would submit dry as Ray job {submit.submission_prefix('dry', str(store))}-<n>: " in out
     assert f"launch dry.yaml --store {store} --from-submit (dry run" in out
 
 
@@ -92,8 +105,8 @@ def test_submit_needs_a_dashboard_address(tiny_spec, monkeypatch, capsys):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     for bad in (None, "auto", "ray://head:10001"):
         with pytest.raises(GridError, match="--submit needs the cluster's dashboard address"):
-            U.dashboard_address(bad)
-    assert U.dashboard_address("head:8265") == "http://head:8265"
+            submit.dashboard_address(bad)
+    assert submit.dashboard_address("head:8265") == "http://head:8265"
     spec = tiny_spec("addr", [0.05])
     assert main(["launch", spec.path, "--follow"]) == 2
     assert "--follow: only with --submit" in capsys.readouterr().err
@@ -142,15 +155,33 @@ def ray_head():
     """A Ray head on loopback with token auth and its dashboard; yields its dashboard URL."""
     ensure_token()
     temp = tempfile.mkdtemp(prefix="gsub", dir="/tmp")  # short: Ray's socket paths are bounded
-    names = ("port", "dashboard-port", "ray-client-server-port", "dashboard-agent-listen-port",
-             "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port",
-             "node-manager-port", "object-manager-port")
-    ports = dict(zip(names, free_ports(len(names))))
+    names = (
+        "port",
+        "dashboard-port",
+        "ray-client-server-port",
+        "dashboard-agent-listen-port",
+        "dashboard-agent-grpc-port",
+        "runtime-env-agent-port",
+        "metrics-export-port",
+        "node-manager-port",
+        "object-manager-port",
+    )
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update({"RAY_AUTH_MODE": "token", MARK: temp})
-    cmd = ["ray", "start", "--head", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
-           f"--temp-dir={temp}", "--num-cpus=2", "--num-gpus=0", "--include-dashboard=true",
-           "--disable-usage-stats", *[f"--{n}={p}" for n, p in ports.items()]]
+    cmd = [
+        "ray",
+        "start",
+        "--head",
+        "--node-ip-address=127.0.0.1",
+        "--dashboard-host=127.0.0.1",
+        f"--temp-dir={temp}",
+        "--num-cpus=2",
+        "--num-gpus=0",
+        "--include-dashboard=true",
+        "--disable-usage-stats",
+        *[f"--{n}={p}" for n, p in ports.items()],
+    ]
     try:
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
         assert done.returncode == 0, done.stdout + done.stderr
@@ -163,6 +194,7 @@ def ray_head():
 def unblock_if_it_ends(proc: subprocess.Popen, folder: Path) -> None:
     """When `proc` (following the job) ends while the test still waits at the barrier, say
     so through the barrier's pipe instead of leaving the test blocked."""
+
     def watch() -> None:
         proc.wait()
         try:
@@ -171,6 +203,7 @@ def unblock_if_it_ends(proc: subprocess.Popen, folder: Path) -> None:
             return
         with os.fdopen(fd, "w") as pipe:
             pipe.write(f"the job ended first (exit {proc.returncode})\n")
+
     threading.Thread(target=watch, daemon=True).start()
 
 
@@ -186,8 +219,14 @@ def test_submit_runs_the_grid_as_a_ray_job(tiny_spec, tmp_path, monkeypatch, ray
     store = tmp_path / "runs"
     argv = [spec.path, "--store", str(store), "--submit", "--address", ray_head]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    follow = subprocess.Popen(_grid(*argv, "--follow"), cwd=REPO, env=env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    follow = subprocess.Popen(
+        _grid(*argv, "--follow"),
+        cwd=REPO,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     reached = False
     try:
         said, found = "", None
@@ -200,8 +239,9 @@ def test_submit_runs_the_grid_as_a_ray_job(tiny_spec, tmp_path, monkeypatch, ray
         unblock_if_it_ends(follow, folder)
         assert wait_held(folder) == f"{held}:1"  # the job's trial is mid-grid
         reached = True
-        again = subprocess.run(_grid(*argv), cwd=REPO, env=env, capture_output=True,
-                               text=True, timeout=120)
+        again = subprocess.run(
+            _grid(*argv), cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+        )
         assert again.returncode == 1, again.stdout + again.stderr
         assert f"is already running as Ray job {job_id} (RUNNING)" in again.stdout
         assert "nothing submitted" in again.stdout
@@ -219,7 +259,8 @@ def test_submit_runs_the_grid_as_a_ray_job(tiny_spec, tmp_path, monkeypatch, ray
     assert f"Ray job {job_id}: SUCCEEDED" in out
 
     from ray.job_submission import JobSubmissionClient
-    info = JobSubmissionClient(ray_head, headers=U.auth_headers()).get_job_info(job_id)
+
+    info = JobSubmissionClient(ray_head, headers=submit.auth_headers()).get_job_info(job_id)
     assert info.metadata["grid"] == "sub" and info.metadata["grid_cells_total"] == "2"
     assert info.metadata["grid_store"] == str(store)
     found = rows(store, "sub")

@@ -3,6 +3,7 @@
 The S3 server (tests/conftest.py) is moto's standalone server on 127.0.0.1; each test gets
 its own bucket and fake credentials through monkeypatch.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -13,42 +14,77 @@ from types import SimpleNamespace
 
 import pytest
 
-from trainers.config import default_config, set_path
 from results import schema
 from results.store import open_store
 from tests.conftest import aws_env
+from trainers.config import default_config, set_path
 
-FAKE_PROVENANCE = {"spec_sha256": "0" * 64, "grid_version": "0.1.0", "git_commit": None,
-                   "python_version": "3.11.0", "torch_version": "2.0.0", "ray_version": "2.0.0",
-                   "cuda_version": None, "device": "cpu", "hostname": "test-host",
-                   "started": "2024-01-01T00:00:00+00:00", "ended": "2024-01-01T01:00:00+00:00"}
+FAKE_PROVENANCE = {
+    "spec_sha256": "0" * 64,
+    "grid_version": "0.1.0",
+    "git_commit": None,
+    "python_version": "3.11.0",
+    "torch_version": "2.0.0",
+    "ray_version": "2.0.0",
+    "cuda_version": None,
+    "device": "cpu",
+    "hostname": "test-host",
+    "started": "2024-01-01T00:00:00+00:00",
+    "ended": "2024-01-01T01:00:00+00:00",
+}
 
 
 @pytest.fixture
 def make_trial():
     """make_trial(grid, **{dotted path: value}) -> a Cell stand-in with a stable fake key."""
+
     def make(grid: str = "g", **params):
         cfg = default_config()
         for path, value in params.items():
             set_path(cfg, path, value)
         key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
         return SimpleNamespace(key=key, grid=grid, params=dict(params), config=cfg)
+
     return make
 
 
-def fake_summary(status: str = "completed", test_acc: float = 0.9, val_acc: float | None = 0.9,
-                 params: int = 1000, epochs: int = 3, wall_s: float = 60.0) -> dict:
+def fake_summary(
+    status: str = "completed",
+    test_acc: float = 0.9,
+    val_acc: float | None = 0.9,
+    params: int = 1000,
+    epochs: int = 3,
+    wall_s: float = 60.0,
+) -> dict:
     """A trainers.loop.train summary with a rising test accuracy ending at `test_acc`."""
-    history = [{"epoch": e, "lr": 0.1, "train_loss": 1.0 / e, "train_acc": test_acc,
-                "val_loss": None if val_acc is None else 1.0, "val_acc": val_acc,
-                "test_loss": 0.5, "test_acc": test_acc - 0.1 * (epochs - e) / epochs,
-                "epoch_s": 1.0, "images_per_s": 500.0} for e in range(1, epochs + 1)]
+    history = [
+        {
+            "epoch": e,
+            "lr": 0.1,
+            "train_loss": 1.0 / e,
+            "train_acc": test_acc,
+            "val_loss": None if val_acc is None else 1.0,
+            "val_acc": val_acc,
+            "test_loss": 0.5,
+            "test_acc": test_acc - 0.1 * (epochs - e) / epochs,
+            "epoch_s": 1.0,
+            "images_per_s": 500.0,
+        }
+        for e in range(1, epochs + 1)
+    ]
     if status == "diverged":
         history[-1]["train_loss"] = float("nan")
-    return {"status": status, "epochs": epochs, "params": params, "wall_s": wall_s,
-            "images_per_s": 500.0, "device": "cpu", "final": history[-1],
-            "best": max(history, key=lambda h: h["val_acc"] or h["test_acc"]),
-            "history": history}
+    return {
+        "status": status,
+        "epochs": epochs,
+        "params": params,
+        "wall_s": wall_s,
+        "images_per_s": 500.0,
+        "device": "cpu",
+        "final": history[-1],
+        "best": max(history, key=lambda h: h["val_acc"] or h["test_acc"]),
+        "history": history,
+    }
 
 
 @pytest.fixture
@@ -59,11 +95,14 @@ def summary():
 @pytest.fixture
 def put():
     """put(store, trial, summary_or_None, error=None): write one trial's result rows."""
+
     def write(store, trial, summ, error=None):
         row = schema.trial_row(trial, summ, FAKE_PROVENANCE, error=error)
-        store.write_trial(trial.grid, trial.key, row,
-                          schema.epoch_rows(trial, (summ or {}).get("history")))
+        store.write_trial(
+            trial.grid, trial.key, row, schema.epoch_rows(trial, (summ or {}).get("history"))
+        )
         return row
+
     return write
 
 
@@ -87,7 +126,7 @@ def dead_endpoint(monkeypatch, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     aws_env(monkeypatch, tmp_path, f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")   # no retry backoff: fail at once
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # no retry backoff: fail at once
     return port
 
 
@@ -98,9 +137,19 @@ def utc():
 
 def table_spec(**kw) -> dict:
     """A normalised `tables:` entry (as orchestrator.tablespec hands it over)."""
-    t = {"name": "table", "title": "table", "rows": ["model.arch"], "columns": None,
-         "metric": "test_acc", "at": "final", "best_by": None, "over": None, "show": [],
-         "reference_label": "paper", "reference": []}
+    t = {
+        "name": "table",
+        "title": "table",
+        "rows": ["model.arch"],
+        "columns": None,
+        "metric": "test_acc",
+        "at": "final",
+        "best_by": None,
+        "over": None,
+        "show": [],
+        "reference_label": "paper",
+        "reference": [],
+    }
     t.update(kw)
     return t
 
@@ -111,23 +160,38 @@ def table():
 
 
 GOLDEN_TABLES = [
-    table_spec(name="best_lr", title="Best lr per model: test error (%)", metric="test_error",
-               best_by="val_acc", over="train.lr", show=["params", "wall_s"],
-               reference=[{"where": {"model.arch": "model_a"}, "value": 12.47, "label": None},
-                          {"where": {"model.arch": "model_b"}, "value": 10.2, "label": None},
-                          {"where": {"model.arch": "model_c"}, "value": 9.74,
-                           "label": "Springenberg"}]),
-    table_spec(name="lr_sweep", title="Test accuracy (%) per lr", columns="train.lr",
-               reference=[{"where": {"model.arch": "model_a", "train.lr": 0.05}, "value": 88.5,
-                           "label": None}]),
+    table_spec(
+        name="best_lr",
+        title="Best lr per model: test error (%)",
+        metric="test_error",
+        best_by="val_acc",
+        over="train.lr",
+        show=["params", "wall_s"],
+        reference=[
+            {"where": {"model.arch": "model_a"}, "value": 12.47, "label": None},
+            {"where": {"model.arch": "model_b"}, "value": 10.2, "label": None},
+            {"where": {"model.arch": "model_c"}, "value": 9.74, "label": "Springenberg"},
+        ],
+    ),
+    table_spec(
+        name="lr_sweep",
+        title="Test accuracy (%) per lr",
+        columns="train.lr",
+        reference=[
+            {"where": {"model.arch": "model_a", "train.lr": 0.05}, "value": 88.5, "label": None}
+        ],
+    ),
 ]
 # (arch, lr, seed) -> (status, test_acc, val_acc); model_c has no result at all.
 GOLDEN_OUTCOMES = {
-    ("model_a", 0.1, 0): ("completed", 0.85, 0.80), ("model_a", 0.1, 1): ("completed", 0.86, 0.82),
+    ("model_a", 0.1, 0): ("completed", 0.85, 0.80),
+    ("model_a", 0.1, 1): ("completed", 0.86, 0.82),
     ("model_a", 0.05, 0): ("completed", 0.88, 0.84),
     ("model_a", 0.05, 1): ("completed", 0.90, 0.86),
-    ("model_b", 0.1, 0): ("completed", 0.91, 0.90), ("model_b", 0.1, 1): ("failed", None, None),
-    ("model_b", 0.05, 0): ("diverged", 0.10, 0.10), ("model_b", 0.05, 1): ("diverged", 0.10, 0.10),
+    ("model_b", 0.1, 0): ("completed", 0.91, 0.90),
+    ("model_b", 0.1, 1): ("failed", None, None),
+    ("model_b", 0.05, 0): ("diverged", 0.10, 0.10),
+    ("model_b", 0.05, 1): ("diverged", 0.10, 0.10),
 }
 GOLDEN_SIZE = {"model_a": (839_242, 3725.0), "model_b": (885_610, 125.0)}
 
@@ -135,12 +199,24 @@ GOLDEN_SIZE = {"model_a": (839_242, 3725.0), "model_b": (885_610, 125.0)}
 def golden_spec(tables=None):
     """A real Spec (3 archs x 2 lrs x 2 seeds) built directly, without loading YAML."""
     from orchestrator.spec import Spec
-    return Spec(name="golden", description="", path="golden.yaml", sha256="0" * 64,
-                base=default_config(),
-                axes={"model.arch": ["model_a", "model_b", "model_c"], "train.lr": [0.1, 0.05],
-                      "train.seed": [0, 1]},
-                include=[], exclude=[], resources={}, max_failures=0,
-                tables=GOLDEN_TABLES if tables is None else tables)
+
+    return Spec(
+        name="golden",
+        description="",
+        path="golden.yaml",
+        sha256="0" * 64,
+        base=default_config(),
+        axes={
+            "model.arch": ["model_a", "model_b", "model_c"],
+            "train.lr": [0.1, 0.05],
+            "train.seed": [0, 1],
+        },
+        include=[],
+        exclude=[],
+        resources={},
+        max_failures=0,
+        tables=GOLDEN_TABLES if tables is None else tables,
+    )
 
 
 @pytest.fixture
@@ -152,16 +228,23 @@ def spec_factory():
 def golden(local_store, put, make_trial):
     """(spec, store) with the golden results written, plus one stale row of another cell."""
     from orchestrator.expand import expand
+
     spec = golden_spec()
     for trial in expand(spec):
-        cell = (trial.config["model"]["arch"], trial.config["train"]["lr"],
-                trial.config["train"]["seed"])
+        cell = (
+            trial.config["model"]["arch"],
+            trial.config["train"]["lr"],
+            trial.config["train"]["seed"],
+        )
         if cell not in GOLDEN_OUTCOMES:
             continue
         status, test_acc, val_acc = GOLDEN_OUTCOMES[cell]
         params, wall_s = GOLDEN_SIZE[cell[0]]
-        summ = (None if status == "failed" else
-                fake_summary(status, test_acc, val_acc, params=params, wall_s=wall_s))
+        summ = (
+            None
+            if status == "failed"
+            else fake_summary(status, test_acc, val_acc, params=params, wall_s=wall_s)
+        )
         put(local_store, trial, summ, error="CUDA error" if summ is None else None)
     stale = make_trial("golden", **{"model.arch": "model_c", "train.epochs": 1})
     put(local_store, stale, fake_summary(test_acc=0.99, val_acc=0.99))

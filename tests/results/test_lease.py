@@ -1,5 +1,6 @@
 """The launch lease, on a local folder and on moto's S3 server (which honours If-None-Match
 and If-Match on PUT and DELETE, as S3 and MinIO do)."""
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,12 @@ def test_stale_heartbeat_is_taken_over_and_the_old_holder_knows(store):
 
 
 def test_dead_holder_on_this_host_is_taken_over_at_once(store):
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     dead = Lease(store, "g")
     dead.body["pid"] = int(proc.stdout)  # a launch that was SIGKILLed: its pid is gone
     dead.acquire()

@@ -1,4 +1,5 @@
 """results.plots and results.figstyle: figures as PNG, SVG and PDF, fit for a paper."""
+
 from __future__ import annotations
 
 import io
@@ -11,14 +12,25 @@ from rich.console import Console
 
 from orchestrator.cli import expected_cells
 from results.aggregate import build_table
-from results.figstyle import (FORMATS, LINE_COLOURS, OKABE_ITO, WIDTHS, new_figure, paper_style,
-                              series_style, set_title, wrap_title)
+from results.figstyle import (
+    FORMATS,
+    LINE_COLOURS,
+    OKABE_ITO,
+    WIDTHS,
+    new_figure,
+    paper_style,
+    series_style,
+    set_title,
+    wrap_title,
+)
 from results.plots import curves_figure, figures, load_results, lr_figure, plot_command
 from results.store import open_store
 
 PNG = b"\x89PNG\r\n\x1a\n"
-LONG = ("CIFAR-10 test error (%) without augmentation, best lr per model, against the "
-        "numbers of Springenberg et al. (2015), Table 3, and of the seeds' reproduction")
+LONG = (
+    "CIFAR-10 test error (%) without augmentation, best lr per model, against the "
+    "numbers of Springenberg et al. (2015), Table 3, and of the seeds' reproduction"
+)
 
 
 def quiet() -> Console:
@@ -39,8 +51,9 @@ def test_plot_command_writes_valid_pngs(golden, tmp_path):
     assert plot_command(*golden, out, console=console, expected=expected_cells(golden[0])) == 0
     names = sorted(p.name for p in out.iterdir())
     # both tables vary the lr (over, columns): curves, panels and metric vs lr for each
-    assert names == [f"{t}_{k}.png" for t in ("best_lr", "lr_sweep")
-                     for k in ("curves", "lr", "panels")]
+    assert names == [
+        f"{t}_{k}.png" for t in ("best_lr", "lr_sweep") for k in ("curves", "lr", "panels")
+    ]
     for path in out.iterdir():
         assert path.read_bytes().startswith(PNG)
         height, width, _ = matplotlib.image.imread(path).shape
@@ -88,8 +101,12 @@ def test_twelve_series_are_all_distinct_and_colour_blind_safe():
 
 
 def _inside(inner, outer, tol=1.0) -> bool:
-    return (inner.x0 >= outer.x0 - tol and inner.y0 >= outer.y0 - tol
-            and inner.x1 <= outer.x1 + tol and inner.y1 <= outer.y1 + tol)
+    return (
+        inner.x0 >= outer.x0 - tol
+        and inner.y0 >= outer.y0 - tol
+        and inner.x1 <= outer.x1 + tol
+        and inner.y1 <= outer.y1 + tol
+    )
 
 
 def test_long_titles_wrap_and_stay_on_the_canvas():
@@ -157,8 +174,9 @@ def test_panels_one_per_row_picked_lr_bold(golden):
     assert "lr=0.05" in labels and "test error" in labels and "train error" in labels
 
 
-def test_plot_command_without_lr_axis_draws_curves_and_panels(local_store, make_trial, summary,
-                                                              put, table, tmp_path):
+def test_plot_command_without_lr_axis_draws_curves_and_panels(
+    local_store, make_trial, summary, put, table, tmp_path
+):
     put(local_store, make_trial("p", **{"model.arch": "nin"}), summary())
     spec = SimpleNamespace(name="p", axes={}, tables=[table(name="t")])
     assert plot_command(spec, local_store, tmp_path / "f", console=quiet()) == 0
@@ -175,6 +193,7 @@ def test_plot_command_on_an_empty_store(spec_factory, tmp_path):
 
 def test_formats_are_the_cli_choices():
     from orchestrator.cli import parser
+
     plot = parser()._subparsers._group_actions[0].choices["plot"]
     fmt = next(a for a in plot._actions if a.dest == "format")
     assert tuple(fmt.choices) == FORMATS

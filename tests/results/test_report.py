@@ -1,4 +1,5 @@
 """results.report: the grid's page, checked as HTML and as a real headless Chromium draws it."""
+
 from __future__ import annotations
 
 import base64
@@ -16,14 +17,24 @@ from results.report import render_report, report_command, watch, write_report
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 # Values of both golden tables, as `grid table` writes them.
-TABLE_VALUES = ("11.00 ± 1.41 (n=2)", "12.47", "-1.47", "9.74 (Springenberg)", "0.84M",
-                "1h02m", "88.50", "missing", "div")
+TABLE_VALUES = (
+    "11.00 ± 1.41 (n=2)",
+    "12.47",
+    "-1.47",
+    "9.74 (Springenberg)",
+    "0.84M",
+    "1h02m",
+    "88.50",
+    "missing",
+    "div",
+)
 
 
 def expected_cells(spec) -> list[dict]:
     """What the CLI passes to results/: the spec's cells as flat configs with their keys."""
     from orchestrator.expand import expand
     from results.schema import flat_config
+
     return [{"key": t.key, **flat_config(t.config)} for t in expand(spec)]
 
 
@@ -49,8 +60,12 @@ def test_page_holds_tables_status_figures_and_provenance(golden):
         assert f">{count}</span>" in text, count
     assert '<pre class="error">CUDA error</pre>' in text  # the failed cell's error
     imgs = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)"', text)
-    assert [alt for alt, _ in imgs] == ["best_lr panels", "best_lr lr", "lr_sweep panels",
-                                        "lr_sweep lr"]
+    assert [alt for alt, _ in imgs] == [
+        "best_lr panels",
+        "best_lr lr",
+        "lr_sweep panels",
+        "lr_sweep lr",
+    ]
     assert all(base64.b64decode(data).startswith(b"\x89PNG") for _, data in imgs)
     # provenance: host, device-hours (4 x 3725 s + 3 x 125 s), dates
     assert "test-host" in text and "4.24 device-hours" in text
@@ -59,6 +74,7 @@ def test_page_holds_tables_status_figures_and_provenance(golden):
 
 def test_tables_with_the_same_figures_draw_them_once(spec_factory, golden):
     from tests.results.conftest import GOLDEN_TABLES
+
     _, store = golden
     twin = dict(GOLDEN_TABLES[0], name="twin", reference_label="other paper")
     spec = spec_factory(tables=[GOLDEN_TABLES[0], twin])
@@ -78,6 +94,7 @@ def test_page_needs_no_network_and_no_script(golden):
 
 def test_a_finished_grid_does_not_reload(local_store, make_trial, summary, put, table):
     from types import SimpleNamespace
+
     put(local_store, make_trial("p", **{"model.arch": "nin"}), summary())
     spec = SimpleNamespace(name="p", axes={"model.arch": ["nin"]}, tables=[table(name="t")])
     trials, epochs = load_results(spec, local_store, None, quiet())
@@ -101,6 +118,7 @@ def test_watch_stops_when_finished_without_sleeping():
     def step(last: bool) -> bool:
         lasts.append(last)
         return next(results)
+
     assert watch(step, 7, wait=waits.append) == 3
     assert waits == [7, 7] and lasts == [False, False, False]
 
@@ -114,14 +132,17 @@ def test_watch_count_bounds_the_rewrites_and_ctrl_c_writes_a_last_page():
 
     def interrupted(_seconds):
         raise KeyboardInterrupt
+
     assert watch(lambda last: lasts.append(last) or False, 5, wait=interrupted) == 2
     assert lasts == [False, True]
 
 
-def test_report_command_follows_a_launch_until_done(spec_factory, local_store, put, summary,
-                                                    tmp_path):
+def test_report_command_follows_a_launch_until_done(
+    spec_factory, local_store, put, summary, tmp_path
+):
     """The wait between rewrites is where the launch progresses: here it writes the rest."""
     from orchestrator.expand import expand
+
     spec = spec_factory()
     trials = expand(spec)
     put(local_store, trials[0], summary())
@@ -131,9 +152,20 @@ def test_report_command_follows_a_launch_until_done(spec_factory, local_store, p
         pages.append((tmp_path / "golden.html").read_text(encoding="utf-8"))
         for t in trials[1:]:
             put(local_store, t, summary())
+
     console = quiet()
-    assert report_command(spec, local_store, tmp_path, expected_cells(spec), console,
-                          every=60, wait=launch_progresses) == 0
+    assert (
+        report_command(
+            spec,
+            local_store,
+            tmp_path,
+            expected_cells(spec),
+            console,
+            every=60,
+            wait=launch_progresses,
+        )
+        == 0
+    )
     final = (tmp_path / "golden.html").read_text(encoding="utf-8")
     assert len(pages) == 1 and 'http-equiv="refresh" content="60"' in pages[0]
     assert ">1 done</span>" in pages[0] and ">11 missing</span>" in pages[0]
@@ -144,9 +176,11 @@ def test_report_command_follows_a_launch_until_done(spec_factory, local_store, p
 
 # --- in a real browser -------------------------------------------------------------------
 
-PROBE = ("<script>window.addEventListener('load', () => { for (const img of document.images)"
-         " img.setAttribute('data-decoded', img.complete ? img.naturalWidth : 0);"
-         " document.body.setAttribute('data-probe', 'done'); });</script>")
+PROBE = (
+    "<script>window.addEventListener('load', () => { for (const img of document.images)"
+    " img.setAttribute('data-decoded', img.complete ? img.naturalWidth : 0);"
+    " document.body.setAttribute('data-probe', 'done'); });</script>"
+)
 
 
 def _chromium() -> str:
@@ -157,14 +191,23 @@ def _chromium() -> str:
 
 
 def _browse(tmp_path, *args: str) -> str:
-    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-           "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}", *args]
+    cmd = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--hide-scrollbars",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        *args,
+    ]
     return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120).stdout
 
 
 def test_chromium_renders_the_report(golden, tmp_path):
     import numpy as np
     from PIL import Image
+
     spec, store = golden
     browser = _chromium()
     path, _ = write_report(spec, store, tmp_path, expected_cells(spec), quiet())

@@ -1,4 +1,5 @@
 """results.schema: flat trial rows, epoch rows, provenance and stable column types."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,13 @@ import pytest
 
 from results import schema
 
-PROV = {"spec_sha256": "ab" * 32, "device": "cpu", "hostname": "h",
-        "started": "2024-01-01T00:00:00+00:00", "ended": "2024-01-01T00:01:00+00:00"}
+PROV = {
+    "spec_sha256": "ab" * 32,
+    "device": "cpu",
+    "hostname": "h",
+    "started": "2024-01-01T00:00:00+00:00",
+    "ended": "2024-01-01T00:01:00+00:00",
+}
 
 
 def test_trial_row_is_flat_with_dotted_config_params_metrics(make_trial, summary):
@@ -22,7 +28,7 @@ def test_trial_row_is_flat_with_dotted_config_params_metrics(make_trial, summary
     assert row["model.arch"] == "allcnn_c" and row["param.model.arch"] == "allcnn_c"
     assert row["train.lr"] == 0.05 and row["param.train.lr"] == 0.05
     assert row["train.optimizer.weight_decay"] == 0.001
-    assert row["train.schedule.milestones"] == "[200,250,300]"   # lists: JSON text
+    assert row["train.schedule.milestones"] == "[200,250,300]"  # lists: JSON text
     assert json.loads(row["dataset.augment"]) == ["crop", "flip"]
     assert row["final_test_acc"] == pytest.approx(0.9) and row["final_val_acc"] == 0.8
     assert row["best_epoch"] == 1 and row["final_epoch"] == 3 and row["epochs"] == 3
@@ -97,6 +103,7 @@ def test_provenance_fields_and_no_environment(monkeypatch, utc):
 
 
 def test_provenance_git_commit_is_none_outside_a_checkout(monkeypatch, tmp_path):
-    monkeypatch.setattr(schema.subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(
-        FileNotFoundError("git")))
+    monkeypatch.setattr(
+        schema.subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(FileNotFoundError("git"))
+    )
     assert schema._git_commit() is None

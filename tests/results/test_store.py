@@ -1,4 +1,5 @@
 """results.store: local folders and S3 (a real moto server on loopback)."""
+
 from __future__ import annotations
 
 import os
@@ -35,7 +36,7 @@ def test_write_read_replace_statuses(store, make_trial, summary, put):
     put(store, a, summary(test_acc=0.5))
     put(store, b, None, error="boom")
     assert store.statuses("g") == {a.key: "completed", b.key: "failed"}
-    put(store, a, summary(test_acc=0.75, epochs=2))   # rerun of the same key: replaces
+    put(store, a, summary(test_acc=0.75, epochs=2))  # rerun of the same key: replaces
     put(store, b, summary("diverged"))
     trials = store.read_trials("g")
     assert trials.num_rows == 2
@@ -64,7 +65,7 @@ def test_several_grids_are_listed(store, make_trial, summary, put):
 def test_local_layout_is_readable_as_a_dataset(local_store, make_trial, summary, put):
     good = make_trial(**{"train.lr": 0.1})
     bad = make_trial(**{"train.lr": 0.2})
-    put(local_store, bad, None, error="x")        # nulls in every metric column
+    put(local_store, bad, None, error="x")  # nulls in every metric column
     put(local_store, good, summary(val_acc=None))
     folder = local_store.root / "g"
     # no temp files left behind; a failure lives in its own folder
@@ -74,13 +75,16 @@ def test_local_layout_is_readable_as_a_dataset(local_store, make_trial, summary,
     df = pd.read_parquet(folder / "trials")
     assert set(df["status"]) == {"completed"} and "model.arch" in df.columns
     assert set(pd.read_parquet(folder / "failures")["status"]) == {"failed"}
-    assert {r["key"]: r["status"] for r in local_store.read_trials("g").to_pylist()} == \
-        {good.key: "completed", bad.key: "failed"}
-    assert len(pd.read_parquet(folder / "epochs")) == 3   # the failed trial has no epochs
+    assert {r["key"]: r["status"] for r in local_store.read_trials("g").to_pylist()} == {
+        good.key: "completed",
+        bad.key: "failed",
+    }
+    assert len(pd.read_parquet(folder / "epochs")) == 3  # the failed trial has no epochs
 
 
 def test_a_failure_never_replaces_a_finished_row_and_a_success_clears_it(
-        store, make_trial, summary, put):
+    store, make_trial, summary, put
+):
     cell = make_trial()
     good = put(store, cell, summary())
     put(store, cell, None, error="RuntimeError: the --force rerun died")
@@ -110,8 +114,12 @@ def test_concurrent_writers_lose_nothing(local_store):
             store.write_trial("g", key, row, [{"key": key, "grid": "g", "epoch": 1}])
     """)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(local_store.root), tag],
-                              env=env, cwd=REPO) for tag in "ab"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(local_store.root), tag], env=env, cwd=REPO
+        )
+        for tag in "ab"
+    ]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     statuses = local_store.statuses("g")
     assert len(statuses) == 16 and set(statuses.values()) == {"completed"}
@@ -136,15 +144,21 @@ def test_files_with_new_columns_are_unified(local_store, make_trial, summary, pu
     old, new = make_trial(**{"train.lr": 0.1}), make_trial(**{"train.lr": 0.2})
     put(local_store, old, summary())
     row = schema.trial_row(new, summary(), {})
-    row["final_new_metric"] = 1.5               # a later version adds a column
+    row["final_new_metric"] = 1.5  # a later version adds a column
     local_store.write_trial("g", new.key, row, [])
     rows = {r["key"]: r for r in local_store.read_trials("g").to_pylist()}
     assert rows[new.key]["final_new_metric"] == 1.5 and rows[old.key]["final_new_metric"] is None
 
 
 def test_unify_reads_clashing_types_as_text():
-    t = unify([pa.table({"key": ["a"], "x": [True]}), pa.table({"key": ["b"], "x": ["auto"]}),
-               pa.table({"key": ["c"], "y": [1]}), pa.table({"key": ["d"], "y": [0.5]})])
+    t = unify(
+        [
+            pa.table({"key": ["a"], "x": [True]}),
+            pa.table({"key": ["b"], "x": ["auto"]}),
+            pa.table({"key": ["c"], "y": [1]}),
+            pa.table({"key": ["d"], "y": [0.5]}),
+        ]
+    )
     assert t.column("x").to_pylist() == ["true", "auto", None, None]
     assert t.column("y").to_pylist() == [None, None, 1.0, 0.5]
 
@@ -170,8 +184,10 @@ def test_s3_objects_are_where_the_layout_says(s3_uri, make_trial, summary, put):
     put(store, trial, summary())
     s3 = boto3.client("s3")
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=store.bucket)["Contents"])
-    assert keys == [f"results/g/epochs/{trial.key}.parquet",
-                    f"results/g/trials/{trial.key}.parquet"]
+    assert keys == [
+        f"results/g/epochs/{trial.key}.parquet",
+        f"results/g/trials/{trial.key}.parquet",
+    ]
     body = s3.get_object(Bucket=store.bucket, Key=keys[1])["Body"].read()
     assert pq.read_table(pa.BufferReader(body)).column("key").to_pylist() == [trial.key]
 

@@ -1,5 +1,6 @@
 """Fixtures for the data pipeline and loop tests: a small fake CIFAR-10 written in the real
 python-pickle layout, and a resolved trial config shrunk to CPU-test size."""
+
 from __future__ import annotations
 
 import copy
@@ -12,23 +13,45 @@ import torch
 
 # docs/design.md "The resolved config", with every key present, shrunk to seconds on a CPU.
 SMALL_CONFIG = {
-    "dataset": {"name": "synthetic", "root": None, "download": False, "augment": ["crop", "flip"],
-                "crop_padding": 2, "cutout_size": 8, "preprocess": "standardize",
-                "val_size": 0, "subset": 600},
-    "model": {"arch": "strided_a", "init": "he_normal", "activation": "relu",
-              "batch_norm": True, "dropout": 0.0, "input_dropout": 0.0, "width": 0.25},
-    "train": {"epochs": 2, "batch_size": 50, "lr": 0.05,
-              "optimizer": {"name": "sgd", "momentum": 0.9, "nesterov": True,
-                            "weight_decay": 5e-4},
-              "schedule": {"name": "constant", "milestones": [], "gamma": 0.1,
-                           "warmup_epochs": 0},
-              "label_smoothing": 0.0, "seed": 0, "precision": "auto",
-              "channels_last": "auto", "compile": False, "device": "cpu"},
+    "dataset": {
+        "name": "synthetic",
+        "root": None,
+        "download": False,
+        "augment": ["crop", "flip"],
+        "crop_padding": 2,
+        "cutout_size": 8,
+        "preprocess": "standardize",
+        "val_size": 0,
+        "subset": 600,
+    },
+    "model": {
+        "arch": "strided_a",
+        "init": "he_normal",
+        "activation": "relu",
+        "batch_norm": True,
+        "dropout": 0.0,
+        "input_dropout": 0.0,
+        "width": 0.25,
+    },
+    "train": {
+        "epochs": 2,
+        "batch_size": 50,
+        "lr": 0.05,
+        "optimizer": {"name": "sgd", "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
+        "schedule": {"name": "constant", "milestones": [], "gamma": 0.1, "warmup_epochs": 0},
+        "label_smoothing": 0.0,
+        "seed": 0,
+        "precision": "auto",
+        "channels_last": "auto",
+        "compile": False,
+        "device": "cpu",
+    },
 }
 
 
-def write_fake_cifar10(root: Path, n_train: int = 200, n_test: int = 50, *,
-                       keys: str = "bytes", seed: int = 0) -> dict:
+def write_fake_cifar10(
+    root: Path, n_train: int = 200, n_test: int = 50, *, keys: str = "bytes", seed: int = 0
+) -> dict:
     """Write `root/cifar-10-batches-py` as the CIFAR site ships it: data_batch_1..5,
     test_batch, batches.meta, each a pickled dict with 'data' (uint8 N x 3072: the R, G and
     B planes, each 32x32 row-major), 'labels', 'batch_label', 'filenames'.
@@ -55,19 +78,34 @@ def write_fake_cifar10(root: Path, n_train: int = 200, n_test: int = 50, *,
     for i, idx in enumerate(chunks, 1):
         _dump(folder / f"data_batch_{i}", train_x[idx], train_y[idx], k, f"training batch {i} of 5")
     _dump(folder / "test_batch", test_x, test_y, k, "testing batch 1 of 1")
-    meta = {k("label_names"): ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
-                               "horse", "ship", "truck"],
-            k("num_cases_per_batch"): len(chunks[0]), k("num_vis"): 3072}
+    meta = {
+        k("label_names"): [
+            "airplane",
+            "automobile",
+            "bird",
+            "cat",
+            "deer",
+            "dog",
+            "frog",
+            "horse",
+            "ship",
+            "truck",
+        ],
+        k("num_cases_per_batch"): len(chunks[0]),
+        k("num_vis"): 3072,
+    }
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump(meta, f)
     return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
 
 
 def _dump(path: Path, x: np.ndarray, y: np.ndarray, k, label: str) -> None:
-    batch = {k("batch_label"): label.encode(),
-             k("labels"): [int(v) for v in y],
-             k("data"): x.reshape(len(x), 3072),  # C order: R plane, G plane, B plane
-             k("filenames"): [f"img_{i:04d}.png".encode() for i in range(len(x))]}
+    batch = {
+        k("batch_label"): label.encode(),
+        k("labels"): [int(v) for v in y],
+        k("data"): x.reshape(len(x), 3072),  # C order: R plane, G plane, B plane
+        k("filenames"): [f"img_{i:04d}.png".encode() for i in range(len(x))],
+    }
     with open(path, "wb") as f:
         pickle.dump(batch, f)
 

@@ -1,4 +1,5 @@
 """Activation registry: every activation trains in an All-CNN and NIN; maxout is a max."""
+
 from __future__ import annotations
 
 import pytest

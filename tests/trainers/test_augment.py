@@ -1,6 +1,7 @@
 """The epoch's augmentation: drawn for every image at once (`draw_augment`), applied in a few
 large ops (`apply_augment`), and the same transformation as the per-image recipe it
 replaces: zero-padded crop, then flip, then cutout."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -10,8 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from trainers import data as data_module
-from trainers.data import (Data, data_generator, load_data, prepare, steps_per_epoch,
-                           train_batches)
+from trainers.data import Data, data_generator, load_data, prepare, steps_per_epoch, train_batches
 from trainers.preprocess import apply_augment, draw_augment, fit_preprocess
 
 
@@ -33,18 +33,19 @@ def reference(img: torch.Tensor, cfg: dict, shift, flip, centre) -> torch.Tensor
     out = img
     if shift is not None:
         dy, dx = int(shift[0]), int(shift[1])
-        out = F.pad(img, (pad,) * 4)[:, dy:dy + 32, dx:dx + 32]
+        out = F.pad(img, (pad,) * 4)[:, dy : dy + 32, dx : dx + 32]
     if flip is not None and bool(flip):
         out = out.flip(2)
     if centre is not None:
         out = out.clone()
         top, left = int(centre[0]) - size // 2, int(centre[1]) - size // 2
-        out[:, max(top, 0):max(top + size, 0), max(left, 0):max(left + size, 0)] = 0
+        out[:, max(top, 0) : max(top + size, 0), max(left, 0) : max(left + size, 0)] = 0
     return out
 
 
-@pytest.mark.parametrize("ops", [("crop",), ("flip",), ("cutout",), ("crop", "flip"),
-                                 ("crop", "flip", "cutout")])
+@pytest.mark.parametrize(
+    "ops", [("crop",), ("flip",), ("cutout",), ("crop", "flip"), ("crop", "flip", "cutout")]
+)
 def test_each_image_is_the_recipe_applied_to_its_draws(ops):
     x, cfg = _images(40), _cfg(*ops, padding=3)
     index = torch.randperm(40, generator=_gen(5))[:24]
@@ -77,9 +78,17 @@ def test_no_augmentation_is_the_shuffled_images_themselves():
 
 
 def _synthetic(augment: list[str], subset: int = 230) -> Data:
-    cfg = {"name": "synthetic", "root": None, "download": False, "augment": augment,
-           "crop_padding": 4, "cutout_size": 8, "preprocess": "standardize", "val_size": 0,
-           "subset": subset}
+    cfg = {
+        "name": "synthetic",
+        "root": None,
+        "download": False,
+        "augment": augment,
+        "crop_padding": 4,
+        "cutout_size": 8,
+        "preprocess": "standardize",
+        "val_size": 0,
+        "subset": subset,
+    }
     return load_data(cfg, "cpu", seed=0)
 
 
@@ -89,7 +98,7 @@ def test_train_batches_shuffle_every_image_once_and_reproducibly():
     batches = list(train_batches(data, 50, data_generator("cpu", 7)))
     again = list(train_batches(data, 50, data_generator("cpu", 7)))
     assert len(batches) == 4
-    for (x, y), (x2, y2) in zip(batches, again):
+    for (x, y), (x2, y2) in zip(batches, again, strict=True):
         assert x.dtype == torch.float32 and x.shape == (50, 3, 32, 32) and y.shape == (50,)
         assert torch.equal(x, x2) and torch.equal(y, y2)
     other = list(train_batches(data, 50, data_generator("cpu", 8)))

@@ -1,4 +1,5 @@
 """The benchmark harness and the CIFAR-10 file writer it runs the naive baseline on."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,15 @@ def test_write_cifar10_is_read_back_by_torchvision_and_by_bytes_pickle(tmp_path)
     folder = write_cifar10(tmp_path, train_x, train_y, test_x, test_y)
 
     names = sorted(p.name for p in (tmp_path / "cifar-10-batches-py").iterdir())
-    assert names == ["batches.meta", "data_batch_1", "data_batch_2", "data_batch_3",
-                     "data_batch_4", "data_batch_5", "test_batch"]
+    assert names == [
+        "batches.meta",
+        "data_batch_1",
+        "data_batch_2",
+        "data_batch_3",
+        "data_batch_4",
+        "data_batch_5",
+        "test_batch",
+    ]
     # The real files' keys: b"data" read as bytes (Python 2 pickles), "data" as latin1.
     with open(f"{folder}/data_batch_1", "rb") as f:
         batch = pickle.load(f, encoding="bytes")
@@ -42,8 +50,13 @@ def test_write_cifar10_is_read_back_by_torchvision_and_by_bytes_pickle(tmp_path)
 
 def test_write_cifar10_rejects_images_of_the_wrong_shape(tmp_path):
     with pytest.raises(ValueError, match="uint8 N x 3 x 32 x 32"):
-        write_cifar10(tmp_path, np.zeros((2, 32, 32, 3), np.uint8), [0, 1],
-                      np.zeros((1, 3, 32, 32), np.uint8), [0])
+        write_cifar10(
+            tmp_path,
+            np.zeros((2, 32, 32, 3), np.uint8),
+            [0, 1],
+            np.zeros((1, 3, 32, 32), np.uint8),
+            [0],
+        )
 
 
 def test_defaults_on_cpu_are_small_and_bad_widths_are_refused():
@@ -62,8 +75,15 @@ def test_quick_json_has_every_field_with_positive_rates(capsys):
         torch.set_num_threads(threads)
     out = json.loads(capsys.readouterr().out)
     (run,) = out["runs"]
-    assert {"device", "arch", "width", "batch", "ours_images_per_s", "naive_images_per_s",
-            "ratio"} <= set(run)
+    assert {
+        "device",
+        "arch",
+        "width",
+        "batch",
+        "ours_images_per_s",
+        "naive_images_per_s",
+        "ratio",
+    } <= set(run)
     assert run["device"] == "cpu" and run["arch"] == "allcnn_c" and run["batch"] == 16
     for key in ("ours_images_per_s", "naive_images_per_s", "ratio", "ours_epoch_s"):
         assert run[key] > 0, key

@@ -1,4 +1,5 @@
 """The evaluation cadence in the loop, and the checkpoint cadence's rule."""
+
 from __future__ import annotations
 
 from trainers.cadence import CheckpointCadence, eval_every, evaluates
@@ -17,8 +18,9 @@ def test_eval_every_k_epochs_keeps_the_final_metrics(small_config):
     drop = ("epoch_s", "images_per_s", "epoch_wall_s")
     same = lambda h: {k: v for k, v in h.items() if k not in drop}  # noqa: E731
     assert same(sparse["final"]) == same(every["final"])  # training is untouched
-    assert [h["train_loss"] for h in sparse["history"]] == \
-        [h["train_loss"] for h in every["history"]]
+    assert [h["train_loss"] for h in sparse["history"]] == [
+        h["train_loss"] for h in every["history"]
+    ]
     assert sparse["best"]["epoch"] in evaluated
 
 
@@ -34,8 +36,9 @@ def test_eval_every_auto_and_the_last_epoch():
 
 def test_checkpoint_cadence_by_epochs_by_seconds_and_always_at_the_end():
     now = [0.0]
-    by_time = CheckpointCadence({"checkpoint_every": None, "checkpoint_s": 60.0},
-                                clock=lambda: now[0])
+    by_time = CheckpointCadence(
+        {"checkpoint_every": None, "checkpoint_s": 60.0}, clock=lambda: now[0]
+    )
     now[0] = 59.0
     assert not by_time.due(1, final=False)
     now[0] = 60.0
@@ -43,8 +46,9 @@ def test_checkpoint_cadence_by_epochs_by_seconds_and_always_at_the_end():
     by_time.done(2)
     now[0] = 61.0
     assert not by_time.due(3, final=False) and by_time.due(3, final=True)
-    by_epochs = CheckpointCadence({"checkpoint_every": 3, "checkpoint_s": 1e9},
-                                  clock=lambda: 0.0, start_epoch=2)
+    by_epochs = CheckpointCadence(
+        {"checkpoint_every": 3, "checkpoint_s": 1e9}, clock=lambda: 0.0, start_epoch=2
+    )
     assert [e for e in range(3, 9) if by_epochs.due(e, False) and not by_epochs.done(e)] == [5, 8]
     every = CheckpointCadence({"checkpoint_every": None, "checkpoint_s": 0})
     assert every.due(1, final=False)

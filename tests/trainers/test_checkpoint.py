@@ -2,6 +2,7 @@
 resumes on a CPU (and the other way round) without a crash. CPU-only here, so the GPU side
 is simulated with the states a CUDA run writes: a 16-byte Philox generator state and a
 `cuda` list of per-GPU RNG states."""
+
 from __future__ import annotations
 
 import io
@@ -9,7 +10,7 @@ import io
 import pytest
 import torch
 
-from trainers import checkpoint as K
+from trainers import checkpoint
 from trainers.loop import train
 
 PHILOX_STATE = 16  # bytes: a CUDA generator's seed and offset
@@ -52,8 +53,9 @@ def test_a_state_saved_on_cuda_resumes_on_cpu(small_config, tagged):
     assert resumed["history"][0] == {**full["history"][0], "epoch_wall_s": None}
     again = train(small_config, resume=second)  # the reseeded shuffles are deterministic
     drop = ("epoch_s", "images_per_s", "epoch_wall_s")
-    assert [{k: v for k, v in h.items() if k not in drop} for h in again["history"]] == \
-        [{k: v for k, v in h.items() if k not in drop} for h in resumed["history"]]
+    assert [{k: v for k, v in h.items() if k not in drop} for h in again["history"]] == [
+        {k: v for k, v in h.items() if k not in drop} for h in resumed["history"]
+    ]
 
 
 def test_a_generator_takes_its_own_devices_state_and_reseeds_on_anothers():
@@ -63,19 +65,23 @@ def test_a_generator_takes_its_own_devices_state_and_reseeds_on_anothers():
     expected = torch.randperm(10, generator=source)
     for tagged in ("cpu", None):  # untagged: a CPU state is recognised by its size
         gen = torch.Generator().manual_seed(7)
-        K.restore_generator(gen, saved, tagged, epoch=1)
+        checkpoint.restore_generator(gen, saved, tagged, epoch=1)
         assert torch.equal(torch.randperm(10, generator=gen), expected)
     draws = []
     for _ in range(2):  # a CUDA state on a CPU generator: reseeded, the same way each time
         gen = torch.Generator().manual_seed(7)
-        K.restore_generator(gen, torch.zeros(PHILOX_STATE, dtype=torch.uint8), "cuda", epoch=1)
+        checkpoint.restore_generator(
+            gen, torch.zeros(PHILOX_STATE, dtype=torch.uint8), "cuda", epoch=1
+        )
         draws.append(torch.randperm(10, generator=gen))
     assert torch.equal(draws[0], draws[1])
 
 
 def test_state_device_and_cuda_rng_without_a_gpu():
-    assert K.state_device(torch.zeros(PHILOX_STATE, dtype=torch.uint8), None) == "cuda"
-    assert K.state_device(torch.Generator().get_state(), None) == "cpu"
-    assert K.state_device(torch.Generator().get_state(), "cuda") == "cuda"
-    K.restore_cuda_rng([torch.zeros(PHILOX_STATE, dtype=torch.uint8)] * 8)  # skipped on CPU
-    K.restore_cuda_rng(None)
+    assert checkpoint.state_device(torch.zeros(PHILOX_STATE, dtype=torch.uint8), None) == "cuda"
+    assert checkpoint.state_device(torch.Generator().get_state(), None) == "cpu"
+    assert checkpoint.state_device(torch.Generator().get_state(), "cuda") == "cuda"
+    checkpoint.restore_cuda_rng(
+        [torch.zeros(PHILOX_STATE, dtype=torch.uint8)] * 8
+    )  # skipped on CPU
+    checkpoint.restore_cuda_rng(None)

@@ -1,5 +1,6 @@
 """The data pipeline: CIFAR files through torchvision's classes, the split, the synthetic
 set and the fitted preprocessing (the augmentation: test_augment.py)."""
+
 from __future__ import annotations
 
 import shutil
@@ -16,13 +17,22 @@ from trainers.preprocess import GCN_SCALE, ZCA_BIAS, fit_preprocess, gcn, stretc
 
 
 def cifar_cfg(root, **kw) -> dict:
-    cfg = {"name": "cifar10", "root": str(root), "download": False, "augment": ["crop", "flip"],
-           "crop_padding": 4, "cutout_size": 8, "preprocess": "standardize", "val_size": 0,
-           "subset": None}
+    cfg = {
+        "name": "cifar10",
+        "root": str(root),
+        "download": False,
+        "augment": ["crop", "flip"],
+        "crop_padding": 4,
+        "cutout_size": 8,
+        "preprocess": "standardize",
+        "val_size": 0,
+        "subset": None,
+    }
     return {**cfg, **kw}
 
 
 # ---------------------------------------------------------------- CIFAR files
+
 
 @pytest.mark.parametrize("keys", ["bytes", "str"])
 def test_cifar_folder_loads_as_written(tmp_path, write_cifar, keys):
@@ -45,6 +55,7 @@ def test_existing_folder_is_never_downloaded_again(fake_cifar10, monkeypatch):
 
     def no_network(*a, **k):
         raise AssertionError("tried to download although the files are there")
+
     monkeypatch.setattr(tv_cifar, "download_and_extract_archive", no_network)
     data = load_data(cifar_cfg(fake_cifar10[0], download=True), "cpu", seed=0)
     assert data.train_x.shape[0] == 200
@@ -62,6 +73,7 @@ def test_failed_download_is_a_grid_error(tmp_path, monkeypatch):
 
     def offline(*a, **k):
         raise urllib.error.URLError("no network")
+
     monkeypatch.setattr(tv_cifar, "download_and_extract_archive", offline)
     with pytest.raises(GridError) as e:
         load_data(cifar_cfg(tmp_path, download=True), "cpu", seed=0)
@@ -79,6 +91,7 @@ def test_corrupt_file_names_the_file(fake_cifar10, tmp_path, damage):
 
 
 # ---------------------------------------------------------------- split and synthetic
+
 
 def test_val_split_is_deterministic_disjoint_and_seeded():
     train, val = split_indices(200, 30, None, seed=1)
@@ -106,7 +119,7 @@ def test_val_size_larger_than_the_data_is_a_grid_error(fake_cifar10):
 
 def test_synthetic_is_deterministic_and_balanced():
     a, b = synthetic(), synthetic()
-    assert all(np.array_equal(u, v) for u, v in zip(a[:4], b[:4]))
+    assert all(np.array_equal(u, v) for u, v in zip(a[:4], b[:4], strict=True))
     train_x, train_y, test_x, test_y, num_classes = a
     assert train_x.shape == (5000, 3, 32, 32) and test_x.shape == (1000, 3, 32, 32)
     assert train_x.dtype == np.uint8 and num_classes == 10
@@ -115,6 +128,7 @@ def test_synthetic_is_deterministic_and_balanced():
 
 
 # ---------------------------------------------------------------- preprocessing
+
 
 def _images(n: int = 64, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
@@ -211,12 +225,21 @@ def test_two_trials_on_a_fresh_node_download_once(tmp_path):
     import subprocess
     import sys
     from pathlib import Path
+
     log = tmp_path / "downloads.log"
     repo = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(repo)}
-    procs = [subprocess.Popen([sys.executable, "-c", DOWNLOADER, str(tmp_path / "data"),
-                               str(log)], env=env, cwd=repo, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", DOWNLOADER, str(tmp_path / "data"), str(log)],
+            env=env,
+            cwd=repo,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     assert [p.stdout.readline() for p in procs] == ["ready\n", "ready\n"]
     for p in procs:  # both are ready: release them together
         p.stdin.close()

@@ -1,5 +1,6 @@
 """Init registry: every init runs on an All-CNN and a ResNet and trains; LSUV gives unit
 variance."""
+
 from __future__ import annotations
 
 import math
@@ -12,8 +13,15 @@ from orchestrator.errors import GridError
 from trainers.inits import INITS, LSUV_TOL, init_model, negative_slope
 from trainers.models import create_model
 
-EXPECTED = {"default", "xavier_uniform", "xavier_normal", "he_normal", "he_uniform",
-            "orthogonal", "lsuv"}
+EXPECTED = {
+    "default",
+    "xavier_uniform",
+    "xavier_normal",
+    "he_normal",
+    "he_uniform",
+    "orthogonal",
+    "lsuv",
+}
 
 
 def _batch(n: int = 8) -> torch.Tensor:
@@ -47,7 +55,7 @@ def test_default_leaves_weights_alone():
     model = create_model("model_a", width=0.25)
     before = [p.clone() for p in model.parameters()]
     init_model(model, "default")
-    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
 def test_he_normal_std():
@@ -74,17 +82,26 @@ def test_orthogonal_rows_are_orthogonal():
     assert torch.allclose(gram, 2.0 * torch.eye(10), atol=1e-4)  # gain^2 = 2 for relu
 
 
-@pytest.mark.parametrize("arch,kw", [("allcnn_c", {}), ("nin", {"activation": "elu"}),
-                                     ("resnet9", {"batch_norm": True}),
-                                     ("model_b", {"activation": "maxout"})])
+@pytest.mark.parametrize(
+    "arch,kw",
+    [
+        ("allcnn_c", {}),
+        ("nin", {"activation": "elu"}),
+        ("resnet9", {"batch_norm": True}),
+        ("model_b", {"activation": "maxout"}),
+    ],
+)
 def test_lsuv_gives_unit_output_variance(arch, kw):
     torch.manual_seed(0)
     model = create_model(arch, width=0.25, dropout=0.5, **kw)
     batch = _batch(16)
     init_model(model, "lsuv", batch=batch)
     variances = []
-    hooks = [m.register_forward_hook(lambda mod, i, o: variances.append(o.var().item()))
-             for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    hooks = [
+        m.register_forward_hook(lambda mod, i, o: variances.append(o.var().item()))
+        for m in model.modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
     model.eval()
     with torch.no_grad():
         model(batch)

@@ -1,5 +1,6 @@
 """The training loop: it learns, resumes exactly, stops on divergence; optimizers and the
 per-step learning-rate schedules."""
+
 from __future__ import annotations
 
 import io
@@ -10,7 +11,6 @@ import torch
 
 from trainers.loop import METRIC_KEYS, train
 from trainers.optim import build_optimizer, build_schedule, lr_factor
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/trainers/conftest.py
 
@@ -24,11 +24,14 @@ def _snapshot(state: dict) -> dict:
 
 
 def _timeless(history: list[dict]) -> list[dict]:
-    return [{k: v for k, v in h.items() if k not in ("epoch_s", "images_per_s", "epoch_wall_s")}
-            for h in history]
+    return [
+        {k: v for k, v in h.items() if k not in ("epoch_s", "images_per_s", "epoch_wall_s")}
+        for h in history
+    ]
 
 
 # ---------------------------------------------------------------- end to end
+
 
 def test_synthetic_run_learns_and_reports_every_epoch(small_config):
     small_config["train"]["epochs"] = 3
@@ -51,15 +54,17 @@ def test_synthetic_run_learns_and_reports_every_epoch(small_config):
 
 def test_trains_from_a_cifar_folder_with_lsuv_and_cutout(fake_cifar10, small_config):
     root, _ = fake_cifar10
-    small_config["dataset"].update(name="cifar10", root=str(root), val_size=50, subset=None,
-                                   augment=["crop", "cutout", "flip"])
+    small_config["dataset"].update(
+        name="cifar10", root=str(root), val_size=50, subset=None, augment=["crop", "cutout", "flip"]
+    )
     small_config["model"].update(init="lsuv")
     small_config["train"].update(epochs=1, batch_size=25)
     summary = train(small_config)
     final = summary["final"]
     assert summary["status"] == "completed" and summary["epochs"] == 1
-    assert final["val_acc"] is not None and all(math.isfinite(final[k]) for k in
-                                                  ("train_loss", "val_loss", "test_loss"))
+    assert final["val_acc"] is not None and all(
+        math.isfinite(final[k]) for k in ("train_loss", "val_loss", "test_loss")
+    )
     assert summary["best"]["epoch"] == 1 and final["images_per_s"] > 0
 
 
@@ -74,8 +79,9 @@ def test_resume_reproduces_the_uninterrupted_run(small_config):
     cfg = small_config
     cfg["dataset"].update(subset=150, val_size=50, augment=["crop", "cutout", "flip"])
     cfg["model"].update(dropout=0.3)  # dropout and augmentation: both RNG streams matter
-    cfg["train"].update(epochs=3, schedule={"name": "cosine", "milestones": [], "gamma": 0.1,
-                                            "warmup_epochs": 1})
+    cfg["train"].update(
+        epochs=3, schedule={"name": "cosine", "milestones": [], "gamma": 0.1, "warmup_epochs": 1}
+    )
     states = []
     full = train(cfg, report=lambda m, s: states.append(_snapshot(s)))
     assert states[0]["epoch"] == 1 and len(states[0]["history"]) == 1
@@ -114,6 +120,7 @@ def test_injected_nan_stops_at_that_epoch(small_config):
             for t in state["model"].values():
                 if t.is_floating_point():
                     t.fill_(float("nan"))
+
     summary = train(small_config, report=poison)
     assert summary["status"] == "diverged" and summary["epochs"] == 2
     assert math.isfinite(summary["history"][0]["train_loss"])
@@ -121,20 +128,30 @@ def test_injected_nan_stops_at_that_epoch(small_config):
 
 # ---------------------------------------------------------------- optimizers
 
+
 def _train_cfg(**kw) -> dict:
-    cfg = {"epochs": 10, "lr": 0.1,
-           "optimizer": {"name": "sgd", "momentum": 0.9, "nesterov": True, "weight_decay": 1e-3},
-           "schedule": {"name": "constant", "milestones": [], "gamma": 0.1, "warmup_epochs": 0}}
+    cfg = {
+        "epochs": 10,
+        "lr": 0.1,
+        "optimizer": {"name": "sgd", "momentum": 0.9, "nesterov": True, "weight_decay": 1e-3},
+        "schedule": {"name": "constant", "milestones": [], "gamma": 0.1, "warmup_epochs": 0},
+    }
     cfg.update(kw)
     return cfg
 
 
-@pytest.mark.parametrize("name, cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam),
-                                        ("adamw", torch.optim.AdamW)])
+@pytest.mark.parametrize(
+    "name, cls",
+    [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)],
+)
 def test_build_optimizer(name, cls):
     params = [torch.nn.Parameter(torch.ones(3))]
-    opt = build_optimizer(params, _train_cfg(optimizer={
-        "name": name, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-3}))
+    opt = build_optimizer(
+        params,
+        _train_cfg(
+            optimizer={"name": name, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-3}
+        ),
+    )
     group = opt.param_groups[0]
     assert type(opt) is cls and group["lr"] == 0.1 and group["weight_decay"] == 1e-3
     if name == "sgd":
@@ -142,6 +159,7 @@ def test_build_optimizer(name, cls):
 
 
 # ---------------------------------------------------------------- schedules
+
 
 def _sched(name: str, **kw) -> dict:
     return {"name": name, "milestones": [], "gamma": 0.1, "warmup_epochs": 0, **kw}
@@ -168,7 +186,9 @@ def test_onecycle_ramps_up_then_down():
 
 def test_constant_and_linear_warmup():
     assert lr_factor(_sched("constant"), 5, 10)(37) == 1.0
-    f = lr_factor(_sched("multistep", milestones=[3], warmup_epochs=2), epochs=5, steps_per_epoch=10)
+    f = lr_factor(
+        _sched("multistep", milestones=[3], warmup_epochs=2), epochs=5, steps_per_epoch=10
+    )
     assert f(0) == pytest.approx(1 / 20) and f(9) == pytest.approx(0.5) and f(19) == 1.0
     assert f(20) == 1.0 and f(30) == pytest.approx(0.1)
     g = lr_factor(_sched("cosine", warmup_epochs=1), epochs=3, steps_per_epoch=10)
@@ -176,10 +196,13 @@ def test_constant_and_linear_warmup():
 
 
 def test_build_schedule_sets_the_optimizer_lr_per_step():
-    opt = build_optimizer([torch.nn.Parameter(torch.ones(1))],
-                          _train_cfg(schedule=_sched("multistep", milestones=[1])))
-    sched = build_schedule(opt, _train_cfg(epochs=2, schedule=_sched("multistep", milestones=[1])),
-                           steps_per_epoch=3)
+    opt = build_optimizer(
+        [torch.nn.Parameter(torch.ones(1))],
+        _train_cfg(schedule=_sched("multistep", milestones=[1])),
+    )
+    sched = build_schedule(
+        opt, _train_cfg(epochs=2, schedule=_sched("multistep", milestones=[1])), steps_per_epoch=3
+    )
     lrs = []
     for _ in range(6):
         lrs.append(opt.param_groups[0]["lr"])
@@ -190,17 +213,28 @@ def test_build_schedule_sets_the_optimizer_lr_per_step():
 
 def test_unknown_names_and_nesterov_without_momentum():
     from orchestrator.errors import GridError
+
     params = [torch.nn.Parameter(torch.ones(1))]
     with pytest.raises(GridError, match="train.optimizer.name"):
-        build_optimizer(params, _train_cfg(optimizer={"name": "lamb", "momentum": 0.9,
-                                                      "nesterov": False, "weight_decay": 0}))
+        build_optimizer(
+            params,
+            _train_cfg(
+                optimizer={"name": "lamb", "momentum": 0.9, "nesterov": False, "weight_decay": 0}
+            ),
+        )
     with pytest.raises(GridError, match="train.schedule.name"):
         lr_factor(_sched("linear"), epochs=2, steps_per_epoch=3)
-    opt = build_optimizer(params, _train_cfg(optimizer={"name": "sgd", "momentum": 0.0,
-                                                        "nesterov": True, "weight_decay": 0}))
+    opt = build_optimizer(
+        params,
+        _train_cfg(optimizer={"name": "sgd", "momentum": 0.0, "nesterov": True, "weight_decay": 0}),
+    )
     assert opt.param_groups[0]["nesterov"] is False  # the same maths as plain SGD
-    adam = build_optimizer(params, _train_cfg(optimizer={"name": "adam", "momentum": 0.8,
-                                                         "nesterov": False, "weight_decay": 0}))
+    adam = build_optimizer(
+        params,
+        _train_cfg(
+            optimizer={"name": "adam", "momentum": 0.8, "nesterov": False, "weight_decay": 0}
+        ),
+    )
     assert adam.param_groups[0]["betas"] == (0.8, 0.999)  # momentum is Adam's beta1
 
 
@@ -208,6 +242,7 @@ def test_weights_blown_up_by_the_last_step_count_as_diverged(small_config, monke
     # The final epoch's train loss is averaged before each update, so it can be finite while
     # the last update left NaN weights: the eval losses catch that.
     import trainers.loop as loop
+
     small_config["dataset"]["subset"] = 100
     small_config["train"]["epochs"] = 1
     real_evaluate = loop.evaluate
@@ -216,6 +251,7 @@ def test_weights_blown_up_by_the_last_step_count_as_diverged(small_config, monke
         for p in model.parameters():
             p.data.fill_(float("nan"))
         return real_evaluate(model, *a, **k)
+
     monkeypatch.setattr(loop, "evaluate", evaluate_after_poison)
     summary = train(small_config)
     assert math.isfinite(summary["final"]["train_loss"])

@@ -1,4 +1,5 @@
 """The model zoo: every registered model builds, trains a step, has the papers' sizes."""
+
 from __future__ import annotations
 
 import pytest
@@ -6,18 +7,35 @@ import torch
 from torch import nn
 
 from orchestrator.errors import GridError
-from trainers.models import (ALIASES, MODELS, PAPER_PARAMS, count_params, create_model,
-                             list_models)
+from trainers.models import ALIASES, MODELS, PAPER_PARAMS, count_params, create_model, list_models
 from trainers.models.allcnn import TABLES
 
-CANONICAL = ["model_a", "model_b", "model_c", "strided_a", "strided_b", "strided_c",
-             "convpool_a", "convpool_b", "convpool_c", "allcnn_a", "allcnn_b", "allcnn_c",
-             "nin", "resnet9", "resnet18"]
+CANONICAL = [
+    "model_a",
+    "model_b",
+    "model_c",
+    "strided_a",
+    "strided_b",
+    "strided_c",
+    "convpool_a",
+    "convpool_b",
+    "convpool_c",
+    "allcnn_a",
+    "allcnn_b",
+    "allcnn_c",
+    "nin",
+    "resnet9",
+    "resnet18",
+]
 
 # Layer-table counts, 10 classes, no batch norm, width 1 (see allcnn.py's docstring).
 EXACT_PARAMS = {
-    "model_a": 839_242, "model_b": 885_610, "model_c": 954_730,
-    "allcnn_a": 1_254_250, "allcnn_b": 1_300_618, "allcnn_c": 1_369_738,
+    "model_a": 839_242,
+    "model_b": 885_610,
+    "model_c": 954_730,
+    "allcnn_a": 1_254_250,
+    "allcnn_b": 1_300_618,
+    "allcnn_c": 1_369_738,
     "nin": 966_986,
 }
 for _l in "abc":
@@ -49,8 +67,7 @@ def test_registry_holds_exactly_the_canonical_names():
 @pytest.mark.parametrize("name", list_models())
 @pytest.mark.parametrize("batch_norm", [False, True])
 def test_every_model_trains_a_step(name, batch_norm):
-    model = create_model(name, batch_norm=batch_norm, width=0.25, dropout=0.5,
-                         input_dropout=0.2)
+    model = create_model(name, batch_norm=batch_norm, width=0.25, dropout=0.5, input_dropout=0.2)
     has_bn = any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     assert has_bn == batch_norm
     assert _step(model, 10).shape == (2, 10)
@@ -106,6 +123,7 @@ def test_allcnn_c_layout_follows_the_paper():
 def test_variants_transform_the_pooling(letter):
     def kinds(name):
         return [r[0] for r in TABLES[name]]
+
     assert kinds(f"model_{letter}").count("maxpool") == 2
     assert kinds(f"strided_{letter}").count("maxpool") == 0
     assert kinds(f"convpool_{letter}").count("maxpool") == 2
@@ -122,7 +140,7 @@ def test_dropout_placement():
 
 
 def test_aliases_resolve():
-    for alias, name in ALIASES.items():
+    for name in ALIASES.values():
         assert name in MODELS
     assert count_params(create_model("All_CNN_C")) == EXACT_PARAMS["allcnn_c"]
 
@@ -138,10 +156,15 @@ def test_unknown_model_suggests_a_name():
         create_model("allcnn_cc")
 
 
-@pytest.mark.parametrize("kw,key", [({"width": 0}, "model.width"),
-                                    ({"dropout": 1.0}, "model.dropout"),
-                                    ({"input_dropout": -0.1}, "model.input_dropout"),
-                                    ({"activation": "relux"}, "model.activation")])
+@pytest.mark.parametrize(
+    "kw,key",
+    [
+        ({"width": 0}, "model.width"),
+        ({"dropout": 1.0}, "model.dropout"),
+        ({"input_dropout": -0.1}, "model.input_dropout"),
+        ({"activation": "relux"}, "model.activation"),
+    ],
+)
 def test_bad_values_raise_grid_error(kw, key):
     with pytest.raises(GridError, match=key.replace(".", r"\.")):
         create_model("model_a", **kw)

@@ -1,5 +1,6 @@
 """The captured step (`train.compile`: torch.compile of the forward, backward and optimizer
 step) against the eager one: the same losses, step by step, in fp32 on the CPU."""
+
 from __future__ import annotations
 
 import copy
@@ -12,8 +13,10 @@ from torch import nn
 from trainers.optim import build_optimizer, build_schedule
 from trainers.step import make_forward, make_step
 
-pytestmark = pytest.mark.skipif(shutil.which("gcc") is None and shutil.which("cc") is None,
-                                reason="torch.compile on a CPU needs a C compiler")
+pytestmark = pytest.mark.skipif(
+    shutil.which("gcc") is None and shutil.which("cc") is None,
+    reason="torch.compile on a CPU needs a C compiler",
+)
 
 
 def _cell(train_cfg: dict, model: nn.Module):
@@ -23,31 +26,42 @@ def _cell(train_cfg: dict, model: nn.Module):
 
 def test_captured_and_eager_steps_agree_in_fp32_on_the_cpu(small_config):
     from trainers.models import create_model
+
     torch.manual_seed(0)
-    model = create_model("strided_a", num_classes=10, width=0.125, dropout=0.0,
-                         input_dropout=0.0, batch_norm=True)
+    model = create_model(
+        "strided_a", num_classes=10, width=0.125, dropout=0.0, input_dropout=0.0, batch_norm=True
+    )
     twin = copy.deepcopy(model)
-    train_cfg = {**small_config["train"], "lr": 0.05,
-                 "schedule": {"name": "cosine", "milestones": [], "gamma": 0.1,
-                              "warmup_epochs": 0}, "epochs": 1}
+    train_cfg = {
+        **small_config["train"],
+        "lr": 0.05,
+        "schedule": {"name": "cosine", "milestones": [], "gamma": 0.1, "warmup_epochs": 0},
+        "epochs": 1,
+    }
     loss_fn = nn.CrossEntropyLoss()
     eager = make_step(model, *_cell(train_cfg, model), loss_fn)
     captured_opt, captured_sched = _cell({**train_cfg, "compile": True}, twin)
     captured = make_step(twin, captured_opt, captured_sched, loss_fn, captured=True)
     assert isinstance(captured_opt.param_groups[0]["lr"], torch.Tensor)  # no recompiles
     g = torch.Generator().manual_seed(1)
-    batches = [(torch.randn(16, 3, 32, 32, generator=g), torch.randint(0, 10, (16,),
-                                                                       generator=g))
-               for _ in range(4)]
+    batches = [
+        (torch.randn(16, 3, 32, 32, generator=g), torch.randint(0, 10, (16,), generator=g))
+        for _ in range(4)
+    ]
     model.train(), twin.train()
     got = [captured(x, y) for x, y in batches]
     want = [eager(x, y) for x, y in batches]
-    for (loss_c, hits_c), (loss_e, hits_e) in zip(got, want):
+    for (loss_c, hits_c), (loss_e, hits_e) in zip(got, want, strict=True):
         assert loss_c.item() == pytest.approx(loss_e.item(), rel=1e-4, abs=1e-5)
         assert hits_c.item() == hits_e.item()
-    assert float(captured_opt.param_groups[0]["lr"]) == pytest.approx(
-        model_lr := float(captured_sched.get_last_lr()[0])) and model_lr < 0.05
-    for p, q in zip(model.parameters(), twin.parameters()):  # the steps moved them alike
+    assert (
+        float(captured_opt.param_groups[0]["lr"])
+        == pytest.approx(model_lr := float(captured_sched.get_last_lr()[0]))
+        and model_lr < 0.05
+    )
+    for p, q in zip(
+        model.parameters(), twin.parameters(), strict=True
+    ):  # the steps moved them alike
         assert torch.allclose(p, q, rtol=1e-3, atol=1e-5)
     x = batches[0][0]
     model.eval(), twin.eval()

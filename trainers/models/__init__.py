@@ -8,21 +8,35 @@ turns the section's names and flags into those. A new option is a keyword of the
 that take it plus a default and a check in `trainers.config`: a factory that does not name
 an option in its signature is not given it.
 """
+
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
 from trainers.activations import get_activation
 from trainers.errors import GridError
-from trainers.models.registry import (ALIASES, MODELS, canonical_name, list_models, preset,
-                                      register_model, resolve_name)
+from trainers.models.registry import (
+    ALIASES,
+    MODELS,
+    canonical_name,
+    list_models,
+    preset,
+    register_model,
+    resolve_name,
+)
 
 # What `create_model` assumes for an option its caller leaves out: a plain net.
-OPTION_DEFAULTS: dict[str, Any] = {"activation": "relu", "batch_norm": False, "dropout": 0.0,
-                                   "input_dropout": 0.0, "width": 1.0}
+OPTION_DEFAULTS: dict[str, Any] = {
+    "activation": "relu",
+    "batch_norm": False,
+    "dropout": 0.0,
+    "input_dropout": 0.0,
+    "width": 1.0,
+}
 # Keys of the `model` section that are no constructor option: the name and the init.
 NOT_OPTIONS = ("arch", "init")
 
@@ -58,8 +72,17 @@ def create_model(name: str, *, num_classes: int = 10, **options: Any) -> nn.Modu
             raise GridError(f"model.{key}: must be in [0, 1), got {p!r}")
     if not (isinstance(num_classes, int) and num_classes >= 1):
         raise GridError(f"num_classes: must be a positive integer, got {num_classes!r}")
-    return factory(**_accepted(factory, {"num_classes": num_classes, "act_layer": act_layer,
-                                         "norm_layer": norm_layer, **options}))
+    return factory(
+        **_accepted(
+            factory,
+            {
+                "num_classes": num_classes,
+                "act_layer": act_layer,
+                "norm_layer": norm_layer,
+                **options,
+            },
+        )
+    )
 
 
 def count_params(model: nn.Module) -> int:
@@ -69,9 +92,21 @@ def count_params(model: nn.Module) -> int:
 
 # Importing the families registers them (they import `preset` from the registry).
 from trainers.models import allcnn, nin, resnet  # noqa: E402,F401
+
 # The papers' approximate sizes for the no-BN nets; `grid models` shows them. (Seed 003's
 # exact ResNet counts are with batch norm: tests/trainers/test_models.py checks those.)
 from trainers.models.allcnn import PAPER_PARAMS  # noqa: E402
 
-__all__ = ["MODELS", "ALIASES", "PAPER_PARAMS", "register_model", "preset", "list_models",
-           "canonical_name", "resolve_name", "model_options", "create_model", "count_params"]
+__all__ = [
+    "MODELS",
+    "ALIASES",
+    "PAPER_PARAMS",
+    "register_model",
+    "preset",
+    "list_models",
+    "canonical_name",
+    "resolve_name",
+    "model_options",
+    "create_model",
+    "count_params",
+]

@@ -19,36 +19,65 @@ model_a 839,242, model_b 885,610, model_c 954,730, allcnn_a 1,254,250, allcnn_b 
 allcnn_c 1,369,738; strided_* equal model_*, convpool_* equal allcnn_*. The papers' own
 approximate counts (`PAPER_PARAMS`) disagree with their tables for B (~1 M) and C (~1.3 M).
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from trainers.models.registry import preset
 from trainers.models.layers import ActLayer, NormLayer, conv_norm_act, scale_channels
+from trainers.models.registry import preset
 
 CLASSES = "classes"  # the class conv's channels: num_classes, never scaled by width
 # Rows: ("conv", channels, kernel, stride, padding "same"|"valid"), ("maxpool", kernel,
 # stride), ("dropout", "input"|"stage") -> input_dropout | dropout.
 POOL = ("maxpool", 3, 2)  # 3x3 max-pooling stride 2, as in every table
 BASE: dict[str, list[tuple]] = {
-    "a": [("conv", 96, 5, 1, "same"), POOL, ("dropout", "stage"),
-          ("conv", 192, 5, 1, "same"), POOL, ("dropout", "stage")],
-    "b": [("conv", 96, 5, 1, "same"), ("conv", 96, 1, 1, "same"), POOL, ("dropout", "stage"),
-          ("conv", 192, 5, 1, "same"), ("conv", 192, 1, 1, "same"), POOL,
-          ("dropout", "stage")],
-    "c": [("conv", 96, 3, 1, "same"), ("conv", 96, 3, 1, "same"), POOL, ("dropout", "stage"),
-          ("conv", 192, 3, 1, "same"), ("conv", 192, 3, 1, "same"), POOL,
-          ("dropout", "stage")],
+    "a": [
+        ("conv", 96, 5, 1, "same"),
+        POOL,
+        ("dropout", "stage"),
+        ("conv", 192, 5, 1, "same"),
+        POOL,
+        ("dropout", "stage"),
+    ],
+    "b": [
+        ("conv", 96, 5, 1, "same"),
+        ("conv", 96, 1, 1, "same"),
+        POOL,
+        ("dropout", "stage"),
+        ("conv", 192, 5, 1, "same"),
+        ("conv", 192, 1, 1, "same"),
+        POOL,
+        ("dropout", "stage"),
+    ],
+    "c": [
+        ("conv", 96, 3, 1, "same"),
+        ("conv", 96, 3, 1, "same"),
+        POOL,
+        ("dropout", "stage"),
+        ("conv", 192, 3, 1, "same"),
+        ("conv", 192, 3, 1, "same"),
+        POOL,
+        ("dropout", "stage"),
+    ],
 }
 TOP = [("conv", 192, 3, 1, "valid"), ("conv", 192, 1, 1, "same"), ("conv", CLASSES, 1, 1, "same")]
 
 # The papers' stated approximate sizes (seed 001 Table 1, seed 002), for `grid models`.
 PAPER_PARAMS: dict[str, int] = {
-    "model_a": 900_000, "strided_a": 900_000, "convpool_a": 1_280_000, "allcnn_a": 1_280_000,
-    "model_b": 1_000_000, "strided_b": 1_000_000, "convpool_b": 1_350_000,
-    "allcnn_b": 1_350_000, "model_c": 1_300_000, "strided_c": 1_300_000,
-    "convpool_c": 1_400_000, "allcnn_c": 1_400_000,
+    "model_a": 900_000,
+    "strided_a": 900_000,
+    "convpool_a": 1_280_000,
+    "allcnn_a": 1_280_000,
+    "model_b": 1_000_000,
+    "strided_b": 1_000_000,
+    "convpool_b": 1_350_000,
+    "allcnn_b": 1_350_000,
+    "model_c": 1_300_000,
+    "strided_c": 1_300_000,
+    "convpool_c": 1_400_000,
+    "allcnn_c": 1_400_000,
 }
 
 
@@ -72,7 +101,8 @@ def _variant(base: list[tuple], kind: str) -> list[tuple]:
 # Every model's full layer table, e.g. TABLES["allcnn_c"], input dropout first.
 TABLES: dict[str, list[tuple]] = {
     f"{kind}_{letter}": [("dropout", "input")] + _variant(rows, kind) + TOP
-    for kind in ("model", "strided", "convpool", "allcnn") for letter, rows in BASE.items()
+    for kind in ("model", "strided", "convpool", "allcnn")
+    for letter, rows in BASE.items()
 }
 
 
@@ -80,9 +110,17 @@ class AllCNN(nn.Module):
     """A plain conv net built from a layer table, then global average pooling: the class
     conv's channel means are the logits."""
 
-    def __init__(self, table: list[tuple], *, num_classes: int = 10, act_layer: ActLayer,
-                 norm_layer: NormLayer = None, dropout: float = 0.0,
-                 input_dropout: float = 0.0, width: float = 1.0):
+    def __init__(
+        self,
+        table: list[tuple],
+        *,
+        num_classes: int = 10,
+        act_layer: ActLayer,
+        norm_layer: NormLayer = None,
+        dropout: float = 0.0,
+        input_dropout: float = 0.0,
+        width: float = 1.0,
+    ):
         super().__init__()
         rates = {"input": input_dropout, "stage": dropout}
         layers: list[nn.Module] = []
@@ -92,8 +130,11 @@ class AllCNN(nn.Module):
                 _, c, kernel, stride, padding = row
                 c_out = num_classes if c == CLASSES else scale_channels(c, width)
                 pad = kernel // 2 if padding == "same" else 0
-                layers.append(conv_norm_act(c_in, c_out, kernel, stride, pad,
-                                            act_layer=act_layer, norm_layer=norm_layer))
+                layers.append(
+                    conv_norm_act(
+                        c_in, c_out, kernel, stride, pad, act_layer=act_layer, norm_layer=norm_layer
+                    )
+                )
                 c_in = c_out
             elif row[0] in ("maxpool", "avgpool"):
                 pool = nn.MaxPool2d if row[0] == "maxpool" else nn.AvgPool2d

@@ -1,7 +1,8 @@
 """Small building blocks shared by the model families."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 
@@ -14,13 +15,22 @@ def scale_channels(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
 
-def conv_norm_act(c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0, *,
-                  act_layer: ActLayer, norm_layer: NormLayer) -> nn.Sequential:
+def conv_norm_act(
+    c_in: int,
+    c_out: int,
+    kernel: int,
+    stride: int = 1,
+    padding: int = 0,
+    *,
+    act_layer: ActLayer,
+    norm_layer: NormLayer,
+) -> nn.Sequential:
     """conv -> [norm] -> act. Batch norm goes before the activation (Ioffe & Szegedy; the
     All-CNN re-evaluation, seed 000, and the NIN lab, seed 004, both do so). The conv drops
     its bias when a norm follows: the norm's shift makes it redundant."""
-    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel, stride, padding,
-                                         bias=norm_layer is None)]
+    layers: list[nn.Module] = [
+        nn.Conv2d(c_in, c_out, kernel, stride, padding, bias=norm_layer is None)
+    ]
     if norm_layer is not None:
         layers.append(norm_layer(c_out))
     layers.append(act_layer(c_out))

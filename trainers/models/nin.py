@@ -7,20 +7,33 @@ blocks, then the lab's "8x8 average pooling", i.e. a global average. Seed 004 ma
 after both blocks; Lin et al.'s Caffe model average-pools after the second: change that
 row to ("avgpool", 3, 2) for it. 966,986 parameters with 10 classes, no BN.
 """
+
 from __future__ import annotations
 
-from trainers.models.registry import preset
 from trainers.models.allcnn import CLASSES, AllCNN
+from trainers.models.registry import preset
 
 NIN_TABLE: list[tuple] = [
     ("dropout", "input"),
-    ("conv", 192, 5, 1, "same"), ("conv", 160, 1, 1, "same"), ("conv", 96, 1, 1, "same"),
-    ("maxpool", 3, 2), ("dropout", "stage"),
-    ("conv", 192, 5, 1, "same"), ("conv", 192, 1, 1, "same"), ("conv", 192, 1, 1, "same"),
-    ("maxpool", 3, 2), ("dropout", "stage"),
-    ("conv", 192, 3, 1, "same"), ("conv", 192, 1, 1, "same"), ("conv", CLASSES, 1, 1, "same"),
+    ("conv", 192, 5, 1, "same"),
+    ("conv", 160, 1, 1, "same"),
+    ("conv", 96, 1, 1, "same"),
+    ("maxpool", 3, 2),
+    ("dropout", "stage"),
+    ("conv", 192, 5, 1, "same"),
+    ("conv", 192, 1, 1, "same"),
+    ("conv", 192, 1, 1, "same"),
+    ("maxpool", 3, 2),
+    ("dropout", "stage"),
+    ("conv", 192, 3, 1, "same"),
+    ("conv", 192, 1, 1, "same"),
+    ("conv", CLASSES, 1, 1, "same"),
 ]
 
 
-nin = preset("nin", AllCNN, NIN_TABLE,
-             doc="NIN for CIFAR: the table above, built by the All-CNN table builder.")
+nin = preset(
+    "nin",
+    AllCNN,
+    NIN_TABLE,
+    doc="NIN for CIFAR: the table above, built by the All-CNN table builder.",
+)

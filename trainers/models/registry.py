@@ -3,11 +3,13 @@
 Its own module (not the package's `__init__`) so that the family files import it without
 importing the package that imports them: no import circle.
 """
+
 from __future__ import annotations
 
 import fnmatch
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -17,10 +19,17 @@ MODELS: dict[str, Callable[..., nn.Module]] = {}
 # Other spellings people use for the same nets; list_models() shows only canonical names.
 # The one alias table: `create_model` and the spec's `model.arch` check both resolve by it.
 ALIASES: dict[str, str] = {
-    "all_cnn_a": "allcnn_a", "all_cnn_b": "allcnn_b", "all_cnn_c": "allcnn_c",
-    "all-cnn-a": "allcnn_a", "all-cnn-b": "allcnn_b", "all-cnn-c": "allcnn_c",
-    "convpool_cnn_c": "convpool_c", "strided_cnn_c": "strided_c",
-    "network_in_network": "nin", "resnet_9": "resnet9", "resnet_18": "resnet18",
+    "all_cnn_a": "allcnn_a",
+    "all_cnn_b": "allcnn_b",
+    "all_cnn_c": "allcnn_c",
+    "all-cnn-a": "allcnn_a",
+    "all-cnn-b": "allcnn_b",
+    "all-cnn-c": "allcnn_c",
+    "convpool_cnn_c": "convpool_c",
+    "strided_cnn_c": "strided_c",
+    "network_in_network": "nin",
+    "resnet_9": "resnet9",
+    "resnet_18": "resnet18",
 }
 
 
@@ -35,8 +44,9 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(n for n in MODELS if fnmatch.fnmatchcase(n, pattern))
 
 
-def preset(name: str, cls: Callable[..., nn.Module], *args: Any, doc: str | None = None
-           ) -> Callable[..., nn.Module]:
+def preset(
+    name: str, cls: Callable[..., nn.Module], *args: Any, doc: str | None = None
+) -> Callable[..., nn.Module]:
     """Register `cls(*args, **options)` as the model `name`: a named preset that holds only
     numbers (a layer table, block counts). Its signature is `cls`'s, less `args`."""
     factory = functools.partial(cls, *args)
@@ -56,6 +66,8 @@ def resolve_name(name: str) -> str:
     if canonical_name(name) is not None:
         return canonical_name(name)
     names = list_models()
-    raise GridError(f"model.arch: unknown model {name!r}"
-                    f"{did_you_mean(name, names + sorted(ALIASES))}; "
-                    f"choose from {', '.join(names)}")
+    raise GridError(
+        f"model.arch: unknown model {name!r}"
+        f"{did_you_mean(name, names + sorted(ALIASES))}; "
+        f"choose from {', '.join(names)}"
+    )
