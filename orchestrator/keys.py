@@ -6,7 +6,7 @@ only the leaves whose value differs from `BASELINE`, a frozen copy of the defaul
 when this scheme began. A leaf the baseline does not know (an option added later) counts only
 when it differs from its default, so a new option whose default reproduces today's training
 moves no key. Values that say where or how a cell runs, not what it trains, never count
-(`NON_IDENTITY`). Changing the rule itself means a new `SCHEME`, which moves every key once.
+(`config.NON_IDENTITY`). Changing the rule itself means a new `SCHEME`, which moves every key once.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import hashlib
 import json
 from typing import Any
 
-from trainers.config import DEFAULTS, NON_IDENTITY
+from trainers import config
 
 SCHEME = 2  # 1: sha256 of the whole config (0.1); 2: the difference from BASELINE
 KEY_LENGTH = 12  # 48 bits: a collision needs ~16M cells in one grid before it is likely
@@ -73,13 +73,13 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def identity(config: dict) -> dict[str, Any]:
+def identity(resolved: dict) -> dict[str, Any]:
     """The leaves of a resolved config that make it this cell: those that differ from the
     baseline (or, for a leaf the baseline lacks, from its default), minus where-it-runs."""
-    defaults = leaves(DEFAULTS)
+    defaults = leaves(config.DEFAULTS)
     out = {}
-    for path, value in leaves(config).items():
-        if path in NON_IDENTITY:
+    for path, value in leaves(resolved).items():
+        if path in config.NON_IDENTITY:
             continue
         neutral = BASELINE[path] if path in BASELINE else defaults.get(path, object())
         if not _same(value, neutral):
@@ -87,13 +87,13 @@ def identity(config: dict) -> dict[str, Any]:
     return out
 
 
-def canonical_json(config: dict) -> str:
+def canonical_json(resolved: dict) -> str:
     """The scheme version and the cell's identity as sorted compact JSON: what is hashed."""
     return json.dumps(
-        {"scheme": SCHEME, "differs": identity(config)}, sort_keys=True, separators=(",", ":")
+        {"scheme": SCHEME, "differs": identity(resolved)}, sort_keys=True, separators=(",", ":")
     )
 
 
-def cell_key(config: dict) -> str:
+def cell_key(resolved: dict) -> str:
     """The stable key of a resolved config."""
-    return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:KEY_LENGTH]
+    return hashlib.sha256(canonical_json(resolved).encode()).hexdigest()[:KEY_LENGTH]

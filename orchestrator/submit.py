@@ -90,14 +90,44 @@ def _client(address: str):
 
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    from ray.exceptions import AuthenticationError
+
     try:
         return JobSubmissionClient(address, headers=auth_headers())
     except (ConnectionError, RuntimeError, ValueError) as e:
+        raise _unreachable(address, e) from None
+    except AuthenticationError as e:
+        # Ray looks for its token before it connects: say first whether anything answers
+        if not _answers(address):
+            raise _unreachable(address, e) from None
+        from orchestrator.session import token_path
+
         raise GridError(
-            f"--address {address}: no Ray dashboard answers there "
-            f"({' '.join(str(e).split())[:200]}); give the dashboard's address "
-            f"(http://HEAD:8265), not the GCS port"
+            f"--address {address}: the cluster asks for a Ray token and none is here "
+            f"($RAY_AUTH_TOKEN or {token_path()}): copy the head node's ~/.ray/auth_token"
         ) from None
+
+
+def _unreachable(address: str, e: Exception) -> GridError:
+    return GridError(
+        f"--address {address}: no Ray dashboard answers there "
+        f"({' '.join(str(e).split())[:200]}); give the dashboard's address "
+        f"(http://HEAD:8265), not the GCS port"
+    )
+
+
+def _answers(address: str) -> bool:
+    """Whether anything accepts a connection at the dashboard address (1 s)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def runtime_env(spec_text: str) -> dict:

@@ -194,7 +194,7 @@ def panels_figure(
     ).ravel()
     last_epoch = max((e["epoch"] for x in trials for e in epochs.get(x["key"], [])), default=1)
     picks = diverged = False
-    for ax, row in zip(axes, data.rows, strict=True):
+    for ax, row in zip(axes, data.rows, strict=False):
         p, d = _panel(ax, data, row, trials, epochs, vary, values)
         picks, diverged = picks or p, diverged or d
         label = ", ".join(

@@ -1,5 +1,5 @@
 """The architecture holds: layers import one way (import-linter's contract in
-pyproject.toml), no import circle between files, and no source file grows past 300 lines."""
+pyproject.toml), no import circle between files, and no source file grows past 400 lines."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("trainers", "results", "orchestrator")  # bottom to top
-MAX_LINES = 300
+# 300 lines in the hand-wrapped style; ruff format (one argument per line once a call passes
+# 100 columns) made the same modules 10-40 % longer, so the cap is 400 formatted lines.
+MAX_LINES = 400
 # Split by another change under way (issue 10): exempt until then.
 LONG_FILES_ELSEWHERE: set[str] = set()
 
