@@ -94,12 +94,15 @@ def _run(
     console: Console,
     dashboard_host: str,
 ) -> int:
-    from orchestrator import checkpoints, experiment, session
+    from orchestrator import checkpoints, experiment, preflight, session
     from orchestrator.monitor import job_metadata
     from orchestrator.resources import check_placement, decide_gpu
 
     units = group_cells(todo, spec.resources["pack"])
     datasets = _datasets(todo)
+    if spec.resources["gpu"] != "auto":  # checked before Ray starts; `auto` once it is up
+        preflight.check_devices(spec, todo, float(spec.resources["gpu"]))
+    preflight.check_packs(spec, todo)
     local = session.starts_local(address)
     if local:  # the trials run on this machine: check the data here, before Ray starts
         _check_data_here(datasets, console)
@@ -112,6 +115,7 @@ def _run(
         cluster = session.describe_cluster(local)
         gpu, why = decide_gpu(spec.resources["gpu"], cluster)
         resources = {"cpu": float(spec.resources["cpu"]), "gpu": gpu}
+        preflight.check(spec, todo, gpu, cluster)
         warning = check_placement({"CPU": resources["cpu"], "GPU": gpu}, cluster)
         if warning:
             console.print(f"[yellow]{warning}[/]")
