@@ -95,3 +95,17 @@ def test_the_step_mode_is_a_column_of_the_result_row():
     row = trial_row(Cell, {"status": "completed", "step_mode": "compiled->eager"}, {})
     assert row["step_mode"] == "compiled->eager"
     assert trial_row(Cell, None, {}, error="boom")["step_mode"] is None
+
+
+def test_the_captured_optimizers_lr_lives_on_the_parameters_device(monkeypatch):
+    """On CUDA a CPU lr would keep inductor from capturing the graph; no CUDA here, so the
+    parameters are on the meta device and SGD is a recorder (it reads a meta lr's value)."""
+    from trainers.optim import build_optimizer
+
+    made = {}
+    monkeypatch.setattr(torch.optim, "SGD", lambda params, lr, **kw: made.update(lr=lr))
+    train_cfg = {**cell()["train"], "compile": True}
+    build_optimizer([torch.nn.Parameter(torch.zeros(3, device="meta"))], train_cfg)
+    assert isinstance(made["lr"], torch.Tensor) and made["lr"].device.type == "meta"
+    build_optimizer([torch.nn.Parameter(torch.zeros(3))], train_cfg)
+    assert made["lr"].device.type == "cpu" and float(made["lr"]) == pytest.approx(0.05)
