@@ -45,12 +45,15 @@ class StepFallback(RuntimeWarning):
 def fall_back(what: str, error: BaseException, instead: str) -> None:
     """The one warning of a fallback: what failed, its error's first line, what runs now."""
     first = (str(error).strip().splitlines() or [""])[0][:300]
-    warnings.warn(
-        f"{what} failed ({type(error).__name__}: {first}); falling back to {instead} for "
-        f"the rest of this trial",
-        StepFallback,
-        stacklevel=3,
-    )
+    with warnings.catch_warnings():
+        # Every time: a reused worker process would otherwise show only its first fallback.
+        warnings.simplefilter("always", StepFallback)
+        warnings.warn(
+            f"{what} failed ({type(error).__name__}: {first}); falling back to {instead} "
+            f"for the rest of this trial",
+            StepFallback,
+            stacklevel=3,
+        )
 
 
 class Fallback:

@@ -152,3 +152,19 @@ def test_packs_take_one_gpu_each(gpu_cluster, tiny_spec, tmp_path, monkeypatch):
     assert sorted(g for gs in by_pid.values() for g in gs) == ["0", "1"]  # one pack per GPU
     assert {r["step_mode"] for r in rows.values()} == {"loop"}  # auto on a CPU
     assert len(rows) == 4 and {r["status"] for r in rows.values()} == {"completed"}
+
+
+def test_a_cpu_device_on_gpus_decided_by_auto_is_refused_before_any_trial(
+    gpu_cluster, tiny_spec, tmp_path
+):
+    from orchestrator import launch
+    from orchestrator.errors import GridError
+    from tests.orchestrator.test_launch import console
+
+    spec = tiny_spec("cpuauto", [0.05], train={"device": "cpu"}, resources={"gpu": "auto"})
+    con, _ = console()
+    with pytest.raises(GridError, match=r"train.device: cpu with resources.gpu: auto \(-> 1\)"):
+        launch.launch(
+            spec, store_uri=str(tmp_path / "runs"), address=gpu_cluster.address, console=con
+        )
+    assert open_store(str(tmp_path / "runs")).statuses("cpuauto") == {}
