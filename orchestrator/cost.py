@@ -5,9 +5,8 @@ The quick form of `grid plan --estimate`: no step is timed. Each cell's work is 
 forward FLOPs (`trainers/footprint.py`, a meta-device pass: milliseconds per kind of model)
 times the images it trains (x3: forward and backward) and evaluates, over the epochs it is
 expected to train (a halving's rungs counted). On a CPU the seconds are that work over
-`CPU_FLOPS` per core: what All-CNN-C reaches here in fp32 (BENCHMARKS.md, within ~25 % of
-`grid plan --estimate`). The augmentation, the evaluation's preprocessing and the
-reporting are not counted.
+`CPU_FLOPS` per core, calibrated here against `grid plan --estimate` (within ~1.5x of it).
+The augmentation, the evaluation's preprocessing and the reporting are not counted.
 
 When the trials would run on this machine and it has no GPU, a launch over
 `CONFIRM_ABOVE_S` CPU-hours asks before it starts (on a terminal), or needs `--yes` (no
@@ -16,6 +15,7 @@ terminal: exit 2 with the hint), and suggests `--smoke` or a cluster. `--smoke` 
 
 from __future__ import annotations
 
+import os
 import sys
 
 from rich.console import Console
@@ -23,9 +23,11 @@ from rich.console import Console
 from orchestrator.errors import GridError
 from orchestrator.estimate import hours
 
-# Effective FLOP/s of one CPU core training these convnets in fp32 at batch 128: All-CNN-C
-# at width 1 and 0.25 measured 28 and 25 GFLOP/s on one core here (BENCHMARKS.md).
-CPU_FLOPS = 25e9
+# Effective FLOP/s of one CPU core training these convnets in fp32: the quickstart's timed
+# `grid plan --estimate` (136 s for 5.6 TFLOP) is 41 GFLOP/s a core; All-CNN-C's steps at
+# batch 128 measured 25-28 GFLOP/s on one busy core, allcnn_table's timed estimate (2,341
+# device-hours at 2 CPUs a trial) 56 (BENCHMARKS.md). Within ~1.5x of the timed estimate.
+CPU_FLOPS = 40e9
 # A launch longer than this much CPU time on a machine without a GPU is confirmed first: the
 # README's quickstart is 136 s, the smallest shipped table grid hundreds of CPU-hours.
 CONFIRM_ABOVE_S = 8 * 3600.0
@@ -57,6 +59,11 @@ def quick(spec, cells: list) -> dict:
     return {"cells": len(cells), "flops": flops, "cpu_s": flops / CPU_FLOPS}
 
 
+def days(seconds: float) -> str:
+    """`3.2 days` past two days, else `hours` (`1h02m`)."""
+    return f"{seconds / 86400:.1f} days" if seconds >= 2 * 86400 else hours(seconds)
+
+
 def has_gpu() -> bool:
     import torch
 
@@ -77,9 +84,10 @@ def say_and_confirm(
     a terminal (`ask(prompt) -> answer`, default the console's input), else a GridError."""
     cost = quick(spec, cells)
     cpu_only = here and not has_gpu()
+    cpus = os.cpu_count() or 1
     where = (
-        f"about {hours(cost['cpu_s'])} of CPU time ({cost['cpu_s'] / 3600:.1f} CPU-hours) "
-        "on this machine, which has no GPU"
+        f"about {cost['cpu_s'] / 3600:.3g} CPU-hours, so {days(cost['cpu_s'] / cpus)} on this "
+        f"machine's {cpus} CPUs (it has no GPU)"
         if cpu_only
         else "`grid plan --estimate` on a GPU node times it"
     )
