@@ -27,7 +27,7 @@ from results.store import open_store
 from tests.orchestrator.conftest import agent_port, ensure_token, node_env
 from tests.orchestrator.test_launch import launch_in_thread
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
