@@ -165,7 +165,7 @@ def train_packed_epoch(
                 losses, hits = _fused_step(fused, cells, batches, loss_fn, autocast)
             except Exception as e:  # vmap's failures (no batching rule, ...) share no base
                 mode["mode"] = "vmap->loop"
-                fall_back("the packed vmap step (resources.pack_mode: vmap)", e, "the loop")
+                fall_back("the packed vmap step (resources.pack)", e, "the loop")
         if losses is None:
             losses, hits = _loop_step(steps, batches)
         n = len(batches[0][1])
