@@ -77,6 +77,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         wait=args.wait,
         dashboard_host=args.dashboard_host,
+        yes=args.yes,
     )
 
 
@@ -273,6 +274,11 @@ def parser() -> argparse.ArgumentParser:
         help="when another launch holds the grid, wait for it instead of exiting 1",
     )
     s.add_argument("--dry-run", action="store_true", help="say what would run; start nothing")
+    s.add_argument(
+        "--yes",
+        action="store_true",
+        help="start a launch of many CPU-hours on a machine without a GPU without asking",
+    )
     s.add_argument(
         "--dashboard-host",
         default="127.0.0.1",

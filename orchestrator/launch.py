@@ -40,10 +40,12 @@ def launch(
     wait: bool = False,
     console: Console | None = None,
     dashboard_host: str = "127.0.0.1",
+    yes: bool = True,
 ) -> int:
     """Run the spec's unfinished cells as Tune trials; 0 when every cell is completed or
-    diverged, 1 when some did not finish (listed with their errors) or another launch holds
-    the grid (unless `wait`)."""
+    diverged, 1 when some did not finish (listed with their errors), another launch holds
+    the grid (unless `wait`) or a costly launch was not confirmed (`yes` False: the CLI
+    asks, `orchestrator/cost.py`)."""
     console = console or Console()
     store = open_store(store_uri)
     store.check_writable()
@@ -55,7 +57,8 @@ def launch(
         return 0
     if dry_run:
         _print_plan(console, spec, group_cells(todo, spec.resources["pack"]), len(skipped))
-        return 0
+    if not _cost(spec, todo, address, console, yes=yes or dry_run) or dry_run:
+        return 0 if dry_run else 1
     try:
         with held(Lease(store, spec.name), wait=wait, say=lambda s: console.print(Text(s))):
             # read again under the lease: a launch we waited for may have finished cells
@@ -82,6 +85,14 @@ def launch(
         return 1
 
 
+def _cost(spec, todo: list[Cell], address: str | None, console: Console, yes: bool) -> bool:
+    """Say what the launch will cost; False when a costly CPU-only launch is declined."""
+    from orchestrator import cost, session
+
+    here = session.starts_local(address)
+    return cost.say_and_confirm(spec, todo, console, here=here, yes=yes)
+
+
 def _run(
     spec,
     store: Store,
@@ -94,12 +105,15 @@ def _run(
     console: Console,
     dashboard_host: str,
 ) -> int:
-    from orchestrator import checkpoints, experiment, session
+    from orchestrator import checkpoints, experiment, preflight, session
     from orchestrator.monitor import job_metadata
     from orchestrator.resources import check_placement, decide_gpu
 
     units = group_cells(todo, spec.resources["pack"])
     datasets = _datasets(todo)
+    if spec.resources["gpu"] != "auto":  # checked before Ray starts; `auto` once it is up
+        preflight.check_devices(spec, todo, float(spec.resources["gpu"]))
+    preflight.check_packs(spec, todo)
     local = session.starts_local(address)
     if local:  # the trials run on this machine: check the data here, before Ray starts
         _check_data_here(datasets, console)
@@ -112,6 +126,7 @@ def _run(
         cluster = session.describe_cluster(local)
         gpu, why = decide_gpu(spec.resources["gpu"], cluster)
         resources = {"cpu": float(spec.resources["cpu"]), "gpu": gpu}
+        preflight.check(spec, todo, gpu, cluster)
         warning = check_placement({"CPU": resources["cpu"], "GPU": gpu}, cluster)
         if warning:
             console.print(f"[yellow]{warning}[/]")

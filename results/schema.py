@@ -60,6 +60,7 @@ TRIAL_TYPES: dict[str, pa.DataType] = {
     "params": INT,
     "wall_s": FLOAT,
     "images_per_s": FLOAT,
+    "step_mode": STR,
     **{
         f"{at}_{m}": (INT if m == "epoch" else FLOAT)
         for at in ("final", "best")
@@ -157,6 +158,7 @@ def trial_row(
         "params": summary.get("params"),
         "wall_s": summary.get("wall_s"),
         "images_per_s": summary.get("images_per_s"),
+        "step_mode": summary.get("step_mode"),
     }
     row.update(_metrics("final", summary.get("final")))
     row.update(_metrics("best", summary.get("best")))

@@ -27,6 +27,9 @@ DEFAULTS: dict[str, Any] = {
         "preprocess": "standardize",
         "val_size": 5000,
         "subset": None,
+        # How the images sit on the device (trainers/data.py): uint8, preprocessed per chunk
+        # of augmentation and per evaluated batch (4x less memory), or float32 once at load.
+        "on_device": "auto",
     },
     "model": {
         "arch": "allcnn_c",
@@ -74,13 +77,14 @@ ALIASES = {
 SHORT = {v: k for k, v in ALIASES.items()}
 
 # Where and how a cell runs, not what it trains: left out of its key so that the same cell has
-# the same key on a laptop and on a cluster with another data root. channels_last and compile
-# change speed, not the numbers (to float tolerance); the checkpoint cadence changes nothing
-# trained, and the evaluation cadence only which epochs have val/test metrics (the final
-# epoch always has them, identical).
+# the same key on a laptop and on a cluster with another data root. channels_last, compile and
+# the images' storage on the device change speed and memory, not the numbers (to float
+# tolerance); the checkpoint cadence changes nothing trained, and the evaluation cadence only
+# which epochs have val/test metrics (the final epoch always has them, identical).
 NON_IDENTITY = (
     "dataset.root",
     "dataset.download",
+    "dataset.on_device",
     "train.device",
     "train.channels_last",
     "train.compile",
@@ -225,6 +229,7 @@ CHECKS: dict[str, Callable[[Any], tuple[str | None, Any]]] = {
     "dataset.preprocess": choice(PREPROCESS, "preprocessing"),
     "dataset.val_size": number(0, lo_open=False, integer=True),
     "dataset.subset": number(0, integer=True, optional=True),
+    "dataset.on_device": choice(("auto", "uint8", "float32"), "storage"),
     "model.arch": arch,
     "model.init": choice(lambda: _registry("init"), "init"),
     "model.activation": choice(lambda: _registry("activation"), "activation"),

@@ -145,7 +145,7 @@ def train(
     loss_fn = nn.CrossEntropyLoss(label_smoothing=tcfg["label_smoothing"])
     captured = {"captured": bool(tcfg["compile"]), "device": run.device, **run.fmt}
     step = make_step(run.model, run.optimizer, run.scheduler, loss_fn, **captured)
-    forward = make_forward(run.model, **captured)
+    forward = step.forward  # evaluation: the step's forward, falling back with it
 
     status = run.status  # a cell resumed after it diverged trains no further epoch
     first = tcfg["epochs"] + 1 if status == "diverged" else len(run.history) + 1
@@ -169,10 +169,11 @@ def train(
         if status != "completed":
             break
 
-    return summarize(
+    summary = summarize(
         run.history,
         status,
         count_params(run.model),
         run.prior_wall + time.perf_counter() - t0,
         runtime.device_name(run.device),
     )
+    return {**summary, "step_mode": step.mode}

@@ -32,7 +32,9 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], train_cfg: dict) -> to
     params = list(params)
     opt, lr = train_cfg["optimizer"], train_cfg["lr"]
     if train_cfg.get("compile"):
-        lr = torch.tensor(float(lr))
+        # On the parameters' device: a CPU tensor in a CUDA graph's inputs stops inductor
+        # from capturing the graph (it runs uncaptured, without the speed compile is for).
+        lr = torch.tensor(float(lr), device=params[0].device if params else None)
     wd = opt.get("weight_decay", 0.0)
     momentum = opt.get("momentum", 0.0)
     fused = {"fused": True} if params and all(p.is_cuda for p in params) else {}

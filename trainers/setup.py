@@ -84,10 +84,14 @@ def setup(
     gen = data_generator(device, tcfg["seed"])
     fmt = runtime.memory_format(tcfg, device)
     # Model: built, moved, then initialised explicitly (LSUV looks at a real batch).
-    model = build_model(mcfg, data.num_classes, device, fmt)
+    # Initialised in the contiguous layout, then laid out in `fmt`: an init draws its numbers
+    # in memory order, so initialising a channels_last model would give a GPU run (auto:
+    # channels_last) other weights than a CPU run of the same seed.
+    model = build_model(mcfg, data.num_classes, device, torch.contiguous_format)
     if resume is None:
         batch = data.preprocess(data.train_x[: tcfg["batch_size"]])
-        init_model(model, mcfg["init"], batch=batch.contiguous(memory_format=fmt))
+        init_model(model, mcfg["init"], batch=batch)
+    model = model.to(memory_format=fmt)
     # Optimisation: the schedule steps once per batch.
     optimizer = build_optimizer(model.parameters(), tcfg)
     scheduler = build_schedule(
