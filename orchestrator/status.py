@@ -31,7 +31,7 @@ def cell_rows(spec, store) -> list[dict]:
     """{key, status, params, error} per cell; `error` is the last failed attempt's (also of
     a finished cell whose --force rerun failed: its result is kept)."""
     found = store.statuses(spec.name)
-    failures = {r["key"]: r for r in store.read_failures(spec.name).to_pylist()}
+    failures = {r["key"]: r for r in store.read_failures(spec.name, ["error"]).to_pylist()}
     rows = []
     for t in expand(spec):
         fail = failures.get(t.key)
@@ -63,7 +63,8 @@ def launch_line(spec, store, now: float | None = None) -> tuple[dict | None, str
 
 
 def status_command(spec, store, as_json: bool = False, console: Console | None = None) -> int:
-    """Print the per-cell table and the counts (or JSON); always 0."""
+    """Print the per-cell table, the counts and what the store holds (or JSON); always 0."""
+    objects, size = store.usage(spec.name)  # one listing, which the reads below reuse
     rows = cell_rows(spec, store)
     if as_json:  # a list of cells, as before the lease existed: scripts read it
         print(json.dumps(rows, indent=1))
@@ -94,4 +95,13 @@ def status_command(spec, store, as_json: bool = False, console: Console | None =
     console.print(
         ", ".join(f"{n} {s}" for s, n in counts.items() if n or s != "stopped" or spec.halving)
     )
+    console.print(f"store: {objects:,} objects, {_bytes(size)} under {store.uri}/{spec.name}")
     return 0
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n} B"

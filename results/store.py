@@ -25,7 +25,7 @@ import os
 import uuid
 from pathlib import Path
 
-from results.base import Store, StoreError, StoreWarning, unify  # noqa: F401 - re-exported
+from results.base import Fenced, Store, StoreError, StoreWarning, unify  # noqa: F401
 from trainers.errors import GridError
 
 
@@ -52,8 +52,27 @@ class LocalStore(Store):
         return str(self.root / name)
 
     def _list(self, folder: str) -> list[str]:
-        path = self.root / folder
-        return sorted(f"{folder}/{p.name}" for p in path.iterdir()) if path.is_dir() else []
+        return sorted(self._scan(folder))
+
+    def _scan(self, folder: str) -> dict[str, tuple[str, int]]:
+        # every file under `folder`, as an S3 listing of its prefix gives them; the tag
+        # (size, mtime, inode) changes with each os.replace
+        out = {}
+        stack = [(self.root / folder, folder)]
+        while stack:
+            path, name = stack.pop()
+            try:
+                entries = list(os.scandir(path))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for e in entries:
+                if e.is_dir(follow_symlinks=False):
+                    stack.append((e.path, f"{name}/{e.name}"))
+                else:
+                    st = e.stat(follow_symlinks=False)
+                    tag = f"{st.st_size}-{st.st_mtime_ns}-{st.st_ino}"
+                    out[f"{name}/{e.name}"] = (tag, st.st_size)
+        return out
 
     def _delete(self, name: str) -> None:
         (self.root / name).unlink(missing_ok=True)
@@ -68,7 +87,7 @@ class LocalStore(Store):
     def create(self, name: str, data: bytes) -> bool:
         path = self.root / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         tmp.write_bytes(data)
         try:
             os.link(tmp, path)  # fails if `path` exists: an exclusive create with full content
@@ -89,7 +108,8 @@ class LocalStore(Store):
     def _locked(self, name: str):
         # flock on a side file: compare-and-swap between processes of this machine (a local
         # store is one machine's folder; check_shared_store refuses it on a cluster)
-        lock = self.root / f"{name}.lock"
+        # one lock per grid, in a hidden folder: no side file beside each result
+        lock = self.root / ".locks" / f"{name.split('/', 1)[0]}.lock"
         lock.parent.mkdir(parents=True, exist_ok=True)
         with open(lock, "a") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
