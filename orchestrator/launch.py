@@ -165,6 +165,8 @@ def _run(
             lease=lease,
         )
         store.forget()  # the trials wrote: read the store again
+        if lease is not None and not lease.check():  # its trials' rows were refused
+            return 1
         checkpoints.prune_checkpoints(store, spec.name)
     return _finish(spec, store, units, results, started, console)
 

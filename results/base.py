@@ -102,6 +102,11 @@ class Store:
         curve = reader.curve_name(grid, key, run_id)
         self._put(curve, _parquet(table))
         name = f"{grid}/trials/{key}.parquet"
+        if row.get("generation") is None:  # an outside tool's write: not fenced
+            self._put(name, _parquet(schema.to_table([row], meta)))
+            self._delete(f"{grid}/failures/{key}.parquet")
+            self.forget()
+            return
         try:
             self._fence(grid, row.get("generation"))
             now = self.read_tagged(name)
