@@ -95,7 +95,9 @@ def status_command(spec, store, as_json: bool = False, console: Console | None =
     console.print(
         ", ".join(f"{n} {s}" for s, n in counts.items() if n or s != "stopped" or spec.halving)
     )
-    console.print(f"store: {objects:,} objects, {_bytes(size)} under {store.uri}/{spec.name}")
+    console.print(
+        f"store: {objects:,} objects, {_bytes(size)} under {store.uri}/{spec.name}", soft_wrap=True
+    )
     return 0
 
 

@@ -1,6 +1,8 @@
-"""The result store's shared logic: one Parquet file per cell, written and read through four
-primitives a backend provides (put, get, list, delete) plus compare-and-swap for the lease.
-The backends are `results/store.py` (a folder, and `open_store`) and `results/s3.py`.
+"""The result store's shared logic: the commit of a result (curves under a run id, then the
+row naming it, fenced by the lease generation), and reads of only what a command needs
+(results/reader.py), over four primitives a backend provides (put, get, list, delete) plus
+compare-and-swap. The backends are `results/store.py` (a folder, and `open_store`) and
+`results/s3.py`.
 """
 
 from __future__ import annotations

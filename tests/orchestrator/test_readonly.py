@@ -45,3 +45,5 @@ def test_read_only_commands_import_neither_torch_nor_ray(command, tmp_path):
         check=True,
     )
     assert done.stdout.strip().splitlines()[-1] == "LOADED False False 0", done.stderr
+    if command == "status":  # what the store holds: the one row and its curves
+        assert "store: 2 objects, " in done.stdout and f"under {store}/quickstart" in done.stdout
