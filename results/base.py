@@ -18,6 +18,7 @@ from results import reader, schema
 from results.reader import StoreWarning, _one_line, unify  # noqa: F401 - re-exported
 from trainers.errors import GridError
 
+COMMIT_TRIES = 5
 LEASE = "_lease.json"  # <grid>/_lease.json (results/lease.py); '_': readers skip it
 
 
@@ -109,15 +110,17 @@ class Store:
             self._delete(f"{grid}/failures/{key}.parquet")
             self.forget()
             return
+        data = _parquet(schema.to_table([row], meta))
         try:
             self._fence(grid, row.get("generation"))
-            now = self.read_tagged(name)
-            if now is not None:
-                self._fence_row(name, now[0], row.get("generation"))
-            data = _parquet(schema.to_table([row], meta))
-            done = self.create(name, data) if now is None else self.replace_if(name, data, now[1])
-            if not done:
-                raise Fenced(self.uri, f"commit {name}", "another writer committed it first")
+            for _ in range(COMMIT_TRIES):  # compare-and-swap: another writer may move first
+                now = self.read_tagged(name)
+                if now is not None:
+                    self._fence_row(name, now[0], row.get("generation"))
+                if self.create(name, data) if now is None else self.replace_if(name, data, now[1]):
+                    break
+            else:
+                raise Fenced(self.uri, f"commit {name}", "other writers kept committing it first")
         except Fenced:
             self._delete(curve)  # garbage now; a kill here leaves it to `prune`
             raise
