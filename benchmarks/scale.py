@@ -197,7 +197,12 @@ def run(
     return out
 
 
-def bench(backend: str, ns: list[int], work: Path, threads: int, timeout: float) -> list[dict]:
+COMMANDS = ("status", "status", "table", "plan", "launch", "plainlaunch", "rungs")
+
+
+def bench(
+    backend: str, ns: list[int], work: Path, threads: int, timeout: float, commands=COMMANDS
+) -> list[dict]:
     env = {**os.environ, "GRID_CACHE_DIR": str(work / "cache"), "RAY_ADDRESS": ""}
     counter = None
     server = None
@@ -233,7 +238,7 @@ def bench(backend: str, ns: list[int], work: Path, threads: int, timeout: float)
             filled = fill(spec, uri, threads)
             result = {"backend": backend, "n": n, "fill_s": round(filled, 1), "runs": []}
             print(f"{backend} N={n}: filled in {filled:.0f} s", flush=True)
-            for what in ("status", "status", "table", "plan", "launch", "plainlaunch", "rungs"):
+            for what in commands:
                 r = run(what, spec, uri, env, counter, timeout)
                 result["runs"].append(r)
                 print(f"  {json.dumps(r)}", flush=True)
@@ -250,6 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", nargs="+", default=["local", "moto"], choices=["local", "moto"])
     p.add_argument("--threads", type=int, default=4, help="writers of the fill")
     p.add_argument("--timeout", type=float, default=300, help="seconds per command at most")
+    p.add_argument(
+        "--commands",
+        default=",".join(COMMANDS),
+        help="what to run after the fill (the first status reads cold, the second warm)",
+    )
     p.add_argument("--json", help="write the figures to this file")
     args = p.parse_args(argv)
     print(f"load: {os.getloadavg()[0]:.2f} (1 min)", flush=True)
@@ -258,7 +268,9 @@ def main(argv: list[str] | None = None) -> int:
         for backend in args.backend:
             work = Path(tmp) / backend
             work.mkdir()
-            results += bench(backend, args.n, work, args.threads, args.timeout)
+            results += bench(
+                backend, args.n, work, args.threads, args.timeout, args.commands.split(",")
+            )
     print(f"load: {os.getloadavg()[0]:.2f} (1 min)", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
