@@ -80,8 +80,9 @@ def history(seed: int) -> list[dict]:
     return out
 
 
-def fill(spec_path: Path, uri: str, threads: int) -> float:
-    """Write every cell of the spec as a finished result; seconds taken."""
+def fill(spec_path: Path, uri: str, threads: int) -> tuple[float, float | None]:
+    """Write every cell of the spec as a finished result, then prune and compact as a
+    launch does at its end (where the release has it); the seconds of each."""
     from orchestrator.expand import expand
     from orchestrator.spec import load_spec
     from results.schema import epoch_rows, provenance, trial_row
@@ -111,7 +112,14 @@ def fill(spec_path: Path, uri: str, threads: int) -> float:
 
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(one, expand(spec)))
-    return time.perf_counter() - t0
+    filled = time.perf_counter() - t0
+    try:
+        from results.prune import prune
+    except ImportError:  # a release before the index
+        return filled, None
+    t0 = time.perf_counter()
+    prune(open_store(uri), spec.name)
+    return filled, time.perf_counter() - t0
 
 
 RUNNER = """
@@ -235,9 +243,15 @@ def bench(
             spec = work / f"scale-{backend}-{n}.yaml"
             spec.write_text(spec_text(f"scale{n}", n))
             uri = "s3://scale/results" if backend == "moto" else str(work / "store")
-            filled = fill(spec, uri, threads)
-            result = {"backend": backend, "n": n, "fill_s": round(filled, 1), "runs": []}
-            print(f"{backend} N={n}: filled in {filled:.0f} s", flush=True)
+            filled, compacted = fill(spec, uri, threads)
+            result = {
+                "backend": backend,
+                "n": n,
+                "fill_s": round(filled, 1),
+                "compact_s": compacted and round(compacted, 1),
+                "runs": [],
+            }
+            print(f"{backend} N={n}: filled in {filled:.0f} s, compacted: {compacted}", flush=True)
             for what in commands:
                 r = run(what, spec, uri, env, counter, timeout)
                 result["runs"].append(r)

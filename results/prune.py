@@ -8,6 +8,9 @@
 - Tune's folder `<grid>/_tune` of a launch that finished every cell (`tune=True`): its
   experiment state and checkpoints are of no further use.
 
+It then compacts the grid's rows into the store's index (`results.reader.write_index`), so
+that a first read on another machine costs one GET instead of one per cell.
+
 `grid launch` prunes under its lease, before its trials start and after they end, when no
 commit of its own is in flight; a commit of another launch is refused by the lease anyway.
 """
@@ -107,4 +110,5 @@ def prune(store: Store, grid: str, *, tune: bool = False) -> dict[str, int]:
             store._delete(name)
             _drop_empty_dirs(store, grid, name)
     store.forget()
+    reader.write_index(store, grid)
     return {what: len(names) for what, names in found.items()}

@@ -18,6 +18,7 @@ not every epoch. A row of the previous release has no `run_id`; its curves are
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -106,42 +107,89 @@ def empty(kind: str) -> pa.Table:
 def read_rows(
     store, grid: str, kind: str, columns: list[str] | None = None, listing: dict | None = None
 ) -> pa.Table:
-    """Every row of `grid`'s `kind` folder (trials or failures), through the cache; only
+    """Every row of `grid`'s `kind` folder (trials or failures), through the caches; only
     `columns` (with key and status) when given. `listing`: {name: tag} of the folder, when
     the caller listed it already."""
+    table = indexed_rows(store, grid, kind, listing)
+    if table is None:
+        return empty(kind)
+    table = table.drop_columns([_FILE, _TAG])
+    if columns is not None:
+        want = dict.fromkeys([*KINDS[kind], *columns])
+        table = table.select([c for c in want if c in table.column_names])
+    return table
+
+
+def indexed_rows(store, grid: str, kind: str, listing: dict | None = None) -> pa.Table | None:
+    """The rows of the listed files, each beside its file's name and tag: from this
+    machine's cache, else the store's index (`<grid>/_index/<kind>.parquet`, which a launch
+    writes), for every file whose tag is unchanged; read from the file otherwise."""
     if listing is None:
         listing = {n: tag for n, (tag, _) in store._scan(f"{grid}/{kind}").items()}
     listing = {n: t for n, t in listing.items() if is_result(n)}
     path = _cache_path(store, grid, kind)
     cached = _load_cache(path)
-    keep, known = [], set()
-    if cached is not None:
-        for i, (n, t) in enumerate(
-            zip(cached.column(_FILE).to_pylist(), cached.column(_TAG).to_pylist(), strict=True)
-        ):
-            if t is not None and listing.get(n) == t:
-                keep.append(i)
-                known.add(n)
+    parts, known = _matching(cached, listing, set())
+    index = None
+    if len(known) < len(listing):  # the machine's cache lacks some: the store's index
+        index = _load_index(store, grid, kind)
+        more, known = _matching(index, listing, known)
+        parts += more
     new = sorted(n for n in listing if n not in known)
-    fresh = [
+    parts += [
         t.append_column(_FILE, pa.array([n] * t.num_rows, pa.string())).append_column(
             _TAG, pa.array([listing[n]] * t.num_rows, pa.string())
         )
         for n, t in zip(new, _read_each(store, new, kind), strict=True)
         if t is not None
     ]
-    parts = ([cached.take(keep)] if cached is not None and keep else []) + fresh
     if not parts:
-        return empty(kind)
+        return None
     table = unify(parts)
-    if fresh or cached is None or len(keep) != cached.num_rows:
+    if new or index is not None or cached is None or cached.num_rows != table.num_rows:
         _save_cache(path, table)
-    table = table.drop_columns([_FILE, _TAG])
-    if columns is not None:
-        table = table.select(
-            [c for c in dict.fromkeys([*KINDS[kind], *columns]) if c in table.column_names]
-        )
     return table
+
+
+def _matching(table: pa.Table | None, listing: dict, known: set) -> tuple[list, set]:
+    """The rows of `table` whose file is listed with the same tag, and not `known` yet."""
+    if table is None:
+        return [], known
+    keep, known = [], set(known)
+    files, tags = table.column(_FILE).to_pylist(), table.column(_TAG).to_pylist()
+    for i, (n, t) in enumerate(zip(files, tags, strict=True)):
+        if t is not None and n not in known and listing.get(n) == t:
+            keep.append(i)
+    known |= {files[i] for i in keep}
+    return ([table.take(keep)] if keep else []), known
+
+
+INDEX = "_index"  # <grid>/_index/<kind>.parquet: the rows, compacted by a launch
+
+
+def _load_index(store, grid: str, kind: str) -> pa.Table | None:
+    found = store.read_tagged(f"{grid}/{INDEX}/{kind}.parquet")
+    if found is None:
+        return None
+    try:
+        table = pq.ParquetFile(pa.BufferReader(found[0])).read()
+    except (OSError, pa.ArrowException, ValueError):
+        return None
+    return table if {_FILE, _TAG} <= set(table.column_names) else None
+
+
+def write_index(store, grid: str) -> None:
+    """Compact the rows of `grid` into the store's index, which readers on any machine
+    check against the listing: a first read there costs one GET, not one per cell."""
+    for kind in ("trials", "failures"):
+        table = indexed_rows(store, grid, kind)
+        name = f"{grid}/{INDEX}/{kind}.parquet"
+        if table is None:
+            store._delete(name)
+            continue
+        sink = io.BytesIO()
+        pq.write_table(table, sink)
+        store._put(name, sink.getvalue())
 
 
 def _read_each(store, names: list[str], kind: str) -> list[pa.Table | None]:

@@ -179,8 +179,12 @@ def test_curves_read_as_one_flat_table_joined_on_the_run_id(local_store, make_tr
     assert list(committed["epoch"]) == [1, 2]
 
 
-def test_rows_are_read_once_then_only_what_changed(s3_uri, make_trial, summary):
-    """The cache of rows: a second reader lists and reads nothing it has."""
+def test_rows_are_read_once_then_only_what_changed(
+    s3_uri, make_trial, summary, monkeypatch, tmp_path
+):
+    """The caches of rows: a second reader lists and reads nothing it has; a reader on
+    another machine (an empty cache) reads the launch's index, one GET for every row."""
+    from results import reader as rows_reader
     from results.store import open_store
 
     calls: list[str] = []
@@ -197,17 +201,26 @@ def test_rows_are_read_once_then_only_what_changed(s3_uri, make_trial, summary):
         return store
 
     assert len(reader().statuses("g")) == 3
-    assert sorted(calls) == ["GetObject"] * 3 + ["ListObjectsV2"] * 2  # trials + failures
+    # the trials and failures listings, the index (none yet), the three rows
+    assert sorted(calls) == ["GetObject"] * 4 + ["ListObjectsV2"] * 2
     calls.clear()
     assert len(reader().statuses("g")) == 3
-    assert calls == ["ListObjectsV2"] * 2  # nothing new: the listing only
+    assert calls == ["ListObjectsV2"] * 2  # nothing new: the listings only
     calls.clear()
     write(writer, trials[0], summary(test_acc=0.3))
     store = reader()
     assert store.read_trials("g", ["final_test_acc"]).num_rows == 3
-    assert sorted(calls) == ["GetObject", "ListObjectsV2", "ListObjectsV2"]  # the new one
+    assert sorted(calls) == ["GetObject"] * 2 + ["ListObjectsV2"] * 2  # the index, the new row
     rows = {r["key"]: r["final_test_acc"] for r in store.read_trials("g").to_pylist()}
     assert rows[trials[0].key] == 0.3
+
+    rows_reader.write_index(writer, "g")  # what a launch does at its end
+    monkeypatch.setenv("GRID_CACHE_DIR", str(tmp_path / "another-machine"))
+    calls.clear()
+    store = reader()
+    found = {r["key"]: r["final_test_acc"] for r in store.read_trials("g").to_pylist()}
+    assert found == rows
+    assert sorted(calls) == ["GetObject", "ListObjectsV2", "ListObjectsV2"]  # the index only
 
 
 def test_a_corrupt_cache_costs_a_full_read_and_nothing_else(
