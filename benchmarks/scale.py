@@ -211,6 +211,8 @@ COMMANDS = ("status", "status", "table", "plan", "launch", "plainlaunch", "rungs
 def bench(
     backend: str, ns: list[int], work: Path, threads: int, timeout: float, commands=COMMANDS
 ) -> list[dict]:
+    # the commands' row cache starts empty; the fill's (its prune and index) is its own
+    os.environ["GRID_CACHE_DIR"] = str(work / "fill-cache")
     env = {**os.environ, "GRID_CACHE_DIR": str(work / "cache"), "RAY_ADDRESS": ""}
     counter = None
     server = None
