@@ -86,7 +86,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     from orchestrator.status import status_command
     from results.store import open_store
 
-    return status_command(_load(args), open_store(args.store), as_json=args.json)
+    return status_command(
+        _load(args), open_store(args.store), as_json=args.json, all_cells=args.all
+    )
 
 
 @command
@@ -291,6 +293,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--store")
     s.add_argument("--smoke", action="store_true")
     s.add_argument("--json", action="store_true")
+    s.add_argument(
+        "--all", action="store_true", help="list every cell (default: at most 200, unfinished)"
+    )
     s = spec_cmd("train", "train one cell in this process, without Ray: the way to debug a cell")
     s.add_argument("--cell", metavar="KEY", help="the cell's key (or a prefix); default: first")
     s.add_argument("--smoke", action="store_true")

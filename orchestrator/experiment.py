@@ -59,6 +59,7 @@ def _trainable(config: dict, units: dict, run: dict) -> None:
             checkpoint=lambda metrics, files: _report(metrics, files, stopped),
             observe=shown.observe,
             halving=run.get("halving"),
+            generation=run.get("generation"),
         )
     except GridError as e:  # written to the store as the cells' failure by run_unit
         tune.report({GRID_ERROR: " ".join(str(e).split())})
@@ -213,6 +214,33 @@ class TuneProgress(tune.Callback):
             self.console.print(text, highlight=False)
 
 
+class LeaseGuard(tune.Callback, tune.Stopper):
+    """Ends the experiment once the launch lost its lease (results/lease.py): the heartbeat
+    or a check at each trial's end (one read of the lease) finds another holder, and Tune
+    stops every trial and starts no other in the same step."""
+
+    def __init__(self, lease=None):
+        self.lease = lease
+
+    def __getstate__(self):  # Tune pickles its run config; the lease stays here
+        return {"lease": None}
+
+    def __call__(self, trial_id, result) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.lease is not None and self.lease.lost.is_set()
+
+    def _check(self, *args, **info) -> None:
+        if self.lease is not None:
+            try:
+                self.lease.check()
+            except GridError:  # a store hiccup: the heartbeat looks again
+                pass
+
+    on_trial_complete = on_trial_error = on_trial_recover = _check
+
+
 def _trial_error(trial) -> str:
     """The last error of a Tune trial, one line (Tune appends each failure to a file)."""
     try:  # the driver's own copy first: the storage copy is synced later
@@ -239,13 +267,17 @@ def fit(
     max_concurrent: int | None,
     console: Console,
     rungs=None,
+    lease=None,
 ):
     """Run the units as one Tune experiment with the live display; Tune's ResultGrid.
     `run`: what every trial needs (store location, spec hash, checkpoints to resume, the
     halving section); `rungs`: the halving's records (`orchestrator.halving.Rungs`), which
-    make the experiment's scheduler a `RowHalving`."""
+    make the experiment's scheduler a `RowHalving`; `lease`: the launch's, whose loss ends
+    the experiment (LeaseGuard)."""
     labels = {unit_label(u): u for u in units}
     run = {**run, "env": {k: os.environ[k] for k in hooks.ENV if k in os.environ}}
+    if lease is not None:
+        run["generation"] = lease.generation
     progress = GridProgress(
         spec.name,
         {lab: (len(u), u[0].config["train"]["epochs"]) for lab, u in labels.items()},
@@ -272,6 +304,7 @@ def fit(
         max_concurrent,
         callback,
         scheduler,
+        LeaseGuard(lease),
     )
     if not console.is_terminal:  # a log file: the per-trial lines and one summary
         results = tuner.fit()
@@ -289,6 +322,7 @@ def _tuner(
     max_concurrent: int | None,
     callback: tune.Callback,
     scheduler=None,
+    guard: LeaseGuard | None = None,
 ) -> tune.Tuner:
     """One trial per label (a cell or a pack), named by it, in the grid's order (Tune's
     FIFO, or the halving's `RowHalving`); retried from its last checkpoint up to
@@ -316,7 +350,8 @@ def _tuner(
             storage_filesystem=fs,
             verbose=0,
             progress_reporter=tune.CLIReporter(max_report_frequency=10**9),  # silent
-            callbacks=[callback],
+            callbacks=[callback] + ([guard] if guard else []),
+            stop=guard,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
         ),

@@ -24,6 +24,7 @@ from rich.text import Text
 from orchestrator import trial
 from orchestrator.expand import Cell, axis_label, expand
 from orchestrator.units import group_cells, select_cells, unit_label
+from results import prune
 from results.lease import Lease, LeaseHeld, held
 from results.schema import FINISHED
 from results.store import Store, open_store
@@ -60,8 +61,11 @@ def launch(
     if not _cost(spec, todo, address, console, yes=yes or dry_run) or dry_run:
         return 0 if dry_run else 1
     try:
-        with held(Lease(store, spec.name), wait=wait, say=lambda s: console.print(Text(s))):
+        with held(
+            Lease(store, spec.name), wait=wait, say=lambda s: console.print(Text(s))
+        ) as lease:
             # read again under the lease: a launch we waited for may have finished cells
+            store.forget()
             todo, skipped = select_cells(
                 cells, store.statuses(spec.name), force, bool(spec.halving)
             )
@@ -69,7 +73,8 @@ def launch(
             if not todo:  # the launch we waited for finished them
                 console.print(f"{spec.name}: all {len(cells)} cells are finished; nothing to run")
                 return 0
-            return _run(
+            prune.prune(store, spec.name)  # under the lease: no commit of ours is in flight
+            status = _run(
                 spec,
                 store,
                 todo,
@@ -79,7 +84,19 @@ def launch(
                 max_concurrent=max_concurrent,
                 console=console,
                 dashboard_host=dashboard_host,
+                lease=lease,
             )
+            if lease.lost.is_set() or not lease.check():
+                console.print(
+                    Text(
+                        f"{spec.name}: this launch lost the grid's lease to another launch "
+                        "and stopped; its results written since were refused",
+                        style="red",
+                    )
+                )
+                return 1
+            prune.prune(store, spec.name, tune=status == 0)
+            return status
     except LeaseHeld as e:
         console.print(Text(f"{e}", style="red"))
         return 1
@@ -104,6 +121,7 @@ def _run(
     max_concurrent: int | None,
     console: Console,
     dashboard_host: str,
+    lease: Lease | None = None,
 ) -> int:
     from orchestrator import checkpoints, experiment, preflight, session
     from orchestrator.monitor import job_metadata
@@ -159,7 +177,11 @@ def _run(
             max_concurrent,
             console,
             _rungs(spec, store, todo, console),
+            lease=lease,
         )
+        store.forget()  # the trials wrote: read the store again
+        if lease is not None and not lease.check():  # its trials' rows were refused
+            return 1
         checkpoints.prune_checkpoints(store, spec.name)
     return _finish(spec, store, units, results, started, console)
 
@@ -177,7 +199,13 @@ def _rungs(spec, store: Store, todo: list[Cell], console: Console):
         console.print(Text(f"warning: {line}", style="yellow"))
     for t in todo:
         store.clear_stop(spec.name, t.key)
-    rungs = Rungs.from_epochs(spec.halving, cells, store.read_epochs(spec.name).to_pylist())
+    split, _, kind = spec.halving["metric"].rpartition("_")
+    rows = store.read_epochs(  # only the rung rows, only the judged metric (halving.score)
+        spec.name,
+        columns=[f"{split}_{'loss' if kind == 'loss' else 'acc'}"],
+        epochs=list(spec.halving["rungs"]),
+    )
+    rungs = Rungs.from_epochs(spec.halving, cells, rows.to_pylist())
     recorded = sum(len(s) for s in rungs.scores.values())
     console.print(
         f"halving: rungs at epochs {', '.join(map(str, spec.halving['rungs']))}, "

@@ -216,12 +216,15 @@ def run_unit(
     checkpoint: Checkpoint | None = None,
     observe: Observe | None = None,
     halving: dict | None = None,
+    generation: int | None = None,
 ) -> list[str]:
     """Train `cells` (one cell: `trainers.loop.train`; several: `trainers.pack.train_packed`),
     resuming each from its state in `resumes`; call `observe(key, metrics)` after each
     cell's epoch and `checkpoint(metrics, files)` once per epoch of the unit (files only
     when a checkpoint is due); write every cell's row and epochs to the store. Returns the
     cells' statuses. `halving`: the spec's section, whose rung scores each report carries.
+    `generation`: the launch's lease generation, which every row carries (the store refuses
+    a row of a launch that lost its lease: results/lease.py).
 
     On an exception, failure rows (with the error and the epochs done) are written and the
     exception is re-raised: Tune retries the trial, unless it is a GridError."""
@@ -237,7 +240,7 @@ def run_unit(
                 hooks.at_epoch(t.key, epochs.epoch[t.key], resumed=True)
         summaries = _train_or_start_over(cells, resumes, epochs)
     except Exception as exc:  # not KeyboardInterrupt: a stopped launch leaves no row
-        _write_failed(store, cells, epochs, spec_sha256, started, error_text(exc))
+        _write_failed(store, cells, epochs, spec_sha256, started, error_text(exc), generation)
         raise
     ended = datetime.now(timezone.utc)
     for t, summary in zip(cells, summaries, strict=True):
@@ -250,6 +253,7 @@ def run_unit(
             ended,
             resumed=int(resumes.get(t.key, {}).get("epoch", 0)),
             stopped_at=epochs.stops.get(t.key, {}).get("rung"),
+            generation=generation,
         )
     return [s["status"] for s in summaries]
 
@@ -294,17 +298,25 @@ def _write(
     ended: datetime,
     resumed: int,
     stopped_at: int | None,
+    generation: int | None = None,
 ) -> None:
     from results.schema import epoch_rows, provenance, trial_row
 
     row = trial_row(trial, summary, provenance(sha, started, ended, summary["device"]))
     row["resumed_epoch"] = resumed  # 0: trained from scratch; k: this attempt resumed at k+1
     row["stopped_at"] = stopped_at  # the rung a halving stopped it at
+    row["generation"] = generation  # the lease it was written under: the store fences on it
     store.write_trial(trial.grid, trial.key, row, epoch_rows(trial, summary["history"]))
 
 
 def _write_failed(
-    store, cells: list[Cell], epochs: _Epochs, sha: str, started: datetime, error: str
+    store,
+    cells: list[Cell],
+    epochs: _Epochs,
+    sha: str,
+    started: datetime,
+    error: str,
+    generation: int | None = None,
 ) -> None:
     """Failure rows, beside any finished row (never over it). Best effort: a store that is
     down must not hide the trial's own error."""
@@ -312,6 +324,7 @@ def _write_failed(
         try:
             row = failed_row(t, sha, error, started)
             row["epochs"] = len(epochs.history[t.key])  # how far this attempt got
+            row["generation"] = generation
             store.write_failure(t.grid, t.key, row)
         except Exception:  # noqa: BLE001 - the original error is what the user needs
             pass

@@ -68,6 +68,10 @@ TRIAL_TYPES: dict[str, pa.DataType] = {
     },
     **{p: STR for p in PROVENANCE},
     "schema_version": INT,
+    # the commit (results/base.py): the run whose curves are this row's, and the lease
+    # generation of the launch that wrote it
+    "run_id": STR,
+    "generation": INT,
 }
 EPOCH_TYPES: dict[str, pa.DataType] = {
     "key": STR,

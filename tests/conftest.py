@@ -15,6 +15,13 @@ import torch
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _row_cache(monkeypatch, tmp_path_factory):
+    """Each test's reads of the store cache rows in its own folder (results/reader.py), not
+    in the user's ~/.cache."""
+    monkeypatch.setenv("GRID_CACHE_DIR", str(tmp_path_factory.mktemp("grid-cache")))
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint():
     """moto's S3 server on loopback, on a free port, for the whole session."""

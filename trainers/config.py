@@ -102,27 +102,19 @@ SCHEDULES = ("multistep", "cosine", "onecycle", "constant")
 
 
 def _registry(kind: str) -> list[str]:
-    # Imported lazily: the registries live with the trainers and import torch.
-    if kind == "arch":
-        from trainers.models import list_models
+    # The names only (trainers/names.py): the registries themselves import torch.
+    from trainers import names
 
-        return list_models()
-    if kind == "init":
-        from trainers.inits import INITS
-
-        return sorted(INITS)
-    from trainers.activations import ACTIVATIONS
-
-    return sorted(ACTIVATIONS)
+    return list({"arch": names.MODELS, "init": names.INITS}.get(kind, names.ACTIVATIONS))
 
 
 def arch(v: Any) -> tuple[str | None, Any]:
-    """A registered model name, or one of its aliases (`trainers.models.ALIASES`, the table
+    """A registered model name, or one of its aliases (`trainers.names.ALIASES`, the table
     `create_model` resolves by), as its canonical name: `all-cnn-c` and `allcnn_c` are one
     cell with one key."""
-    from trainers.models import canonical_name
+    from trainers.names import canonical_model
 
-    name = canonical_name(v)
+    name = canonical_model(v)
     return (None, name) if name is not None else choice(lambda: _registry("arch"), "arch")(v)
 
 

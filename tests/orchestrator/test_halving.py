@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -253,6 +254,7 @@ def copy_store(src, dest, keys=None):
                 keys is not None
                 and n.endswith((".parquet", ".json"))
                 and n.split(".")[0] not in keys
+                and Path(folder).name not in keys  # epochs/<key>/<run_id>.parquet
             )
         }
 
