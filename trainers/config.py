@@ -105,7 +105,7 @@ def _registry(kind: str) -> list[str]:
     # The names only (trainers/names.py): the registries themselves import torch.
     from trainers import names
 
-    return list({"arch": names.MODELS, "init": names.INITS}.get(kind, names.ACTIVATIONS))
+    return list(names.registered(kind if kind in ("arch", "init") else "activation"))
 
 
 def arch(v: Any) -> tuple[str | None, Any]:

@@ -7,6 +7,7 @@ keeps these lists equal to the registries: a new model, init or activation is ad
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 MODELS = (
@@ -53,8 +54,26 @@ ALIASES: dict[str, str] = {
 }
 
 
+# kind -> (the built-in names, the registry module and its dict, once something imported it)
+_LIVE = {
+    "arch": (MODELS, "trainers.models.registry", "MODELS"),
+    "init": (INITS, "trainers.inits", "INITS"),
+    "activation": (ACTIVATIONS, "trainers.activations", "ACTIVATIONS"),
+}
+
+
+def registered(kind: str) -> tuple[str, ...]:
+    """The names of `kind` (arch, init or activation): the built-in ones, plus any that a
+    program registered in this process (a user's model through `register_model`), read from
+    the registry only when something already imported it, so a read-only command never
+    loads torch for it."""
+    builtin, module, attr = _LIVE[kind]
+    live = getattr(sys.modules.get(module), attr, {})
+    return tuple(sorted({*builtin, *live}))
+
+
 def canonical_model(name: Any) -> str | None:
     """The model name of `name` or of its alias (any case); None when unknown."""
     if not isinstance(name, str):
         return None
-    return name if name in MODELS else ALIASES.get(name.lower())
+    return name if name in registered("arch") else ALIASES.get(name.lower())
