@@ -1,9 +1,9 @@
 """Test support: hooks that tests arm through the environment, so a test drives a real trial
 (inside a Ray worker process) by events instead of by the clock. Production code calls them
-through one seam, `at_epoch`, after each epoch's report (with its checkpoint, on the epochs
+through two seams: `at_epoch`, after each epoch's report (with its checkpoint, on the epochs
 the cadence picks; the test specs set `train.checkpoint_s: 0`, a checkpoint every epoch) and
-at the start of a resumed attempt; unarmed, it does nothing. `grid launch` forwards these
-variables to the trials.
+at the start of a resumed attempt, and `in_step`, as a step starts an epoch; unarmed, they do
+nothing. `grid launch` forwards these variables to the trials.
 
 GRID_FAIL_INJECT="<key prefix or *>:<epoch>:<times>[,...]"
     a matching cell's trial raises `InjectedFailure` right after epoch <epoch> is checkpointed
@@ -17,18 +17,25 @@ GRID_HOLD="<key prefix>:<epoch>:<folder>"
     opens it for reading: the test now knows the trial is there) and then <folder>/release
     for reading (which blocks until the test opens it for writing). The test makes both with
     os.mkfifo. It holds once per cell (a marker in <folder>), so a retry trains on.
+
+GRID_KILL="<key prefix>:<epoch>:<folder>"
+    the trial process of a matching cell SIGKILLs itself inside the step that trains epoch
+    <epoch>, before that epoch ends (`in_step`): a worker killed mid-epoch, with no chance to
+    write anything. Once per cell (a marker in <folder>), so the retry trains on.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 from pathlib import Path
 
 FAIL_INJECT_ENV = "GRID_FAIL_INJECT"
 FAIL_INJECT_DIR_ENV = "GRID_FAIL_INJECT_DIR"
 HOLD_ENV = "GRID_HOLD"
-ENV = (FAIL_INJECT_ENV, FAIL_INJECT_DIR_ENV, HOLD_ENV)
+KILL_ENV = "GRID_KILL"
+ENV = (FAIL_INJECT_ENV, FAIL_INJECT_DIR_ENV, HOLD_ENV, KILL_ENV)
 
 
 class InjectedFailure(RuntimeError):
@@ -42,6 +49,23 @@ def at_epoch(key: str, epoch: int, *, resumed: bool = False) -> None:
         maybe_inject_failure(key, epoch, resumed=resumed)
     if os.environ.get(HOLD_ENV) and not resumed:
         maybe_hold(key, epoch)
+
+
+def in_step(keys: list[str], epoch: int) -> None:
+    """The seam inside a trial's step, before epoch `epoch` of the cells `keys` trains."""
+    if os.environ.get(KILL_ENV):
+        for key in keys:
+            maybe_kill(key, epoch)
+
+
+def maybe_kill(key: str, epoch: int) -> None:
+    """GRID_KILL (module docstring)."""
+    prefix, at, folder = os.environ[KILL_ENV].split(":", 2)
+    marker = Path(folder) / f"killed-{key}"
+    if not _matches(prefix, key) or epoch != int(at) or marker.exists():
+        return
+    marker.touch()
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _matches(prefix: str, key: str) -> bool:
