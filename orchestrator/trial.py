@@ -104,13 +104,10 @@ class UnitRun:
         self.stopped = {k: bool(h) and diverged(h[-1]) for k, h in self.history.items()}
         # A resumed cell ahead of the others reports nothing for a while: its state must
         # still be in every checkpoint.
-        self.states = {k: serialise(s) for k, s in resumes.items()}
+        self.saved = {k: serialise(s) for k, s in resumes.items()}
         self.live: dict[str, dict] = {}  # states yielded since the last checkpoint
         self.last: dict[str, dict] = {}
         self.cadence = CheckpointCadence(cells[0].config["train"], min(self.epoch.values()))
-        for t in cells:
-            if t.key in resumes:
-                hooks.at_epoch(t.key, self.epoch[t.key], resumed=True)
         self.steps = self._epochs()
 
     def _epochs(self) -> Generator:
@@ -142,6 +139,10 @@ class UnitRun:
         (its rows are written then). On an exception, failure rows are written and it is
         re-raised (Tune retries the trial, unless it is a GridError)."""
         try:
+            if inspect.getgeneratorstate(self.steps) == inspect.GEN_CREATED:
+                for t in self.cells:  # an attempt that resumes
+                    if t.key in self.resumes:
+                        hooks.at_epoch(t.key, self.epoch[t.key], resumed=True)
             hooks.in_step([t.key for t in self.cells], min(self.epoch.values()) + 1)
             epoch = self._advance(False)
             if isinstance(epoch, list):  # resumed at its end: nothing left to train
@@ -184,7 +185,7 @@ class UnitRun:
             self.epoch[key], self.history[key] = metrics["epoch"], list(state["history"])
             self.stopped[key] = diverged(metrics)
             if self.stopped[key]:  # it trains no more: its state is final, save it now
-                self.states[key] = serialise(self.live.pop(key))
+                self.saved[key] = serialise(self.live.pop(key))
             if self.observe is not None:
                 self.observe(key, metrics)
         return items[0][1]["epoch"]
@@ -195,14 +196,14 @@ class UnitRun:
         the next step), and epochs without a checkpoint cost no copy."""
         if not self.cadence.due(epoch, final=self._final()):
             return {}
-        self.states.update({k: serialise(s) for k, s in self.live.items()})
+        self.saved.update({k: serialise(s) for k, s in self.live.items()})
         self.live.clear()
         self.cadence.done(epoch)
-        return dict(self.states)
+        return dict(self.saved)
 
     def states(self) -> dict[str, bytes]:
         """Every cell's state as of its last epoch, serialised (a checkpoint taken now)."""
-        return {**self.states, **{k: serialise(s) for k, s in self.live.items()}}
+        return {**self.saved, **{k: serialise(s) for k, s in self.live.items()}}
 
     def stop(self, decision: dict) -> None:
         """The halving stopped the unit after its last epoch: write its cells as stopped."""
