@@ -145,7 +145,7 @@ def fit(
         resources,
     )
     scheduler = make_scheduler(rungs, store, spec.name)
-    callback = TuneProgress(progress, console, scheduler.stops if scheduler else {})
+    callback = TuneProgress(progress, console, getattr(scheduler, "stops", {}))
     tuner = _tuner(
         spec,
         store,

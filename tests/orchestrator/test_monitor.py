@@ -1,8 +1,9 @@
 """What a running grid shows in Ray's own tools: the plain parts (titles, job metadata, the
 epoch line, the Grafana dashboard's queries), then a real local Ray whose dashboard API is
 read with the token while a trial is held at a barrier (GRID_HOLD): the grid's slot actor,
-which trains cell after cell, its log naming each cell it starts, the job's metadata, and the `grid_` metrics on the node's
-Prometheus endpoint, which every query of the Grafana dashboard must name."""
+which trains cell after cell, its log naming each cell it starts, the job's metadata, and
+the `grid_` metrics on the node's Prometheus endpoint, which every query of the Grafana
+dashboard must name."""
 
 from __future__ import annotations
 

@@ -69,12 +69,16 @@ class PauseOnce(FIFOScheduler):
 def test_a_paused_trial_frees_its_slot_and_resumes_from_its_checkpoint(
     tiny_spec, tmp_path, monkeypatch, ray_cluster
 ):
-    """One slot, two cells: the first is paused after epoch 1, the second trains in the
-    freed slot to its end, then the first resumes at epoch 2 and completes with each epoch
+    """One slot (a trial takes both CPUs of the worker node), two cells: the first is paused
+    after epoch 1, the second (pending: Tune's FIFO runs it before a paused one) trains in
+    the freed slot to its end, then the first resumes at epoch 2 and completes with each epoch
     once. The cadence takes no checkpoint before the last epoch, so epoch 1 can only come
     from the checkpoint Tune took at the pause."""
     spec = tiny_spec(
-        "pause", [0.05, 0.1], train={"epochs": 3, "checkpoint_s": 3600, "checkpoint_every": 9}
+        "pause",
+        [0.05, 0.1],
+        train={"epochs": 3, "checkpoint_s": 3600, "checkpoint_every": 9},
+        resources={"cpu": 2},
     )
     first, second = (t.key for t in expand(spec))
     scheduler = PauseOnce(first)
@@ -82,10 +86,7 @@ def test_a_paused_trial_frees_its_slot_and_resumes_from_its_checkpoint(
     store = tmp_path / "runs"
     con, buf = console()
     assert (
-        launch.launch(
-            spec, store_uri=str(store), address=ray_cluster.address, max_concurrent=1, console=con
-        )
-        == 0
+        launch.launch(spec, store_uri=str(store), address=ray_cluster.address, console=con) == 0
     ), buf.getvalue()
     assert scheduler.paused
     found = rows(store, "pause")
