@@ -144,6 +144,9 @@ def fit(
         ),
         resources,
     )
+    # Tune's wrappers subclass GridSlot inside functions; Ray names an actor's class by its
+    # qualified name, which the dashboard shows: keep it "GridSlot"
+    trainable.__name__ = trainable.__qualname__ = GridSlot.__name__
     scheduler = make_scheduler(rungs, store, spec.name)
     callback = TuneProgress(progress, console, getattr(scheduler, "stops", {}))
     tuner = _tuner(
