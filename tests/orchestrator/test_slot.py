@@ -1,4 +1,5 @@
-"""A trial's life on real Ray (orchestrator/slot.py): a retry that resumes from the
+"""A trial's life (orchestrator/slot.py): the Ray version check and a cell's checkpoint by key
+in a folder and on S3 without Ray; then on real Ray: a retry that resumes from the
 checkpoint found by key in the store, a trial paused by a scheduler that frees its slot and
 resumes from Tune's checkpoint, and a worker SIGKILLed inside an epoch whose retry resumes.
 (The reused actor training two cells in turn, seen through the dashboard, is in
@@ -11,7 +12,8 @@ from __future__ import annotations
 import pytest
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from orchestrator import experiment, hooks, launch
+from orchestrator import experiment, hooks, launch, raycompat
+from orchestrator.errors import GridError
 from orchestrator.expand import expand
 from results import checkpoints as stored_checkpoints
 from results.store import open_store
@@ -27,6 +29,37 @@ def epochs_of(store, grid: str) -> dict[str, list[int]]:
 
 def tune_checkpoints(store, grid: str) -> list:
     return sorted((store / grid / "_tune").glob("*/*/checkpoint_*"))
+
+
+def test_an_untested_ray_is_refused_in_one_line():
+    raycompat.check_ray()  # the installed one is a tested one
+    raycompat.check_ray("2.60.3")
+    for version in ("2.59.0", "2.61.0", "3.0.0", "nightly"):
+        with pytest.raises(
+            GridError, match=r"ray .* is installed; grid is tested with ray>=2\.60,<2\.61"
+        ) as e:
+            raycompat.check_ray(version)
+        assert "\n" not in str(e.value)
+
+
+def test_a_cells_checkpoint_is_one_object_by_key(tmp_path):
+    store = open_store(str(tmp_path / "runs"))
+    assert stored_checkpoints.read(store, "g", "abc") is None
+    stored_checkpoints.write(store, "g", "abc", b"state")
+    assert stored_checkpoints.read(store, "g", "abc") == b"state"
+    assert stored_checkpoints.listed(store, "g") == {"abc"}
+    assert (tmp_path / "runs" / "g" / "checkpoints" / "abc").read_bytes() == b"state"
+    stored_checkpoints.delete(store, "g", "abc")
+    assert stored_checkpoints.read(store, "g", "abc") is None
+
+
+def test_a_cells_checkpoint_on_s3(s3_uri):
+    store = open_store(s3_uri)
+    assert stored_checkpoints.read(store, "g", "abc") is None  # a 404, not an error
+    stored_checkpoints.write(store, "g", "abc", b"state")
+    assert stored_checkpoints.read(store, "g", "abc") == b"state"
+    stored_checkpoints.delete(store, "g", "abc")
+    assert stored_checkpoints.listed(store, "g") == set()
 
 
 @pytest.mark.ray
