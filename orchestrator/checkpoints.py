@@ -1,22 +1,96 @@
-"""Where Tune keeps its state and the cells' checkpoints: `<store>/<grid>/_tune`, on the
-store's own filesystem (a folder, or S3 with the store's endpoint), so a launch killed on one
-machine resumes its cells from another. Finds an earlier launch's checkpoints for a cell and
-prunes the checkpoints of finished cells.
+"""A cell's checkpoint: its bytes (the trainer state with its format and the code version
+that wrote it), and where Tune keeps its own state.
+
+Two copies of a cell's state exist while it trains (docs/design.md, "A trial's life"):
+- the grid's own, one object per cell at `<store>/<grid>/checkpoints/<key>`
+  (`results/checkpoints.py`), written on the checkpoint cadence and read with one GET by
+  key when a trial starts: it is what a retry or a new launch resumes from, and it is deleted
+  once the cell's result is committed;
+- Tune's, a folder with one `state_<key>.pt` per cell of the trial (`save_checkpoint`), which
+  Tune takes when a scheduler pauses a trial and hands back (`load_checkpoint`) when it
+  resumes it, under `<store>/<grid>/_tune` (`tune_storage`), so that another node can.
+
+A checkpoint that cannot be loaded (a torn file, an older format) is discarded with a
+warning and the cell starts over, instead of failing every retry of every launch.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import warnings
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from pyarrow import fs as pafs
 
-from results.schema import FINISHED
 from results.store import Store
 
-TUNE_DIR = "_tune"  # <store>/<grid>/_tune: Tune's experiment state and checkpoints
-KEEP_CHECKPOINTS = 1  # the last epoch is all a retry needs; models can be large
+TUNE_DIR = "_tune"  # <store>/<grid>/_tune: Tune's experiment state and pause checkpoints
+CHECKPOINT_FORMAT = 2  # 1: the bare trainer state (0.1); 2: {format, code_version, state}
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint that could not be loaded was discarded; the cell starts over."""
+
+
+def state_file(key: str) -> str:
+    """A cell's file inside a Tune checkpoint folder."""
+    return f"state_{key}.pt"
+
+
+def serialise(state: dict) -> bytes:
+    """A trainer state (live tensors: serialise at once) as a checkpoint's bytes."""
+    import torch
+
+    from results.schema import grid_version
+
+    buf = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, "code_version": grid_version(), "state": state}, buf)
+    return buf.getvalue()
+
+
+def load_state(key: str, data: bytes, where: str) -> dict | None:
+    """The trainer state in a checkpoint's bytes; None, with a CheckpointWarning, when it
+    cannot be loaded (that cell starts over). `where`: what to name in the warning."""
+    import torch
+
+    try:
+        # weights_only: tensors, numbers and containers, never arbitrary objects (a
+        # checkpoint on a shared store is not trusted code); map_location: the trainer
+        # moves each piece to the device it trains on now
+        saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        if not (isinstance(saved, dict) and saved.get("format") == CHECKPOINT_FORMAT):
+            raise ValueError(
+                f"format {saved.get('format') if isinstance(saved, dict) else '?'}"
+                f", expected {CHECKPOINT_FORMAT}"
+            )
+        return saved["state"]
+    except Exception as e:  # noqa: BLE001 - any unreadable checkpoint: start over
+        discard(key, f"{where}: {type(e).__name__}: {' '.join(str(e).split())}")
+        return None
+
+
+def load_states(directory: str | Path, keys: list[str]) -> dict[str, dict]:
+    """The trainer states of `keys` found in a Tune checkpoint folder (missing keys left
+    out; one that cannot be loaded is left out with a CheckpointWarning)."""
+    out = {}
+    for key in keys:
+        path = Path(directory) / state_file(key)
+        if path.exists():
+            state = load_state(key, path.read_bytes(), path.name)
+            if state is not None:
+                out[key] = state
+    return out
+
+
+def discard(key: str, why: str) -> None:
+    """Say that cell `key` starts over because its checkpoint cannot be used."""
+    warnings.warn(
+        f"cell {key}: checkpoint discarded, training from epoch 1 ({why})",
+        CheckpointWarning,
+        stacklevel=2,
+    )
 
 
 def store_location(store: Store) -> str:
@@ -42,46 +116,3 @@ def tune_storage(store: Store, grid: str) -> tuple[str, pafs.FileSystem]:
         region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
     )
     return path[len("s3://") :], fs
-
-
-def _checkpoints(store: Store, grid: str) -> dict[str, tuple[str, list[str]]]:
-    """Trial dir -> (its latest checkpoint, the cell keys in it), over every launch."""
-    path, fs = tune_storage(store, grid)
-    out = {}
-    for d in _subdirs(fs, f"{path}/{grid}"):
-        ckpts = sorted(p for p in _subdirs(fs, d) if Path(p).name.startswith("checkpoint_"))
-        keys = []
-        if ckpts:
-            keys = [
-                Path(i.path).name[len("state_") : -len(".pt")]
-                for i in fs.get_file_info(pafs.FileSelector(ckpts[-1]))
-                if Path(i.path).name.startswith("state_")
-            ]
-        out[d] = (ckpts[-1] if ckpts else "", keys)
-    return out
-
-
-def _subdirs(fs: pafs.FileSystem, path: str) -> list[str]:
-    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-    return [i.path for i in infos if i.type == pafs.FileType.Directory]
-
-
-def previous_checkpoints(store: Store, grid: str, keys: list[str]) -> dict[str, str]:
-    """Cell key -> the newest checkpoint holding its state left by an earlier launch (a
-    killed launch resumes there). Trial dirs end in the launch's time stamp."""
-    found: dict[str, tuple[str, str]] = {}
-    for d, (ckpt, in_it) in _checkpoints(store, grid).items():
-        stamp = Path(d).name.rsplit("_", 1)[-1]
-        for key in set(in_it) & set(keys):
-            if key not in found or stamp > found[key][0]:
-                found[key] = (stamp, ckpt)
-    return {key: ckpt for key, (_, ckpt) in found.items()}
-
-
-def prune_checkpoints(store: Store, grid: str) -> None:
-    """Delete the trial dirs whose cells are all finished: their checkpoints are of no use."""
-    statuses = store.statuses(grid)
-    _, fs = tune_storage(store, grid)
-    for d, (_, keys) in _checkpoints(store, grid).items():
-        if keys and all(statuses.get(k) in FINISHED for k in keys):
-            fs.delete_dir(d)

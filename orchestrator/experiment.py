@@ -1,144 +1,30 @@
-"""The Tune experiment of a launch: one Tune trial per unit (a cell, or a pack of cells), a
-function trainable around `orchestrator/trial.run_unit` in a class named for the dashboard,
-retries from per-epoch checkpoints, and a callback that feeds the live progress display and
-the grid's status metrics (`orchestrator/monitor.py`).
+"""The Tune experiment of a launch: one Tune trial per unit (a cell, or a pack of cells), run
+by reusable `GridSlot` actors (`orchestrator/slot.py`, Tune's class API), retried from the
+cells' checkpoints, and a callback that feeds the live progress display and the grid's
+status metrics (`orchestrator/monitor.py`).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-import ray
 from ray import tune
-from ray.train._internal.session import get_session
-from ray.tune.trainable.function_trainable import wrap_function
 from rich.console import Console
 from rich.live import Live
 
-from orchestrator import hooks, monitor, trial
-from orchestrator.checkpoints import KEEP_CHECKPOINTS, tune_storage
-from orchestrator.errors import GridError
+from orchestrator import hooks, monitor
+from orchestrator.checkpoints import tune_storage
 from orchestrator.expand import Cell
 from orchestrator.progress import GridProgress
+from orchestrator.slot import GRID_ERROR, GridSlot
 from orchestrator.units import unit_label
-from results.store import Store, open_store
+from results.store import Store
 
-GRID_ERROR = "grid_error"  # a trial's last report when a user error ended it
-# How long a stopping trial may take to write its rows (a local file: well under a second;
-# an S3 PUT: seconds); Tune force-kills a stopping actor only after 600 s anyway.
-STOP_WAIT_S = 120
-
-
-def _trainable(config: dict, units: dict, run: dict) -> None:
-    """One Tune trial: resume (this launch's retry, else an earlier launch's checkpoint),
-    train, report every epoch with a checkpoint, write the rows (orchestrator/trial.py).
-    A GridError ends the trial without an exception, so Tune does not retry it."""
-    os.environ.update(run["env"])  # the test hooks, forwarded from the launch
-    if not ray.get_gpu_ids():
-        # Ray does not hide the GPUs from a trial that asked for none: without this, every
-        # trial of a node with `train.device: auto` would share cuda:0.
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    cells = [Cell.from_dict(d) for d in units[config["cell"]]]
-    keys = [t.key for t in cells]
-    shown = monitor.CellMetrics(cells[0].grid, cells[0].config["train"]["epochs"])
-    store = open_store(run["store"])
-
-    def stopped() -> dict | None:  # the halving's decision, if it is what ended the trial
-        return store.read_stop(cells[0].grid, keys[0]) if run.get("halving") else None
-
-    try:
-        trial.run_unit(
-            cells,
-            store_uri=run["store"],
-            spec_sha256=run["sha256"],
-            resumes=_resumes(cells, keys, run),
-            checkpoint=lambda metrics, files: _report(metrics, files, stopped),
-            observe=shown.observe,
-            halving=run.get("halving"),
-            generation=run.get("generation"),
-        )
-    except GridError as e:  # written to the store as the cells' failure by run_unit
-        tune.report({GRID_ERROR: " ".join(str(e).split())})
-
-
-def _resumes(cells: list[Cell], keys: list[str], run: dict) -> dict[str, dict]:
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:  # a retry within this launch
-        with checkpoint.as_directory() as d:
-            return trial.load_states(d, keys)
-    resumes: dict[str, dict] = {}
-    _, fs = tune_storage(open_store(run["store"]), cells[0].grid)
-    for path in sorted({run["resume"][k] for k in keys if k in run["resume"]}):
-        try:
-            with tune.Checkpoint(path, filesystem=fs).as_directory() as d:
-                resumes.update(
-                    trial.load_states(d, [k for k in keys if run["resume"].get(k) == path])
-                )
-        except Exception as e:  # noqa: BLE001 - a vanished or torn folder: start over
-            for k in keys:
-                if run["resume"].get(k) == path:
-                    trial.discard(k, f"{path}: {type(e).__name__}: {e}")
-    return resumes
-
-
-def _report(
-    metrics: dict, files: dict[str, bytes], stopped: Callable[[], dict | None]
-) -> dict | None:
-    """Metrics every epoch; a checkpoint with them when the cadence gave files. Ray 2.60's
-    `tune.report` persists a checkpoint to the storage before it returns, on the training
-    thread that must call it (an asynchronous upload exists only in Ray Train v2's
-    `ray.train.report`), so the cadence, not a thread, is what keeps this cost small.
-
-    When Tune stops the trial, `tune.report` exits (SystemExit): if the halving's decision
-    `stopped()` is there, it is returned (the cell is written as stopped); any other stop
-    (Ctrl-C, the end of the experiment) goes on exiting and writes nothing."""
-    try:
-        if not files:
-            tune.report(metrics)
-            return None
-        with tempfile.TemporaryDirectory(prefix="grid-checkpoint-") as d:
-            for name, data in files.items():
-                Path(d, name).write_bytes(data)
-            # tune.report copies the folder to the storage before it returns
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
-        return None
-    except SystemExit:
-        decision = stopped()
-        if decision is None:
-            raise
-        return decision
-
-
-def trainable_class(trainable, titles: dict[str, str], halving: bool = False) -> type:
-    """The function trainable as a class whose repr is its unit's title (grid, cell keys,
-    axis values): the dashboard's Actors page shows an actor by its repr. Ray reads that
-    repr once, right after the actor's __init__ (`_raylet.pyx`, Ray 2.60), so each trial
-    has its own actor (`reuse_actors=False` in `_tuner`). Under a halving, its cleanup
-    waits for a stopped trial's rows."""
-
-    def __repr__(self) -> str:
-        label = (getattr(self, "config", None) or {}).get("cell")
-        return f"GridTrial({titles.get(label, label)})"
-
-    def cleanup(self) -> None:
-        # Tune's cleanup only signals the training thread; the actor ends right after it.
-        # A trial stopped by the halving writes its rows on that thread after the signal:
-        # wait for it, or the process would end before the rows are in the store.
-        thread = getattr(get_session(), "training_thread", None)
-        super(cls, self).cleanup()
-        if halving and thread is not None and thread.is_alive():
-            thread.join(timeout=STOP_WAIT_S)
-
-    cls = type(
-        "GridTrial",
-        (wrap_function(trainable),),
-        {"__repr__": __repr__, "cleanup": cleanup, "__qualname__": "GridTrial"},
-    )
-    return cls
+__all__ = ["GRID_ERROR", "fit", "first_line"]
+# Tune's checkpoints of a trial kept: the last is all a resumed pause needs; models are large
+KEEP_CHECKPOINTS = 1
 
 
 def trial_name(trial) -> str:
@@ -285,21 +171,19 @@ def fit(
     )
     trainable = tune.with_resources(
         tune.with_parameters(
-            _trainable, units={lab: [t.to_dict() for t in u] for lab, u in labels.items()}, run=run
+            GridSlot, units={lab: [t.to_dict() for t in u] for lab, u in labels.items()}, run=run
         ),
         resources,
     )
-    titles = {lab: monitor.unit_title(spec.name, u) for lab, u in labels.items()}
-    scheduler = None
-    if rungs is not None:
-        from orchestrator.scheduler import RowHalving
-
-        scheduler = RowHalving(rungs, store, spec.name)
-    callback = TuneProgress(progress, console, scheduler.stops if scheduler else {})
+    # Tune's wrappers subclass GridSlot inside functions; Ray names an actor's class by its
+    # qualified name, which the dashboard shows: keep it "GridSlot"
+    trainable.__name__ = trainable.__qualname__ = GridSlot.__name__
+    scheduler = make_scheduler(rungs, store, spec.name)
+    callback = TuneProgress(progress, console, getattr(scheduler, "stops", {}))
     tuner = _tuner(
         spec,
         store,
-        trainable_class(trainable, titles, rungs is not None),
+        trainable,
         list(labels),
         max_concurrent,
         callback,
@@ -312,6 +196,16 @@ def fit(
         return results
     with Live(get_renderable=progress.render, console=console, refresh_per_second=1):
         return tuner.fit()
+
+
+def make_scheduler(rungs, store: Store, grid: str):
+    """The experiment's Tune scheduler: the halving's `RowHalving` when the spec has one,
+    else None (Tune's FIFO). A seam: a test swaps in a scheduler that pauses a trial."""
+    if rungs is None:
+        return None
+    from orchestrator.scheduler import RowHalving
+
+    return RowHalving(rungs, store, grid)
 
 
 def _tuner(
@@ -337,10 +231,9 @@ def _tuner(
         tune_config=tune.TuneConfig(
             max_concurrent_trials=max_concurrent,
             scheduler=scheduler,
-            # a new actor (process) per trial, so that the
-            # dashboard names each by its cells (trainable_class);
-            # it costs a torch import (seconds) per trial
-            reuse_actors=False,
+            # an actor (a process that imported torch: seconds) trains trial after trial,
+            # reset by GridSlot.reset_config; its log and metrics name the cell it trains
+            reuse_actors=True,
             trial_name_creator=trial_name,
             trial_dirname_creator=_trial_dirname,
         ),
@@ -353,6 +246,8 @@ def _tuner(
             callbacks=[callback] + ([guard] if guard else []),
             stop=guard,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=KEEP_CHECKPOINTS, checkpoint_at_end=False
+            ),
         ),
     )

@@ -1,9 +1,9 @@
 """Test support: hooks that tests arm through the environment, so a test drives a real trial
 (inside a Ray worker process) by events instead of by the clock. Production code calls them
-through one seam, `at_epoch`, after each epoch's report (with its checkpoint, on the epochs
+through two seams: `at_epoch`, after each epoch's report (with its checkpoint, on the epochs
 the cadence picks; the test specs set `train.checkpoint_s: 0`, a checkpoint every epoch) and
-at the start of a resumed attempt; unarmed, it does nothing. `grid launch` forwards these
-variables to the trials.
+at the start of a resumed attempt, and `in_step`, as a step starts an epoch; unarmed, they do
+nothing. `grid launch` forwards these variables to the trials.
 
 GRID_FAIL_INJECT="<key prefix or *>:<epoch>:<times>[,...]"
     a matching cell's trial raises `InjectedFailure` right after epoch <epoch> is checkpointed
@@ -25,6 +25,10 @@ GRID_RENDEZVOUS="<folder>"
     named pipe <folder>/arrived and takes a shared flock on <folder>/gate, which blocks while
     the test holds it exclusively. The test knows every trial runs at once (what it reads
     from `arrived`) before it opens the gate.
+GRID_KILL="<key prefix>:<epoch>:<folder>"
+    the trial process of a matching cell SIGKILLs itself inside the step that trains epoch
+    <epoch>, before that epoch ends (`in_step`): a worker killed mid-epoch, with no chance to
+    write anything. Once per cell (a marker in <folder>), so the retry trains on.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -39,7 +44,8 @@ FAIL_INJECT_ENV = "GRID_FAIL_INJECT"
 FAIL_INJECT_DIR_ENV = "GRID_FAIL_INJECT_DIR"
 HOLD_ENV = "GRID_HOLD"
 RENDEZVOUS_ENV = "GRID_RENDEZVOUS"
-ENV = (FAIL_INJECT_ENV, FAIL_INJECT_DIR_ENV, HOLD_ENV, RENDEZVOUS_ENV)
+KILL_ENV = "GRID_KILL"
+ENV = (FAIL_INJECT_ENV, FAIL_INJECT_DIR_ENV, HOLD_ENV, RENDEZVOUS_ENV, KILL_ENV)
 _arrived: set[int] = set()  # processes whose trial has passed the rendezvous gate
 
 
@@ -56,6 +62,23 @@ def at_epoch(key: str, epoch: int, *, resumed: bool = False) -> None:
         maybe_hold(key, epoch)
     if os.environ.get(RENDEZVOUS_ENV) and epoch == 1 and not resumed:
         rendezvous(key, Path(os.environ[RENDEZVOUS_ENV]))
+
+
+def in_step(keys: list[str], epoch: int) -> None:
+    """The seam inside a trial's step, before epoch `epoch` of the cells `keys` trains."""
+    if os.environ.get(KILL_ENV):
+        for key in keys:
+            maybe_kill(key, epoch)
+
+
+def maybe_kill(key: str, epoch: int) -> None:
+    """GRID_KILL (module docstring)."""
+    prefix, at, folder = os.environ[KILL_ENV].split(":", 2)
+    marker = Path(folder) / f"killed-{key}"
+    if not _matches(prefix, key) or epoch != int(at) or marker.exists():
+        return
+    marker.touch()
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _matches(prefix: str, key: str) -> bool:

@@ -5,12 +5,13 @@ The steps, in order, each in its own module:
 2. take the grid's lease in the store (`results/lease.py`): one launch per grid and store;
 3. pre-flight, before any trial starts: the store is writable, the data set is readable or
    downloadable where trials run, and one trial fits a node (`resources.py`, `session.py`);
-4. the Ray session (`session.py`), the Tune experiment (`experiment.py`), checkpoints of
-   earlier launches (`checkpoints.py`);
+4. the Ray session (`session.py`, after `raycompat.check_ray`), the cells' checkpoints left
+   by earlier launches (`results/checkpoints.py`: one listing), the Tune experiment
+   (`experiment.py`);
 5. the end report (below): exit 0 when every cell finished, 1 when some did not.
 
-Modules that import ray: session, experiment and checkpoints' callers; nothing under
-`trainers/` or `results/` does.
+Modules that import ray: session, experiment, slot, scheduler, monitor and raycompat; nothing
+under `trainers/` or `results/` does.
 """
 
 from __future__ import annotations
@@ -123,10 +124,11 @@ def _run(
     dashboard_host: str,
     lease: Lease | None = None,
 ) -> int:
-    from orchestrator import checkpoints, experiment, preflight, session
+    from orchestrator import checkpoints, experiment, preflight, raycompat, session
     from orchestrator.monitor import job_metadata
     from orchestrator.resources import check_placement, decide_gpu
 
+    raycompat.check_ray()
     units = group_cells(todo, spec.resources["pack"])
     datasets = _datasets(todo)
     if spec.resources["gpu"] != "auto":  # checked before Ray starts; `auto` once it is up
@@ -150,13 +152,9 @@ def _run(
             console.print(f"[yellow]{warning}[/]")
         if not local and any(d["name"] != "synthetic" for d in datasets):
             session.preflight_nodes(datasets)
-        resume = (
-            {}
-            if force
-            else checkpoints.previous_checkpoints(store, spec.name, [t.key for t in todo])
-        )
+        resume = _earlier_checkpoints(store, spec.name, todo, force)
         if resume:
-            console.print(f"resuming {len(resume)} cells from the checkpoints of an earlier launch")
+            console.print(f"resuming {resume} cells from the checkpoints of an earlier launch")
         console.print(
             f"{spec.name}: running {len(todo)} cells as {len(units)} Tune trials, "
             f"{resources['cpu']:g} CPU + {gpu:g} GPU each ({why})"
@@ -164,7 +162,6 @@ def _run(
         run = {
             "store": checkpoints.store_location(store),
             "sha256": spec.sha256,
-            "resume": resume,
             "halving": spec.halving,
         }
         results = experiment.fit(
@@ -182,8 +179,25 @@ def _run(
         store.forget()  # the trials wrote: read the store again
         if lease is not None and not lease.check():  # its trials' rows were refused
             return 1
-        checkpoints.prune_checkpoints(store, spec.name)
     return _finish(spec, store, units, results, started, console)
+
+
+def _earlier_checkpoints(store: Store, grid: str, todo: list[Cell], force: bool) -> int:
+    """How many cells about to run resume from a checkpoint that an earlier launch left
+    (one listing of `<grid>/checkpoints`; each trial then reads its own by key). Those of
+    finished cells (a trial that ended between its commit and the delete) are deleted; under
+    --force, those of the cells about to run too: they train from scratch."""
+    from results import checkpoints
+
+    found = checkpoints.listed(store, grid)
+    running = {t.key for t in todo}
+    stale = found & running if force else set()
+    if found - running:
+        statuses = store.statuses(grid)
+        stale |= {k for k in found - running if statuses.get(k) in FINISHED}
+    for key in sorted(stale):
+        checkpoints.delete(store, grid, key)
+    return 0 if force else len(found & running)
 
 
 def _rungs(spec, store: Store, todo: list[Cell], console: Console):

@@ -1,8 +1,9 @@
 """What a running grid shows in Ray's own tools (docs/monitoring.md):
 
-- the dashboard's Actors page: each trial's actor is named by its repr, which names the grid,
-  the cell keys and their axis values (`unit_title`, used by `experiment.py`);
-- each trial's own log (the actor's Logs pane): one line per cell and epoch (`CellMetrics`);
+- the dashboard's Actors page: each actor is a reusable slot of the grid, `GridSlot(<grid>)`
+  (`orchestrator/slot.py`), that trains trial after trial;
+- each actor's own log (its Logs pane): a line as it starts a unit, naming the grid, the cell
+  keys and their axis values (`unit_title`), then one line per cell and epoch (`CellMetrics`);
 - the driver's job: metadata naming the grid, its spec, cell counts and store
   (`job_metadata`);
 - Prometheus, through the metrics endpoint Ray runs on every node: `grid_*` gauges and a
@@ -85,9 +86,10 @@ def unit_title(grid: str, cells: list[Cell]) -> str:
 
 class CellMetrics:
     """Inside a trial: after each cell's epoch, its line on the trial's stdout (the actor's
-    log) and its gauges. One per trial process."""
+    log) and its gauges, tagged with the cell's key. One per actor, which trains cell after
+    cell; `epochs`: the current unit's (for the line)."""
 
-    def __init__(self, grid: str, epochs: int):
+    def __init__(self, grid: str, epochs: int = 0):
         import ray
         from ray.util.metrics import Counter, Gauge
 
@@ -108,7 +110,7 @@ class CellMetrics:
         )
 
     def observe(self, key: str, metrics: dict) -> None:
-        """`trial.run_unit`'s per-cell epoch callback."""
+        """`trial.UnitRun`'s per-cell epoch callback."""
         from orchestrator.progress import epoch_line
 
         print(f"{key} {epoch_line(metrics, self.epochs)}", flush=True)
@@ -155,11 +157,10 @@ def grafana_folder() -> Path | None:
     if os.environ.get("RAY_METRICS_GRAFANA_DASHBOARD_OUTPUT_DIR"):
         folder = Path(os.environ["RAY_METRICS_GRAFANA_DASHBOARD_OUTPUT_DIR"])
     else:
-        import ray
+        from orchestrator.raycompat import session_dir
 
-        try:
-            session = ray._private.worker.global_worker.node.get_session_dir_path()
-        except AttributeError:  # a Ray Client connection: no node here
+        session = session_dir()
+        if session is None:  # a Ray Client connection: no node here
             return None
         root = os.environ.get("RAY_METRICS_OUTPUT_ROOT") or os.path.join(session, "metrics")
         folder = Path(root) / "grafana" / "dashboards"

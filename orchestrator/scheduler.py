@@ -6,11 +6,13 @@ each rung against its group's records only, and answers STOP when it falls below
 group's cutoff.
 
 How a stop reaches the store: before answering STOP, the scheduler writes its decision to
-the store (`Store.write_stop`). Tune then stops the trial's actor; the trial's `tune.report`
-exits, the trial finds the decision there (an exit without one is a stop for another
-reason, e.g. Ctrl-C, and writes nothing), and writes the cell as `stopped`
-(`orchestrator/experiment.py`). A relaunch clears the decisions of the cells it runs, so a
-decision whose cell never wrote its row is taken again, against the same records.
+the store (`Store.write_stop`). Tune then takes the trial away from its actor, which it
+either keeps for the next trial (`reset_config`) or ends (`cleanup`); in both, the slot
+ends the unit it was training (`orchestrator/slot.py`, `GridSlot._end`): it finds the
+decision in the store and writes the cell as `stopped` (a trial taken away without one was
+paused or interrupted, e.g. by Ctrl-C, and writes nothing). A relaunch clears the decisions
+of the cells it runs, so a decision whose cell never wrote its row is taken again, against
+the same records.
 """
 
 from __future__ import annotations

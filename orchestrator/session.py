@@ -22,7 +22,7 @@ import ray
 from ray.job_config import JobConfig
 from rich.console import Console
 
-from orchestrator import monitor
+from orchestrator import monitor, raycompat
 from orchestrator.errors import GridError
 from results.store import Store
 
@@ -187,25 +187,9 @@ def describe_cluster(local: bool) -> dict:
     nodes = [dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")]
     return {
         "nodes": nodes,
-        "node_types": None if local else _autoscaler_node_types(),
+        "node_types": None if local else raycompat.autoscaler_node_types(),
         "local": local,
     }
-
-
-def _autoscaler_node_types() -> list[dict] | None:
-    """What the autoscaler reports it can launch (Ray keeps it in the GCS), or None."""
-    try:  # a private API of Ray 2.x: a cluster without it is treated as having no autoscaler
-        from ray._private.state import state
-
-        config = state.get_cluster_config()
-    except Exception:  # noqa: BLE001
-        return None
-    if config is None or not config.node_group_configs:
-        return None
-    return [
-        {"name": g.name, "resources": dict(g.resources), "max_count": g.max_count}
-        for g in config.node_group_configs
-    ]
 
 
 def preflight_nodes(datasets: list[dict]) -> list[str]:

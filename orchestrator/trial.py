@@ -1,90 +1,52 @@
-"""What runs inside one Tune trial, without Ray: resume, train, checkpoint through a callback,
-and write the result rows to the store itself (`orchestrator/units.py` picks the cells and
-groups them into trials).
+"""What runs inside one Tune trial, without Ray: a unit's training stepped an epoch at a time,
+its checkpoints through a callback, and the result rows it writes to the store itself
+(`orchestrator/units.py` picks the cells and groups them into trials).
 
-A unit is one cell, or a pack of cells trained as one model (`resources.pack`).
-`orchestrator/experiment.py` wraps `run_unit` in a Tune trainable whose `checkpoint(metrics,
-files)` callback is `tune.report`, called every epoch, with files only on the epochs the
-cadence picks (`trainers/cadence.py`). A retry redoes the epochs after the last checkpoint
-from its history, so the rows hold each epoch once. Under a halving, each report carries the
-cell's scores at the rungs it has passed (`rungs`), and the callback answers with the
-halving's decision when it stopped the cell: the cell is then written as `stopped`.
+A unit is one cell, or a pack of cells trained as one model (`resources.pack`). `UnitRun`
+steps the trainer's epoch generator (`trainers.loop.epochs`, `trainers.pack.packed_epochs`):
+`orchestrator/slot.py`'s Tune trainable calls `step()` once per Tune iteration. After each
+epoch of the unit it calls `checkpoint(metrics, files)`, with each cell's serialised state
+in `files` on the epochs the cadence picks (`trainers/cadence.py`), and empty otherwise. A
+retry redoes the epochs after the last checkpoint from its history, so the rows hold each
+epoch once. Under a halving, each step's metrics carry the cell's scores at the rungs it has
+passed (`rungs`); a cell the halving stops is ended with `stop(decision)` and written as
+`stopped`. `run_unit` steps a unit to its end in one call (tests, benchmarks).
 
-The trial writes its own rows (completed or diverged; a failure with its error in its own
-place, `Store.write_failure`) so that no result depends on the driver surviving and no failed
-attempt ever replaces a finished result. A user error (`GridError`: missing data, say) fails
-the cell with its one-line message and is not retried: it would fail the same way again.
+The trial writes its own rows (completed, diverged or stopped; a failure with its error in
+its own place, `Store.write_failure`) so that no result depends on the driver surviving and
+no failed attempt ever replaces a finished result. A user error (`GridError`: missing data,
+say) fails the cell with its one-line message and is not retried: it would fail the same way
+again. A checkpoint that does not fit the cell (`CheckpointError`) is discarded with a
+warning and the unit starts over.
 
-A checkpoint file holds one cell's trainer state with its format and the code version that
-wrote it; one that cannot be loaded (a torn file, an older format) is discarded with a
-warning and the cell starts over, instead of failing every retry of every launch.
-
-Test hooks (`orchestrator/hooks.py`) are called through their one seam, `hooks.at_epoch`.
+Test hooks (`orchestrator/hooks.py`) are called through their seams, `hooks.at_epoch` and
+`hooks.in_step`.
 """
 
 from __future__ import annotations
 
-import io
+import inspect
 import traceback
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from datetime import datetime, timezone
-from pathlib import Path
 
 from orchestrator import hooks
+from orchestrator.checkpoints import (  # noqa: F401 - the trial's checkpoint format, re-exported
+    CHECKPOINT_FORMAT,
+    CheckpointWarning,
+    discard,
+    load_states,
+    serialise,
+    state_file,
+)
 from orchestrator.errors import GridError
 from orchestrator.expand import Cell
 
 ERROR_FRAMES = 3  # frames of the traceback kept in a failed row: where, without the noise
-CHECKPOINT_FORMAT = 2  # 1: the bare trainer state (0.1); 2: {format, code_version, state}
 
-# (metrics, files) -> None, or the halving's decision that stopped the unit
+# (metrics, {cell key: state bytes}) -> None, or the halving's decision that stopped the unit
 Checkpoint = Callable[[dict, dict[str, bytes]], "dict | None"]
 Observe = Callable[[str, dict], None]  # (cell key, its epoch's metrics): logs and metrics
-
-
-class CheckpointWarning(UserWarning):
-    """A checkpoint that could not be loaded was discarded; the cell starts over."""
-
-
-def state_file(key: str) -> str:
-    """A cell's file inside a checkpoint directory."""
-    return f"state_{key}.pt"
-
-
-def load_states(directory: str | Path, keys: list[str]) -> dict[str, dict]:
-    """The trainer states of `keys` found in a checkpoint directory (missing keys left out;
-    one that cannot be loaded is left out with a CheckpointWarning: that cell starts over)."""
-    import torch
-
-    out = {}
-    for key in keys:
-        path = Path(directory) / state_file(key)
-        if not path.exists():
-            continue
-        try:
-            # weights_only: tensors, numbers and containers, never arbitrary objects (a
-            # checkpoint folder on a shared store is not trusted code); map_location: the
-            # trainer moves each piece to the device it trains on now
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-            if not (isinstance(saved, dict) and saved.get("format") == CHECKPOINT_FORMAT):
-                raise ValueError(
-                    f"format {saved.get('format') if isinstance(saved, dict) else '?'}"
-                    f", expected {CHECKPOINT_FORMAT}"
-                )
-            out[key] = saved["state"]
-        except Exception as e:  # noqa: BLE001 - any unreadable checkpoint: start over
-            discard(key, f"{path.name}: {type(e).__name__}: {' '.join(str(e).split())}")
-    return out
-
-
-def discard(key: str, why: str) -> None:
-    """Say that cell `key` starts over because its checkpoint cannot be used."""
-    warnings.warn(
-        f"cell {key}: checkpoint discarded, training from epoch 1 ({why})",
-        CheckpointWarning,
-        stacklevel=2,
-    )
 
 
 def error_text(exc: BaseException) -> str:
@@ -105,83 +67,175 @@ def diverged(metrics: dict) -> bool:
     return rule(metrics)
 
 
-def _serialise(state: dict) -> bytes:
-    import torch
-
-    from results.schema import grid_version
-
-    buf = io.BytesIO()
-    # live tensors: serialise at once
-    torch.save({"format": CHECKPOINT_FORMAT, "code_version": grid_version(), "state": state}, buf)
-    return buf.getvalue()
-
-
-class _Epochs:
-    """Collects the cells' per-epoch reports. Once every cell still training has reported
-    an epoch (a pack reports its cells one by one) it calls `checkpoint(metrics, files)`:
-    with the cells' serialised states when `trainers.cadence.CheckpointCadence` says one is
-    due (every `train.checkpoint_every` epochs or `train.checkpoint_s` seconds, and always
-    when nothing trains after it), else with no files (Tune still gets the metrics)."""
+class UnitRun:
+    """One unit's training, an epoch per `step()`: `start(resumes)`, then `step()` until
+    its metrics say `done` (the rows are then written), or `stop(decision)` (the halving),
+    or `close()` (Tune took the trial away: a pause, the end of the launch). `states()` is
+    every cell's state now, serialised (Tune's `save_checkpoint`)."""
 
     def __init__(
         self,
         cells: list[Cell],
-        resumes: dict[str, dict],
-        checkpoint: Checkpoint,
+        *,
+        store,
+        spec_sha256: str,
+        checkpoint: Checkpoint | None = None,
         observe: Observe | None = None,
         halving: dict | None = None,
+        load=None,
+        generation: int | None = None,
     ):
+        self.cells, self.store, self.sha = cells, store, spec_sha256
+        # the launch's lease generation, which every row carries: the store refuses a row
+        # of a launch that lost its lease (results/lease.py)
+        self.generation = generation
+        self.checkpoint = checkpoint or (lambda metrics, files: None)
+        self.observe, self.halving, self.load = observe, halving, load
+        self.steps: Generator | None = None
+        self.done = False
+        self.stops: dict[str, dict] = {}  # the halving's decision, for each cell it stopped
+
+    def start(self, resumes: dict[str, dict] | None = None) -> None:
+        """Set the unit up to train from `resumes` ({cell key: trainer state}); nothing is
+        built until the first step."""
         from trainers.cadence import CheckpointCadence
 
-        self.cells, self.checkpoint, self.observe = cells, checkpoint, observe
-        self.halving = halving
-        self.stops: dict[str, dict] = {}  # the halving's decision, for each cell it stopped
+        cells, resumes = self.cells, dict(resumes or {})
+        self.resumes, self.started = resumes, datetime.now(timezone.utc)
         self.epoch = {t.key: int(resumes.get(t.key, {}).get("epoch", 0)) for t in cells}
         self.history = {t.key: list(resumes.get(t.key, {}).get("history", [])) for t in cells}
         # A cell resumed after it diverged trains no further epoch: never wait for it.
-        self.stopped = {
-            t.key: bool(self.history[t.key]) and diverged(self.history[t.key][-1]) for t in cells
-        }
+        self.stopped = {k: bool(h) and diverged(h[-1]) for k, h in self.history.items()}
         # A resumed cell ahead of the others reports nothing for a while: its state must
         # still be in every checkpoint.
-        self.states = {k: _serialise(s) for k, s in resumes.items()}
-        self.live: dict[str, dict] = {}  # states reported since the last checkpoint
+        self.saved = {k: serialise(s) for k, s in resumes.items()}
+        self.live: dict[str, dict] = {}  # states yielded since the last checkpoint
         self.last: dict[str, dict] = {}
         self.cadence = CheckpointCadence(cells[0].config["train"], min(self.epoch.values()))
+        self.steps = self._epochs()
 
-    def start_over(self) -> None:
-        """Forget the discarded resumes: train from epoch 1, same checkpoint and observer."""
-        self.__init__(self.cells, {}, self.checkpoint, self.observe, self.halving)
+    def _epochs(self) -> Generator:
+        """The trainer's epoch generator, yielding [(key, metrics, state)] per epoch."""
+        keys = [t.key for t in self.cells]
+        if len(self.cells) == 1:
+            from trainers.loop import epochs
 
-    def report(self, key: str, metrics: dict, state: dict) -> bool:
-        """Take one cell's epoch; True when the halving stopped the unit (no more reports:
-        Tune has ended the trial's session)."""
-        self.live[key], self.last[key] = state, metrics
-        self.epoch[key], self.history[key] = metrics["epoch"], list(state["history"])
-        self.stopped[key] = diverged(metrics)
-        if self.stopped[key]:  # it trains no more: its state is final, save it now
-            self.states[key] = _serialise(self.live.pop(key))
-        if self.observe is not None:
-            self.observe(key, metrics)
-        epoch = metrics["epoch"]
-        if any(self.epoch[k] < epoch and not self.stopped[k] for k in self.epoch):
-            return  # other cells of the pack still train this epoch
-        files = None
-        if self.cadence.due(epoch, final=self._final()):
-            # Serialised only now: the live states are still this epoch's (the trainer
-            # waits for this call), and epochs without a checkpoint cost no copy.
-            self.states.update({k: _serialise(s) for k, s in self.live.items()})
-            self.live.clear()
-            files = {state_file(k): b for k, b in self.states.items()}
-            self.cadence.done(epoch)
-        stop = self.checkpoint(self._metrics(epoch), files or {})
-        if stop:
-            self.stops.update({t.key: stop for t in self.cells})
-            return True
-        for t in self.cells:
-            if self.epoch[t.key] == epoch:
-                hooks.at_epoch(t.key, epoch)
-        return False
+            steps = epochs(self.cells[0].config, self.resumes.get(keys[0]), load=self.load)
+            answer = None
+            try:
+                while True:
+                    metrics, state = steps.send(answer)
+                    answer = yield [(keys[0], metrics, state)]
+            except StopIteration as end:
+                return [end.value]
+        from trainers.pack import packed_epochs
+
+        resumes = [self.resumes.get(k) for k in keys]
+        steps = packed_epochs([t.config for t in self.cells], resumes, load=self.load)
+        try:
+            while True:
+                yield [(keys[i], m, s) for i, m, s in steps.send(None)]
+        except StopIteration as end:
+            return end.value
+
+    def step(self) -> dict:
+        """Train the unit's next epoch: its metrics for Tune, `done` true after the last
+        (its rows are written then). On an exception, failure rows are written and it is
+        re-raised (Tune retries the trial, unless it is a GridError)."""
+        try:
+            if inspect.getgeneratorstate(self.steps) == inspect.GEN_CREATED:
+                for t in self.cells:  # an attempt that resumes
+                    if t.key in self.resumes:
+                        hooks.at_epoch(t.key, self.epoch[t.key], resumed=True)
+            hooks.in_step([t.key for t in self.cells], min(self.epoch.values()) + 1)
+            epoch = self._advance(False)
+            if isinstance(epoch, list):  # resumed at its end: nothing left to train
+                self._finish(epoch)
+                return {"epoch": max(self.epoch.values()), "cells": len(self.cells), "done": True}
+            out = self._metrics(epoch)
+            stop = self.checkpoint(out, self._due(epoch))
+            for t in self.cells:
+                if self.epoch[t.key] == epoch:
+                    hooks.at_epoch(t.key, epoch)
+            if stop:
+                self.stop(stop)
+            elif self._final():
+                self._finish(self._advance(False))
+            return {**out, "done": self.done}
+        except Exception as exc:  # not KeyboardInterrupt: a stopped launch leaves no row
+            self._write_failed(error_text(exc))
+            raise
+
+    def _advance(self, answer: bool) -> int | list[dict]:
+        """Send `answer` to the trainer (True: stop): the epoch it then trained (its cells'
+        metrics taken in), or the cells' summaries when it has ended. A first epoch that
+        cannot load its checkpoint (CheckpointError) discards it and starts the unit over."""
+        from trainers.errors import CheckpointError
+
+        try:
+            fresh = inspect.getgeneratorstate(self.steps) == inspect.GEN_CREATED
+            items = self.steps.send(None if fresh else answer)
+        except StopIteration as end:
+            return end.value
+        except CheckpointError as e:
+            if not self.resumes:
+                raise
+            for key in self.resumes:
+                discard(key, str(e))
+            self.start({})
+            return self._advance(answer)
+        for key, metrics, state in items:
+            self.live[key], self.last[key] = state, metrics
+            self.epoch[key], self.history[key] = metrics["epoch"], list(state["history"])
+            self.stopped[key] = diverged(metrics)
+            if self.stopped[key]:  # it trains no more: its state is final, save it now
+                self.saved[key] = serialise(self.live.pop(key))
+            if self.observe is not None:
+                self.observe(key, metrics)
+        return items[0][1]["epoch"]
+
+    def _due(self, epoch: int) -> dict[str, bytes]:
+        """Every cell's state when the cadence has a checkpoint due after `epoch`, else {}.
+        Serialised only now: the live states are still this epoch's (the trainer waits for
+        the next step), and epochs without a checkpoint cost no copy."""
+        if not self.cadence.due(epoch, final=self._final()):
+            return {}
+        self.saved.update({k: serialise(s) for k, s in self.live.items()})
+        self.live.clear()
+        self.cadence.done(epoch)
+        return dict(self.saved)
+
+    def states(self) -> dict[str, bytes]:
+        """Every cell's state as of its last epoch, serialised (a checkpoint taken now)."""
+        return {**self.saved, **{k: serialise(s) for k, s in self.live.items()}}
+
+    def stop(self, decision: dict) -> None:
+        """The halving stopped the unit after its last epoch: write its cells as stopped."""
+        self.stops.update({t.key: decision for t in self.cells})
+        self._finish(self._advance(True))
+
+    def close(self) -> None:
+        """Tune took the trial away before its end (a pause, Ctrl-C, the end of the
+        launch): drop the trainer and write nothing."""
+        if self.steps is not None:
+            self.steps.close()
+
+    def _finish(self, summaries: list[dict]) -> None:
+        ended = datetime.now(timezone.utc)
+        for t, summary in zip(self.cells, summaries, strict=True):
+            _write(
+                self.store,
+                t,
+                summary,
+                self.sha,
+                self.started,
+                ended,
+                resumed=int(self.resumes.get(t.key, {}).get("epoch", 0)),
+                stopped_at=self.stops.get(t.key, {}).get("rung"),
+                generation=self.generation,
+            )
+        self.statuses = [s["status"] for s in summaries]
+        self.done = True
 
     def _final(self) -> bool:
         """Nothing trains after this epoch: every cell stopped or did its last epoch."""
@@ -206,6 +260,18 @@ class _Epochs:
             out["rungs"] = {str(r): v for r, v in scores.items()}
         return out
 
+    def _write_failed(self, error: str) -> None:
+        """Failure rows, beside any finished row (never over it). Best effort: a store that
+        is down must not hide the trial's own error."""
+        for t in self.cells:
+            try:
+                row = failed_row(t, self.sha, error, self.started)
+                row["epochs"] = len(self.history[t.key])  # how far this attempt got
+                row["generation"] = self.generation
+                self.store.write_failure(t.grid, t.key, row)
+            except Exception:  # noqa: BLE001 - the original error is what the user needs
+                pass
+
 
 def run_unit(
     cells: list[Cell],
@@ -218,75 +284,25 @@ def run_unit(
     halving: dict | None = None,
     generation: int | None = None,
 ) -> list[str]:
-    """Train `cells` (one cell: `trainers.loop.train`; several: `trainers.pack.train_packed`),
-    resuming each from its state in `resumes`; call `observe(key, metrics)` after each
-    cell's epoch and `checkpoint(metrics, files)` once per epoch of the unit (files only
-    when a checkpoint is due); write every cell's row and epochs to the store. Returns the
-    cells' statuses. `halving`: the spec's section, whose rung scores each report carries.
-    `generation`: the launch's lease generation, which every row carries (the store refuses
-    a row of a launch that lost its lease: results/lease.py).
-
-    On an exception, failure rows (with the error and the epochs done) are written and the
-    exception is re-raised: Tune retries the trial, unless it is a GridError."""
+    """Train `cells` to their end in this process (`UnitRun`, stepped until done), resuming
+    each from its state in `resumes`; `checkpoint(metrics, files)` once per epoch of the
+    unit (files only when a checkpoint is due; a decision it returns stops the unit);
+    write every cell's row and epochs to the store. Returns the cells' statuses."""
     from results.store import open_store
 
-    resumes = dict(resumes or {})  # emptied when its checkpoints are discarded
-    store = open_store(store_uri)
-    started = datetime.now(timezone.utc)
-    epochs = _Epochs(cells, resumes, checkpoint or (lambda metrics, files: None), observe, halving)
-    try:
-        for t in cells:
-            if t.key in resumes:
-                hooks.at_epoch(t.key, epochs.epoch[t.key], resumed=True)
-        summaries = _train_or_start_over(cells, resumes, epochs)
-    except Exception as exc:  # not KeyboardInterrupt: a stopped launch leaves no row
-        _write_failed(store, cells, epochs, spec_sha256, started, error_text(exc), generation)
-        raise
-    ended = datetime.now(timezone.utc)
-    for t, summary in zip(cells, summaries, strict=True):
-        _write(
-            store,
-            t,
-            summary,
-            spec_sha256,
-            started,
-            ended,
-            resumed=int(resumes.get(t.key, {}).get("epoch", 0)),
-            stopped_at=epochs.stops.get(t.key, {}).get("rung"),
-            generation=generation,
-        )
-    return [s["status"] for s in summaries]
-
-
-def _train_or_start_over(
-    cells: list[Cell], resumes: dict[str, dict], epochs: _Epochs
-) -> list[dict]:
-    """Train from `resumes`; a checkpoint that does not fit the cells (CheckpointError) is
-    discarded with a warning and the unit starts over (`resumes` emptied), instead of
-    failing every retry of every launch."""
-    from trainers.errors import CheckpointError
-
-    try:
-        return _train(cells, resumes, epochs)
-    except CheckpointError as e:
-        if not resumes:
-            raise
-        for key in resumes:
-            discard(key, str(e))
-        resumes.clear()
-        epochs.start_over()
-        return _train(cells, resumes, epochs)
-
-
-def _train(cells: list[Cell], resumes: dict[str, dict], epochs: _Epochs) -> list[dict]:
-    reports = [lambda m, s, k=t.key: epochs.report(k, m, s) for t in cells]
-    if len(cells) == 1:
-        from trainers.loop import train
-
-        return [train(cells[0].config, reports[0], resumes.get(cells[0].key))]
-    from trainers.pack import train_packed
-
-    return train_packed([t.config for t in cells], reports, [resumes.get(t.key) for t in cells])
+    unit = UnitRun(
+        cells,
+        store=open_store(store_uri),
+        spec_sha256=spec_sha256,
+        checkpoint=checkpoint,
+        observe=observe,
+        halving=halving,
+        generation=generation,
+    )
+    unit.start(resumes)
+    while not unit.done:
+        unit.step()
+    return unit.statuses
 
 
 def _write(
@@ -307,27 +323,6 @@ def _write(
     row["stopped_at"] = stopped_at  # the rung a halving stopped it at
     row["generation"] = generation  # the lease it was written under: the store fences on it
     store.write_trial(trial.grid, trial.key, row, epoch_rows(trial, summary["history"]))
-
-
-def _write_failed(
-    store,
-    cells: list[Cell],
-    epochs: _Epochs,
-    sha: str,
-    started: datetime,
-    error: str,
-    generation: int | None = None,
-) -> None:
-    """Failure rows, beside any finished row (never over it). Best effort: a store that is
-    down must not hide the trial's own error."""
-    for t in cells:
-        try:
-            row = failed_row(t, sha, error, started)
-            row["epochs"] = len(epochs.history[t.key])  # how far this attempt got
-            row["generation"] = generation
-            store.write_failure(t.grid, t.key, row)
-        except Exception:  # noqa: BLE001 - the original error is what the user needs
-            pass
 
 
 def failed_row(cell: Cell, sha: str, error: str, started: datetime | None = None) -> dict:

@@ -1,18 +1,20 @@
 """Train one cell: `train(config, report, resume) -> summary` (docs/design.md), no Ray.
 
-The loop reads top to bottom in `train()`: `trainers.setup.setup` builds the cell, then
-`run_epoch` trains it once per epoch and evaluates it on the epochs `train.eval_every` asks
-for (`trainers.cadence`). `evaluate` and `run_epoch`'s metrics are shared with the packed
-trainer. The step is eager, or captured with `train.compile` (`trainers.step`). On CUDA the
-data lives on the GPU, steps run under bf16 autocast in channels_last (`trainers.runtime`),
-and metrics accumulate on the device: the host syncs once per epoch.
+The loop reads top to bottom in `epochs()`, a generator that yields after each epoch (a Tune
+trial steps it an epoch at a time; `train()` runs it to its end): `trainers.setup.setup`
+builds the cell, then `run_epoch` trains it once per epoch and evaluates it on the epochs
+`train.eval_every` asks for (`trainers.cadence`). `evaluate` and `run_epoch`'s metrics are
+shared with the packed trainer. The step is eager, or captured with `train.compile`
+(`trainers.step`). On CUDA the data lives on the GPU, steps run under bf16 autocast in
+channels_last (`trainers.runtime`), and metrics accumulate on the device: the host syncs
+once per epoch.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 import torch
@@ -21,13 +23,25 @@ from torch import nn
 from trainers import runtime
 from trainers.cadence import evaluates
 from trainers.checkpoint import capture_state
-from trainers.data import Data, train_batches
+from trainers.data import Data, load_data, train_batches
 from trainers.models import count_params
 from trainers.setup import Run, setup
 from trainers.step import Step, make_forward, make_step
 from trainers.summary import METRIC_KEYS, diverged, summarize
 
-__all__ = ["METRIC_KEYS", "evaluate", "train_epoch", "run_epoch", "epoch_metrics", "train"]
+__all__ = [
+    "METRIC_KEYS",
+    "evaluate",
+    "train_epoch",
+    "run_epoch",
+    "epoch_metrics",
+    "epochs",
+    "drive",
+    "train",
+]
+
+# (dataset section, device, seed) -> the loaded data set (`trainers.data.load_data`)
+LoadData = Callable[[dict, torch.device, int], Data]
 
 EVAL_BATCH = 1000
 
@@ -131,17 +145,22 @@ def run_epoch(epoch: int, run: Run, step: Step, forward, evaluate_now: bool) -> 
     )
 
 
-def train(
-    config: dict, report: Callable[[dict, dict], Any] | None = None, resume: dict | None = None
-) -> dict:
-    """Train the cell `config` (the resolved config of docs/design.md); returns its summary.
+def epochs(
+    config: dict, resume: dict | None = None, *, load: LoadData | None = None
+) -> Generator[tuple[dict, dict], bool | None, dict]:
+    """Train the cell `config` (the resolved config of docs/design.md) an epoch at a time.
 
-    `report(metrics, state)` runs after every epoch; `resume` is such a `state`. The
-    status is completed, diverged (a NaN/inf loss) or stopped (`report` answered true).
+    Yields `(metrics, state)` after every epoch (`state`: live tensors, valid until the
+    next step); send True to stop the cell there. Returns (StopIteration.value) its summary,
+    whose status is completed, diverged (a NaN/inf loss) or stopped (True was sent).
+    `resume` is such a `state`; `load(dataset_cfg, device, seed)` loads the data (default
+    `load_data`; a trial that trains cell after cell passes its cache).
     """
     t0 = time.perf_counter()
     tcfg = config["train"]
-    run: Run = setup(config, resume)
+    device = runtime.resolve_device(tcfg["device"])
+    data = (load or load_data)(config["dataset"], device, tcfg["seed"])
+    run: Run = setup(config, resume, device=device, data=data)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=tcfg["label_smoothing"])
     captured = {"captured": bool(tcfg["compile"]), "device": run.device, **run.fmt}
     step = make_step(run.model, run.optimizer, run.scheduler, loss_fn, **captured)
@@ -153,18 +172,16 @@ def train(
         wall0 = time.perf_counter()
         metrics = run_epoch(epoch, run, step, forward, evaluates(epoch, tcfg))
         run.history.append(metrics)
-        # A true answer from `report` stops the cell early: the caller's halving ranked it
-        # out of its table row (docs/spec.md#halving).
-        stop = report is not None and report(
-            metrics, capture_state(run, run.prior_wall + time.perf_counter() - t0)
-        )
+        # A true answer stops the cell early: the caller's halving ranked it out of its
+        # table row (docs/spec.md#halving).
+        stop = yield metrics, capture_state(run, run.prior_wall + time.perf_counter() - t0)
         # A NaN/inf loss poisons the epoch's on-device loss sum, so checking that sum once
         # per epoch catches it without a host sync per step (which would stall the GPU).
         if diverged(metrics):
             status = "diverged"
         elif stop:
             status = "stopped"
-        # A new dict: the reported one (and the state's history) stay as they were sent.
+        # A new dict: the yielded one (and the state's history) stay as they were sent.
         run.history[-1] = {**metrics, "epoch_wall_s": time.perf_counter() - wall0}
         if status != "completed":
             break
@@ -177,3 +194,26 @@ def train(
         runtime.device_name(run.device),
     )
     return {**summary, "step_mode": step.mode}
+
+
+def drive(steps: Generator, report: Callable[[Any], Any]) -> Any:
+    """Run an epoch generator (`epochs`, `trainers.pack.packed_epochs`) to its end: each
+    yielded epoch goes to `report`, whose answer is sent back; returns the generator's
+    return value (the summary)."""
+    try:
+        item = next(steps)
+        while True:
+            item = steps.send(report(item))
+    except StopIteration as end:
+        return end.value
+
+
+def train(
+    config: dict, report: Callable[[dict, dict], Any] | None = None, resume: dict | None = None
+) -> dict:
+    """Train the cell `config` to its end; returns its summary (`epochs`, driven).
+
+    `report(metrics, state)` runs after every epoch; `resume` is such a `state`. The
+    status is completed, diverged (a NaN/inf loss) or stopped (`report` answered true).
+    """
+    return drive(epochs(config, resume), lambda epoch: report and report(*epoch))

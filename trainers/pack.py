@@ -1,4 +1,6 @@
-"""Train K cells as one: `train_packed(configs, reports, resumes) -> summaries`.
+"""Train K cells as one: `packed_epochs(configs, resumes)`, a generator that yields after each
+epoch (a Tune trial steps it), and `train_packed(configs, reports, resumes) -> summaries`, which
+runs it to its end.
 
 Cells that differ only in lr, seed, init, weight decay or schedule (`pack_key`) share one
 architecture, so their K forward passes can run as one fused model (`trainers.fused`): vmap over
@@ -44,7 +46,7 @@ import copy
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 
 import torch
 from torch import nn
@@ -52,9 +54,9 @@ from torch import nn
 from trainers import runtime
 from trainers.cadence import evaluates
 from trainers.checkpoint import capture_state
-from trainers.data import train_batches
+from trainers.data import load_data, train_batches
 from trainers.fused import Fused
-from trainers.loop import epoch_metrics, evaluate
+from trainers.loop import LoadData, drive, epoch_metrics, evaluate
 from trainers.models import count_params
 from trainers.setup import Run, setup
 from trainers.step import fall_back, make_step
@@ -230,17 +232,18 @@ def run_packed_epoch(
     return out
 
 
-def train_packed(
+def packed_epochs(
     configs: list[dict],
-    reports: list[Callable] | None = None,
     resumes: list[dict | None] | None = None,
     *,
     mode: str = "auto",
-) -> list[dict]:
-    """Train the cells `configs` (all with one `pack_key`) as one fused model; returns one
-    summary per cell, each as `trainers.loop.train` returns it. `reports[i](metrics, state)`
-    runs after each of cell i's epochs; `resumes[i]` is such a `state`. `mode`: see
-    `pack_mode` (auto: vmap on CUDA, loop on CPU)."""
+    load: LoadData | None = None,
+) -> Generator[list[tuple[int, dict, dict]], None, list[dict]]:
+    """Train the cells `configs` (all with one `pack_key`) as one fused model, an epoch at a
+    time: yields, after each epoch, `(index, metrics, state)` for each cell that trained it
+    (`state`: live tensors, valid until the next step). Returns one summary per cell, each
+    as `trainers.loop.epochs` returns it. `resumes[i]`: cell i's `state`; `mode`: see
+    `pack_mode` (auto: vmap on CUDA, loop on CPU); `load`: as in `trainers.loop.epochs`."""
     if not can_pack(configs):
         raise ValueError(
             "train_packed: these configs cannot be packed (they differ in more "
@@ -250,13 +253,13 @@ def train_packed(
     t0 = time.perf_counter()
     tcfg = configs[0]["train"]
     device = runtime.resolve_device(tcfg["device"])
-    reports = reports or [None] * len(configs)
     resumes = resumes or [None] * len(configs)
     cells, loaded = [], {}  # cells with one seed share one read-only copy of the data
-    for cfg, resume, report in zip(configs, resumes, reports, strict=True):
+    for cfg, resume in zip(configs, resumes, strict=True):
         seed = cfg["train"]["seed"]
-        cells.append(setup(cfg, resume, device=device, data=loaded.get(seed)))
-        cells[-1].report, loaded[seed] = report, cells[-1].data
+        if seed not in loaded:
+            loaded[seed] = (load or load_data)(cfg["dataset"], device, seed)
+        cells.append(setup(cfg, resume, device=device, data=loaded[seed]))
     if all(r is None for r in resumes):
         torch.manual_seed(tcfg["seed"])  # the pack's dropout stream: the first cell's seed
     fmt = cells[0].fmt  # one precision, one layout
@@ -288,9 +291,11 @@ def train_packed(
         )
         for cell, m in zip(active, metrics, strict=True):
             cell.history.append(m)
-            if cell.report is not None:
-                wall = cell.prior_wall + time.perf_counter() - t0
-                cell.report(m, capture_state(cell, wall))
+        wall = time.perf_counter() - t0
+        yield [
+            (cells.index(c), m, capture_state(c, c.prior_wall + wall))
+            for c, m in zip(active, metrics, strict=True)
+        ]
         for cell in active:  # each cell's epoch with every report of the pack included
             cell.history[-1] = {**cell.history[-1], "epoch_wall_s": time.perf_counter() - wall0}
     wall = time.perf_counter() - t0
@@ -307,3 +312,22 @@ def train_packed(
         }
         for c in cells
     ]
+
+
+def train_packed(
+    configs: list[dict],
+    reports: list[Callable] | None = None,
+    resumes: list[dict | None] | None = None,
+    *,
+    mode: str = "auto",
+) -> list[dict]:
+    """Train the cells `configs` to their end (`packed_epochs`, driven); returns one summary
+    per cell. `reports[i](metrics, state)` runs after each of cell i's epochs."""
+    reports = reports or [None] * len(configs)
+
+    def report(epoch: list[tuple[int, dict, dict]]) -> None:
+        for i, metrics, state in epoch:
+            if reports[i] is not None:
+                reports[i](metrics, state)
+
+    return drive(packed_epochs(configs, resumes, mode=mode), report)

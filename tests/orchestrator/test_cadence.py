@@ -32,7 +32,7 @@ def test_a_sparse_cadence_checkpoints_every_n_epochs_and_after_the_last(tiny_spe
         spec_sha256="x",
         checkpoint=lambda m, files: calls.append((m["epoch"], sorted(files))),
     )
-    ckpt = [trial.state_file(trials[0].key)]
+    ckpt = [trials[0].key]
     # Tune hears every epoch; the files come at epoch 2 (N = 2) and 3 (the last).
     assert calls == [(1, []), (2, ckpt), (3, ckpt)]
 
@@ -47,13 +47,13 @@ def test_a_retry_from_an_older_checkpoint_redoes_epochs_without_duplicates(tiny_
         trials,
         store_uri=str(tmp_path / "full"),
         spec_sha256="x",
-        checkpoint=lambda m, f: files.setdefault(m["epoch"], f) if f else None,
+        checkpoint=lambda m, f: files.update({m["epoch"]: f} if f else {}),
     )
     assert sorted(files) == [2, 3]  # the pack checkpoints both cells together
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
-    for name, data in files[2].items():
-        (ckpt / name).write_bytes(data)
+    for key, data in files[2].items():
+        (ckpt / trial.state_file(key)).write_bytes(data)
     resumes = trial.load_states(ckpt, [t.key for t in trials])
     assert {s["epoch"] for s in resumes.values()} == {2}
     # The attempt that died after epoch 2's checkpoint reruns epoch 3 only.

@@ -34,6 +34,7 @@ from orchestrator.errors import GridError
 from orchestrator.expand import expand
 from orchestrator.progress import GridProgress, fmt_duration
 from orchestrator.units import group_cells, select_cells, unit_label
+from results import checkpoints as stored_checkpoints
 from results.lease import read_holder
 from results.store import open_store
 from tests.orchestrator.conftest import agent_port, node_env
@@ -382,7 +383,7 @@ def test_force_trains_from_scratch_and_a_failed_rerun_keeps_the_result(
     monkeypatch.setenv(hooks.FAIL_INJECT_ENV, f"{key}:1:1")
     monkeypatch.setenv(hooks.FAIL_INJECT_DIR_ENV, str(tmp_path / "markers1"))
     assert launch.launch(console=console()[0], **run) == 1
-    assert checkpoints.previous_checkpoints(open_store(store), "force", [key])
+    assert stored_checkpoints.read(open_store(store), "force", key) is not None
     # 2. --force ignores that checkpoint: it trains from epoch 1
     con, buf = console()
     assert launch.launch(force=True, console=con, **run) == 0
@@ -541,12 +542,12 @@ def test_run_unit_packs_checkpoints_per_epoch_and_resumes(tiny_spec, tmp_path):
     )
     assert statuses == ["completed", "completed"]
     assert [m["epoch"] for m, _ in calls] == [1, 2] and all(m["cells"] == 2 for m, _ in calls)
-    assert set(calls[0][1]) == {trial.state_file(t.key) for t in trials}
+    assert set(calls[0][1]) == {t.key for t in trials}
 
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
-    for name, data in calls[0][1].items():
-        (ckpt / name).write_bytes(data)
+    for key, data in calls[0][1].items():
+        (ckpt / trial.state_file(key)).write_bytes(data)
     resumes = trial.load_states(ckpt, [t.key for t in trials])
     trial.run_unit(trials[:1], store_uri=str(tmp_path / "again"), spec_sha256="x", resumes=resumes)
     row = rows(tmp_path / "again", "unit")[trials[0].key]
@@ -569,7 +570,7 @@ def test_unusable_checkpoints_are_discarded_and_the_cell_starts_over(tiny_spec, 
         [other],
         store_uri=str(tmp_path / "o"),
         spec_sha256="x",
-        checkpoint=lambda m, files: saved.append(files[trial.state_file(other.key)]),
+        checkpoint=lambda m, files: saved.append(files[other.key]),
     )
     folder = tmp_path / "ckpt"
     folder.mkdir()
@@ -602,8 +603,8 @@ def test_a_corrupt_checkpoint_of_an_earlier_launch_is_discarded(
     assert (
         launch.launch(spec, store_uri=store, address=ray_cluster.address, console=console()[0]) == 1
     )
-    (checkpoint,) = checkpoints.previous_checkpoints(open_store(store), "corrupt", [key]).values()
-    (Path(checkpoint) / trial.state_file(key)).write_bytes(b"not a checkpoint")
+    assert stored_checkpoints.listed(open_store(store), "corrupt") == {key}
+    stored_checkpoints.write(open_store(store), "corrupt", key, b"not a checkpoint")
     con, buf = console()
     assert launch.launch(spec, store_uri=store, address=ray_cluster.address, console=con) == 0
     assert "resuming 1 cells" in buf.getvalue()  # found, then discarded by the trial

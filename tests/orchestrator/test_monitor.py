@@ -1,8 +1,9 @@
 """What a running grid shows in Ray's own tools: the plain parts (titles, job metadata, the
 epoch line, the Grafana dashboard's queries), then a real local Ray whose dashboard API is
-read with the token while a trial is held at a barrier (GRID_HOLD): the trials' actors named
-by their cells, each trial's log, the job's metadata, and the `grid_` metrics on the node's
-Prometheus endpoint, which every query of the Grafana dashboard must name."""
+read with the token while a trial is held at a barrier (GRID_HOLD): the grid's slot actor,
+which trains cell after cell, its log naming each cell it starts, the job's metadata, and
+the `grid_` metrics on the node's Prometheus endpoint, which every query of the Grafana
+dashboard must name."""
 
 from __future__ import annotations
 
@@ -135,16 +136,19 @@ def module_file() -> str:
 
 @pytest.mark.ray
 def test_dashboard_shows_the_running_grid(tiny_spec, tmp_path, monkeypatch):
-    """While cell 1 is held after epoch 1 of 2: its actor is named by its cells, its log has
-    the epoch line, the job carries the grid's metadata, and the node's Prometheus text has
-    every metric the Grafana dashboard queries, tagged with the held cell."""
+    """One slot, two cells of two epochs; the second is held after its epoch 1. The one
+    actor has trained the first cell and now trains the second (a reused actor): it is
+    named as the grid's slot, its log says when it started each cell and has each one's
+    epoch lines, the metrics are tagged with each cell, the job carries the grid's
+    metadata, and the node's Prometheus text has every metric the Grafana dashboard
+    queries. Both rows are right at the end."""
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setenv("RAY_metrics_report_interval_ms", str(EXPORT_INTERVAL_MS))
     spec = tiny_spec("watch", [0.05, 0.1], train={"epochs": 2})
-    held, other = expand(spec)
+    first, held = expand(spec)
     folder = arm_hold(monkeypatch, tmp_path, held.key)
     store = tmp_path / "runs"
-    thread, result, buf = launch_in_thread(spec=spec, store_uri=str(store))
+    thread, result, buf = launch_in_thread(spec=spec, store_uri=str(store), max_concurrent=1)
     try:
         wait_held(folder)
         # the workers run this checkout's code (not another install of the package)
@@ -158,14 +162,20 @@ def test_dashboard_shows_the_running_grid(tiny_spec, tmp_path, monkeypatch):
         token = session.token_path().read_text().strip()
 
         actors = _json(f"{url}/logical/actors", token)["data"]["actors"].values()
-        alive = [a for a in actors if a["state"] == "ALIVE" and held.key in a["reprName"]]
-        assert len(alive) == 1, [(a["className"], a["reprName"]) for a in actors]
-        assert alive[0]["reprName"] == f"GridTrial(watch {held.key} lr=0.05)"
-        assert alive[0]["className"] == "GridTrial"
+        slots = [a for a in actors if a["className"] == "GridSlot"]
+        assert len(slots) == 1, [(a["className"], a["reprName"], a["state"]) for a in actors]
+        assert slots[0]["state"] == "ALIVE" and slots[0]["reprName"] == "GridSlot(watch)"
         log = _json(
-            f"{url}/api/v0/logs/file?actor_id={alive[0]['actorId']}&suffix=out&lines=50", token
+            f"{url}/api/v0/logs/file?actor_id={slots[0]['actorId']}&suffix=out&lines=50", token
         )
-        assert f"{held.key} epoch   1/2  lr 0.05  train loss " in log and "img/s" in log
+        lines = [ln for ln in log.splitlines() if ln.strip()]
+        starts = [ln for ln in lines if ln.startswith("starts ")]
+        assert starts == [f"starts watch {first.key} lr=0.05", f"starts watch {held.key} lr=0.1"]
+        at = lines.index(starts[1])  # each cell's epoch lines follow its start line
+        assert any(ln.startswith(f"{first.key} epoch   2/2  lr 0.05  ") for ln in lines[:at])
+        assert any(ln.startswith(f"{held.key} epoch   1/2  lr 0.1  ") for ln in lines[at:])
+        assert not any(ln.startswith(held.key) for ln in lines[:at]), lines
+        assert "img/s" in log
 
         jobs = [
             j
@@ -183,6 +193,8 @@ def test_dashboard_shows_the_running_grid(tiny_spec, tmp_path, monkeypatch):
 
         lines = _metric_lines(scrape, queried_metrics(), held.key)
         tagged = [ln for ln in lines if f'cell="{held.key}"' in ln and 'grid="watch"' in ln]
+        done = [ln for ln in lines if f'cell="{first.key}"' in ln and 'grid="watch"' in ln]
+        assert any(ln.startswith("ray_grid_cell_epoch{") and ln.endswith(" 2.0") for ln in done)
         assert {ln.split("{", 1)[0] for ln in tagged} >= {
             "ray_grid_cell_epoch",
             "ray_grid_cell_train_loss",
@@ -200,4 +212,7 @@ def test_dashboard_shows_the_running_grid(tiny_spec, tmp_path, monkeypatch):
         release(folder)
         thread.join()
     assert result["rc"] == 0, buf.getvalue()
-    assert set(rows(store, "watch")) == {held.key, other.key}
+    found = rows(store, "watch")
+    assert set(found) == {held.key, first.key}
+    assert {r["status"] for r in found.values()} == {"completed"}
+    assert {r["epochs"] for r in found.values()} == {2}
