@@ -16,6 +16,7 @@ from rich.live import Live
 
 from orchestrator import hooks, monitor
 from orchestrator.checkpoints import tune_storage
+from orchestrator.errors import GridError
 from orchestrator.expand import Cell
 from orchestrator.progress import GridProgress
 from orchestrator.slot import GRID_ERROR, GridSlot
