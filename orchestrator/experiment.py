@@ -170,12 +170,7 @@ def fit(
         {lab: (len(u), u[0].config["train"]["epochs"]) for lab, u in labels.items()},
         skipped=skipped,
     )
-    trainable = tune.with_resources(
-        tune.with_parameters(
-            GridSlot, units={lab: [t.to_dict() for t in u] for lab, u in labels.items()}, run=run
-        ),
-        resources,
-    )
+    trainable = tune.with_resources(GridSlot, resources)
     # Tune's wrappers subclass GridSlot inside functions; Ray names an actor's class by its
     # qualified name, which the dashboard shows: keep it "GridSlot"
     trainable.__name__ = trainable.__qualname__ = GridSlot.__name__
@@ -185,7 +180,8 @@ def fit(
         spec,
         store,
         trainable,
-        list(labels),
+        {lab: [t.to_dict() for t in u] for lab, u in labels.items()},
+        run,
         max_concurrent,
         callback,
         scheduler,
@@ -213,20 +209,25 @@ def _tuner(
     spec,
     store: Store,
     trainable,
-    labels: list[str],
+    units: dict[str, list[dict]],
+    run: dict,
     max_concurrent: int | None,
     callback: tune.Callback,
     scheduler=None,
     guard: LeaseGuard | None = None,
 ) -> tune.Tuner:
-    """One trial per label (a cell or a pack), named by it, in the grid's order (Tune's
-    FIFO, or the halving's `RowHalving`); retried from its last checkpoint up to
-    spec.max_failures times."""
+    """One trial per unit (a cell or a pack), named by its label, in the grid's order
+    (Tune's FIFO, or the halving's `RowHalving`); retried from its last checkpoint up to
+    spec.max_failures times. Each trial's config carries its unit's cells and the launch's
+    `run` (plain values in Tune's search space, resolved per trial: nothing is put in the
+    object store, so nothing outlives the launch in this process)."""
     path, fs = tune_storage(store, spec.name)
     return tune.Tuner(
         trainable,
         param_space={
-            "cell": tune.grid_search(labels),
+            "cell": tune.grid_search(list(units)),
+            "unit": tune.sample_from(lambda spec: units[spec.config.cell]),
+            "run": run,
             "launch": datetime.now().strftime("%Y%m%d-%H%M%S"),
         },
         tune_config=tune.TuneConfig(
