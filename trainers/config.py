@@ -41,12 +41,20 @@ DEFAULTS: dict[str, Any] = {
         "epochs": 350,
         "batch_size": 128,
         "lr": 0.05,
-        "optimizer": {"name": "sgd", "momentum": 0.9, "nesterov": False, "weight_decay": 0.001},
+        "optimizer": {
+            "name": "sgd",
+            "momentum": 0.9,
+            "nesterov": False,
+            "weight_decay": 0.001,
+            "decay_norm_bias": True,  # false: no weight decay on biases and norm layers
+        },
         "schedule": {
             "name": "multistep",
             "milestones": [200, 250, 300],
             "gamma": 0.1,
             "warmup_epochs": 0,
+            "decay": 0.0,  # the `decay` schedule's d in lr / (1 + d * iteration) (Keras)
+            "three_phase": False,  # onecycle: torch's three_phase=True
         },
         "label_smoothing": 0.0,
         "seed": 0,
@@ -92,9 +100,9 @@ NON_IDENTITY = (
 
 DATASETS = ("cifar10", "cifar100", "synthetic")
 AUGMENTS = ("crop", "flip", "cutout")
-PREPROCESS = ("none", "standardize", "gcn_zca", "stretch")
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("multistep", "cosine", "onecycle", "constant")
+PREPROCESS = ("none", "standardize", "gcn_zca", "stretch", "raw", "center")
+OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta", "radam", "ranger")
+SCHEDULES = ("multistep", "cosine", "onecycle", "constant", "decay")
 
 
 def _registry(kind: str) -> list[str]:
@@ -239,10 +247,13 @@ CHECKS: dict[str, Callable[[Any], tuple[str | None, Any]]] = {
     "train.optimizer.momentum": number(0, lo_open=False, hi=1, hi_open=True),
     "train.optimizer.nesterov": boolean,
     "train.optimizer.weight_decay": number(0, lo_open=False),
+    "train.optimizer.decay_norm_bias": boolean,
     "train.schedule.name": choice(SCHEDULES, "schedule"),
     "train.schedule.milestones": milestones,
     "train.schedule.gamma": number(0),
     "train.schedule.warmup_epochs": number(0, lo_open=False, integer=True),
+    "train.schedule.decay": number(0, lo_open=False),
+    "train.schedule.three_phase": boolean,
     "train.label_smoothing": number(0, lo_open=False, hi=1, hi_open=True),
     "train.seed": number(None, integer=True),
     "train.precision": choice(("auto", "bf16", "fp32"), "precision"),
