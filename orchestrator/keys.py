@@ -58,6 +58,13 @@ BASELINE: dict[str, Any] = {
     "train.optimizer.decay_norm_bias": True,
     "train.schedule.decay": 0.0,
     "train.schedule.three_phase": False,
+    "model.head": "conv",
+    "model.block_order": "original",
+    "model.downsample": "stride",
+    "model.pool_first": False,
+    "model.depth": 3,
+    "model.channels": [64, 128, 256],
+    "model.kernel_size": 3,
 }
 
 

@@ -36,6 +36,14 @@ DEFAULTS: dict[str, Any] = {
         "dropout": 0.5,
         "input_dropout": 0.2,
         "width": 1.0,
+        # Family options (docs/spec.md); a family that does not name one ignores it.
+        "head": "conv",  # allcnn/nin: "fc" makes the trailing 1x1 convs dense layers
+        "block_order": "original",  # resnet15/18: seed 003 Fig. 10's five orders
+        "downsample": "stride",  # resnet15/18: "maxpool", seed 003's improved block
+        "pool_first": False,  # resnet9/12: max-pool before BN and act (seed 003 §5.2)
+        "depth": 3,  # plaincnn: conv layers
+        "channels": [64, 128, 256],  # plaincnn: per layer (the last repeats) or one number
+        "kernel_size": 3,  # plaincnn: per layer or one number
     },
     "train": {
         "epochs": 350,
@@ -202,6 +210,14 @@ def str_list(options: tuple, what: str):
     return check
 
 
+def count_or_counts(v):
+    """A positive integer, or a non-empty list of them (one per layer)."""
+    ok = lambda x: isinstance(x, int) and not isinstance(x, bool) and x >= 1  # noqa: E731
+    if ok(v) or (isinstance(v, list) and v and all(ok(x) for x in v)):
+        return None, v
+    return f"expected a positive integer or a list of them, got {_show(v)}", v
+
+
 def milestones(v):
     if not isinstance(v, list) or not all(
         isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v
@@ -240,6 +256,15 @@ CHECKS: dict[str, Callable[[Any], tuple[str | None, Any]]] = {
     "model.dropout": number(0, lo_open=False, hi=1, hi_open=True),
     "model.input_dropout": number(0, lo_open=False, hi=1, hi_open=True),
     "model.width": number(0),
+    "model.head": choice(("conv", "fc"), "head"),
+    "model.block_order": choice(
+        ("original", "bn_after_add", "act_before_add", "act_preact", "preact"), "block order"
+    ),
+    "model.downsample": choice(("stride", "maxpool"), "downsampling"),
+    "model.pool_first": boolean,
+    "model.depth": number(0, integer=True),
+    "model.channels": count_or_counts,
+    "model.kernel_size": count_or_counts,
     "train.epochs": number(0, integer=True),
     "train.batch_size": number(0, integer=True),
     "train.lr": number(0),
