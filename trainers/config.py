@@ -27,6 +27,11 @@ DEFAULTS: dict[str, Any] = {
         "preprocess": "standardize",
         "val_size": 5000,
         "subset": None,
+        # trainers/augment_extra.py: used only when `augment` names them / mixup > 0
+        "jitter": 0.4,  # brightness, contrast, saturation factors in [1 - j, 1 + j]
+        "rotate_degrees": 15.0,  # rotation uniform in +-this
+        "scale_range": 0.1,  # zoom uniform in [1 - s, 1 + s]
+        "mixup": 0.0,  # Beta(alpha, alpha)'s alpha; 0: no mixup
     },
     "model": {
         "arch": "allcnn_c",
@@ -107,7 +112,7 @@ NON_IDENTITY = (
 )
 
 DATASETS = ("cifar10", "cifar100", "synthetic")
-AUGMENTS = ("crop", "flip", "cutout")
+AUGMENTS = ("crop", "flip", "cutout", "jitter", "rotate", "scale")
 PREPROCESS = ("none", "standardize", "gcn_zca", "stretch", "raw", "center")
 OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta", "radam", "ranger")
 SCHEDULES = ("multistep", "cosine", "onecycle", "constant", "decay")
@@ -249,6 +254,10 @@ CHECKS: dict[str, Callable[[Any], tuple[str | None, Any]]] = {
     "dataset.preprocess": choice(PREPROCESS, "preprocessing"),
     "dataset.val_size": number(0, lo_open=False, integer=True),
     "dataset.subset": number(0, integer=True, optional=True),
+    "dataset.jitter": number(0, lo_open=False),
+    "dataset.rotate_degrees": number(0, lo_open=False, hi=180),
+    "dataset.scale_range": number(0, lo_open=False, hi=1, hi_open=True),
+    "dataset.mixup": number(0, lo_open=False),
     "model.arch": arch,
     "model.init": choice(lambda: _registry("init"), "init"),
     "model.activation": choice(lambda: _registry("activation"), "activation"),

@@ -110,7 +110,8 @@ def _fused_step(fused: Fused, cells: list[Run], batches, loss_fn, autocast):
     for c in cells:
         c.optimizer.step()
         c.scheduler.step()
-    return losses.detach(), (logits.detach().argmax(-1) == y).sum(1)
+    label = y if y.dtype == torch.int64 else y.argmax(-1)  # mixup's soft targets
+    return losses.detach(), (logits.detach().argmax(-1) == label).sum(1)
 
 
 def _loop_step(steps: list, batches):
