@@ -58,6 +58,7 @@ BASELINE: dict[str, Any] = {
     "train.optimizer.decay_norm_bias": True,
     "train.schedule.decay": 0.0,
     "train.schedule.three_phase": False,
+    "train.optimizer_switch": None,
     "dataset.jitter": 0.4,
     "dataset.rotate_degrees": 15.0,
     "dataset.scale_range": 0.1,

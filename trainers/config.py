@@ -69,6 +69,7 @@ DEFAULTS: dict[str, Any] = {
             "decay": 0.0,  # the `decay` schedule's d in lr / (1 + d * iteration) (Keras)
             "three_phase": False,  # onecycle: torch's three_phase=True
         },
+        "optimizer_switch": None,  # {epoch: E, name: sgd, ...}: trainers/phases.py
         "label_smoothing": 0.0,
         "seed": 0,
         "precision": "auto",
@@ -223,6 +224,22 @@ def count_or_counts(v):
     return f"expected a positive integer or a list of them, got {_show(v)}", v
 
 
+def optimizer_switch(v):
+    """Null, or {epoch: E, ...}: trainers.phases checks the mapping."""
+    from trainers.phases import check_switch
+
+    err = check_switch(v)
+    if err is None and v is not None:
+        for k in ("name", "momentum", "nesterov", "weight_decay", "decay_norm_bias"):
+            if k in v:
+                sub, _ = CHECKS[f"train.optimizer.{k}"](v[k])
+                err = err or (f"{k}: {sub}" if sub else None)
+        if "lr" in v:
+            sub, _ = CHECKS["train.lr"](v["lr"])
+            err = err or (f"lr: {sub}" if sub else None)
+    return err, v
+
+
 def milestones(v):
     if not isinstance(v, list) or not all(
         isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v
@@ -288,6 +305,7 @@ CHECKS: dict[str, Callable[[Any], tuple[str | None, Any]]] = {
     "train.schedule.warmup_epochs": number(0, lo_open=False, integer=True),
     "train.schedule.decay": number(0, lo_open=False),
     "train.schedule.three_phase": boolean,
+    "train.optimizer_switch": optimizer_switch,
     "train.label_smoothing": number(0, lo_open=False, hi=1, hi_open=True),
     "train.seed": number(None, integer=True),
     "train.precision": choice(("auto", "bf16", "fp32"), "precision"),

@@ -23,7 +23,7 @@ from trainers.cadence import evaluates
 from trainers.checkpoint import capture_state
 from trainers.data import Data, train_batches
 from trainers.models import count_params
-from trainers.setup import Run, setup
+from trainers.setup import Run, setup, switch_optimizer
 from trainers.step import Step, make_forward, make_step
 from trainers.summary import METRIC_KEYS, diverged, summarize
 
@@ -151,6 +151,8 @@ def train(
     first = tcfg["epochs"] + 1 if status == "diverged" else len(run.history) + 1
     for epoch in range(first, tcfg["epochs"] + 1):
         wall0 = time.perf_counter()
+        if switch_optimizer(run, epoch):  # train.optimizer_switch: a new optimizer's step
+            step = make_step(run.model, run.optimizer, run.scheduler, loss_fn, **captured)
         metrics = run_epoch(epoch, run, step, forward, evaluates(epoch, tcfg))
         run.history.append(metrics)
         # A true answer from `report` stops the cell early: the caller's halving ranked it

@@ -68,6 +68,9 @@ PACKABLE = (
 def pack_key(config: dict) -> str:
     """A hash of `config` without its packable fields: cells with equal keys can be packed."""
     cfg = copy.deepcopy(config)
+    if cfg["train"].get("optimizer_switch"):  # the packed loop does not switch: never pack
+        blob = json.dumps(cfg, sort_keys=True, separators=(",", ":"), default=str)
+        return "solo-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
     for path in PACKABLE:
         section, _, leaf = path.rpartition(".")
         node = cfg
