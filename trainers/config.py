@@ -80,6 +80,7 @@ DEFAULTS: dict[str, Any] = {
         "checkpoint_every": None,
         "checkpoint_s": 60.0,
         "eval_every": "auto",
+        "probes": [],  # filters, weight_norms, grad_norms: trainers/probes.py
         "eval_epochs": [],  # epochs that always evaluate: halving's rungs (docs/spec.md)
     },
 }
@@ -110,10 +111,12 @@ NON_IDENTITY = (
     "train.checkpoint_s",
     "train.eval_every",
     "train.eval_epochs",
+    "train.probes",  # what a cell records, not what it trains
 )
 
 DATASETS = ("cifar10", "cifar100", "synthetic")
 AUGMENTS = ("crop", "flip", "cutout", "jitter", "rotate", "scale")
+PROBES = ("filters", "weight_norms", "grad_norms")
 PREPROCESS = ("none", "standardize", "gcn_zca", "stretch", "raw", "center")
 OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta", "radam", "ranger")
 SCHEDULES = ("multistep", "cosine", "onecycle", "constant", "decay")
@@ -316,6 +319,7 @@ CHECKS: dict[str, Callable[[Any], tuple[str | None, Any]]] = {
     "train.checkpoint_s": number(0, lo_open=False),
     "train.eval_every": auto_or_count,
     "train.eval_epochs": milestones,
+    "train.probes": str_list(PROBES, "probe"),
 }
 
 SECTIONS = ("dataset", "model", "train", "train.optimizer", "train.schedule")
