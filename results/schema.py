@@ -171,6 +171,9 @@ def trial_row(
     row.update({p: provenance.get(p) for p in PROVENANCE})
     row["device"] = summary.get("device") or provenance.get("device")
     row["schema_version"] = SCHEMA_VERSION
+    # train.probes (trainers/probes.py): JSON columns, only on the rows that asked for them
+    for name, value in (summary.get("probes") or {}).items():
+        row[f"probe.{name}"] = json.dumps(value, separators=(",", ":"))
     return row
 
 

@@ -22,6 +22,7 @@ import torch
 from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.vision import VisionDataset
 
+from trainers import augment_extra
 from trainers.errors import GridError
 from trainers.preprocess import Draws, Preprocess, apply_augment, draw_augment, fit_preprocess
 
@@ -323,12 +324,24 @@ def train_batches(
     total = min(n, steps_per_epoch(n, batch_size) * batch_size)  # the dropped tail: no draws
     order = torch.randperm(n, device=device, generator=gen)[:total]
     draws = draw_augment(total, data.cfg, gen, device, tuple(data.train_x.shape[-2:]))
+    extra = None
+    if augment_extra.enabled(data.cfg):  # jitter, rotate, scale, mixup: drawn after the rest
+        extra = augment_extra.draw_extra(total, total // batch_size, data.cfg, gen, device)
     chunk = max(1, AUGMENT_CHUNK // batch_size) * batch_size  # whole batches per chunk
     for start in range(0, total, chunk):
         idx = order[start : start + chunk]
-        x, y = _augmented(data, idx, draws[start : start + chunk]), data.train_y[idx]
+        rows = slice(start, start + chunk)
+        if extra is not None and extra.any_image_op:
+            x = _augmented_extra(data, idx, draws[rows], extra.rows(rows))
+        else:
+            x = _augmented(data, idx, draws[rows])
+        y = data.train_y[idx]
         for i in range(0, len(idx), batch_size):
-            yield x[i : i + batch_size], y[i : i + batch_size]
+            xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+            if extra is not None and extra.mixup is not None:
+                lam = extra.mixup[(start + i) // batch_size]
+                xb, yb = augment_extra.mixup(xb, yb, lam, data.num_classes)
+            yield xb, yb
 
 
 def _augmented(data: Data, idx: torch.Tensor, draws: Draws) -> torch.Tensor:
@@ -337,6 +350,17 @@ def _augmented(data: Data, idx: torch.Tensor, draws: Draws) -> torch.Tensor:
     if data.train_x.dtype == torch.uint8:
         return apply_augment(data.preprocess(data.train_x[idx]), draws, data.cfg)
     return apply_augment(data.train_x, draws, data.cfg, index=idx)
+
+
+def _augmented_extra(
+    data: Data, idx: torch.Tensor, draws: Draws, extra: augment_extra.Extra
+) -> torch.Tensor:
+    """`_augmented` with colour jitter before the crop and rotation/scale after cutout."""
+    x = data.preprocess(data.train_x[idx])
+    if extra.jitter is not None:
+        x = augment_extra.jitter(x, extra.jitter, data.prep)
+    x = apply_augment(x, draws, data.cfg)
+    return x if extra.affine is None else augment_extra.affine(x, extra.affine)
 
 
 def data_generator(device: torch.device | str, seed: int) -> torch.Generator:

@@ -158,7 +158,8 @@ def _step(forward, opt_step, optimizer, scheduler, loss_fn):
         loss.backward()
         opt_step()
         scheduler.step()
-        return loss.detach(), (logits.detach().argmax(1) == y).sum()
+        label = y if y.ndim == 1 else y.argmax(1)  # mixup's soft targets: the larger share
+        return loss.detach(), (logits.detach().argmax(1) == label).sum()
 
     return step
 
