@@ -1,7 +1,7 @@
 """Reading the store: rows through a cache checked against the listing, curves from the run
 each row names, only the columns (and epochs) a command needs.
 
-Rows (`trials/`, `failures/`: one small file per cell) are cached on the reading machine, in
+Rows (`trials/`, `trials/_failures/`: one small file per cell) are cached on the reading machine, in
 `$GRID_CACHE_DIR` (default `~/.cache/grid`), one Parquet file per store, grid and kind, each
 row beside the name and version tag (S3 ETag; size and mtime locally) of the file it came
 from. A read lists the folder (one request per 1,000 files on S3), keeps the cached rows
@@ -25,8 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from results.layout import curve_name, is_result  # noqa: F401 - re-exported
 
 # kind -> required columns
 KINDS = {"trials": ("key", "status"), "epochs": ("key", "epoch"), "failures": ("key", "status")}
@@ -41,12 +42,6 @@ class StoreWarning(UserWarning):
 
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
-
-
-def is_result(name: str) -> bool:
-    """A committed result file's name: Parquet, not hidden (temp files start with '.')."""
-    base = name.rsplit("/", 1)[-1]
-    return base.endswith(".parquet") and not base.startswith((".", "_"))
 
 
 def read_file(
@@ -87,6 +82,8 @@ def _read_parquet(src, kind: str, columns: list[str] | None, epochs: list[int] |
     want = None if columns is None else [c for c in dict.fromkeys([*KINDS[kind], *columns])]
     table = pf.read(columns=None if want is None else [c for c in want if c in names])
     if epochs is not None and "epoch" in table.column_names:
+        import pyarrow.compute as pc  # 70 ms of start-up: only where an epoch filter is asked
+
         table = table.filter(pc.is_in(table.column("epoch"), pa.array(epochs, pa.int64())))
     return table
 
@@ -125,7 +122,7 @@ def indexed_rows(store, grid: str, kind: str, listing: dict | None = None) -> pa
     machine's cache, else the store's index (`<grid>/_index/<kind>.parquet`, which a launch
     writes), for every file whose tag is unchanged; read from the file otherwise."""
     if listing is None:
-        listing = {n: tag for n, (tag, _) in store._scan(f"{grid}/{kind}").items()}
+        listing = store._tags(grid, kind)
     listing = {n: t for n, t in listing.items() if is_result(n)}
     path = _cache_path(store, grid, kind)
     cached = _load_cache(path)
@@ -178,18 +175,23 @@ def _load_index(store, grid: str, kind: str) -> pa.Table | None:
     return table if {_FILE, _TAG} <= set(table.column_names) else None
 
 
-def write_index(store, grid: str) -> None:
+def write_index(store, grid: str) -> dict[str, int | None]:
     """Compact the rows of `grid` into the store's index, which readers on any machine
-    check against the listing: a first read there costs one GET, not one per cell."""
+    check against the listing: a first read there costs one GET, not one per cell.
+    {name: bytes written, or None where deleted}."""
+    out: dict[str, int | None] = {}
     for kind in ("trials", "failures"):
         table = indexed_rows(store, grid, kind)
         name = f"{grid}/{INDEX}/{kind}.parquet"
         if table is None:
             store._delete(name)
+            out[name] = None
             continue
         sink = io.BytesIO()
         pq.write_table(table, sink)
         store._put(name, sink.getvalue())
+        out[name] = len(sink.getvalue())
+    return out
 
 
 def _read_each(store, names: list[str], kind: str) -> list[pa.Table | None]:
@@ -267,12 +269,6 @@ def latest_per_key(table: pa.Table) -> pa.Table:
         if j is None or (e or "") >= (ended[j] or ""):
             best[k] = i
     return table.take(sorted(best.values()))
-
-
-def curve_name(grid: str, key: str, run_id: str | None) -> str:
-    """The curves of a committed row: named by its run id; `epochs/<key>.parquet` for a row
-    of the previous release (no run id)."""
-    return f"{grid}/epochs/{key}/{run_id}.parquet" if run_id else f"{grid}/epochs/{key}.parquet"
 
 
 def read_curves(

@@ -13,8 +13,12 @@ from tests.results.test_commit import write, write_previous_release
 
 
 def names(store, grid="g") -> set[str]:
-    """The grid's files but the rows' index, which each prune rewrites."""
-    return {n for n in store._list(grid) if not n.startswith(f"{grid}/_index/")}
+    """The grid's files but the rows' index and the layout's marker, which a prune writes."""
+    return {
+        n
+        for n in store._list(grid)
+        if not n.startswith(f"{grid}/_index/") and n != f"{grid}/trials/_layout.json"
+    }
 
 
 def test_pruning_removes_stale_curves_and_the_tune_folder_only(store, make_trial, summary):
@@ -45,7 +49,10 @@ def test_pruning_removes_stale_curves_and_the_tune_folder_only(store, make_trial
 
     assert prune.prune(store, "g") == {"curves": 3, "temp": 0, "tune": 0}
     assert names(store) == before - stale
-    assert set(store._list("g/_index")) == {f"g/_index/{k}.parquet" for k in ("trials", "failures")}
+    assert set(store._list("g/_index")) == {
+        *(f"g/_index/{k}.parquet" for k in ("trials", "failures")),
+        "g/_index/usage.json",
+    }
     assert all(whole_of(store, t, s) for t, s in ((a, final_a), (b, final_b), (c, final_c)))
     assert prune.prune(store, "g", tune=True)["tune"] == 1
     # the lease, the stop, the failure and every committed file stay
