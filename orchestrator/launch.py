@@ -78,7 +78,8 @@ def launch(
             if not todo:  # the launch we waited for finished them
                 console.print(f"{spec.name}: all {len(cells)} cells are finished; nothing to run")
                 return 0
-            prune.prune(store, spec.name)  # under the lease: no commit of ours is in flight
+            rungs = spec.halving and list(spec.halving["rungs"])  # their rows' index too
+            prune.prune(store, spec.name, rungs=rungs)  # under the lease: no commit in flight
             status = _run(
                 spec,
                 store,
@@ -101,7 +102,7 @@ def launch(
                 )
                 return 1
             store.forget()  # the trials wrote: prune reads the rows again
-            prune.prune(store, spec.name, tune=status == 0)
+            prune.prune(store, spec.name, tune=status == 0, rungs=rungs)
             return status
     except LeaseHeld as e:
         console.print(Text(f"{e}", style="red"))

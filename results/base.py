@@ -212,6 +212,10 @@ class Store:
         """The epoch rows of `grid`'s finished cells, each from the run its row names; only
         `columns` (with key and epoch) and the rows of `epochs` when given."""
         rows = reader.latest_per_key(self._rows(grid, "trials", ["run_id"]))
+        if epochs is not None:  # a halving's rung rows: through their index
+            from results import curve_index
+
+            return curve_index.read(self, grid, rows, columns, epochs)
         return reader.read_curves(self, grid, rows, columns, epochs)
 
     def statuses(self, grid: str) -> dict[str, str]:

@@ -25,7 +25,7 @@ import os
 import time
 from datetime import datetime, timezone
 
-from results import layout, reader
+from results import curve_index, layout, reader
 from results.base import Store
 
 TUNE_DIR = "_tune"
@@ -108,11 +108,14 @@ def _drop_empty_dirs(store: Store, grid: str, name: str) -> None:
         parent = parent.rsplit("/", 1)[0]
 
 
-def prune(store: Store, grid: str, *, tune: bool = False) -> dict[str, int]:
+def prune(
+    store: Store, grid: str, *, tune: bool = False, rungs: list[int] | None = None
+) -> dict[str, int]:
     """Delete `grid`'s stale curves and dead temp files, and with `tune` its Tune folder;
     move the previous release's failures under `trials/` (results/layout.py); compact the
-    rows into the index and record what the store holds. {what: how many objects}. Call it
-    under the grid's lease. One listing of the grid; the rows are those this store object
+    rows into the index, and with `rungs` (a halving's epochs) the rung rows
+    (results/curve_index.py); record what the store holds. {what: how many objects}. Call
+    it under the grid's lease. One listing of the grid; the rows are those this store object
     read already, if it did (the caller forgets them when they may have changed)."""
     scan = store._scan_grid(grid)  # the rows' reads below reuse it, unless read already
     moved = _move_legacy_failures(store, grid, scan)
@@ -127,7 +130,11 @@ def prune(store: Store, grid: str, *, tune: bool = False) -> dict[str, int]:
             store._delete(name)
             _drop_empty_dirs(store, grid, name)
             scan.pop(name, None)
-    for name, size in reader.write_index(store, grid).items():
+    written = reader.write_index(store, grid)
+    if rungs:
+        rows = reader.latest_per_key(store._rows(grid, "trials", ["run_id"]))
+        written[f"{grid}/{curve_index.NAME}"] = curve_index.write(store, grid, rows, rungs)
+    for name, size in written.items():
         if size is None:
             scan.pop(name, None)
         else:

@@ -137,7 +137,7 @@ def indexed_rows(store, grid: str, kind: str, listing: dict | None = None) -> pa
         t.append_column(_FILE, pa.array([n] * t.num_rows, pa.string())).append_column(
             _TAG, pa.array([listing[n]] * t.num_rows, pa.string())
         )
-        for n, t in zip(new, _read_each(store, new, kind), strict=True)
+        for n, t in zip(new, read_each(store, new, kind), strict=True)
         if t is not None
     ]
     if not parts:
@@ -194,11 +194,14 @@ def write_index(store, grid: str) -> dict[str, int | None]:
     return out
 
 
-def _read_each(store, names: list[str], kind: str) -> list[pa.Table | None]:
+def read_each(
+    store, names: list[str], kind: str, epochs: list[int] | None = None
+) -> list[pa.Table | None]:
+    """Each of `names` (None where unreadable), read in parallel."""
     if not names:
         return []
     with ThreadPoolExecutor(min(READ_THREADS, len(names))) as pool:
-        return list(pool.map(lambda n: read_file(store, n, kind), names))
+        return list(pool.map(lambda n: read_file(store, n, kind, epochs=epochs), names))
 
 
 def _cache_path(store, grid: str, kind: str) -> Path:
@@ -210,21 +213,31 @@ def _cache_path(store, grid: str, kind: str) -> Path:
 
 
 def _load_cache(path: Path) -> pa.Table | None:
+    table = _load_cache_file(path)
+    return table if table is not None and {_FILE, _TAG} <= set(table.column_names) else None
+
+
+def _load_cache_file(path: Path) -> pa.Table | None:
     try:
-        table = pq.ParquetFile(path).read()
+        return pq.ParquetFile(path).read()
     except (OSError, pa.ArrowException, ValueError):
         return None
-    return table if {_FILE, _TAG} <= set(table.column_names) else None
 
 
 def _save_cache(path: Path, table: pa.Table) -> None:
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    _save_cache_bytes(path, sink.getvalue())
+
+
+def _save_cache_bytes(path: Path, data: bytes) -> None:
     """Best effort: a read-only home or a full disk only costs the next read its speed."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        pq.write_table(table, tmp)
+        tmp.write_bytes(data)
         os.replace(tmp, path)
-    except (OSError, pa.ArrowException):
+    except OSError:
         pass
 
 
@@ -276,10 +289,15 @@ def read_curves(
 ) -> pa.Table:
     """The epoch rows of the committed `rows` (key, run_id): each cell's curves only from the
     run its row names."""
+    names = curve_names(grid, rows)
+    tables = read_many(store, names, "epochs", columns=columns, epochs=epochs)
+    return unify(tables) if tables else empty("epochs")
+
+
+def curve_names(grid: str, rows: pa.Table) -> list[str]:
+    """The curve files the committed `rows` (key, run_id) name."""
     keys = rows.column("key").to_pylist()
     runs = (
         rows.column("run_id").to_pylist() if "run_id" in rows.column_names else [None] * len(keys)
     )
-    names = [curve_name(grid, k, r) for k, r in zip(keys, runs, strict=True)]
-    tables = read_many(store, names, "epochs", columns=columns, epochs=epochs)
-    return unify(tables) if tables else empty("epochs")
+    return [curve_name(grid, k, r) for k, r in zip(keys, runs, strict=True)]
