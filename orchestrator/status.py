@@ -72,10 +72,11 @@ def status_command(
     A grid of more than SHOWN cells lists only its cells without a result (failed, missing),
     the first SHOWN of them, unless `all_cells`: 10,000 rows are read by no one, and take
     rich half a minute to lay out."""
-    rows = cell_rows(spec, store)
     if as_json:  # a list of cells, as before the lease existed: scripts read it
-        print(json.dumps(rows, indent=1))
+        print(json.dumps(cell_rows(spec, store), indent=1))
         return 0
+    usage = usage_line(spec, store)  # first: where it lists the grid, the rows reuse that
+    rows = cell_rows(spec, store)
     _, line = launch_line(spec, store)
     console = console or Console()
     if line:
@@ -112,7 +113,7 @@ def status_command(
     console.print(
         ", ".join(f"{n} {s}" for s, n in counts.items() if n or s != "stopped" or spec.halving)
     )
-    console.print(usage_line(spec, store), soft_wrap=True)
+    console.print(usage, soft_wrap=True)
     return 0
 
 

@@ -129,3 +129,32 @@ def test_a_launch_reads_the_statuses_once_before_its_trials(
     assert scans.count("once") == 2, scans
     assert set(open_store(uri).statuses("once").values()) == {"completed"}
     assert todo.key in open_store(uri).statuses("once")
+
+
+def test_status_lists_trials_once_and_shows_the_size_the_last_launch_counted(
+    tiny_spec, s3_uri, monkeypatch, tmp_path
+):
+    from orchestrator.status import status_command
+
+    spec = tiny_spec("sized", [0.05, 0.1])
+    writer = open_store(s3_uri)
+    for cell in expand(spec):
+        write(writer, cell, fake_summary())
+    out, buf = quiet()
+    assert status_command(spec, writer, console=out) == 0  # no count yet: counted now
+    assert "store: 4 objects, " in buf.getvalue() and "counted by" not in buf.getvalue()
+    prune.prune(writer, "sized")
+    monkeypatch.setenv("GRID_CACHE_DIR", str(tmp_path / "another-machine"))
+    calls: list[str] = []
+    store = open_store(s3_uri)
+    store.client.meta.events.register(
+        "before-call.s3", lambda model, **kw: calls.append(model.name)
+    )
+    out, buf = quiet()
+    assert status_command(spec, store, console=out) == 0
+    text = buf.getvalue()
+    assert "2 completed" in text
+    # the rows, the markers and the index: 4 curves and rows, 1 marker, 2 index objects
+    assert "store: 7 objects, " in text and "(counted by the last launch, " in text
+    # one listing of trials/; the usage record, the lease, the rows' index (a new machine)
+    assert sorted(calls) == ["GetObject"] * 3 + ["ListObjectsV2"], calls
