@@ -264,7 +264,7 @@ class Store:
     def usage(self, grid: str) -> tuple[int, int]:
         """(objects, bytes) the store holds for `grid`, counted now: one listing of its
         folder, which this command's later reads reuse. `grid status` shows the count the
-        last launch recorded instead, where there is one (results/index.py)."""
+        last launch recorded instead, where there is one (results/prune.py)."""
         scan = self._scan_grid(grid)
         return len(scan), sum(size for _, size in scan.values())
 

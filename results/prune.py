@@ -155,12 +155,16 @@ def _move_legacy_failures(store: Store, grid: str, scan: dict) -> int:
     marker = f"{grid}/{layout.MARKER}"
     if marker in scan:
         return 0
-    legacy = [n for n in scan if n.startswith(f"{grid}/{layout.LEGACY_FAILURES}/")]
+    legacy = [
+        n
+        for n in scan
+        if n.startswith(f"{grid}/{layout.LEGACY_FAILURES}/") and layout.kind_of(grid, n)
+    ]
     for name in legacy:
         key = name.rsplit("/", 1)[-1].removesuffix(".parquet")
         new = layout.failure_name(grid, key)
         found = store.read_tagged(name)
-        if layout.is_result(name) and found is not None and new not in scan:
+        if found is not None and new not in scan:
             store._put(new, found[0])
             scan[new] = (None, len(found[0]))
         store._delete(name)
