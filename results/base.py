@@ -256,7 +256,7 @@ class Store:
             scan = memo.get((grid, "*"))
             if scan is None:
                 scan = self._scan(f"{grid}/trials")
-                if f"{grid}/{layout.MARKER}" not in scan:
+                if not reader.failures_moved(self, grid):
                     scan.update(self._scan(f"{grid}/{layout.LEGACY_FAILURES}"))
             memo[(grid, "listing")] = {n: tag for n, (tag, _) in scan.items()}
         return memo[(grid, "listing")]

@@ -2,7 +2,6 @@
 
     <grid>/trials/<key>.parquet               a finished cell's row: the commit
     <grid>/trials/_failures/<key>.parquet     a cell's last failed attempt
-    <grid>/trials/_layout.json                this layout's marker (written by a launch)
     <grid>/epochs/<key>/<run_id>.parquet      the curves of the run a row names
     <grid>/_index/                            the rows compacted, the store's size counted
 
@@ -10,16 +9,17 @@ Failures sit under `trials/` so that one listing of `trials/` (one request per 1
 on S3) finds every row a command shows; `_failures` starts with '_', so pyarrow's dataset
 reader, pandas and a `trials/*.parquet` glob skip it and read only the finished rows.
 
-A store of the previous release keeps its failures in `<grid>/failures/`. Readers list that
-folder too until the grid has the marker; a launch's pruning (results/prune.py) moves them
-under `trials/_failures/` and writes the marker, under the grid's lease.
+A store of the previous release keeps its failures in `<grid>/failures/`. A launch's pruning
+(results/prune.py) moves them under `trials/_failures/`, under the grid's lease, and says so
+in the rows' index it writes (results/reader.py, `failures_moved`); until a reader has seen
+that, it lists `failures/` too. No marker object sits in `trials/`: at N = 10,000 it would
+cost an eleventh page of 1,000 keys.
 """
 
 from __future__ import annotations
 
 FAILURES = "trials/_failures"
 LEGACY_FAILURES = "failures"
-MARKER = "trials/_layout.json"
 
 
 def row_name(grid: str, key: str) -> str:

@@ -130,7 +130,7 @@ def prune(
             store._delete(name)
             _drop_empty_dirs(store, grid, name)
             scan.pop(name, None)
-    written = reader.write_index(store, grid)
+    written = reader.write_index(store, grid, moved=True)
     if rungs:
         rows = reader.latest_per_key(store._rows(grid, "trials", ["run_id"]))
         written[f"{grid}/{curve_index.NAME}"] = curve_index.write(store, grid, rows, rungs)
@@ -151,10 +151,8 @@ def prune(
 
 def _move_legacy_failures(store: Store, grid: str, scan: dict) -> int:
     """Move the previous release's `failures/<key>.parquet` to `trials/_failures/` (unless
-    this release wrote a newer one there), then mark the grid as moved; how many moved."""
-    marker = f"{grid}/{layout.MARKER}"
-    if marker in scan:
-        return 0
+    this release wrote a newer one there); how many moved. The index written next says
+    that the grid has no `failures/` left (`reader.write_index(moved=True)`)."""
     legacy = [
         n
         for n in scan
@@ -169,9 +167,6 @@ def _move_legacy_failures(store: Store, grid: str, scan: dict) -> int:
             scan[new] = (None, len(found[0]))
         store._delete(name)
         scan.pop(name, None)
-    data = json.dumps({"layout": 2, "failures": layout.FAILURES}).encode()
-    store._put(marker, data)
-    scan[marker] = (None, len(data))
     if legacy:
         store.forget()  # the rows moved: read them again
     return len(legacy)

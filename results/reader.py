@@ -166,29 +166,58 @@ def _matching(table: pa.Table | None, listing: dict, known: set) -> tuple[list, 
 INDEX = "_index"  # <grid>/_index/<kind>.parquet: the rows, compacted by a launch
 
 
+MOVED = b"grid.failures_moved"  # the trials index's metadata: no failures/ folder to list
+
+
 def _load_index(store, grid: str, kind: str) -> pa.Table | None:
-    found = store.read_tagged(f"{grid}/{INDEX}/{kind}.parquet")
-    if found is None:
-        return None
-    try:
-        table = pq.ParquetFile(pa.BufferReader(found[0])).read()
-    except (OSError, pa.ArrowException, ValueError):
-        return None
-    return table if {_FILE, _TAG} <= set(table.column_names) else None
+    """The store's index of `kind` (one GET, once per command: the store object keeps it)."""
+    memo = store.__dict__.setdefault("_memo", {})
+    if (grid, INDEX, kind) not in memo:
+        found = store.read_tagged(f"{grid}/{INDEX}/{kind}.parquet")
+        table = None
+        if found is not None:
+            try:
+                table = pq.ParquetFile(pa.BufferReader(found[0])).read()
+            except (OSError, pa.ArrowException, ValueError):
+                table = None
+        ok = table is not None and {_FILE, _TAG} <= set(table.column_names)
+        memo[(grid, INDEX, kind)] = table if ok else None
+    return memo[(grid, INDEX, kind)]
 
 
-def write_index(store, grid: str) -> dict[str, int | None]:
+def failures_moved(store, grid: str) -> bool:
+    """Whether every failure of `grid` is under `trials/` (results/layout.py): a launch's
+    pruning moved the previous release's `failures/` and said so in the rows' index. This
+    machine remembers it once seen; else it costs the index's GET, which a first read on a
+    machine makes anyway (and then reuses)."""
+    flag = _cache_path(store, grid, "moved")
+    if flag.exists():
+        return True
+    index = _load_index(store, grid, "trials")
+    moved = index is not None and (index.schema.metadata or {}).get(MOVED) == b"1"
+    if moved:
+        _save_cache_bytes(flag, b"1")
+    return moved
+
+
+def write_index(store, grid: str, moved: bool = False) -> dict[str, int | None]:
     """Compact the rows of `grid` into the store's index, which readers on any machine
-    check against the listing: a first read there costs one GET, not one per cell.
+    check against the listing: a first read there costs one GET, not one per cell. With
+    `moved` (pruning moved the previous release's failures), the trials index says so.
     {name: bytes written, or None where deleted}."""
     out: dict[str, int | None] = {}
     for kind in ("trials", "failures"):
         table = indexed_rows(store, grid, kind)
         name = f"{grid}/{INDEX}/{kind}.parquet"
+        if table is None and kind == "trials" and moved:  # no rows, but the flag
+            table = pa.schema([(c, pa.string()) for c in (*KINDS[kind], _FILE, _TAG)]).empty_table()
         if table is None:
             store._delete(name)
             out[name] = None
             continue
+        if kind == "trials" and moved:
+            table = table.replace_schema_metadata({MOVED: b"1"})
+            _save_cache_bytes(_cache_path(store, grid, "moved"), b"1")
         sink = io.BytesIO()
         pq.write_table(table, sink)
         store._put(name, sink.getvalue())

@@ -31,7 +31,7 @@ def test_a_launch_with_nothing_to_run_lists_trials_once(tiny_spec, s3_uri, monke
     writer = open_store(s3_uri)
     for cell in expand(spec):
         write(writer, cell, fake_summary())
-    prune.prune(writer, "done")  # as a launch leaves the grid: the marker and the index
+    prune.prune(writer, "done")  # as a launch leaves the grid: the index
     calls: list[str] = []
     real = open_store
 
@@ -154,7 +154,7 @@ def test_status_lists_trials_once_and_shows_the_size_the_last_launch_counted(
     assert status_command(spec, store, console=out) == 0
     text = buf.getvalue()
     assert "2 completed" in text
-    # the rows, the markers and the index: 4 curves and rows, 1 marker, 2 index objects
-    assert "store: 7 objects, " in text and "(counted by the last launch, " in text
+    # 2 rows, 2 curves, the rows' index and the usage record
+    assert "store: 6 objects, " in text and "(counted by the last launch, " in text
     # one listing of trials/; the usage record, the lease, the rows' index (a new machine)
     assert sorted(calls) == ["GetObject"] * 3 + ["ListObjectsV2"], calls

@@ -36,7 +36,7 @@ def test_a_command_lists_trials_once_and_finds_the_failures_there(
     assert writer._list("g/trials") == sorted(
         [f"g/trials/{done.key}.parquet", f"g/trials/_failures/{failed.key}.parquet"]
     )
-    prune.prune(writer, "g")  # what a launch does under its lease: the marker, the index
+    prune.prune(writer, "g")  # what a launch does under its lease: the index
     monkeypatch.setenv("GRID_CACHE_DIR", str(tmp_path / "another-machine"))
     calls: list[str] = []
     store = counted(s3_uri, calls)
@@ -44,8 +44,8 @@ def test_a_command_lists_trials_once_and_finds_the_failures_there(
     assert store.statuses("g") == {done.key: "completed", failed.key: "failed"}
     assert store.read_failures("g", ["error"]).column("error").to_pylist() == ["boom"]
     assert store.read_trials("g").num_rows == 2
-    # one listing of trials/ (no failures/ folder: the marker says there is none), then
-    # the index (this machine's cache is empty) for both kinds of rows
+    # one listing of trials/ (no failures/ folder: the trials index, read first, says
+    # there is none), then the failures' index (this machine's cache is empty)
     assert sorted(calls) == ["GetObject", "GetObject", "ListObjectsV2"]
     calls.clear()
     assert counted(s3_uri, calls).statuses("g") == {done.key: "completed", failed.key: "failed"}
@@ -68,7 +68,7 @@ def test_failures_of_the_previous_release_read_and_a_prune_moves_them(store, mak
     store.forget()
     assert store.statuses("g") == {done.key: "completed", failed.key: "failed"}
     assert store.read_failures("g").column("error").to_pylist() == ["old release: died"]
-    assert "moved" not in prune.prune(store, "g")  # once: the marker says so
+    assert "moved" not in prune.prune(store, "g")  # once
     write(store, failed, summary())  # a finished rerun clears the failure, in either place
     assert store.read_failures("g").num_rows == 0
 
@@ -79,7 +79,7 @@ def test_the_failures_folder_reads_as_a_flat_table(local_store, make_trial):
     a, b = make_trial(**{"train.lr": 0.1}), make_trial(**{"train.lr": 0.2})
     fail(local_store, a, "RuntimeError: x")
     fail(local_store, b, "RuntimeError: y")
-    prune.prune(local_store, "g")  # the marker and the index sit beside them: skipped too
+    prune.prune(local_store, "g")
     failures = pd.read_parquet(local_store.root / "g" / "trials" / "_failures")
     assert sorted(failures["error"]) == ["RuntimeError: x", "RuntimeError: y"]
     assert sorted(local_store.statuses("g").values()) == ["failed", "failed"]
