@@ -6,10 +6,15 @@ moto server."""
 
 from __future__ import annotations
 
-import pandas as pd
+import io
 
-from results import prune, schema
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from results import prune, reader, schema
 from results.store import open_store
+from tests.results.conftest import fake_summary
 from tests.results.test_commit import write
 
 
@@ -20,6 +25,12 @@ def counted(uri: str, calls: list[str]):
         "before-call.s3", lambda model, **kw: calls.append(model.name)
     )
     return store
+
+
+def parquet(table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()
 
 
 def fail(store, trial, error="boom"):
@@ -83,3 +94,29 @@ def test_the_failures_folder_reads_as_a_flat_table(local_store, make_trial):
     failures = pd.read_parquet(local_store.root / "g" / "trials" / "_failures")
     assert sorted(failures["error"]) == ["RuntimeError: x", "RuntimeError: y"]
     assert sorted(local_store.statuses("g").values()) == ["failed", "failed"]
+
+
+def test_a_thousand_rows_list_in_one_page(s3_uri, make_trial, monkeypatch, tmp_path):
+    """S3 lists 1,000 keys a page: a grid of 1,000 cells costs a command exactly one listing
+    page (the curves, the index, checkpoints live outside `trials/`)."""
+    writer = open_store(s3_uri)
+    row = schema.trial_row(make_trial(), fake_summary(epochs=1), {})
+    keys = [f"{i:012x}" for i in range(1000)]
+    table = schema.to_table([{**row, "key": k} for k in keys], schema.file_metadata(row))
+    for i, key in enumerate(keys):  # rows only: the curves live outside trials/
+        writer._put(f"g/trials/{key}.parquet", parquet(table.slice(i, 1)))
+    # the index as a launch's pruning leaves it (built here from the listing's tags, not by
+    # reading back the 1,000 rows: that would be the test's minute)
+    listed = writer._scan("g/trials")
+    names = [f"g/trials/{k}.parquet" for k in keys]
+    index = table.append_column(reader._FILE, pa.array(names)).append_column(
+        reader._TAG, pa.array([listed[n][0] for n in names])
+    )
+    writer._put(
+        "g/_index/trials.parquet", parquet(index.replace_schema_metadata({reader.MOVED: b"1"}))
+    )
+    monkeypatch.setenv("GRID_CACHE_DIR", str(tmp_path / "another-machine"))
+    calls: list[str] = []
+    store = counted(s3_uri, calls)
+    assert len(store.statuses("g")) == 1000 and store.read_failures("g").num_rows == 0
+    assert sorted(calls) == ["GetObject", "ListObjectsV2"]  # the trials index, one page
