@@ -118,7 +118,10 @@ def fill(spec_path: Path, uri: str, threads: int) -> tuple[float, float | None]:
     except ImportError:  # a release before the index
         return filled, None
     t0 = time.perf_counter()
-    prune(open_store(uri), spec.name)
+    try:  # with the halving's rung rows, as a halving launch ends
+        prune(open_store(uri), spec.name, rungs=list(spec.halving["rungs"]))
+    except TypeError:  # a release without the rung rows' index
+        prune(open_store(uri), spec.name)
     return filled, time.perf_counter() - t0
 
 
@@ -141,10 +144,10 @@ elif what == "plainlaunch":  # the same, without the rung rows
     s, st = load_spec(spec), open_store(store)
     st.statuses(s.name)
     rc = 0
-else:
+else:  # as the `grid` program runs it: main() reads sys.argv
     from orchestrator.cli import main
-    args = [what, spec] + ([] if what == "plan" else ["--store", store])
-    rc = main(args)
+    sys.argv = ["grid", what, spec] + ([] if what == "plan" else ["--store", store])
+    rc = main()
 # VmHWM: the peak of this program (ru_maxrss would count the forking parent's pages)
 hwm = [int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM")][0]
 print("RESULT", rc, round(time.perf_counter() - t0, 2), hwm // 1024,

@@ -356,11 +356,19 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+READ_ONLY = ("status", "table", "plan")  # the `grid` program skips pandas for these
+
+
 def main(argv: list[str] | None = None) -> int:
+    program = argv is None  # the `grid` program itself, not a caller of main
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:  # argparse's REMAINDER drops leading --flags: pass them on whole
         argv = ["bench", "--", *argv[1:]] if len(argv) > 1 else argv
     args = parser().parse_args(argv)
+    if program and args.command in READ_ONLY:
+        from results import no_pandas  # pyarrow's pandas import: a fifth of the start-up
+
+        no_pandas.block()
     try:
         return COMMANDS[args.command](args)
     except GridError as e:

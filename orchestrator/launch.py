@@ -26,7 +26,8 @@ from orchestrator import trial
 from orchestrator.expand import Cell, axis_label, expand
 from orchestrator.units import group_cells, select_cells, unit_label
 from results import prune
-from results.lease import Lease, LeaseHeld, held
+from results.base import Fenced
+from results.lease import Lease, LeaseHeld, held, peek, unchanged_since
 from results.schema import FINISHED
 from results.store import Store, open_store
 
@@ -52,6 +53,7 @@ def launch(
     store = open_store(store_uri)
     store.check_writable()
     cells = expand(spec)
+    seen = peek(store, spec.name)  # before the read: was the grid written since? (below)
     todo, skipped = select_cells(cells, store.statuses(spec.name), force, bool(spec.halving))
     if not todo:
         _say_skipped(console, len(skipped), bool(spec.halving))
@@ -65,16 +67,19 @@ def launch(
         with held(
             Lease(store, spec.name), wait=wait, say=lambda s: console.print(Text(s))
         ) as lease:
-            # read again under the lease: a launch we waited for may have finished cells
-            store.forget()
-            todo, skipped = select_cells(
-                cells, store.statuses(spec.name), force, bool(spec.halving)
-            )
+            if not unchanged_since(seen, lease):
+                # another launch held the grid since the read (we waited for it, took over
+                # its stale lease, or it ran while we asked): it may have finished cells
+                store.forget()
+                todo, skipped = select_cells(
+                    cells, store.statuses(spec.name), force, bool(spec.halving)
+                )
             _say_skipped(console, len(skipped), bool(spec.halving))
             if not todo:  # the launch we waited for finished them
                 console.print(f"{spec.name}: all {len(cells)} cells are finished; nothing to run")
                 return 0
-            prune.prune(store, spec.name)  # under the lease: no commit of ours is in flight
+            rungs = spec.halving and list(spec.halving["rungs"])  # their rows' index too
+            prune.prune(store, spec.name, rungs=rungs)  # under the lease: no commit in flight
             status = _run(
                 spec,
                 store,
@@ -96,7 +101,8 @@ def launch(
                     )
                 )
                 return 1
-            prune.prune(store, spec.name, tune=status == 0)
+            store.forget()  # the trials wrote: prune reads the rows again
+            prune.prune(store, spec.name, tune=status == 0, rungs=rungs)
             return status
     except LeaseHeld as e:
         console.print(Text(f"{e}", style="red"))
@@ -179,7 +185,7 @@ def _run(
         store.forget()  # the trials wrote: read the store again
         if lease is not None and not lease.check():  # its trials' rows were refused
             return 1
-    return _finish(spec, store, units, results, started, console)
+    return _finish(spec, store, units, results, started, console, lease)
 
 
 def _earlier_checkpoints(store: Store, grid: str, todo: list[Cell], force: bool) -> int:
@@ -268,12 +274,19 @@ def _print_plan(console: Console, spec, units: list[list[Cell]], skipped: int) -
 
 # -- the end report -----------------------------------------------------------------------------
 def _finish(
-    spec, store: Store, units: list[list[Cell]], results, started: str, console: Console
+    spec,
+    store: Store,
+    units: list[list[Cell]],
+    results,
+    started: str,
+    console: Console,
+    lease: Lease | None = None,
 ) -> int:
     """The end report. A unit whose Tune trial failed (or ended on a user error) did not
     finish in this launch even where an earlier result of its cells stays in the store
     (a failed --force rerun); a cell whose trial died without writing its failure gets one
-    written here."""
+    written here, under the launch's lease generation like every row (refused, and said,
+    when the lease was lost meanwhile)."""
     from orchestrator.experiment import GRID_ERROR, first_line
 
     errors = {_result_label(r): first_line(str(r.error)) for r in results if r.error is not None}
@@ -297,9 +310,12 @@ def _finish(
                 problems.append((t, "did not run (interrupted)"))
                 continue
             if t.key not in failures:  # its trial died before it could write a failure
-                store.write_failure(
-                    spec.name, t.key, trial.failed_row(t, spec.sha256, errors[label])
-                )
+                row = trial.failed_row(t, spec.sha256, errors[label])
+                row["generation"] = None if lease is None else lease.generation
+                try:
+                    store.write_failure(spec.name, t.key, row)
+                except Fenced as e:
+                    console.print(Text(f"failure of {t.key} not recorded: {e}", style="red"))
             error = failures.get(t.key) or errors[label]
             kept = f"; the earlier {status} result is kept" if status in FINISHED else ""
             problems.append((t, error + kept))

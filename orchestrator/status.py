@@ -72,11 +72,11 @@ def status_command(
     A grid of more than SHOWN cells lists only its cells without a result (failed, missing),
     the first SHOWN of them, unless `all_cells`: 10,000 rows are read by no one, and take
     rich half a minute to lay out."""
-    objects, size = store.usage(spec.name)  # one listing, which the reads below reuse
-    rows = cell_rows(spec, store)
     if as_json:  # a list of cells, as before the lease existed: scripts read it
-        print(json.dumps(rows, indent=1))
+        print(json.dumps(cell_rows(spec, store), indent=1))
         return 0
+    usage = usage_line(spec, store)  # first: where it lists the grid, the rows reuse that
+    rows = cell_rows(spec, store)
     _, line = launch_line(spec, store)
     console = console or Console()
     if line:
@@ -113,10 +113,23 @@ def status_command(
     console.print(
         ", ".join(f"{n} {s}" for s, n in counts.items() if n or s != "stopped" or spec.halving)
     )
-    console.print(
-        f"store: {objects:,} objects, {_bytes(size)} under {store.uri}/{spec.name}", soft_wrap=True
-    )
+    console.print(usage, soft_wrap=True)
     return 0
+
+
+def usage_line(spec, store) -> str:
+    """What the store holds for the grid: as the last launch counted it (one GET), else
+    counted now (a listing of the whole grid, curves included: N/500 requests on S3)."""
+    from results.prune import recorded_usage
+
+    found = recorded_usage(store, spec.name)
+    if found is None:
+        objects, size = store.usage(spec.name)
+        when = ""
+    else:
+        objects, size = found["objects"], found["bytes"]
+        when = f" (counted by the last launch, {found['counted'].replace('+00:00', 'Z')})"
+    return f"store: {objects:,} objects, {_bytes(size)} under {store.uri}/{spec.name}{when}"
 
 
 def _bytes(n: int) -> str:

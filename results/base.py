@@ -14,7 +14,7 @@ import uuid
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from results import reader, schema
+from results import layout, reader, schema
 from results.reader import StoreWarning, _one_line, unify  # noqa: F401 - re-exported
 from trainers.errors import GridError
 
@@ -104,11 +104,10 @@ class Store:
         table = schema.to_table(curves, meta, columns=(*schema.EPOCH_TYPES, "run_id"))
         curve = reader.curve_name(grid, key, run_id)
         self._put(curve, _parquet(table))
-        name = f"{grid}/trials/{key}.parquet"
+        name = layout.row_name(grid, key)
         if row.get("generation") is None:  # an outside tool's write: not fenced
             self._put(name, _parquet(schema.to_table([row], meta)))
-            self._delete(f"{grid}/failures/{key}.parquet")
-            self.forget()
+            self._clear_failure(grid, key)
             return
         data = _parquet(schema.to_table([row], meta))
         try:
@@ -124,15 +123,20 @@ class Store:
         except Fenced:
             self._delete(curve)  # garbage now; a kill here leaves it to `prune`
             raise
-        self._delete(f"{grid}/failures/{key}.parquet")
+        self._clear_failure(grid, key)
+
+    def _clear_failure(self, grid: str, key: str) -> None:
+        self._delete(layout.failure_name(grid, key))
+        self._delete(layout.legacy_failure_name(grid, key))  # a store of the previous release
         self.forget()
 
     def write_failure(self, grid: str, key: str, row: dict) -> None:
         """Write (or replace) a cell's last failed attempt, beside any finished row it has,
-        which stays as it is; refused (`Fenced`) under a lost lease."""
+        which stays as it is; refused (`Fenced`) under a lost lease. The driver's failures
+        carry the generation as the trials' do (`row["generation"]`)."""
         self._fence(grid, row.get("generation"))
         self._put(
-            f"{grid}/failures/{key}.parquet",
+            layout.failure_name(grid, key),
             _parquet(schema.to_table([row], schema.file_metadata(row))),
         )
         self.forget()
@@ -208,6 +212,10 @@ class Store:
         """The epoch rows of `grid`'s finished cells, each from the run its row names; only
         `columns` (with key and epoch) and the rows of `epochs` when given."""
         rows = reader.latest_per_key(self._rows(grid, "trials", ["run_id"]))
+        if epochs is not None:  # a halving's rung rows: through their index
+            from results import curve_index
+
+            return curve_index.read(self, grid, rows, columns, epochs)
         return reader.read_curves(self, grid, rows, columns, epochs)
 
     def statuses(self, grid: str) -> dict[str, str]:
@@ -225,7 +233,7 @@ class Store:
 
     def _rows(self, grid: str, kind: str, columns: list[str] | None = None) -> pa.Table:
         """Rows of a kind, through the reading machine's cache (results/reader.py). A
-        command lists a folder once: later reads reuse the first one's table."""
+        command lists `trials/` once: later reads reuse the first one's table."""
         memo = self.__dict__.setdefault("_memo", {})
         if (grid, kind) not in memo:
             memo[(grid, kind)] = reader.read_rows(self, grid, kind, listing=self._tags(grid, kind))
@@ -236,18 +244,35 @@ class Store:
         return table.select([c for c in want if c in table.column_names])
 
     def _tags(self, grid: str, kind: str) -> dict[str, str | None]:
-        scan = self.__dict__.get("_memo", {}).get((grid, "*"))
-        if scan is None:
-            scan = self._scan(f"{grid}/{kind}")
-        prefix = f"{grid}/{kind}/"
-        return {n: tag for n, (tag, _) in scan.items() if n.startswith(prefix)}
+        """{name: version tag} of the listed row files of `kind` (trials or failures)."""
+        return {n: t for n, t in self._listing(grid).items() if layout.kind_of(grid, n) == kind}
+
+    def _listing(self, grid: str) -> dict[str, str | None]:
+        """{name: tag} under `<grid>/trials/` (finished rows and failures: one listing), and
+        under the previous release's `<grid>/failures/` until a launch moved them
+        (results/layout.py); once per command, or from `usage`'s listing of the grid."""
+        memo = self.__dict__.setdefault("_memo", {})
+        if (grid, "listing") not in memo:
+            scan = memo.get((grid, "*"))
+            if scan is None:
+                scan = self._scan(f"{grid}/trials")
+                if not reader.failures_moved(self, grid):
+                    scan.update(self._scan(f"{grid}/{layout.LEGACY_FAILURES}"))
+            memo[(grid, "listing")] = {n: tag for n, (tag, _) in scan.items()}
+        return memo[(grid, "listing")]
 
     def usage(self, grid: str) -> tuple[int, int]:
-        """(objects, bytes) the store holds for `grid`: one listing of its folder, which
-        this command's later reads reuse."""
+        """(objects, bytes) the store holds for `grid`, counted now: one listing of its
+        folder, which this command's later reads reuse. `grid status` shows the count the
+        last launch recorded instead, where there is one (results/prune.py)."""
+        scan = self._scan_grid(grid)
+        return len(scan), sum(size for _, size in scan.values())
+
+    def _scan_grid(self, grid: str) -> dict[str, tuple[str | None, int]]:
+        """One listing of the whole grid, which this command's reads of rows then reuse."""
         scan = self._scan(grid)
         self.__dict__.setdefault("_memo", {})[(grid, "*")] = scan
-        return len(scan), sum(size for _, size in scan.values())
+        return dict(scan)
 
     def forget(self) -> None:
         """Drop what this object read: the next read lists the store again."""

@@ -87,6 +87,23 @@ def read_holder(store: Store, grid: str) -> dict | None:
     return None if found is None or found.get("released") else found
 
 
+def peek(store: Store, grid: str) -> tuple[int, bool] | None:
+    """(generation, released) of the grid's lease, None when it has none: one GET. A launch
+    peeks before it reads the statuses; if its `Lease.found` is the same released lease (or
+    none), no launch wrote in between, and the statuses it read still hold."""
+    found = _read(store, grid)
+    return None if found is None else _state(found)
+
+
+def unchanged_since(seen: tuple[int, bool] | None, lease: Lease) -> bool:
+    """Whether no launch held the grid between `peek` (`seen`) and `lease`'s acquisition."""
+    return seen == lease.found and (seen is None or seen[1])
+
+
+def _state(holder: dict) -> tuple[int, bool]:
+    return int(holder.get("generation") or 0), bool(holder.get("released"))
+
+
 def _read(store: Store, grid: str) -> dict | None:
     """The lease object as a dict, released or not (None when there is none)."""
     found = store.read_tagged(f"{grid}/{LEASE}")
@@ -126,6 +143,7 @@ class Lease:
         }
         self.tag: str | None = None
         self.lost = threading.Event()  # set when another launch took the lease
+        self.found: tuple[int, bool] | None = None  # what `acquire` found: see `peek`
 
     @property
     def generation(self) -> int:
@@ -139,11 +157,13 @@ class Lease:
         """Take the lease; returns a line saying whose stale lease was taken over, if one
         was. LeaseHeld naming the holder when a live launch holds it."""
         if self.store.create(self.name, self._data()):
+            self.found = None
             return self._confirm(None)
         found = self.store.read_tagged(self.name)
         if found is None:  # released between the two calls
             return self.acquire()
         holder, tag = _parse(found[0]), found[1]
+        self.found = _state(holder)
         now = self.clock()
         self.body["generation"] = int(holder.get("generation") or 0) + 1
         why = "released" if holder.get("released") else why_stale(holder, now, self.stale_s)

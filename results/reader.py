@@ -1,7 +1,7 @@
 """Reading the store: rows through a cache checked against the listing, curves from the run
 each row names, only the columns (and epochs) a command needs.
 
-Rows (`trials/`, `failures/`: one small file per cell) are cached on the reading machine, in
+Rows (`trials/`, `trials/_failures/`: one small file per cell) are cached on the reading machine, in
 `$GRID_CACHE_DIR` (default `~/.cache/grid`), one Parquet file per store, grid and kind, each
 row beside the name and version tag (S3 ETag; size and mtime locally) of the file it came
 from. A read lists the folder (one request per 1,000 files on S3), keeps the cached rows
@@ -25,8 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from results.layout import curve_name, is_result  # noqa: F401 - re-exported
 
 # kind -> required columns
 KINDS = {"trials": ("key", "status"), "epochs": ("key", "epoch"), "failures": ("key", "status")}
@@ -41,12 +42,6 @@ class StoreWarning(UserWarning):
 
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
-
-
-def is_result(name: str) -> bool:
-    """A committed result file's name: Parquet, not hidden (temp files start with '.')."""
-    base = name.rsplit("/", 1)[-1]
-    return base.endswith(".parquet") and not base.startswith((".", "_"))
 
 
 def read_file(
@@ -87,6 +82,8 @@ def _read_parquet(src, kind: str, columns: list[str] | None, epochs: list[int] |
     want = None if columns is None else [c for c in dict.fromkeys([*KINDS[kind], *columns])]
     table = pf.read(columns=None if want is None else [c for c in want if c in names])
     if epochs is not None and "epoch" in table.column_names:
+        import pyarrow.compute as pc  # 70 ms of start-up: only where an epoch filter is asked
+
         table = table.filter(pc.is_in(table.column("epoch"), pa.array(epochs, pa.int64())))
     return table
 
@@ -125,7 +122,7 @@ def indexed_rows(store, grid: str, kind: str, listing: dict | None = None) -> pa
     machine's cache, else the store's index (`<grid>/_index/<kind>.parquet`, which a launch
     writes), for every file whose tag is unchanged; read from the file otherwise."""
     if listing is None:
-        listing = {n: tag for n, (tag, _) in store._scan(f"{grid}/{kind}").items()}
+        listing = store._tags(grid, kind)
     listing = {n: t for n, t in listing.items() if is_result(n)}
     path = _cache_path(store, grid, kind)
     cached = _load_cache(path)
@@ -140,7 +137,7 @@ def indexed_rows(store, grid: str, kind: str, listing: dict | None = None) -> pa
         t.append_column(_FILE, pa.array([n] * t.num_rows, pa.string())).append_column(
             _TAG, pa.array([listing[n]] * t.num_rows, pa.string())
         )
-        for n, t in zip(new, _read_each(store, new, kind), strict=True)
+        for n, t in zip(new, read_each(store, new, kind), strict=True)
         if t is not None
     ]
     if not parts:
@@ -161,42 +158,81 @@ def _matching(table: pa.Table | None, listing: dict, known: set) -> tuple[list, 
         if t is not None and n not in known and listing.get(n) == t:
             keep.append(i)
     known |= {files[i] for i in keep}
+    if len(keep) == table.num_rows:  # all still listed as they were: no take (and no
+        return [table], known  # import of pyarrow.compute, 70 ms of a command's start)
     return ([table.take(keep)] if keep else []), known
 
 
 INDEX = "_index"  # <grid>/_index/<kind>.parquet: the rows, compacted by a launch
 
 
+MOVED = b"grid.failures_moved"  # the trials index's metadata: no failures/ folder to list
+
+
 def _load_index(store, grid: str, kind: str) -> pa.Table | None:
-    found = store.read_tagged(f"{grid}/{INDEX}/{kind}.parquet")
-    if found is None:
-        return None
-    try:
-        table = pq.ParquetFile(pa.BufferReader(found[0])).read()
-    except (OSError, pa.ArrowException, ValueError):
-        return None
-    return table if {_FILE, _TAG} <= set(table.column_names) else None
+    """The store's index of `kind` (one GET, once per command: the store object keeps it)."""
+    memo = store.__dict__.setdefault("_memo", {})
+    if (grid, INDEX, kind) not in memo:
+        found = store.read_tagged(f"{grid}/{INDEX}/{kind}.parquet")
+        table = None
+        if found is not None:
+            try:
+                table = pq.ParquetFile(pa.BufferReader(found[0])).read()
+            except (OSError, pa.ArrowException, ValueError):
+                table = None
+        ok = table is not None and {_FILE, _TAG} <= set(table.column_names)
+        memo[(grid, INDEX, kind)] = table if ok else None
+    return memo[(grid, INDEX, kind)]
 
 
-def write_index(store, grid: str) -> None:
+def failures_moved(store, grid: str) -> bool:
+    """Whether every failure of `grid` is under `trials/` (results/layout.py): a launch's
+    pruning moved the previous release's `failures/` and said so in the rows' index. This
+    machine remembers it once seen; else it costs the index's GET, which a first read on a
+    machine makes anyway (and then reuses)."""
+    flag = _cache_path(store, grid, "moved")
+    if flag.exists():
+        return True
+    index = _load_index(store, grid, "trials")
+    moved = index is not None and (index.schema.metadata or {}).get(MOVED) == b"1"
+    if moved:
+        _save_cache_bytes(flag, b"1")
+    return moved
+
+
+def write_index(store, grid: str, moved: bool = False) -> dict[str, int | None]:
     """Compact the rows of `grid` into the store's index, which readers on any machine
-    check against the listing: a first read there costs one GET, not one per cell."""
+    check against the listing: a first read there costs one GET, not one per cell. With
+    `moved` (pruning moved the previous release's failures), the trials index says so.
+    {name: bytes written, or None where deleted}."""
+    out: dict[str, int | None] = {}
     for kind in ("trials", "failures"):
         table = indexed_rows(store, grid, kind)
         name = f"{grid}/{INDEX}/{kind}.parquet"
+        if table is None and kind == "trials" and moved:  # no rows, but the flag
+            table = pa.schema([(c, pa.string()) for c in (*KINDS[kind], _FILE, _TAG)]).empty_table()
         if table is None:
             store._delete(name)
+            out[name] = None
             continue
+        if kind == "trials" and moved:
+            table = table.replace_schema_metadata({MOVED: b"1"})
+            _save_cache_bytes(_cache_path(store, grid, "moved"), b"1")
         sink = io.BytesIO()
         pq.write_table(table, sink)
         store._put(name, sink.getvalue())
+        out[name] = len(sink.getvalue())
+    return out
 
 
-def _read_each(store, names: list[str], kind: str) -> list[pa.Table | None]:
+def read_each(
+    store, names: list[str], kind: str, epochs: list[int] | None = None
+) -> list[pa.Table | None]:
+    """Each of `names` (None where unreadable), read in parallel."""
     if not names:
         return []
     with ThreadPoolExecutor(min(READ_THREADS, len(names))) as pool:
-        return list(pool.map(lambda n: read_file(store, n, kind), names))
+        return list(pool.map(lambda n: read_file(store, n, kind, epochs=epochs), names))
 
 
 def _cache_path(store, grid: str, kind: str) -> Path:
@@ -208,21 +244,31 @@ def _cache_path(store, grid: str, kind: str) -> Path:
 
 
 def _load_cache(path: Path) -> pa.Table | None:
+    table = _load_cache_file(path)
+    return table if table is not None and {_FILE, _TAG} <= set(table.column_names) else None
+
+
+def _load_cache_file(path: Path) -> pa.Table | None:
     try:
-        table = pq.ParquetFile(path).read()
+        return pq.ParquetFile(path).read()
     except (OSError, pa.ArrowException, ValueError):
         return None
-    return table if {_FILE, _TAG} <= set(table.column_names) else None
 
 
 def _save_cache(path: Path, table: pa.Table) -> None:
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    _save_cache_bytes(path, sink.getvalue())
+
+
+def _save_cache_bytes(path: Path, data: bytes) -> None:
     """Best effort: a read-only home or a full disk only costs the next read its speed."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        pq.write_table(table, tmp)
+        tmp.write_bytes(data)
         os.replace(tmp, path)
-    except (OSError, pa.ArrowException):
+    except OSError:
         pass
 
 
@@ -269,21 +315,20 @@ def latest_per_key(table: pa.Table) -> pa.Table:
     return table.take(sorted(best.values()))
 
 
-def curve_name(grid: str, key: str, run_id: str | None) -> str:
-    """The curves of a committed row: named by its run id; `epochs/<key>.parquet` for a row
-    of the previous release (no run id)."""
-    return f"{grid}/epochs/{key}/{run_id}.parquet" if run_id else f"{grid}/epochs/{key}.parquet"
-
-
 def read_curves(
     store, grid: str, rows: pa.Table, columns: list[str] | None = None, epochs=None
 ) -> pa.Table:
     """The epoch rows of the committed `rows` (key, run_id): each cell's curves only from the
     run its row names."""
+    names = curve_names(grid, rows)
+    tables = read_many(store, names, "epochs", columns=columns, epochs=epochs)
+    return unify(tables) if tables else empty("epochs")
+
+
+def curve_names(grid: str, rows: pa.Table) -> list[str]:
+    """The curve files the committed `rows` (key, run_id) name."""
     keys = rows.column("key").to_pylist()
     runs = (
         rows.column("run_id").to_pylist() if "run_id" in rows.column_names else [None] * len(keys)
     )
-    names = [curve_name(grid, k, r) for k, r in zip(keys, runs, strict=True)]
-    tables = read_many(store, names, "epochs", columns=columns, epochs=epochs)
-    return unify(tables) if tables else empty("epochs")
+    return [curve_name(grid, k, r) for k, r in zip(keys, runs, strict=True)]

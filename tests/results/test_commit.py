@@ -56,7 +56,7 @@ def kill_at(monkeypatch, store, point: str) -> None:
             raise Killed(name)
         if point == "row" and "/trials/" in name:
             raise Killed(name)
-        if point == "after" and "/failures/" in name:
+        if point == "after" and "failures/" in name:
             raise Killed(name)
 
     monkeypatch.setattr(store, "_put", lambda n, d: (guard(n), put(n, d))[1])
@@ -205,7 +205,9 @@ def test_rows_are_read_once_then_only_what_changed(
     assert sorted(calls) == ["GetObject"] * 4 + ["ListObjectsV2"] * 2
     calls.clear()
     assert len(reader().statuses("g")) == 3
-    assert calls == ["ListObjectsV2"] * 2  # nothing new: the listings only
+    # nothing new: the listings only, and a look at the index (none) for whether a launch
+    # moved the failures of a previous release (until one did, failures/ is listed too)
+    assert sorted(calls) == ["GetObject"] + ["ListObjectsV2"] * 2
     calls.clear()
     write(writer, trials[0], summary(test_acc=0.3))
     store = reader()

@@ -45,7 +45,10 @@ def test_pruning_removes_stale_curves_and_the_tune_folder_only(store, make_trial
 
     assert prune.prune(store, "g") == {"curves": 3, "temp": 0, "tune": 0}
     assert names(store) == before - stale
-    assert set(store._list("g/_index")) == {f"g/_index/{k}.parquet" for k in ("trials", "failures")}
+    assert set(store._list("g/_index")) == {
+        *(f"g/_index/{k}.parquet" for k in ("trials", "failures")),
+        "g/_index/usage.json",
+    }
     assert all(whole_of(store, t, s) for t, s in ((a, final_a), (b, final_b), (c, final_c)))
     assert prune.prune(store, "g", tune=True)["tune"] == 1
     # the lease, the stop, the failure and every committed file stay

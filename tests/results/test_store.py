@@ -68,13 +68,14 @@ def test_local_layout_is_readable_as_a_dataset(local_store, make_trial, summary,
     put(local_store, bad, None, error="x")  # nulls in every metric column
     put(local_store, good, summary(val_acc=None))
     folder = local_store.root / "g"
-    # no temp files left behind; a failure lives in its own folder
-    assert [p.name for p in (folder / "trials").iterdir()] == [f"{good.key}.parquet"]
-    assert [p.name for p in (folder / "failures").iterdir()] == [f"{bad.key}.parquet"]
+    # no temp files left behind; a failure lives in its own folder, under trials/ (one
+    # listing finds both) but skipped by the dataset reader and pandas ('_': hidden)
+    assert {p.name for p in (folder / "trials").iterdir()} == {f"{good.key}.parquet", "_failures"}
+    assert [p.name for p in (folder / "trials" / "_failures").iterdir()] == [f"{bad.key}.parquet"]
     assert ds.dataset(folder / "trials").to_table().num_rows == 1
     df = pd.read_parquet(folder / "trials")
     assert set(df["status"]) == {"completed"} and "model.arch" in df.columns
-    assert set(pd.read_parquet(folder / "failures")["status"]) == {"failed"}
+    assert set(pd.read_parquet(folder / "trials" / "_failures")["status"]) == {"failed"}
     assert {r["key"]: r["status"] for r in local_store.read_trials("g").to_pylist()} == {
         good.key: "completed",
         bad.key: "failed",
