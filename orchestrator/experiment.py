@@ -168,9 +168,10 @@ def make_scheduler(rungs, store: Store, grid: str):
     else None (Tune's FIFO). A seam: a test swaps in a scheduler that pauses a trial."""
     if rungs is None:
         return None
-    from orchestrator.scheduler import RowHalving
+    from orchestrator.scheduler import RowHalving, SyncRowHalving
 
-    return RowHalving(rungs, store, grid)
+    rule = SyncRowHalving if rungs.rule.get("rule", "sync") == "sync" else RowHalving
+    return rule(rungs, store, grid)
 
 
 def _tuner(
@@ -186,6 +187,8 @@ def _tuner(
     FIFO, or the halving's `RowHalving`); retried from its last checkpoint up to
     spec.max_failures times."""
     path, fs = tune_storage(store, spec.name)
+    # the synchronous halving counts the slots itself: a paused trial frees its slot
+    searcher = scheduler.searcher(max_concurrent) if hasattr(scheduler, "searcher") else None
     return tune.Tuner(
         trainable,
         param_space={
@@ -193,7 +196,8 @@ def _tuner(
             "launch": datetime.now().strftime("%Y%m%d-%H%M%S"),
         },
         tune_config=tune.TuneConfig(
-            max_concurrent_trials=max_concurrent,
+            max_concurrent_trials=None if searcher else max_concurrent,
+            search_alg=searcher,
             scheduler=scheduler,
             # an actor (a process that imported torch: seconds) trains trial after trial,
             # reset by GridSlot.reset_config; its log and metrics name the cell it trains

@@ -177,6 +177,7 @@ def _rungs(spec, store: Store, todo: list[Cell], console: Console):
     for t in todo:
         store.clear_stop(spec.name, t.key)
     rungs = Rungs.from_epochs(spec.halving, cells, store.read_epochs(spec.name).to_pylist())
+    rungs.running = {t.key for t in todo}
     recorded = sum(len(s) for s in rungs.scores.values())
     console.print(
         f"halving: rungs at epochs {', '.join(map(str, spec.halving['rungs']))}, "

@@ -134,6 +134,11 @@ class UnitRun:
         except StopIteration as end:
             return end.value
 
+    @staticmethod
+    def epoch_of(resumes: dict[str, dict]) -> int:
+        """The last epoch the resumed states trained."""
+        return max((int(s.get("epoch", 0)) for s in resumes.values()), default=0)
+
     def step(self) -> dict:
         """Train the unit's next epoch: its metrics for Tune, `done` true after the last
         (its rows are written then). On an exception, failure rows are written and it is

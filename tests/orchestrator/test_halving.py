@@ -118,7 +118,7 @@ def test_an_early_rung_is_warned_of_and_smoke_drops_the_halving(tmp_path, capsys
     assert main(["plan", str(path)]) == 0
     out = capsys.readouterr().out
     assert "warning: halving.rungs: 25, 100 come before the first lr decay (epoch 200" in out
-    assert "worst case 700 epochs" in out
+    assert "375 epochs of the full grid's 700" in out  # 2 x 25 + 1 x 325
     assert main(["plan", str(path), "--smoke"]) == 0  # one epoch: no rung, no halving
     assert "halving" not in capsys.readouterr().out
 
@@ -167,14 +167,19 @@ def test_rungs_judge_each_cell_once_per_rung_within_its_group(tmp_path):
     assert rungs.judge(a[3].key, {2: 0.9, 4: 0.1})["rung"] == 4  # both rungs, lowest first
 
 
-def test_the_plan_expects_synchronous_halving_and_the_worst_case_is_the_full_grid(tmp_path):
+def test_the_plan_gives_the_sync_rules_exact_epochs_and_the_async_rules_range(tmp_path):
     spec = six_lrs(tmp_path, "g", halving=HALVING)
     cells = expand(spec)
     plan = halving_plan(spec.halving, cells)
-    # per group of 6: 6 x 2 + 3 x 2 + 1.5 x 4 = 24 epochs of 48
-    assert (plan["groups"], plan["worst_epochs"], plan["expected_epochs"]) == (2, 96, 48.0)
+    # per group of 6: 6 x 2 + 3 x 2 + 2 x 4 = 26 epochs of 48 (3 of 6, then 2 of 3)
+    assert (plan["groups"], plan["full_epochs"], plan["worst_epochs"]) == (2, 96, 52)
+    assert plan["best_epochs"] == plan["expected_epochs"] == 52
+    assert sum(cell_epochs(spec.halving, cells).values()) == pytest.approx(52)
     assert sum(cell_epochs(None, cells).values()) == 96
-    assert plan["expected_saving"] == 0.5
+    assert plan["expected_saving"] == 0.458
+    # async: from the full grid (ascending scores) to 6 x 2 + 6 per row (descending)
+    plan = halving_plan({**spec.halving, "rule": "async"}, cells)
+    assert (plan["worst_epochs"], plan["best_epochs"], plan["expected_epochs"]) == (96, 36, 96)
 
 
 # -- real Ray --------------------------------------------------------------------------------
