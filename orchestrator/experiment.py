@@ -130,7 +130,7 @@ def fit(
     """Run the units as one Tune experiment with the live display; Tune's ResultGrid.
     `run`: what every trial needs (store location, spec hash, checkpoints to resume, the
     halving section); `rungs`: the halving's records (`orchestrator.halving.Rungs`), which
-    make the experiment's scheduler a `RowHalving`."""
+    make the experiment's scheduler a `SyncRowHalving` or a `RowHalving`."""
     labels = {unit_label(u): u for u in units}
     run = {**run, "env": {k: os.environ[k] for k in hooks.ENV if k in os.environ}}
     progress = GridProgress(
@@ -164,7 +164,7 @@ def fit(
 
 
 def make_scheduler(rungs, store: Store, grid: str):
-    """The experiment's Tune scheduler: the halving's `RowHalving` when the spec has one,
+    """The experiment's Tune scheduler: the halving's (by its rule) when the spec has one,
     else None (Tune's FIFO). A seam: a test swaps in a scheduler that pauses a trial."""
     if rungs is None:
         return None
@@ -184,7 +184,7 @@ def _tuner(
     scheduler=None,
 ) -> tune.Tuner:
     """One trial per label (a cell or a pack), named by it, in the grid's order (Tune's
-    FIFO, or the halving's `RowHalving`); retried from its last checkpoint up to
+    FIFO, or the halving's scheduler); retried from its last checkpoint up to
     spec.max_failures times."""
     path, fs = tune_storage(store, spec.name)
     # the synchronous halving counts the slots itself: a paused trial frees its slot

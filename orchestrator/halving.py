@@ -1,14 +1,18 @@
 """Successive halving per table row: the spec's `halving:` section (docs/spec.md#halving).
 
 Cells that differ only in the `over` axes (by default the learning rate) form a group: a
-table row. At each rung epoch a cell goes on only if its `metric` is in the top `keep`
-fraction of what its group recorded at that rung: the asynchronous rule of ASHA (Li et al.,
-2020; Tune's `AsyncHyperBandScheduler`), with the group in place of the whole experiment,
-so no cell waits for its peers. A cell that stops has the status `stopped`.
+table row. At each rung epoch a group keeps its top `keep` fraction. Two rules:
+`sync` (the default, `orchestrator/rowsync.py`): the group's cells wait for each other at
+the rung and its best candidates go on, decided from the scores alone; `async` (ASHA's rule,
+Li et al., 2020; Tune's `AsyncHyperBandScheduler`, with the group in place of the whole
+experiment): a cell goes on if its `metric` is in the top `keep` fraction of what its group
+recorded at that rung before it, so no cell waits. A cell that stops has the status
+`stopped`.
 
-This module is the rule without Ray: the section's checks, the groups, the rung records
-(from the store's epoch rows, then from the reports of the launch running now) and the
-plan that `grid plan` prints. `orchestrator/scheduler.py` applies it as a Tune scheduler.
+This module is the rule's part without Ray: the section's checks, the groups, the rung
+records (from the store's epoch rows, then from the reports of the launch running now), the
+asynchronous judgement, and the plan that `grid plan` prints. `orchestrator/scheduler.py`
+applies the rules as Tune schedulers.
 """
 
 from __future__ import annotations

@@ -1,12 +1,14 @@
 """The halving of a launch as a Ray Tune scheduler (`orchestrator/halving.py` has the rule).
 
-Tune's ASHA ranks every trial of an experiment against every other; a paper table needs the
-ranking per row. `RowHalving` is a FIFO scheduler whose `on_trial_result` judges a trial at
-each rung against its group's records only, and answers STOP when it falls below the
-group's cutoff.
+Tune's ASHA and HyperBand rank every trial of an experiment against every other; a paper
+table needs the ranking per row. `SyncRowHalving` (`rule: sync`, the default) pauses a trial
+at each rung until its row has reached it, as Tune's HyperBandScheduler pauses a bracket,
+and chooses which paused trial runs next; `RowHalving` (`rule: async`) is a FIFO scheduler
+whose `on_trial_result` judges a trial at each rung against its group's records only, and
+answers STOP when it falls below the group's cutoff.
 
-How a stop reaches the store: before answering STOP, the scheduler writes its decision to
-the store (`Store.write_stop`). Tune then takes the trial away from its actor, which it
+How an asynchronous stop reaches the store: before answering STOP, the scheduler writes its
+decision to the store (`Store.write_stop`). Tune then takes the trial away from its actor, which it
 either keeps for the next trial (`reset_config`) or ends (`cleanup`); in both, the slot
 ends the unit it was training (`orchestrator/slot.py`, `GridSlot._end`): it finds the
 decision in the store and writes the cell as `stopped` (a trial taken away without one was
