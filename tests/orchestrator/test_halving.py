@@ -49,6 +49,7 @@ BAD = [
         "halving.metric: 'test_acc' cannot rank a rung (it would choose by the test set)",
     ),
     ({"rungs": [2], "keeep": 0.5}, "halving.keeep: unknown key (did you mean 'keep'?)"),
+    ({"rungs": [2], "rule": "syn"}, "halving.rule: 'syn' (did you mean 'sync'?); valid: sync"),
 ]
 
 
