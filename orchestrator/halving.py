@@ -280,12 +280,11 @@ def _rows(halving: dict, cells: list) -> dict[str, dict[str, list]]:
 
 
 def cell_epochs(halving: dict | None, cells: list) -> dict[str, float]:
-    """The epochs each cell is expected to train: all of them without halving; with it, its
-    row's epochs under the synchronous rule when nothing diverges (`rowsync.row_epochs`),
-    shared evenly by the row's cells. That is exact for `rule: sync`, and the best the
-    asynchronous rule can hope for when the better cells report first (it trains up to the
-    full grid when they report last)."""
-    if not halving:
+    """The epochs each cell is expected to train (what `--estimate` counts): all of them
+    without halving, or under the asynchronous rule (its worst case: the full grid); under
+    the synchronous rule, its row's exact epochs when nothing diverges (`rowsync.row_epochs`),
+    shared evenly by the row's cells."""
+    if not halving or halving.get("rule", "sync") != "sync":
         return {c.key: float(c.config["train"]["epochs"]) for c in cells}
     from orchestrator.rowsync import row_epochs
 
@@ -309,7 +308,7 @@ def halving_plan(halving: dict, cells: list) -> dict[str, Any]:
     from orchestrator.rowsync import async_best_row
 
     full = sum(c.config["train"]["epochs"] for c in cells)
-    sync = round(sum(cell_epochs(halving, cells).values()))
+    sync = round(sum(cell_epochs({**halving, "rule": "sync"}, cells).values()))
     rows = _rows(halving, cells)
     if halving.get("rule", "sync") == "sync":
         worst = best = sync
