@@ -111,6 +111,9 @@ class GridSlot(tune.Trainable):
             if self._written_stopped(resumes):
                 return {"epoch": self.unit.epoch_of(resumes), "done": True}
             self.unit.start(resumes)
+            waits = self.unit.at_rung()  # its row decides first (orchestrator/rowsync.py)
+            if waits is not None:
+                return waits
         try:
             result = self.unit.step()
         except GridError as e:  # written to the store as the cells' failure by the unit

@@ -71,58 +71,77 @@ def accuracy(lr: float, epoch: int) -> float:
     return round(lr * 5 * epoch / (1 + lr * 5 * epoch), 6)
 
 
-def simulate(lrs: list[float], slots: int, seed: int) -> tuple[dict, int]:
-    """Run 2 rows x `lrs` x 8 epochs through SyncRowHalving; each turn, one trial holding
-    a slot (drawn by `seed`) trains an epoch. Returns ({cell: (status, epochs)}, epochs)."""
+def simulate(lrs, slots, seed, *, done=None, at=None, turns=None):
+    """Run 2 rows x `lrs` x 8 epochs through SyncRowHalving: each turn, one trial holding a
+    slot (drawn by `seed`) trains an epoch and reports, except that a trial (re)started at
+    a rung epoch first reports it without training, as GridSlot does. `done`: the cells an
+    earlier launch finished ({cell: (status, epochs)}), `at`: the epochs of the others'
+    checkpoints; `turns`: stop there (a kill). Returns (done, epochs trained, at)."""
     cells = [
         SimpleNamespace(key=f"{arch}-{lr}", params={"model.arch": arch, "train.lr": lr})
         for arch in ("a", "b")
         for lr in lrs
     ]
+    done, at = dict(done or {}), dict(at or {})
+    stored = [  # the epoch rows of the finished cells
+        {"key": k, "epoch": e, "val_acc": accuracy(lr_of(k), e)}
+        for k, (_, n) in done.items()
+        for e in range(1, n + 1)
+    ]
+    rungs = Rungs.from_epochs(RULE, cells, stored)
+    rungs.running = {c.key for c in cells if c.key not in done}
     store = Store()
-    scheduler = SyncRowHalving(Rungs.from_epochs(RULE, cells, []), store, "g")
+    scheduler = SyncRowHalving(rungs, store, "g")
     limit = scheduler.searcher(slots)
     trials = [
-        SimpleNamespace(config={"cell": c.key}, status=None, trial_id=c.key, epoch=0) for c in cells
+        SimpleNamespace(config={"cell": c.key}, status=None, trial_id=c.key, fresh=True)
+        for c in cells
+        if c.key in rungs.running
     ]
     controller = SimpleNamespace(get_trials=lambda: [t for t in trials if t.status])
-    queue, rng, out, trained = list(trials), random.Random(seed), {}, 0
-    while len(out) < len(trials):
+    queue, rng, trained, turn = list(trials), random.Random(seed), 0, 0
+    while any(t.status != Trial.TERMINATED for t in trials) and turn != turns:
+        turn += 1
         while queue and limit.has_room():  # the searcher: a new trial per free slot
             t = queue.pop(0)
             t.status = Trial.PENDING
             limit.take(t.trial_id)
         chosen = scheduler.choose_trial_to_run(controller)
         if chosen is not None and chosen.status == Trial.PAUSED:
-            chosen.status = Trial.PENDING
+            chosen.status, chosen.fresh = Trial.PENDING, True
         running = [t for t in trials if t.status in (Trial.PENDING, Trial.RUNNING)]
         assert running, "deadlock: every trial waits"
         t = rng.choice(running)
-        t.status = Trial.RUNNING
-        key = t.config["cell"]
+        t.status, key = Trial.RUNNING, t.config["cell"]
         if key in store.stops:  # a resumed loser writes itself stopped, trains nothing
-            out[key] = ("stopped", t.epoch)
+            done[key] = ("stopped", at.pop(key, 0))
             t.status = Trial.TERMINATED
             limit.free(t.trial_id)
             scheduler.on_trial_complete(controller, t, {})
             continue
-        t.epoch += 1
-        trained += 1
-        lr = float(key.split("-")[1])
-        result = {"epoch": t.epoch}
-        result.update({f"rungs/{r}": accuracy(lr, r) for r in (2, 4) if r <= t.epoch})
-        if t.epoch == 8:
-            out[key] = ("completed", 8)
+        if not (t.fresh and at.get(key, 0) in RULE["rungs"]):
+            at[key] = at.get(key, 0) + 1
+            trained += 1
+        t.fresh = False
+        epoch = at[key]
+        result = {"epoch": epoch}
+        result.update({f"rungs/{r}": accuracy(lr_of(key), r) for r in (2, 4) if r <= epoch})
+        if epoch == 8:
+            done[key] = ("completed", at.pop(key))
             t.status = Trial.TERMINATED
             limit.free(t.trial_id)
             scheduler.on_trial_complete(controller, t, result)
         elif scheduler.on_trial_result(controller, t, result) == TrialScheduler.PAUSE:
             t.status = Trial.PAUSED
-    return out, trained
+    return done, trained, at
+
+
+def lr_of(key: str) -> float:
+    return float(key.split("-")[1])
 
 
 def test_the_decisions_and_epochs_are_the_same_whatever_the_order_and_the_slots():
-    reference, epochs = simulate(LRS, slots=1, seed=0)
+    reference, epochs, _ = simulate(LRS, slots=1, seed=0)
     assert epochs == 2 * row_epochs([1] * 6, 8, [2, 4], 0.5) == 52
     completed = sorted(k for k, (s, _) in reference.items() if s == "completed")
     assert completed == ["a-0.05", "a-0.1", "b-0.05", "b-0.1"]  # 3 of 6 on at 2, 2 of 3 at 4
@@ -133,4 +152,16 @@ def test_the_decisions_and_epochs_are_the_same_whatever_the_order_and_the_slots(
     for lrs in (LRS, LRS[::-1]):
         for slots in (1, 2, 3, 5, 12):
             for seed in range(3):
-                assert simulate(lrs, slots, seed) == (reference, 52), (lrs, slots, seed)
+                assert simulate(lrs, slots, seed)[:2] == (reference, 52), (lrs, slots, seed)
+
+
+@pytest.mark.parametrize("turns", [5, 13, 30, 45, 60])
+def test_a_relaunch_after_a_kill_takes_the_same_decisions(turns):
+    """A launch killed after `turns` turns; the relaunch, from what it left: the finished
+    cells' rows and the others' checkpoints. Together they train the same 52 epochs."""
+    reference, _, _ = simulate(LRS, slots=3, seed=1)
+    done, first, at = simulate(LRS, slots=3, seed=2, turns=turns)
+    assert at and max(at.values()) < 8  # killed before the end
+    final, second, left = simulate(LRS[::-1], slots=2, seed=3, done=done, at=at)
+    assert final == reference and not left
+    assert first + second == 52
