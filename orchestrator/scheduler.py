@@ -129,7 +129,8 @@ class SyncRowHalving(FIFOScheduler):
         self._ended(trial)
 
     def on_trial_remove(self, tune_controller, trial) -> None:
-        self._ended(trial)
+        """A paused or pending trial removed: the launch is ending (Ctrl-C). Not a result:
+        its row's rung is not decided without it."""
 
     def _ended(self, trial) -> None:
         key = trial.config["cell"]
