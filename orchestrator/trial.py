@@ -142,8 +142,8 @@ class UnitRun:
         rule, key = self.halving, self.cells[0].key
         if not rule or rule.get("rule") != "sync" or len(self.cells) != 1:
             return None
-        if self.epoch[key] not in rule["rungs"] or self.stopped[key]:
-            return None
+        if self.epoch[key] not in rule["rungs"] or self.stopped[key] or key in self.stops:
+            return None  # not at a rung, diverged, or a loser to be written (its first step)
         from orchestrator.halving import rung_scores
 
         scores = rung_scores(self.history[key], rule)
