@@ -70,6 +70,7 @@ def sync_runs(halved, tmp_path_factory, ray_cluster):
 
 
 @pytest.mark.ray
+@pytest.mark.timeout(900)  # its setup: the shared halved and full launches, then two more
 def test_the_same_decisions_and_picks_at_one_and_three_slots_and_in_reversed_order(
     sync_runs, halved
 ):
