@@ -1,12 +1,14 @@
 """Per-epoch reporting overhead of a trial, before (a checkpoint every epoch) and after (the
 default cadence), to a local store and to S3 (moto on loopback), measured side by side.
 
-What one epoch's report costs is what `orchestrator.trial._Epochs.report` runs plus what
-`orchestrator.experiment._report` hands Tune: the cells' states serialised (`torch.save`),
-written to a temporary folder, then copied to `<store>/<grid>/_tune/...` on the store's
-filesystem with pyarrow, which is what Ray Tune 2.60's `tune.report` does with a checkpoint
-(`StorageContext.persist_current_checkpoint`: `_pyarrow_fs_copy_files`). Ray itself is not
-started: its per-report bookkeeping is the same in both columns.
+What one epoch's report cost (issue 11, before the trial became `orchestrator/slot.py`'s
+GridSlot) is the cadence of `orchestrator.trial.UnitRun` plus what the function trainable
+then handed Tune: the cells' states serialised (`torch.save`), written to a temporary
+folder, then copied to `<store>/<grid>/_tune/...` on the store's filesystem with pyarrow,
+which is what Ray Tune 2.60's `tune.report` does with a checkpoint
+(`StorageContext.persist_current_checkpoint`: `_pyarrow_fs_copy_files`). Today a trial puts
+each cell's state in the store by key instead (`results/checkpoints.py`), one object per
+cell. Ray itself is not started: its per-report bookkeeping is the same in both columns.
 
 The cadence reads a fake clock that advances by `--epoch-s` per epoch, the training time an
 epoch would take (a CPU epoch of All-CNN-C at width 0.25 is ~75 s; an H100's ~1 s).
@@ -84,15 +86,17 @@ def overhead(
     cfg["train"].update(policy, epochs=epochs)
     cell = Cell(key="bench", grid="bench", params={}, config=cfg)
     clock = [0.0]
-    epochs_obj = trial._Epochs([cell], {}, persist(fs, root))
-    epochs_obj.cadence.clock = lambda: clock[0]
-    epochs_obj.cadence.last_time = 0.0
+    unit = trial.UnitRun([cell], store=None, spec_sha256="bench", checkpoint=persist(fs, root))
+    unit.start({})
+    unit.cadence.clock = lambda: clock[0]
+    unit.cadence.last_time = 0.0
     spent = 0.0
     for epoch in range(1, epochs + 1):
         clock[0] += epoch_s  # the epoch's training
         state = {**state, "epoch": epoch}
         t0 = time.perf_counter()
-        epochs_obj.report("bench", {"epoch": epoch, "train_loss": 1.0}, state)
+        unit.live["bench"], unit.epoch["bench"] = state, epoch  # what a step takes in
+        unit.checkpoint({"epoch": epoch, "train_loss": 1.0}, unit._due(epoch))
         spent += time.perf_counter() - t0
     return spent / epochs
 

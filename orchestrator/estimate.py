@@ -8,6 +8,10 @@ cell's estimate is its share of its unit's time:
 
 and the wall time is the units scheduled longest first onto `slots` parallel trial slots.
 Not counted: Ray's start (seconds) and per-epoch reporting (small: `train.checkpoint_s`).
+
+The device memory of one trial (`memory`) is counted, not measured: the data set as it sits
+on the device (`dataset.on_device`), weights, gradients and optimizer states, and the
+activations of a batch (`trainers/footprint.py`); the largest unit's is printed.
 """
 
 from __future__ import annotations
@@ -106,6 +110,7 @@ def estimate(
         torch.set_num_threads(threads)
     slots = slots or default_slots(spec, device)
     return {
+        "memory": memory(units, device.type == "cuda"),
         "device": runtime.device_name(device),
         "total_s": sum(c["seconds"] for c in cells),
         "slots": slots,
@@ -114,6 +119,20 @@ def estimate(
         "kinds": len(timings),
         "halving": spec.halving["rule"] if spec.halving else None,
     }
+
+
+def memory(units: list[list[Cell]], gpu: bool) -> dict[str, int]:
+    """The device memory of the unit that needs the most (`trainers.footprint.unit_memory`)."""
+    from trainers.footprint import unit_memory
+    from trainers.timing import sizes
+
+    found = [unit_memory([t.config for t in u], sizes(u[0].config["dataset"]), gpu) for u in units]
+    return max(found, key=lambda m: m["total"], default={"total": 0})
+
+
+def gigabytes(n: float) -> str:
+    """`1.23 GB`, `45 MB`."""
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
 
 
 def _time_units(
@@ -154,4 +173,15 @@ def describe(est: dict[str, Any]) -> list[str]:
         f"({hours(est['total_s'])}) for {len(est['cells'])} cells, {est['kinds']} kinds "
         f"of unit timed; wall time with {est['slots']} parallel slot(s): "
         f"{hours(est['wall_s'])}"
+    ] + memory_lines(est.get("memory"))
+
+
+def memory_lines(mem: dict | None) -> list[str]:
+    """The memory per trial as a console line (none when not counted)."""
+    if not mem or not mem.get("total"):
+        return []
+    return [
+        f"device memory per trial: up to {gigabytes(mem['total'])} (data {gigabytes(mem['data'])}"
+        f", weights + grads + optimizer {gigabytes(mem['model'])}, activations "
+        f"{gigabytes(mem['activations'])}; plus the CUDA context, ~0.5 GB, on a GPU)"
     ]

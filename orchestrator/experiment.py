@@ -16,6 +16,7 @@ from rich.live import Live
 
 from orchestrator import hooks, monitor
 from orchestrator.checkpoints import tune_storage
+from orchestrator.errors import GridError
 from orchestrator.expand import Cell
 from orchestrator.progress import GridProgress
 from orchestrator.slot import GRID_ERROR, GridSlot
@@ -100,6 +101,33 @@ class TuneProgress(tune.Callback):
             self.console.print(text, highlight=False)
 
 
+class LeaseGuard(tune.Callback, tune.Stopper):
+    """Ends the experiment once the launch lost its lease (results/lease.py): the heartbeat
+    or a check at each trial's end (one read of the lease) finds another holder, and Tune
+    stops every trial and starts no other in the same step."""
+
+    def __init__(self, lease=None):
+        self.lease = lease
+
+    def __getstate__(self):  # Tune pickles its run config; the lease stays here
+        return {"lease": None}
+
+    def __call__(self, trial_id, result) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.lease is not None and self.lease.lost.is_set()
+
+    def _check(self, *args, **info) -> None:
+        if self.lease is not None:
+            try:
+                self.lease.check()
+            except GridError:  # a store hiccup: the heartbeat looks again
+                pass
+
+    on_trial_complete = on_trial_error = on_trial_recover = _check
+
+
 def _trial_error(trial) -> str:
     """The last error of a Tune trial, one line (Tune appends each failure to a file)."""
     try:  # the driver's own copy first: the storage copy is synced later
@@ -126,34 +154,38 @@ def fit(
     max_concurrent: int | None,
     console: Console,
     rungs=None,
+    lease=None,
 ):
     """Run the units as one Tune experiment with the live display; Tune's ResultGrid.
     `run`: what every trial needs (store location, spec hash, checkpoints to resume, the
     halving section); `rungs`: the halving's records (`orchestrator.halving.Rungs`), which
-    make the experiment's scheduler a `SyncRowHalving` or a `RowHalving`."""
+    make the experiment's scheduler a `SyncRowHalving` or a `RowHalving`; `lease`: the
+    launch's, whose loss ends the experiment (LeaseGuard)."""
     labels = {unit_label(u): u for u in units}
     run = {**run, "env": {k: os.environ[k] for k in hooks.ENV if k in os.environ}}
+    if lease is not None:
+        run["generation"] = lease.generation
     progress = GridProgress(
         spec.name,
         {lab: (len(u), u[0].config["train"]["epochs"]) for lab, u in labels.items()},
         skipped=skipped,
     )
-    trainable = tune.with_resources(
-        tune.with_parameters(
-            GridSlot, units={lab: [t.to_dict() for t in u] for lab, u in labels.items()}, run=run
-        ),
-        resources,
-    )
+    trainable = tune.with_resources(GridSlot, resources)
+    # Tune's wrappers subclass GridSlot inside functions; Ray names an actor's class by its
+    # qualified name, which the dashboard shows: keep it "GridSlot"
+    trainable.__name__ = trainable.__qualname__ = GridSlot.__name__
     scheduler = make_scheduler(rungs, store, spec.name)
-    callback = TuneProgress(progress, console, scheduler.stops if scheduler else {})
+    callback = TuneProgress(progress, console, getattr(scheduler, "stops", {}))
     tuner = _tuner(
         spec,
         store,
         trainable,
-        list(labels),
+        {lab: [t.to_dict() for t in u] for lab, u in labels.items()},
+        run,
         max_concurrent,
         callback,
         scheduler,
+        LeaseGuard(lease),
     )
     if not console.is_terminal:  # a log file: the per-trial lines and one summary
         results = tuner.fit()
@@ -178,21 +210,27 @@ def _tuner(
     spec,
     store: Store,
     trainable,
-    labels: list[str],
+    units: dict[str, list[dict]],
+    run: dict,
     max_concurrent: int | None,
     callback: tune.Callback,
     scheduler=None,
+    guard: LeaseGuard | None = None,
 ) -> tune.Tuner:
-    """One trial per label (a cell or a pack), named by it, in the grid's order (Tune's
-    FIFO, or the halving's scheduler); retried from its last checkpoint up to
-    spec.max_failures times."""
+    """One trial per unit (a cell or a pack), named by its label, in the grid's order
+    (Tune's FIFO, or the halving's scheduler); retried from its last checkpoint up to
+    spec.max_failures times. Each trial's config carries its unit's cells and the launch's
+    `run` (plain values in Tune's search space, resolved per trial: nothing is put in the
+    object store, so nothing outlives the launch in this process)."""
     path, fs = tune_storage(store, spec.name)
     # the synchronous halving counts the slots itself: a paused trial frees its slot
     searcher = scheduler.searcher(max_concurrent) if hasattr(scheduler, "searcher") else None
     return tune.Tuner(
         trainable,
         param_space={
-            "cell": tune.grid_search(labels),
+            "cell": tune.grid_search(list(units)),
+            "unit": tune.sample_from(lambda spec: units[spec.config.cell]),
+            "run": run,
             "launch": datetime.now().strftime("%Y%m%d-%H%M%S"),
         },
         tune_config=tune.TuneConfig(
@@ -211,7 +249,8 @@ def _tuner(
             storage_filesystem=fs,
             verbose=0,
             progress_reporter=tune.CLIReporter(max_report_frequency=10**9),  # silent
-            callbacks=[callback],
+            callbacks=[callback] + ([guard] if guard else []),
+            stop=guard,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=KEEP_CHECKPOINTS, checkpoint_at_end=False

@@ -18,6 +18,13 @@ GRID_HOLD="<key prefix>:<epoch>:<folder>"
     for reading (which blocks until the test opens it for writing). The test makes both with
     os.mkfifo. It holds once per cell (a marker in <folder>), so a retry trains on.
 
+GRID_RENDEZVOUS="<folder>"
+    what a trial sees, and a gate that holds trials together: after epoch 1 each cell writes
+    <folder>/seen-<key>.json (its process id and CUDA_VISIBLE_DEVICES, as Ray set them for
+    the trial); the first cell to get there in each process then writes its key to the
+    named pipe <folder>/arrived and takes a shared flock on <folder>/gate, which blocks while
+    the test holds it exclusively. The test knows every trial runs at once (what it reads
+    from `arrived`) before it opens the gate.
 GRID_KILL="<key prefix>:<epoch>:<folder>"
     the trial process of a matching cell SIGKILLs itself inside the step that trains epoch
     <epoch>, before that epoch ends (`in_step`): a worker killed mid-epoch, with no chance to
@@ -26,6 +33,8 @@ GRID_KILL="<key prefix>:<epoch>:<folder>"
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import signal
 import tempfile
@@ -34,8 +43,10 @@ from pathlib import Path
 FAIL_INJECT_ENV = "GRID_FAIL_INJECT"
 FAIL_INJECT_DIR_ENV = "GRID_FAIL_INJECT_DIR"
 HOLD_ENV = "GRID_HOLD"
+RENDEZVOUS_ENV = "GRID_RENDEZVOUS"
 KILL_ENV = "GRID_KILL"
-ENV = (FAIL_INJECT_ENV, FAIL_INJECT_DIR_ENV, HOLD_ENV, KILL_ENV)
+ENV = (FAIL_INJECT_ENV, FAIL_INJECT_DIR_ENV, HOLD_ENV, RENDEZVOUS_ENV, KILL_ENV)
+_arrived: set[int] = set()  # processes whose trial has passed the rendezvous gate
 
 
 class InjectedFailure(RuntimeError):
@@ -49,6 +60,8 @@ def at_epoch(key: str, epoch: int, *, resumed: bool = False) -> None:
         maybe_inject_failure(key, epoch, resumed=resumed)
     if os.environ.get(HOLD_ENV) and not resumed:
         maybe_hold(key, epoch)
+    if os.environ.get(RENDEZVOUS_ENV) and epoch == 1 and not resumed:
+        rendezvous(key, Path(os.environ[RENDEZVOUS_ENV]))
 
 
 def in_step(keys: list[str], epoch: int) -> None:
@@ -110,3 +123,17 @@ def maybe_hold(key: str, epoch: int) -> None:
         pipe.write(f"{key}:{epoch}\n")
     with open(Path(folder) / "release") as pipe:  # blocks until the test releases
         pipe.read()
+
+
+def rendezvous(key: str, folder: Path) -> None:
+    """GRID_RENDEZVOUS (module docstring)."""
+    seen = {"key": key, "pid": os.getpid(), "cuda": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    (folder / f"seen-{key}.json").write_text(json.dumps(seen))
+    if os.getpid() in _arrived:
+        return
+    _arrived.add(os.getpid())
+    with open(folder / "arrived", "w") as pipe:  # blocks until the test reads
+        pipe.write(f"{key} {os.getpid()}\n")
+    with open(folder / "gate") as gate:
+        fcntl.flock(gate, fcntl.LOCK_SH)  # blocks while the test holds the gate
+        fcntl.flock(gate, fcntl.LOCK_UN)

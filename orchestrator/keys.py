@@ -21,8 +21,9 @@ from trainers import config
 SCHEME = 2  # 1: sha256 of the whole config (0.1); 2: the difference from BASELINE
 KEY_LENGTH = 12  # 48 bits: a collision needs ~16M cells in one grid before it is likely
 
-# Frozen: never edit. A changed default is a changed experiment, so it must move the keys of
-# the cells that use it, which it does because those cells now differ from this baseline.
+# Frozen: never edit an entry, only add one per new option. A changed default is a changed
+# experiment, so it must move the keys of the cells that use it, which it does because those
+# cells now differ from this baseline.
 BASELINE: dict[str, Any] = {
     "dataset.name": "cifar10",
     "dataset.augment": ["crop", "flip"],
@@ -52,6 +53,23 @@ BASELINE: dict[str, Any] = {
     "train.label_smoothing": 0.0,
     "train.seed": 0,
     "train.precision": "auto",
+    # Options added later, each frozen at its neutral value (today's training) when it is
+    # added: it moves no key, and a later change of its default moves the keys it should.
+    "train.optimizer.decay_norm_bias": True,
+    "train.schedule.decay": 0.0,
+    "train.schedule.three_phase": False,
+    "train.optimizer_switch": None,
+    "dataset.jitter": 0.4,
+    "dataset.rotate_degrees": 15.0,
+    "dataset.scale_range": 0.1,
+    "dataset.mixup": 0.0,
+    "model.head": "conv",
+    "model.block_order": "original",
+    "model.downsample": "stride",
+    "model.pool_first": False,
+    "model.depth": 3,
+    "model.channels": [64, 128, 256],
+    "model.kernel_size": 3,
 }
 
 

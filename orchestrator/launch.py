@@ -25,6 +25,7 @@ from rich.text import Text
 from orchestrator import trial
 from orchestrator.expand import Cell, axis_label, expand
 from orchestrator.units import group_cells, select_cells, unit_label
+from results import prune
 from results.lease import Lease, LeaseHeld, held
 from results.schema import FINISHED
 from results.store import Store, open_store
@@ -41,10 +42,12 @@ def launch(
     wait: bool = False,
     console: Console | None = None,
     dashboard_host: str = "127.0.0.1",
+    yes: bool = True,
 ) -> int:
     """Run the spec's unfinished cells as Tune trials; 0 when every cell is completed or
-    diverged, 1 when some did not finish (listed with their errors) or another launch holds
-    the grid (unless `wait`)."""
+    diverged, 1 when some did not finish (listed with their errors), another launch holds
+    the grid (unless `wait`) or a costly launch was not confirmed (`yes` False: the CLI
+    asks, `orchestrator/cost.py`)."""
     console = console or Console()
     store = open_store(store_uri)
     store.check_writable()
@@ -56,10 +59,14 @@ def launch(
         return 0
     if dry_run:
         _print_plan(console, spec, group_cells(todo, spec.resources["pack"]), len(skipped))
-        return 0
+    if not _cost(spec, todo, address, console, yes=yes or dry_run) or dry_run:
+        return 0 if dry_run else 1
     try:
-        with held(Lease(store, spec.name), wait=wait, say=lambda s: console.print(Text(s))):
+        with held(
+            Lease(store, spec.name), wait=wait, say=lambda s: console.print(Text(s))
+        ) as lease:
             # read again under the lease: a launch we waited for may have finished cells
+            store.forget()
             todo, skipped = select_cells(
                 cells, store.statuses(spec.name), force, bool(spec.halving)
             )
@@ -67,7 +74,8 @@ def launch(
             if not todo:  # the launch we waited for finished them
                 console.print(f"{spec.name}: all {len(cells)} cells are finished; nothing to run")
                 return 0
-            return _run(
+            prune.prune(store, spec.name)  # under the lease: no commit of ours is in flight
+            status = _run(
                 spec,
                 store,
                 todo,
@@ -77,10 +85,30 @@ def launch(
                 max_concurrent=max_concurrent,
                 console=console,
                 dashboard_host=dashboard_host,
+                lease=lease,
             )
+            if lease.lost.is_set() or not lease.check():
+                console.print(
+                    Text(
+                        f"{spec.name}: this launch lost the grid's lease to another launch "
+                        "and stopped; its results written since were refused",
+                        style="red",
+                    )
+                )
+                return 1
+            prune.prune(store, spec.name, tune=status == 0)
+            return status
     except LeaseHeld as e:
         console.print(Text(f"{e}", style="red"))
         return 1
+
+
+def _cost(spec, todo: list[Cell], address: str | None, console: Console, yes: bool) -> bool:
+    """Say what the launch will cost; False when a costly CPU-only launch is declined."""
+    from orchestrator import cost, session
+
+    here = session.starts_local(address)
+    return cost.say_and_confirm(spec, todo, console, here=here, yes=yes)
 
 
 def _run(
@@ -94,14 +122,18 @@ def _run(
     max_concurrent: int | None,
     console: Console,
     dashboard_host: str,
+    lease: Lease | None = None,
 ) -> int:
-    from orchestrator import checkpoints, experiment, raycompat, session
+    from orchestrator import checkpoints, experiment, preflight, raycompat, session
     from orchestrator.monitor import job_metadata
     from orchestrator.resources import check_placement, decide_gpu
 
     raycompat.check_ray()
     units = group_cells(todo, spec.resources["pack"])
     datasets = _datasets(todo)
+    if spec.resources["gpu"] != "auto":  # checked before Ray starts; `auto` once it is up
+        preflight.check_devices(spec, todo, float(spec.resources["gpu"]))
+    preflight.check_packs(spec, todo)
     local = session.starts_local(address)
     if local:  # the trials run on this machine: check the data here, before Ray starts
         _check_data_here(datasets, console)
@@ -114,6 +146,7 @@ def _run(
         cluster = session.describe_cluster(local)
         gpu, why = decide_gpu(spec.resources["gpu"], cluster)
         resources = {"cpu": float(spec.resources["cpu"]), "gpu": gpu}
+        preflight.check(spec, todo, gpu, cluster)
         warning = check_placement({"CPU": resources["cpu"], "GPU": gpu}, cluster)
         if warning:
             console.print(f"[yellow]{warning}[/]")
@@ -141,7 +174,11 @@ def _run(
             max_concurrent,
             console,
             _rungs(spec, store, todo, console),
+            lease=lease,
         )
+        store.forget()  # the trials wrote: read the store again
+        if lease is not None and not lease.check():  # its trials' rows were refused
+            return 1
     return _finish(spec, store, units, results, started, console)
 
 
@@ -176,7 +213,13 @@ def _rungs(spec, store: Store, todo: list[Cell], console: Console):
         console.print(Text(f"warning: {line}", style="yellow"))
     for t in todo:
         store.clear_stop(spec.name, t.key)
-    rungs = Rungs.from_epochs(spec.halving, cells, store.read_epochs(spec.name).to_pylist())
+    split, _, kind = spec.halving["metric"].rpartition("_")
+    rows = store.read_epochs(  # only the rung rows, only the judged metric (halving.score)
+        spec.name,
+        columns=[f"{split}_{'loss' if kind == 'loss' else 'acc'}"],
+        epochs=list(spec.halving["rungs"]),
+    )
+    rungs = Rungs.from_epochs(spec.halving, cells, rows.to_pylist())
     rungs.running = {t.key for t in todo}
     recorded = sum(len(s) for s in rungs.scores.values())
     console.print(

@@ -39,7 +39,8 @@ def plan_command(
         if spec.halving:
             out["halving"] = halving_plan(spec.halving, cells)
         if est is not None:
-            out["estimate"] = {k: est[k] for k in ("device", "total_s", "slots", "wall_s", "cells")}
+            keys = ("device", "total_s", "slots", "wall_s", "cells", "memory")
+            out["estimate"] = {k: est[k] for k in keys}
         print(json.dumps(out, indent=1))
         return 0
     console = console or Console()

@@ -5,9 +5,11 @@ or a pack of cells) per Tune trial, and Tune hands it the next trial with `reset
 instead of starting a process that imports torch again. Its lifecycle, in Tune's terms
 (docs/design.md, "A trial's life"):
 
-- `setup(config)` / `reset_config(config)`: the trial's unit (`config["cell"]`, a label of
-  `units`); a log line names its cells. The previous unit, if Tune took it away before its
-  end, is ended first (`_end`).
+- `setup(config)` / `reset_config(config)`: the trial's unit (`config["cell"]`, its label;
+  `config["unit"]`, its cells; `config["run"]`, what every trial of the launch needs: the
+  trial's own config carries them, not `tune.with_parameters`, whose ObjectRefs outlived
+  the launch in the driver); a log line names its cells. The previous unit, if Tune took
+  it away before its end, is ended first (`_end`).
 - `step()`: one epoch of the unit (`orchestrator/trial.UnitRun`). The first step reads each
   cell's checkpoint by key from the store (`results/checkpoints.py`), unless Tune restored
   a newer one. On the checkpoint cadence the step writes each cell's state there; the last
@@ -68,8 +70,8 @@ class DataCache:
 class GridSlot(tune.Trainable):
     """A reusable slot of the grid (module docstring)."""
 
-    def setup(self, config: dict, units: dict, run: dict) -> None:
-        self.units, self.run = units, run
+    def setup(self, config: dict) -> None:
+        run = self.run = config["run"]
         os.environ.update(run["env"])  # the test hooks, forwarded from the launch
         if not ray.get_gpu_ids():
             # Ray does not hide the GPUs from a trial that asked for none: without this,
@@ -77,7 +79,7 @@ class GridSlot(tune.Trainable):
             os.environ["CUDA_VISIBLE_DEVICES"] = ""
         self.store = open_store(run["store"])
         self.data = DataCache()
-        self.grid = units[config["cell"]][0]["grid"]
+        self.grid = config["unit"][0]["grid"]
         self.shown = monitor.CellMetrics(self.grid)
         self.unit: trial.UnitRun | None = None
         self._start(config)
@@ -86,7 +88,7 @@ class GridSlot(tune.Trainable):
         return f"GridSlot({getattr(self, 'grid', '')})"
 
     def _start(self, config: dict) -> None:
-        cells = [Cell.from_dict(d) for d in self.units[config["cell"]]]
+        cells = [Cell.from_dict(d) for d in config["unit"]]
         self.cells, self.restored = cells, None
         self.shown.epochs = cells[0].config["train"]["epochs"]
         print(f"starts {monitor.unit_title(self.grid, cells)}", flush=True)
@@ -98,6 +100,7 @@ class GridSlot(tune.Trainable):
             observe=self.shown.observe,
             halving=self.run.get("halving"),
             load=self.data.load,
+            generation=self.run.get("generation"),
         )
 
     def reset_config(self, new_config: dict) -> bool:
@@ -143,6 +146,7 @@ class GridSlot(tune.Trainable):
         decision = self.store.read_stop(self.grid, key)
         if decision is None or resumes.get(key, {}).get("epoch", 0) < decision["rung"]:
             return False
+        self.store.forget()  # this actor's reads are cached; another actor may have written
         if self.store.statuses(self.grid).get(key) == "stopped":
             self._forget()
             return True

@@ -31,7 +31,7 @@ def cell_rows(spec, store) -> list[dict]:
     """{key, status, params, error} per cell; `error` is the last failed attempt's (also of
     a finished cell whose --force rerun failed: its result is kept)."""
     found = store.statuses(spec.name)
-    failures = {r["key"]: r for r in store.read_failures(spec.name).to_pylist()}
+    failures = {r["key"]: r for r in store.read_failures(spec.name, ["error"]).to_pylist()}
     rows = []
     for t in expand(spec):
         fail = failures.get(t.key)
@@ -62,8 +62,17 @@ def launch_line(spec, store, now: float | None = None) -> tuple[dict | None, str
     return holder, f"running: a launch by {describe(holder, now)}"
 
 
-def status_command(spec, store, as_json: bool = False, console: Console | None = None) -> int:
-    """Print the per-cell table and the counts (or JSON); always 0."""
+SHOWN = 200  # a table of more cells lists only the unfinished ones (`--all`: every cell)
+
+
+def status_command(
+    spec, store, as_json: bool = False, console: Console | None = None, all_cells: bool = False
+) -> int:
+    """Print the per-cell table, the counts and what the store holds (or JSON); always 0.
+    A grid of more than SHOWN cells lists only its cells without a result (failed, missing),
+    the first SHOWN of them, unless `all_cells`: 10,000 rows are read by no one, and take
+    rich half a minute to lay out."""
+    objects, size = store.usage(spec.name)  # one listing, which the reads below reuse
     rows = cell_rows(spec, store)
     if as_json:  # a list of cells, as before the lease existed: scripts read it
         print(json.dumps(rows, indent=1))
@@ -79,7 +88,10 @@ def status_command(spec, store, as_json: bool = False, console: Console | None =
     table.add_column("key", style="cyan")
     table.add_column("status")
     table.add_column("last failure")
-    for r in rows:
+    shown = rows
+    if not all_cells and len(rows) > SHOWN:
+        shown = [r for r in rows if r["status"] not in ("completed", "diverged", "stopped")]
+    for r in shown[: len(shown) if all_cells else SHOWN]:
         note = r["error"] or ""
         if note and r["status"] != "failed":
             note = f"rerun failed (result kept): {note}"
@@ -89,9 +101,27 @@ def status_command(spec, store, as_json: bool = False, console: Console | None =
             f"[{COLOURS[r['status']]}]{r['status']}[/]",
             Text(note, style="red"),
         )
-    console.print(table)
+    if shown:
+        console.print(table)
+    if len(shown) != len(rows) or len(shown) > SHOWN and not all_cells:
+        console.print(
+            f"({min(len(shown), SHOWN)} of {len(rows)} cells listed: "
+            f"{'the first ' if len(shown) > SHOWN else ''}cells without a result; "
+            "--all lists every cell)"
+        )
     counts = {s: sum(r["status"] == s for r in rows) for s in COLOURS}
     console.print(
         ", ".join(f"{n} {s}" for s, n in counts.items() if n or s != "stopped" or spec.halving)
     )
+    console.print(
+        f"store: {objects:,} objects, {_bytes(size)} under {store.uri}/{spec.name}", soft_wrap=True
+    )
     return 0
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n} B"

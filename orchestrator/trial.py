@@ -83,8 +83,12 @@ class UnitRun:
         observe: Observe | None = None,
         halving: dict | None = None,
         load=None,
+        generation: int | None = None,
     ):
         self.cells, self.store, self.sha = cells, store, spec_sha256
+        # the launch's lease generation, which every row carries: the store refuses a row
+        # of a launch that lost its lease (results/lease.py)
+        self.generation = generation
         self.checkpoint = checkpoint or (lambda metrics, files: None)
         self.observe, self.halving, self.load = observe, halving, load
         self.steps: Generator | None = None
@@ -254,6 +258,7 @@ class UnitRun:
                 ended,
                 resumed=int(self.resumes.get(t.key, {}).get("epoch", 0)),
                 stopped_at=self.stops.get(t.key, {}).get("rung"),
+                generation=self.generation,
             )
         self.statuses = [s["status"] for s in summaries]
         self.done = True
@@ -288,6 +293,7 @@ class UnitRun:
             try:
                 row = failed_row(t, self.sha, error, self.started)
                 row["epochs"] = len(self.history[t.key])  # how far this attempt got
+                row["generation"] = self.generation
                 self.store.write_failure(t.grid, t.key, row)
             except Exception:  # noqa: BLE001 - the original error is what the user needs
                 pass
@@ -302,6 +308,7 @@ def run_unit(
     checkpoint: Checkpoint | None = None,
     observe: Observe | None = None,
     halving: dict | None = None,
+    generation: int | None = None,
 ) -> list[str]:
     """Train `cells` to their end in this process (`UnitRun`, stepped until done), resuming
     each from its state in `resumes`; `checkpoint(metrics, files)` once per epoch of the
@@ -316,6 +323,7 @@ def run_unit(
         checkpoint=checkpoint,
         observe=observe,
         halving=halving,
+        generation=generation,
     )
     unit.start(resumes)
     while not unit.done:
@@ -332,12 +340,14 @@ def _write(
     ended: datetime,
     resumed: int,
     stopped_at: int | None,
+    generation: int | None = None,
 ) -> None:
     from results.schema import epoch_rows, provenance, trial_row
 
     row = trial_row(trial, summary, provenance(sha, started, ended, summary["device"]))
     row["resumed_epoch"] = resumed  # 0: trained from scratch; k: this attempt resumed at k+1
     row["stopped_at"] = stopped_at  # the rung a halving stopped it at
+    row["generation"] = generation  # the lease it was written under: the store fences on it
     store.write_trial(trial.grid, trial.key, row, epoch_rows(trial, summary["history"]))
 
 

@@ -1,6 +1,8 @@
-"""The result store's shared logic: one Parquet file per cell, written and read through four
-primitives a backend provides (put, get, list, delete) plus compare-and-swap for the lease.
-The backends are `results/store.py` (a folder, and `open_store`) and `results/s3.py`.
+"""The result store's shared logic: the commit of a result (curves under a run id, then the
+row naming it, fenced by the lease generation), and reads of only what a command needs
+(results/reader.py), over four primitives a backend provides (put, get, list, delete) plus
+compare-and-swap. The backends are `results/store.py` (a folder, and `open_store`) and
+`results/s3.py`.
 """
 
 from __future__ import annotations
@@ -8,22 +10,16 @@ from __future__ import annotations
 import io
 import json
 import uuid
-import warnings
-from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from results import schema
+from results import reader, schema
+from results.reader import StoreWarning, _one_line, unify  # noqa: F401 - re-exported
 from trainers.errors import GridError
 
-# kind -> required columns
-KINDS = {"trials": ("key", "status"), "epochs": ("key", "epoch"), "failures": ("key", "status")}
-READ_THREADS = 16  # parallel GETs: an S3 grid of hundreds of cells reads in seconds
-
-
-class StoreWarning(UserWarning):
-    """A result file that was skipped (corrupt, or not written by grid)."""
+COMMIT_TRIES = 5
+LEASE = "_lease.json"  # <grid>/_lease.json (results/lease.py); '_': readers skip it
 
 
 class StoreError(GridError):
@@ -34,8 +30,8 @@ class StoreError(GridError):
         self.reason = reason
 
 
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
+class Fenced(StoreError):
+    """A write refused because the grid's lease moved past the writer's generation."""
 
 
 class Store:
@@ -91,25 +87,88 @@ class Store:
             raise StoreError(self.uri, "not writable", e.reason) from None
 
     def write_trial(self, grid: str, key: str, row: dict, epochs: list[dict]) -> None:
-        """Write (or replace) a finished cell's two files, then clear its failure. The epochs
-        go first: a trial file is only ever present once its curves are. A failed row goes
-        to `write_failure` instead (its epochs are dropped): it never replaces a result."""
+        """Commit a finished cell's result (a failed row goes to `write_failure`: it never
+        replaces a result). The curves go first, under a new run id
+        (`epochs/<key>/<run_id>.parquet`); the row, written last, names that run id and the
+        lease generation it was written under (`row["generation"]`, set by the launch), and
+        is the commit: readers take a cell's curves only from the run its row names. A
+        commit whose generation is older than the grid's lease, or than the row it would
+        replace, is refused (`Fenced`): a launch that lost its lease replaces nothing."""
         if row.get("status") not in schema.FINISHED:
             self.write_failure(grid, key, row)
             return
+        run_id = uuid.uuid4().hex[:16]
+        row = {**row, "run_id": run_id}
         meta = schema.file_metadata(row)
-        table = schema.to_table(epochs, meta, columns=tuple(schema.EPOCH_TYPES))
-        self._put(f"{grid}/epochs/{key}.parquet", _parquet(table))
-        self._put(f"{grid}/trials/{key}.parquet", _parquet(schema.to_table([row], meta)))
+        curves = [{**e, "run_id": run_id} for e in epochs]
+        table = schema.to_table(curves, meta, columns=(*schema.EPOCH_TYPES, "run_id"))
+        curve = reader.curve_name(grid, key, run_id)
+        self._put(curve, _parquet(table))
+        name = f"{grid}/trials/{key}.parquet"
+        if row.get("generation") is None:  # an outside tool's write: not fenced
+            self._put(name, _parquet(schema.to_table([row], meta)))
+            self._delete(f"{grid}/failures/{key}.parquet")
+            self.forget()
+            return
+        data = _parquet(schema.to_table([row], meta))
+        try:
+            self._fence(grid, row.get("generation"))
+            for _ in range(COMMIT_TRIES):  # compare-and-swap: another writer may move first
+                now = self.read_tagged(name)
+                if now is not None:
+                    self._fence_row(name, now[0], row.get("generation"))
+                if self.create(name, data) if now is None else self.replace_if(name, data, now[1]):
+                    break
+            else:
+                raise Fenced(self.uri, f"commit {name}", "other writers kept committing it first")
+        except Fenced:
+            self._delete(curve)  # garbage now; a kill here leaves it to `prune`
+            raise
         self._delete(f"{grid}/failures/{key}.parquet")
+        self.forget()
 
     def write_failure(self, grid: str, key: str, row: dict) -> None:
         """Write (or replace) a cell's last failed attempt, beside any finished row it has,
-        which stays as it is."""
+        which stays as it is; refused (`Fenced`) under a lost lease."""
+        self._fence(grid, row.get("generation"))
         self._put(
             f"{grid}/failures/{key}.parquet",
             _parquet(schema.to_table([row], schema.file_metadata(row))),
         )
+        self.forget()
+
+    def _fence(self, grid: str, generation: int | None) -> None:
+        """Refuse a write of lease generation `generation` when the grid's lease has moved
+        past it. A write without one (an outside tool) is not fenced."""
+        if generation is None:
+            return
+        found = self.read_tagged(f"{grid}/{LEASE}")
+        if found is None:
+            return
+        try:
+            current = int(json.loads(found[0]).get("generation") or 0)
+        except (ValueError, TypeError, AttributeError):
+            return
+        if current > int(generation):
+            raise Fenced(
+                self.uri,
+                f"write to grid {grid}",
+                f"written under lease generation {generation}, but the lease is at "
+                f"generation {current}: another launch took the grid over",
+            )
+
+    def _fence_row(self, name: str, data: bytes, generation: int | None) -> None:
+        try:
+            old = pq.read_table(pa.BufferReader(data), columns=["generation"])
+            theirs = old.column("generation")[0].as_py()
+        except (pa.ArrowException, KeyError, IndexError, ValueError, OSError):
+            return  # a row of the previous release, or a torn foreign file
+        if theirs is not None and (generation is None or int(generation) < int(theirs)):
+            raise Fenced(
+                self.uri,
+                f"commit {name}",
+                f"its row was written under lease generation {theirs}, newer than {generation}",
+            )
 
     def write_stop(self, grid: str, key: str, decision: dict) -> None:
         """A halving's decision to stop cell `key` (orchestrator/scheduler.py), which the
@@ -125,31 +184,38 @@ class Store:
         """Forget a decision: the cell runs again and is judged again."""
         self._delete(f"{grid}/stops/{key}.json")
 
-    def read_trials(self, grid: str) -> pa.Table:
-        """One row per cell of `grid`: its finished row, else its last failure."""
-        finished = _latest_per_key(self._read(grid, "trials"))
-        failures = self.read_failures(grid)
+    def read_trials(self, grid: str, columns: list[str] | None = None) -> pa.Table:
+        """One row per cell of `grid`: its finished row, else its last failure; only
+        `columns` (with key and status) when given."""
+        finished = reader.latest_per_key(self._rows(grid, "trials", columns))
+        failures = self.read_failures(grid, columns)
         done = set(finished.column("key").to_pylist())
         keep = [i for i, k in enumerate(failures.column("key").to_pylist()) if k not in done]
         if not keep:
             return finished
-        return unify([finished, failures.take(keep)]) if finished.num_rows else failures.take(keep)
+        if not finished.num_rows:
+            return failures.take(keep)
+        return reader.unify([finished, failures.take(keep)])
 
-    def read_failures(self, grid: str) -> pa.Table:
+    def read_failures(self, grid: str, columns: list[str] | None = None) -> pa.Table:
         """The last failed attempt of every cell that has one (also of finished cells: a
         failed `--force` rerun)."""
-        return _latest_per_key(self._read(grid, "failures"))
+        return reader.latest_per_key(self._rows(grid, "failures", columns))
 
-    def read_epochs(self, grid: str) -> pa.Table:
-        """Every epoch row of `grid` (of finished cells)."""
-        return self._read(grid, "epochs")
+    def read_epochs(
+        self, grid: str, columns: list[str] | None = None, epochs: list[int] | None = None
+    ) -> pa.Table:
+        """The epoch rows of `grid`'s finished cells, each from the run its row names; only
+        `columns` (with key and epoch) and the rows of `epochs` when given."""
+        rows = reader.latest_per_key(self._rows(grid, "trials", ["run_id"]))
+        return reader.read_curves(self, grid, rows, columns, epochs)
 
     def statuses(self, grid: str) -> dict[str, str]:
         """{key: status} of every cell of `grid` in the store: its finished status, else
         failed."""
         out = {}
         for kind in ("failures", "trials"):  # a finished row wins
-            table = self._read(grid, kind, columns=["key", "status"])
+            table = self._rows(grid, kind, ["status"])
             out.update(
                 zip(
                     table.column("key").to_pylist(), table.column("status").to_pylist(), strict=True
@@ -157,89 +223,43 @@ class Store:
             )
         return out
 
-    def _read(self, grid: str, kind: str, columns: list[str] | None = None) -> pa.Table:
-        names = [n for n in self._list(f"{grid}/{kind}") if _is_result(n)]
-        with ThreadPoolExecutor(min(READ_THREADS, max(1, len(names)))) as pool:
-            tables = list(pool.map(lambda n: self._read_file(n, kind, columns), names))
-        tables = [t for t in tables if t is not None]
-        if not tables:
-            return pa.table({c: pa.array([], pa.string()) for c in KINDS[kind]})
-        return unify(tables)
+    def _rows(self, grid: str, kind: str, columns: list[str] | None = None) -> pa.Table:
+        """Rows of a kind, through the reading machine's cache (results/reader.py). A
+        command lists a folder once: later reads reuse the first one's table."""
+        memo = self.__dict__.setdefault("_memo", {})
+        if (grid, kind) not in memo:
+            memo[(grid, kind)] = reader.read_rows(self, grid, kind, listing=self._tags(grid, kind))
+        table = memo[(grid, kind)]
+        if columns is None:
+            return table
+        want = dict.fromkeys([*reader.KINDS[kind], *columns])
+        return table.select([c for c in want if c in table.column_names])
 
-    def _read_file(self, name: str, kind: str, columns: list[str] | None) -> pa.Table | None:
-        source = self._get(name)
-        where = source if isinstance(source, str) else f"{self.uri}/{name}"
-        try:
-            src = source if isinstance(source, str) else pa.BufferReader(source)
-            table = pq.read_table(src)
-        except (pa.ArrowException, OSError, ValueError) as e:
-            warnings.warn(
-                f"{where}: skipped, not a readable Parquet file ({_one_line(e)})",
-                StoreWarning,
-                stacklevel=2,
-            )
-            return None
-        missing = [c for c in KINDS[kind] if c not in table.column_names]
-        if missing:
-            warnings.warn(
-                f"{where}: skipped, not a grid {kind} file (no '{missing[0]}' column)",
-                StoreWarning,
-                stacklevel=2,
-            )
-            return None
-        table = table.replace_schema_metadata(None)
-        return table.select(columns) if columns else table
+    def _tags(self, grid: str, kind: str) -> dict[str, str | None]:
+        scan = self.__dict__.get("_memo", {}).get((grid, "*"))
+        if scan is None:
+            scan = self._scan(f"{grid}/{kind}")
+        prefix = f"{grid}/{kind}/"
+        return {n: tag for n, (tag, _) in scan.items() if n.startswith(prefix)}
 
+    def usage(self, grid: str) -> tuple[int, int]:
+        """(objects, bytes) the store holds for `grid`: one listing of its folder, which
+        this command's later reads reuse."""
+        scan = self._scan(grid)
+        self.__dict__.setdefault("_memo", {})[(grid, "*")] = scan
+        return len(scan), sum(size for _, size in scan.values())
 
-def _is_result(name: str) -> bool:
-    base = name.rsplit("/", 1)[-1]
-    return base.endswith(".parquet") and not base.startswith((".", "_"))
+    def forget(self) -> None:
+        """Drop what this object read: the next read lists the store again."""
+        self.__dict__.pop("_memo", None)
+
+    def _scan(self, folder: str) -> dict[str, tuple[str | None, int]]:
+        """{name: (version tag, bytes)} of every file under `folder`; a backend with no
+        cheap tag gives None (its rows are never cached)."""
+        return {n: (None, 0) for n in self._list(folder)}
 
 
 def _parquet(table: pa.Table) -> bytes:
     sink = io.BytesIO()
     pq.write_table(table, sink)
     return sink.getvalue()
-
-
-def unify(tables: list[pa.Table]) -> pa.Table:
-    """Concatenate tables whose columns differ: missing columns become null, int widens to
-    float; a column whose types still clash across files is read as text."""
-    try:
-        return pa.concat_tables(tables, promote_options="permissive")
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        pass
-    types: dict[str, set] = {}
-    for t in tables:
-        for f in t.schema:
-            if not pa.types.is_null(f.type):
-                types.setdefault(f.name, set()).add(f.type)
-    clash = {
-        n
-        for n, ts in types.items()
-        if len(ts) > 1 and not all(pa.types.is_integer(x) or pa.types.is_floating(x) for x in ts)
-    }
-    cast = [
-        t.cast(
-            pa.schema([pa.field(f.name, pa.string()) if f.name in clash else f for f in t.schema])
-        )
-        for t in tables
-    ]
-    return pa.concat_tables(cast, promote_options="permissive")
-
-
-def _latest_per_key(table: pa.Table) -> pa.Table:
-    """One row per key (a copied file could repeat one): the last to end wins, as in
-    benchopt's merge, so a rerun supersedes instead of duplicating."""
-    keys = table.column("key").to_pylist()
-    if len(set(keys)) == len(keys):
-        return table
-    ended = (
-        table.column("ended").to_pylist() if "ended" in table.column_names else [None] * len(keys)
-    )
-    best: dict[str, int] = {}
-    for i, (k, e) in enumerate(zip(keys, ended, strict=True)):
-        j = best.get(k)
-        if j is None or (e or "") >= (ended[j] or ""):
-            best[k] = i
-    return table.take(sorted(best.values()))

@@ -10,6 +10,14 @@ pid is dead (a SIGKILLed `grid launch`), else once its heartbeat is older than S
 holder's machine died). An S3-compatible server that ignores the conditions (an old MinIO)
 is caught by reading the lease back after writing it: of two racing launches only the one
 whose token is there goes on.
+
+Each acquisition bumps the lease's `generation` (1, 2, ...): the launch passes it to its
+trials, every write of a result carries it, and the store refuses a write whose generation
+is older than the lease's (`results.base.Store._fence`): a launch that lost its lease (a
+laptop asleep past STALE_S, an S3 outage) replaces nothing. So that the count survives, a
+release does not delete the object but marks it `released` (with its generation); a
+released lease is free to take. A holder that finds the lease taken sets `lost`: the launch
+stops starting trials and exits 1.
 """
 
 from __future__ import annotations
@@ -24,10 +32,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 
+from results.base import LEASE
 from results.store import Store
 from trainers.errors import GridError
 
-LEASE = "_lease.json"  # '_': readers of the store's folders skip it
 HEARTBEAT_S = 15.0
 STALE_S = 120.0  # 8 missed heartbeats: a driver paused by a loaded machine is not dead
 
@@ -75,11 +83,19 @@ def why_stale(holder: dict, now: float, stale_s: float = STALE_S) -> str | None:
 
 def read_holder(store: Store, grid: str) -> dict | None:
     """The lease of `grid` as a dict (None when no launch holds it)."""
+    found = _read(store, grid)
+    return None if found is None or found.get("released") else found
+
+
+def _read(store: Store, grid: str) -> dict | None:
+    """The lease object as a dict, released or not (None when there is none)."""
     found = store.read_tagged(f"{grid}/{LEASE}")
-    if found is None:
-        return None
+    return None if found is None else _parse(found[0])
+
+
+def _parse(data: bytes) -> dict:
     try:
-        return json.loads(found[0])
+        return json.loads(data)
     except ValueError:
         return {"host": "?", "pid": 0, "started": "?", "heartbeat": 0}  # a torn foreign file
 
@@ -106,8 +122,15 @@ class Lease:
             "started": _now_iso(now),
             "heartbeat": now,
             "token": self.token,
+            "generation": 1,
         }
         self.tag: str | None = None
+        self.lost = threading.Event()  # set when another launch took the lease
+
+    @property
+    def generation(self) -> int:
+        """This launch's generation: what its writes carry."""
+        return int(self.body["generation"])
 
     def _data(self) -> bytes:
         return json.dumps(self.body, sort_keys=True).encode()
@@ -120,9 +143,10 @@ class Lease:
         found = self.store.read_tagged(self.name)
         if found is None:  # released between the two calls
             return self.acquire()
-        holder, tag = read_holder(self.store, self.grid) or {}, found[1]
+        holder, tag = _parse(found[0]), found[1]
         now = self.clock()
-        why = why_stale(holder, now, self.stale_s)
+        self.body["generation"] = int(holder.get("generation") or 0) + 1
+        why = "released" if holder.get("released") else why_stale(holder, now, self.stale_s)
         if why is None:
             raise LeaseHeld(
                 f"grid {self.grid} in store {self.store.uri} is being launched by "
@@ -132,6 +156,8 @@ class Lease:
         self.body["heartbeat"] = now
         if not self.store.replace_if(self.name, self._data(), tag):
             return self.acquire()  # someone else moved first: look again
+        if why == "released":
+            return self._confirm(None)
         return self._confirm(f"took over the lease of {describe(holder, now)}: {why}")
 
     def _confirm(self, said: str | None) -> str | None:
@@ -146,18 +172,33 @@ class Lease:
         return said
 
     def refresh(self) -> bool:
-        """Move the heartbeat on; False when the lease is no longer ours."""
+        """Move the heartbeat on; False (and `lost` set) when the lease is no longer ours."""
         self.body["heartbeat"] = self.clock()
         if self.tag is None or not self.store.replace_if(self.name, self._data(), self.tag):
+            self.lost.set()
             return False
         found = self.store.read_tagged(self.name)
         self.tag = found[1] if found else None
+        if found is None:
+            self.lost.set()
         return found is not None
 
+    def check(self) -> bool:
+        """Whether the lease is still ours, by one read of it; sets `lost` when not."""
+        if self.lost.is_set():
+            return False
+        found = self.store.read_tagged(self.name)
+        if found is None or json.loads(found[0]).get("token") != self.token:
+            self.lost.set()
+            return False
+        return True
+
     def release(self) -> None:
-        """Give the lease back (only if it is still ours)."""
+        """Give the lease back (only if it is still ours): marked released, its generation
+        kept for the next launch to count on."""
         if self.tag is not None:
-            self.store.delete_if(self.name, self.tag)
+            body = {**self.body, "released": True, "heartbeat": self.clock()}
+            self.store.replace_if(self.name, json.dumps(body, sort_keys=True).encode(), self.tag)
             self.tag = None
 
 
@@ -192,7 +233,10 @@ def held(
         while not stop.wait(heartbeat_s):
             try:
                 if not lease.refresh():
-                    say(f"warning: lost the lease of grid {lease.grid} to another launch")
+                    say(
+                        f"lost the lease of grid {lease.grid} to another launch: "
+                        "starting no more trials; this launch's results are refused"
+                    )
                     return
             except GridError as e:  # a store hiccup: try again at the next beat
                 say(f"warning: lease heartbeat failed: {e}")

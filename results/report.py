@@ -28,6 +28,7 @@ from results.formats import to_html
 from results.plots import figures, load_results
 from results.provenance import provenance_items
 from results.report_html import chips, definitions, esc, figure, page, simple_table
+from results.report_probes import probe_section
 from results.tables import axis_label, fmt_value, full_view, layout, metric_header
 
 STATUS_ORDER = ("done", "stopped", "diverged", "failed", "missing")
@@ -230,6 +231,7 @@ def render_report(
         body.append(
             '<p class="muted">The spec defines no tables (add a <code>tables:</code> section).</p>'
         )
+    body.append(probe_section(trials, epochs, lambda row: cell_label(row, axes) or row["key"]))
     body.append(
         '<section id="provenance"><h2>Provenance</h2>'
         f"{definitions(provenance_items(spec, trials, now))}</section>"

@@ -124,6 +124,15 @@ class S3Store(Store):
             obj["Key"][cut:] for page in self._pages(prefix) for obj in page.get("Contents", [])
         )
 
+    def _scan(self, folder: str) -> dict[str, tuple[str, int]]:
+        prefix = self._key(folder) + "/"
+        cut = len(self._key(""))
+        return {
+            obj["Key"][cut:]: (obj.get("ETag", ""), int(obj.get("Size", 0)))
+            for page in self._pages(prefix)
+            for obj in page.get("Contents", [])
+        }
+
     def list_grids(self) -> list[str]:
         prefix = self._key("")
         grids = [

@@ -60,6 +60,7 @@ TRIAL_TYPES: dict[str, pa.DataType] = {
     "params": INT,
     "wall_s": FLOAT,
     "images_per_s": FLOAT,
+    "step_mode": STR,
     **{
         f"{at}_{m}": (INT if m == "epoch" else FLOAT)
         for at in ("final", "best")
@@ -67,6 +68,10 @@ TRIAL_TYPES: dict[str, pa.DataType] = {
     },
     **{p: STR for p in PROVENANCE},
     "schema_version": INT,
+    # the commit (results/base.py): the run whose curves are this row's, and the lease
+    # generation of the launch that wrote it
+    "run_id": STR,
+    "generation": INT,
 }
 EPOCH_TYPES: dict[str, pa.DataType] = {
     "key": STR,
@@ -157,6 +162,7 @@ def trial_row(
         "params": summary.get("params"),
         "wall_s": summary.get("wall_s"),
         "images_per_s": summary.get("images_per_s"),
+        "step_mode": summary.get("step_mode"),
     }
     row.update(_metrics("final", summary.get("final")))
     row.update(_metrics("best", summary.get("best")))
@@ -165,6 +171,9 @@ def trial_row(
     row.update({p: provenance.get(p) for p in PROVENANCE})
     row["device"] = summary.get("device") or provenance.get("device")
     row["schema_version"] = SCHEMA_VERSION
+    # train.probes (trainers/probes.py): JSON columns, only on the rows that asked for them
+    for name, value in (summary.get("probes") or {}).items():
+        row[f"probe.{name}"] = json.dumps(value, separators=(",", ":"))
     return row
 
 

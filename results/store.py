@@ -1,16 +1,19 @@
-"""The result store: one Parquet file per trial in a folder or under an S3 prefix.
+"""The result store: Parquet files in a folder or under an S3 prefix (this module: the folder
+backend, and `open_store`; `results/s3.py`: S3; `results/base.py`: what both share).
 
-Layout: `<store>/<grid>/trials/<key>.parquet` (one row) and `<store>/<grid>/epochs/<key>.parquet`
-(one row per epoch) for a finished cell (completed or diverged); `<store>/<grid>/failures/
-<key>.parquet` (one row, with the error) for its last failed attempt. A file is named by the
-cell's key, so concurrent trials never write the same file and a rerun replaces its file
-instead of adding a row. Writes are atomic: a local temp file renamed into place, or one S3
-PUT of the whole file.
+Layout: `<store>/<grid>/trials/<key>.parquet` (one row, the commit) and
+`<store>/<grid>/epochs/<key>/<run_id>.parquet` (one row per epoch of the run the row names)
+for a finished cell (completed, diverged or stopped); `<store>/<grid>/failures/<key>.parquet`
+(one row, with the error) for its last failed attempt. A file is named by the cell's key (and
+its curves by the run), so concurrent trials never write the same file and a rerun replaces
+its row instead of adding one. Writes are atomic: a local temp file renamed into place, or
+one S3 PUT of the whole file. A store of the previous release (`epochs/<key>.parquet`, rows
+without a run id) reads as before.
 
 Never lose a result: a failure is kept in its own folder, so a failed or interrupted attempt
 (a `--force` rerun, say) never replaces a finished row; only a finished attempt replaces one,
-and it clears the cell's failure. Reads show a cell's finished row where it has one, else its
-failure.
+and it clears the cell's failure. A write under a lost lease is refused (`Fenced`). Reads show
+a cell's finished row where it has one, else its failure.
 
 Reading skips a corrupt or foreign file with a warning that names it, and unifies files whose
 columns differ (a newer version added one) into one table.
@@ -25,7 +28,7 @@ import os
 import uuid
 from pathlib import Path
 
-from results.base import Store, StoreError, StoreWarning, unify  # noqa: F401 - re-exported
+from results.base import Fenced, Store, StoreError, StoreWarning, unify  # noqa: F401
 from trainers.errors import GridError
 
 
@@ -52,8 +55,27 @@ class LocalStore(Store):
         return str(self.root / name)
 
     def _list(self, folder: str) -> list[str]:
-        path = self.root / folder
-        return sorted(f"{folder}/{p.name}" for p in path.iterdir()) if path.is_dir() else []
+        return sorted(self._scan(folder))
+
+    def _scan(self, folder: str) -> dict[str, tuple[str, int]]:
+        # every file under `folder`, as an S3 listing of its prefix gives them; the tag
+        # (size, mtime, inode) changes with each os.replace
+        out = {}
+        stack = [(self.root / folder, folder)]
+        while stack:
+            path, name = stack.pop()
+            try:
+                entries = list(os.scandir(path))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for e in entries:
+                if e.is_dir(follow_symlinks=False):
+                    stack.append((e.path, f"{name}/{e.name}"))
+                else:
+                    st = e.stat(follow_symlinks=False)
+                    tag = f"{st.st_size}-{st.st_mtime_ns}-{st.st_ino}"
+                    out[f"{name}/{e.name}"] = (tag, st.st_size)
+        return out
 
     def _delete(self, name: str) -> None:
         (self.root / name).unlink(missing_ok=True)
@@ -68,7 +90,7 @@ class LocalStore(Store):
     def create(self, name: str, data: bytes) -> bool:
         path = self.root / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         tmp.write_bytes(data)
         try:
             os.link(tmp, path)  # fails if `path` exists: an exclusive create with full content
@@ -89,7 +111,8 @@ class LocalStore(Store):
     def _locked(self, name: str):
         # flock on a side file: compare-and-swap between processes of this machine (a local
         # store is one machine's folder; check_shared_store refuses it on a cluster)
-        lock = self.root / f"{name}.lock"
+        # one lock per grid, in a hidden folder: no side file beside each result
+        lock = self.root / ".locks" / f"{name.split('/', 1)[0]}.lock"
         lock.parent.mkdir(parents=True, exist_ok=True)
         with open(lock, "a") as f:
             fcntl.flock(f, fcntl.LOCK_EX)

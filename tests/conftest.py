@@ -15,6 +15,13 @@ import torch
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _row_cache(monkeypatch, tmp_path_factory):
+    """Each test's reads of the store cache rows in its own folder (results/reader.py), not
+    in the user's ~/.cache."""
+    monkeypatch.setenv("GRID_CACHE_DIR", str(tmp_path_factory.mktemp("grid-cache")))
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint():
     """moto's S3 server on loopback, on a free port, for the whole session."""
@@ -50,23 +57,12 @@ def s3_uri(moto_endpoint, monkeypatch, tmp_path):
     return f"s3://{bucket}/results"
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_sessionfinish(session, exitstatus):
-    session.config.grid_exitstatus = int(exitstatus)
-
-
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):
-    """Leave without the interpreter's tear-down once pytest is done and has printed its
-    summary. That tear-down stops Ray's, gRPC's and torch's native threads in no set order,
-    and once crashed the process with SIGSEGV after every test had passed (a CI run of 473
-    passed tests exited 139). The exit status is pytest's own."""
-    import os
+    """Keep faulthandler on through the interpreter's tear-down (pytest turns its own off
+    here): should Ray's, gRPC's or torch's native threads ever crash the exit, the log shows
+    every thread's stack instead of a bare exit status 139."""
+    import faulthandler
     import sys
 
-    status = getattr(config, "grid_exitstatus", None)
-    if status is None:
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
+    faulthandler.enable(file=sys.__stderr__, all_threads=True)

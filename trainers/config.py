@@ -27,6 +27,14 @@ DEFAULTS: dict[str, Any] = {
         "preprocess": "standardize",
         "val_size": 5000,
         "subset": None,
+        # How the images sit on the device (trainers/data.py): uint8, preprocessed per chunk
+        # of augmentation and per evaluated batch (4x less memory), or float32 once at load.
+        "on_device": "auto",
+        # trainers/augment_extra.py: used only when `augment` names them / mixup > 0
+        "jitter": 0.4,  # brightness, contrast, saturation factors in [1 - j, 1 + j]
+        "rotate_degrees": 15.0,  # rotation uniform in +-this
+        "scale_range": 0.1,  # zoom uniform in [1 - s, 1 + s]
+        "mixup": 0.0,  # Beta(alpha, alpha)'s alpha; 0: no mixup
     },
     "model": {
         "arch": "allcnn_c",
@@ -36,18 +44,35 @@ DEFAULTS: dict[str, Any] = {
         "dropout": 0.5,
         "input_dropout": 0.2,
         "width": 1.0,
+        # Family options (docs/spec.md); a family that does not name one ignores it.
+        "head": "conv",  # allcnn/nin: "fc" makes the trailing 1x1 convs dense layers
+        "block_order": "original",  # resnet15/18: seed 003 Fig. 10's five orders
+        "downsample": "stride",  # resnet15/18: "maxpool", seed 003's improved block
+        "pool_first": False,  # resnet9/12: max-pool before BN and act (seed 003 §5.2)
+        "depth": 3,  # plaincnn: conv layers
+        "channels": [64, 128, 256],  # plaincnn: per layer (the last repeats) or one number
+        "kernel_size": 3,  # plaincnn: per layer or one number
     },
     "train": {
         "epochs": 350,
         "batch_size": 128,
         "lr": 0.05,
-        "optimizer": {"name": "sgd", "momentum": 0.9, "nesterov": False, "weight_decay": 0.001},
+        "optimizer": {
+            "name": "sgd",
+            "momentum": 0.9,
+            "nesterov": False,
+            "weight_decay": 0.001,
+            "decay_norm_bias": True,  # false: no weight decay on biases and norm layers
+        },
         "schedule": {
             "name": "multistep",
             "milestones": [200, 250, 300],
             "gamma": 0.1,
             "warmup_epochs": 0,
+            "decay": 0.0,  # the `decay` schedule's d in lr / (1 + d * iteration) (Keras)
+            "three_phase": False,  # onecycle: torch's three_phase=True
         },
+        "optimizer_switch": None,  # {epoch: E, name: sgd, ...}: trainers/phases.py
         "label_smoothing": 0.0,
         "seed": 0,
         "precision": "auto",
@@ -58,6 +83,7 @@ DEFAULTS: dict[str, Any] = {
         "checkpoint_every": None,
         "checkpoint_s": 60.0,
         "eval_every": "auto",
+        "probes": [],  # filters, weight_norms, grad_norms: trainers/probes.py
         "eval_epochs": [],  # epochs that always evaluate: halving's rungs (docs/spec.md)
     },
 }
@@ -74,13 +100,14 @@ ALIASES = {
 SHORT = {v: k for k, v in ALIASES.items()}
 
 # Where and how a cell runs, not what it trains: left out of its key so that the same cell has
-# the same key on a laptop and on a cluster with another data root. channels_last and compile
-# change speed, not the numbers (to float tolerance); the checkpoint cadence changes nothing
-# trained, and the evaluation cadence only which epochs have val/test metrics (the final
-# epoch always has them, identical).
+# the same key on a laptop and on a cluster with another data root. channels_last, compile and
+# the images' storage on the device change speed and memory, not the numbers (to float
+# tolerance); the checkpoint cadence changes nothing trained, and the evaluation cadence only
+# which epochs have val/test metrics (the final epoch always has them, identical).
 NON_IDENTITY = (
     "dataset.root",
     "dataset.download",
+    "dataset.on_device",
     "train.device",
     "train.channels_last",
     "train.compile",
@@ -88,37 +115,31 @@ NON_IDENTITY = (
     "train.checkpoint_s",
     "train.eval_every",
     "train.eval_epochs",
+    "train.probes",  # what a cell records, not what it trains
 )
 
 DATASETS = ("cifar10", "cifar100", "synthetic")
-AUGMENTS = ("crop", "flip", "cutout")
-PREPROCESS = ("none", "standardize", "gcn_zca", "stretch")
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("multistep", "cosine", "onecycle", "constant")
+AUGMENTS = ("crop", "flip", "cutout", "jitter", "rotate", "scale")
+PROBES = ("filters", "weight_norms", "grad_norms")
+PREPROCESS = ("none", "standardize", "gcn_zca", "stretch", "raw", "center")
+OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta", "radam", "ranger")
+SCHEDULES = ("multistep", "cosine", "onecycle", "constant", "decay")
 
 
 def _registry(kind: str) -> list[str]:
-    # Imported lazily: the registries live with the trainers and import torch.
-    if kind == "arch":
-        from trainers.models import list_models
+    # The names only (trainers/names.py): the registries themselves import torch.
+    from trainers import names
 
-        return list_models()
-    if kind == "init":
-        from trainers.inits import INITS
-
-        return sorted(INITS)
-    from trainers.activations import ACTIVATIONS
-
-    return sorted(ACTIVATIONS)
+    return list(names.registered(kind if kind in ("arch", "init") else "activation"))
 
 
 def arch(v: Any) -> tuple[str | None, Any]:
-    """A registered model name, or one of its aliases (`trainers.models.ALIASES`, the table
+    """A registered model name, or one of its aliases (`trainers.names.ALIASES`, the table
     `create_model` resolves by), as its canonical name: `all-cnn-c` and `allcnn_c` are one
     cell with one key."""
-    from trainers.models import canonical_name
+    from trainers.names import canonical_model
 
-    name = canonical_name(v)
+    name = canonical_model(v)
     return (None, name) if name is not None else choice(lambda: _registry("arch"), "arch")(v)
 
 
@@ -194,6 +215,30 @@ def str_list(options: tuple, what: str):
     return check
 
 
+def count_or_counts(v):
+    """A positive integer, or a non-empty list of them (one per layer)."""
+    ok = lambda x: isinstance(x, int) and not isinstance(x, bool) and x >= 1  # noqa: E731
+    if ok(v) or (isinstance(v, list) and v and all(ok(x) for x in v)):
+        return None, v
+    return f"expected a positive integer or a list of them, got {_show(v)}", v
+
+
+def optimizer_switch(v):
+    """Null, or {epoch: E, ...}: trainers.phases checks the mapping."""
+    from trainers.phases import check_switch
+
+    err = check_switch(v)
+    if err is None and v is not None:
+        for k in ("name", "momentum", "nesterov", "weight_decay", "decay_norm_bias"):
+            if k in v:
+                sub, _ = CHECKS[f"train.optimizer.{k}"](v[k])
+                err = err or (f"{k}: {sub}" if sub else None)
+        if "lr" in v:
+            sub, _ = CHECKS["train.lr"](v["lr"])
+            err = err or (f"lr: {sub}" if sub else None)
+    return err, v
+
+
 def milestones(v):
     if not isinstance(v, list) or not all(
         isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v
@@ -225,6 +270,11 @@ CHECKS: dict[str, Callable[[Any], tuple[str | None, Any]]] = {
     "dataset.preprocess": choice(PREPROCESS, "preprocessing"),
     "dataset.val_size": number(0, lo_open=False, integer=True),
     "dataset.subset": number(0, integer=True, optional=True),
+    "dataset.on_device": choice(("auto", "uint8", "float32"), "storage"),
+    "dataset.jitter": number(0, lo_open=False),
+    "dataset.rotate_degrees": number(0, lo_open=False, hi=180),
+    "dataset.scale_range": number(0, lo_open=False, hi=1, hi_open=True),
+    "dataset.mixup": number(0, lo_open=False),
     "model.arch": arch,
     "model.init": choice(lambda: _registry("init"), "init"),
     "model.activation": choice(lambda: _registry("activation"), "activation"),
@@ -232,6 +282,15 @@ CHECKS: dict[str, Callable[[Any], tuple[str | None, Any]]] = {
     "model.dropout": number(0, lo_open=False, hi=1, hi_open=True),
     "model.input_dropout": number(0, lo_open=False, hi=1, hi_open=True),
     "model.width": number(0),
+    "model.head": choice(("conv", "fc"), "head"),
+    "model.block_order": choice(
+        ("original", "bn_after_add", "act_before_add", "act_preact", "preact"), "block order"
+    ),
+    "model.downsample": choice(("stride", "maxpool"), "downsampling"),
+    "model.pool_first": boolean,
+    "model.depth": number(0, integer=True),
+    "model.channels": count_or_counts,
+    "model.kernel_size": count_or_counts,
     "train.epochs": number(0, integer=True),
     "train.batch_size": number(0, integer=True),
     "train.lr": number(0),
@@ -239,10 +298,14 @@ CHECKS: dict[str, Callable[[Any], tuple[str | None, Any]]] = {
     "train.optimizer.momentum": number(0, lo_open=False, hi=1, hi_open=True),
     "train.optimizer.nesterov": boolean,
     "train.optimizer.weight_decay": number(0, lo_open=False),
+    "train.optimizer.decay_norm_bias": boolean,
     "train.schedule.name": choice(SCHEDULES, "schedule"),
     "train.schedule.milestones": milestones,
     "train.schedule.gamma": number(0),
     "train.schedule.warmup_epochs": number(0, lo_open=False, integer=True),
+    "train.schedule.decay": number(0, lo_open=False),
+    "train.schedule.three_phase": boolean,
+    "train.optimizer_switch": optimizer_switch,
     "train.label_smoothing": number(0, lo_open=False, hi=1, hi_open=True),
     "train.seed": number(None, integer=True),
     "train.precision": choice(("auto", "bf16", "fp32"), "precision"),
@@ -253,6 +316,7 @@ CHECKS: dict[str, Callable[[Any], tuple[str | None, Any]]] = {
     "train.checkpoint_s": number(0, lo_open=False),
     "train.eval_every": auto_or_count,
     "train.eval_epochs": milestones,
+    "train.probes": str_list(PROBES, "probe"),
 }
 
 SECTIONS = ("dataset", "model", "train", "train.optimizer", "train.schedule")

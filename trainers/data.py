@@ -1,7 +1,8 @@
 """The GPU-resident data pipeline (airbench style): `load_data` puts the whole data set on
-the device once, preprocessed; each epoch's shuffle and augmentation (random crop with zero
-padding, flip, cutout) are drawn from a `torch.Generator` for the whole epoch at once and
-applied by batched tensor ops on the device (`trainers.preprocess`). No DataLoader, no
+the device once, as uint8 (preprocessed per augmentation chunk) or float32 (preprocessed at
+load), as `dataset.on_device` says; each epoch's shuffle and augmentation (random crop with
+zero padding, flip, cutout) are drawn from a `torch.Generator` for the whole epoch at once
+and applied by batched tensor ops on the device (`trainers.preprocess`). No DataLoader, no
 per-image Python."""
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.vision import VisionDataset
 
+from trainers import augment_extra
 from trainers.errors import GridError
 from trainers.preprocess import Draws, Preprocess, apply_augment, draw_augment, fit_preprocess
 
@@ -32,8 +34,9 @@ AUGMENT_CHUNK = 10_000  # images augmented per op (whole batches): 123 MB of CIF
 @dataclass
 class Data:
     """A data set on one device: images N x 3 x 32 x 32, labels int64 (val may be empty).
-    The images are stored preprocessed, float32 (`load_data` applies the fitted `prep` once),
-    or uint8 (as read: `prep` then runs on each chunk and evaluated batch). `cfg` is the
+    The images are stored uint8 (as read: `prep` then runs on each augmented chunk and each
+    evaluated batch) or preprocessed float32 (`prep` applied once by `load_data`), as
+    `dataset.on_device` says (`storage`). `cfg` is the
     dataset section: augment/crop_padding/cutout_size drive `train_batches`."""
 
     train_x: torch.Tensor
@@ -259,11 +262,12 @@ def load_data(dataset_cfg: dict, device: torch.device | str, seed: int) -> Data:
     x_all, y_all = to(train_x), to(train_y)
     tr, va = tr.to(device), va.to(device)
     prep = fit_preprocess(cfg.get("preprocess", "standardize"), x_all[tr], root)
-    # The fitted preprocessing, once: not at every batch and evaluation (for gcn_zca a 3072 x
-    # 3072 matmul per image). It precedes augmentation (padding and cutout are zeros of the
-    # input space), so any augmentation allows it. Cost: float32 is 4x uint8, 737 MB instead
-    # of 184 MB for CIFAR-10's 60,000 images, per seed (BENCHMARKS.md).
-    x_all, test = prepare(prep, x_all), prepare(prep, to(test_x))
+    test = to(test_x)
+    if storage(cfg) == "float32":
+        # The fitted preprocessing once, not per chunk and evaluated batch: for gcn_zca a
+        # 3072 x 3072 matmul per image. It precedes augmentation (padding and cutout are
+        # zeros of the input space) either way.
+        x_all, test = prepare(prep, x_all), prepare(prep, test)
     return Data(
         train_x=x_all[tr],
         train_y=y_all[tr],
@@ -275,6 +279,18 @@ def load_data(dataset_cfg: dict, device: torch.device | str, seed: int) -> Data:
         prep=prep,
         cfg={"augment": [], "crop_padding": 4, "cutout_size": 8, **cfg},
     )
+
+
+def storage(dataset_cfg: dict) -> str:
+    """`dataset.on_device`: uint8 (as read, 1 byte a pixel: CIFAR-10's 60,000 images are
+    184 MB, per seed and per trial on a shared GPU) or float32 (preprocessed once at load:
+    737 MB). auto: uint8 for none and standardize (elementwise: well under 1 % of a step);
+    float32 for stretch (a sort per image) and gcn_zca (a 3072 x 3072 matmul per image),
+    which cost 5-10 % of a small model's CPU step per epoch (BENCHMARKS.md)."""
+    on = dataset_cfg.get("on_device", "auto")
+    if on == "auto":
+        return "float32" if dataset_cfg.get("preprocess") in ("stretch", "gcn_zca") else "uint8"
+    return on
 
 
 def prepare(prep: Preprocess, x: torch.Tensor, chunk: int = 5000) -> torch.Tensor:
@@ -308,12 +324,24 @@ def train_batches(
     total = min(n, steps_per_epoch(n, batch_size) * batch_size)  # the dropped tail: no draws
     order = torch.randperm(n, device=device, generator=gen)[:total]
     draws = draw_augment(total, data.cfg, gen, device, tuple(data.train_x.shape[-2:]))
+    extra = None
+    if augment_extra.enabled(data.cfg):  # jitter, rotate, scale, mixup: drawn after the rest
+        extra = augment_extra.draw_extra(total, total // batch_size, data.cfg, gen, device)
     chunk = max(1, AUGMENT_CHUNK // batch_size) * batch_size  # whole batches per chunk
     for start in range(0, total, chunk):
         idx = order[start : start + chunk]
-        x, y = _augmented(data, idx, draws[start : start + chunk]), data.train_y[idx]
+        rows = slice(start, start + chunk)
+        if extra is not None and extra.any_image_op:
+            x = _augmented_extra(data, idx, draws[rows], extra.rows(rows))
+        else:
+            x = _augmented(data, idx, draws[rows])
+        y = data.train_y[idx]
         for i in range(0, len(idx), batch_size):
-            yield x[i : i + batch_size], y[i : i + batch_size]
+            xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+            if extra is not None and extra.mixup is not None:
+                lam = extra.mixup[(start + i) // batch_size]
+                xb, yb = augment_extra.mixup(xb, yb, lam, data.num_classes)
+            yield xb, yb
 
 
 def _augmented(data: Data, idx: torch.Tensor, draws: Draws) -> torch.Tensor:
@@ -322,6 +350,17 @@ def _augmented(data: Data, idx: torch.Tensor, draws: Draws) -> torch.Tensor:
     if data.train_x.dtype == torch.uint8:
         return apply_augment(data.preprocess(data.train_x[idx]), draws, data.cfg)
     return apply_augment(data.train_x, draws, data.cfg, index=idx)
+
+
+def _augmented_extra(
+    data: Data, idx: torch.Tensor, draws: Draws, extra: augment_extra.Extra
+) -> torch.Tensor:
+    """`_augmented` with colour jitter before the crop and rotation/scale after cutout."""
+    x = data.preprocess(data.train_x[idx])
+    if extra.jitter is not None:
+        x = augment_extra.jitter(x, extra.jitter, data.prep)
+    x = apply_augment(x, draws, data.cfg)
+    return x if extra.affine is None else augment_extra.affine(x, extra.affine)
 
 
 def data_generator(device: torch.device | str, seed: int) -> torch.Generator:

@@ -20,12 +20,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainers import runtime
+from trainers import probes, runtime
 from trainers.cadence import evaluates
 from trainers.checkpoint import capture_state
 from trainers.data import Data, load_data, train_batches
 from trainers.models import count_params
-from trainers.setup import Run, setup
+from trainers.setup import Run, setup, switch_optimizer
 from trainers.step import Step, make_forward, make_step
 from trainers.summary import METRIC_KEYS, diverged, summarize
 
@@ -75,15 +75,17 @@ def evaluate(
     return loss_sum / len(y), correct / len(y)
 
 
-def train_epoch(step: Step, data: Data, gen, batch_size: int):
+def train_epoch(step: Step, data: Data, gen, batch_size: int, after_step=None):
     """One pass of `step` (`trainers.step.make_step`) over the shuffled, augmented training
     set; (mean loss, accuracy, images) with the first two as device tensors (no host
-    sync). The caller puts the model in train mode."""
+    sync). The caller puts the model in train mode. `after_step()`: a probe's hook."""
     loss_sum = torch.zeros((), device=data.train_y.device)
     correct = torch.zeros((), device=data.train_y.device)
     seen = 0
     for x, y in train_batches(data, batch_size, gen):
         loss, hits = step(x, y)
+        if after_step is not None:
+            after_step()
         loss_sum += loss * len(y)
         correct += hits
         seen += len(y)
@@ -118,15 +120,15 @@ def epoch_metrics(
     }
 
 
-def run_epoch(epoch: int, run: Run, step: Step, forward, evaluate_now: bool) -> dict:
+def run_epoch(epoch: int, run: Run, step: Step, forward, evaluate_now: bool, grads=None) -> dict:
     """Train one epoch, evaluate on val and test when `evaluate_now`, and return the
-    epoch's metrics dict."""
+    epoch's metrics dict (with `grads`, a `probes.GradNorms`: its columns too)."""
     data, device = run.data, run.device
     wall0, start = time.perf_counter(), runtime.mark(device)
     lr = float(run.optimizer.param_groups[0]["lr"])
     run.model.train()
     train_loss, train_acc, seen = train_epoch(
-        step, data, run.gen, run.config["train"]["batch_size"]
+        step, data, run.gen, run.config["train"]["batch_size"], grads and grads.after_step
     )
     train_end = runtime.mark(device)
     val = test = None
@@ -140,9 +142,10 @@ def run_epoch(epoch: int, run: Run, step: Step, forward, evaluate_now: bool) -> 
     train_s = max(runtime.seconds_between(start, train_end), 1e-9)
     val_v = values[2:4] if val is not None else None
     test_v = values[-2:] if test is not None else None
-    return epoch_metrics(
+    metrics = epoch_metrics(
         epoch, lr, values[:2], val_v, test_v, time.perf_counter() - wall0, seen / train_s
     )
+    return metrics if grads is None else {**metrics, **grads.epoch()}
 
 
 def epochs(
@@ -164,7 +167,9 @@ def epochs(
     loss_fn = nn.CrossEntropyLoss(label_smoothing=tcfg["label_smoothing"])
     captured = {"captured": bool(tcfg["compile"]), "device": run.device, **run.fmt}
     step = make_step(run.model, run.optimizer, run.scheduler, loss_fn, **captured)
-    forward = make_forward(run.model, **captured)
+    forward = step.forward  # evaluation: the step's forward, falling back with it
+    asked = tcfg.get("probes", [])
+    grads = probes.GradNorms(run.model) if "grad_norms" in asked else None
 
     status = run.status  # a cell resumed after it diverged trains no further epoch
     if (resume or {}).get("stopped"):  # resumed to be written as stopped (a halving's loser)
@@ -172,7 +177,9 @@ def epochs(
     first = tcfg["epochs"] + 1 if status != "completed" else len(run.history) + 1
     for epoch in range(first, tcfg["epochs"] + 1):
         wall0 = time.perf_counter()
-        metrics = run_epoch(epoch, run, step, forward, evaluates(epoch, tcfg))
+        if switch_optimizer(run, epoch):  # train.optimizer_switch: a new optimizer's step
+            step = make_step(run.model, run.optimizer, run.scheduler, loss_fn, **captured)
+        metrics = run_epoch(epoch, run, step, forward, evaluates(epoch, tcfg), grads)
         run.history.append(metrics)
         # A true answer stops the cell early: the caller's halving ranked it out of its
         # table row (docs/spec.md#halving).
@@ -188,13 +195,16 @@ def epochs(
         if status != "completed":
             break
 
-    return summarize(
+    summary = summarize(
         run.history,
         status,
         count_params(run.model),
         run.prior_wall + time.perf_counter() - t0,
         runtime.device_name(run.device),
     )
+    if asked:
+        summary["probes"] = probes.final_probes(run.model, asked)
+    return {**summary, "step_mode": step.mode}
 
 
 def drive(steps: Generator, report: Callable[[Any], Any]) -> Any:

@@ -26,6 +26,12 @@ stream, seeded by the first cell's seed), and in vmap mode float rounding (group
 kernels; at a ReLU kink one rounding flips a gradient entry). With dropout 0 the loop mode
 is bit-for-bit the unpacked run, and vmap mode matches it to ~1e-7 with a smooth activation.
 
+Fallback: a vmap step that raises (no batching rule for some op of a model, a grouped kernel
+the device lacks) falls back to the loop mode once, at that step, with a `StepFallback`
+warning in the trial's log; the summary's `step_mode` (vmap | loop | vmap->loop) goes into
+each cell's result row. The pack trains on: the step is redone cell by cell on the same
+batches, so the data stream is the one vmap would have used. An error of the loop is raised.
+
 A cell whose epoch had a NaN/inf loss (`trainers.summary.diverged`) is marked diverged after
 that epoch (its report gets that epoch, as the loop's does) and leaves the pack;
 the others keep training.
@@ -53,7 +59,7 @@ from trainers.fused import Fused
 from trainers.loop import LoadData, drive, epoch_metrics, evaluate
 from trainers.models import count_params
 from trainers.setup import Run, setup
-from trainers.step import make_step
+from trainers.step import fall_back, make_step
 from trainers.summary import summarize
 
 # What may differ inside a pack (docs/spec.md, resources.pack): per-cell optimizers,
@@ -70,6 +76,9 @@ PACKABLE = (
 def pack_key(config: dict) -> str:
     """A hash of `config` without its packable fields: cells with equal keys can be packed."""
     cfg = copy.deepcopy(config)
+    if cfg["train"].get("optimizer_switch"):  # the packed loop does not switch: never pack
+        blob = json.dumps(cfg, sort_keys=True, separators=(",", ":"), default=str)
+        return "solo-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
     for path in PACKABLE:
         section, _, leaf = path.rpartition(".")
         node = cfg
@@ -112,7 +121,8 @@ def _fused_step(fused: Fused, cells: list[Run], batches, loss_fn, autocast):
     for c in cells:
         c.optimizer.step()
         c.scheduler.step()
-    return losses.detach(), (logits.detach().argmax(-1) == y).sum(1)
+    label = y if y.dtype == torch.int64 else y.argmax(-1)  # mixup's soft targets
+    return losses.detach(), (logits.detach().argmax(-1) == label).sum(1)
 
 
 def _loop_step(steps: list, batches):
@@ -130,10 +140,13 @@ def train_packed_epoch(
     fused: Fused | None = None,
     autocast=contextlib.nullcontext,
     memory_format=torch.contiguous_format,
+    mode: dict | None = None,
 ):
     """One epoch of every cell at once, each on its own shuffled, augmented batches, through
     `fused` (their `Fused`) or, when None, cell by cell at every step (the loop mode);
-    returns (mean losses K, accuracies K, images per cell), device tensors (no host sync)."""
+    returns (mean losses K, accuracies K, images per cell), device tensors (no host sync).
+    `mode["mode"]` becomes "vmap->loop" when a fused step fails (the loop redoes it)."""
+    mode = mode if mode is not None else {"mode": "vmap" if fused is not None else "loop"}
     device = cells[0].data.train_y.device
     loss_sum = torch.zeros(len(cells), device=device)
     correct = torch.zeros(len(cells), device=device)
@@ -152,9 +165,14 @@ def train_packed_epoch(
     for c in cells:
         c.model.train()
     for batches in zip(*[train_batches(c.data, batch_size, c.gen) for c in cells], strict=True):
-        if fused is not None:
-            losses, hits = _fused_step(fused, cells, batches, loss_fn, autocast)
-        else:
+        losses = None
+        if fused is not None and mode["mode"] == "vmap":
+            try:
+                losses, hits = _fused_step(fused, cells, batches, loss_fn, autocast)
+            except Exception as e:  # vmap's failures (no batching rule, ...) share no base
+                mode["mode"] = "vmap->loop"
+                fall_back("the packed vmap step (resources.pack)", e, "the loop")
+        if losses is None:
             losses, hits = _loop_step(steps, batches)
         n = len(batches[0][1])
         loss_sum += losses * n
@@ -172,6 +190,7 @@ def run_packed_epoch(
     autocast=contextlib.nullcontext,
     fused: Fused | None = None,
     evaluate_now: bool = True,
+    mode: dict | None = None,
 ) -> list[dict]:
     """Train the cells one epoch (through `fused`, else cell by cell), evaluate each on its
     val and test sets when `evaluate_now`, and return one metrics dict per cell (the
@@ -180,7 +199,13 @@ def run_packed_epoch(
     wall0, start = time.perf_counter(), runtime.mark(device)
     lrs = [float(c.optimizer.param_groups[0]["lr"]) for c in cells]
     train_loss, train_acc, seen = train_packed_epoch(
-        cells, loss_fn, batch_size, fused=fused, autocast=autocast, memory_format=memory_format
+        cells,
+        loss_fn,
+        batch_size,
+        fused=fused,
+        autocast=autocast,
+        memory_format=memory_format,
+        mode=mode,
     )
     train_end = runtime.mark(device)
     fmt = {"autocast": autocast, "memory_format": memory_format}
@@ -242,7 +267,7 @@ def packed_epochs(
     if all(r is None for r in resumes):
         torch.manual_seed(tcfg["seed"])  # the pack's dropout stream: the first cell's seed
     fmt = cells[0].fmt  # one precision, one layout
-    vmap = pack_mode(mode, device) == "vmap"
+    step_mode = {"mode": pack_mode(mode, device)}  # vmap -> "vmap->loop" on a failure
     loss_fn = nn.CrossEntropyLoss(label_smoothing=tcfg["label_smoothing"])
 
     fused, fused_for = None, []
@@ -251,6 +276,7 @@ def packed_epochs(
         active = [c for c in cells if c.status != "diverged" and len(c.history) == epoch - 1]
         if not active:
             continue
+        vmap = step_mode["mode"] == "vmap"
         if (
             vmap and [id(c) for c in active] != fused_for
         ):  # built once, again only when a cell leaves or joins
@@ -265,6 +291,7 @@ def packed_epochs(
             **fmt,
             fused=fused if vmap else None,
             evaluate_now=evaluates(epoch, tcfg),
+            mode=step_mode,
         )
         for cell, m in zip(active, metrics, strict=True):
             cell.history.append(m)
@@ -277,13 +304,16 @@ def packed_epochs(
             cell.history[-1] = {**cell.history[-1], "epoch_wall_s": time.perf_counter() - wall0}
     wall = time.perf_counter() - t0
     return [
-        summarize(
-            c.history,
-            c.status,
-            count_params(c.model),
-            c.prior_wall + wall,
-            runtime.device_name(device),
-        )
+        {
+            **summarize(
+                c.history,
+                c.status,
+                count_params(c.model),
+                c.prior_wall + wall,
+                runtime.device_name(device),
+            ),
+            "step_mode": step_mode["mode"],
+        }
         for c in cells
     ]
 

@@ -37,8 +37,9 @@ _ZCA_MEMO: dict[str, tuple[Tensor, Tensor]] = {}
 class Preprocess:
     """uint8 N x 3 x 32 x 32 -> float32, the same on train, val and test images.
 
-    `mean`/`std`: per-channel (standardize); `mean`/`zca`: per-dimension mean and the
-    3072 x 3072 whitening matrix (gcn_zca); nothing for none and stretch."""
+    `mean`/`std`: per-channel (standardize; center has only the mean); `mean`/`zca`:
+    per-dimension mean and the 3072 x 3072 whitening matrix (gcn_zca); nothing for none,
+    raw and stretch."""
 
     name: str
     mean: Tensor | None = None
@@ -46,7 +47,11 @@ class Preprocess:
     zca: Tensor | None = None
 
     def __call__(self, x: Tensor) -> Tensor:
+        if self.name == "raw":  # the uint8 values as they are, 0..255 (seed 001 §3.1.1)
+            return x.float()
         x = x.float().div_(255)
+        if self.name == "center":  # [0, 1] minus the training mean colour, not scaled
+            return x - self.mean.view(1, 3, 1, 1)
         if self.name == "standardize":
             return (x - self.mean.view(1, 3, 1, 1)) / self.std.view(1, 3, 1, 1)
         if self.name == "gcn_zca":
@@ -57,17 +62,18 @@ class Preprocess:
 
 
 def fit_preprocess(name: str, train_x: Tensor, cache_dir: Path | None = None) -> Preprocess:
-    """Fit `name` (none | standardize | gcn_zca | stretch) on the uint8 training images.
+    """Fit `name` (none | raw | center | standardize | gcn_zca | stretch) on the uint8
+    training images.
 
     gcn_zca's mean and matrix are cached in `cache_dir` (when given and writable) under a
     hash of the training images, so the eigendecomposition runs once per split. ZCA needs
     many more images than its 3072 dimensions: fitted on a few hundred (a `subset`, the
     984-image sample) it amplifies everything outside their span and test accuracy suffers."""
-    if name in ("none", "stretch"):
+    if name in ("none", "stretch", "raw"):
         return Preprocess(name)
-    if name == "standardize":
+    if name in ("standardize", "center"):
         mean, std = channel_stats(train_x)
-        return Preprocess(name, mean=mean, std=std)
+        return Preprocess(name, mean=mean, std=std if name == "standardize" else None)
     if name == "gcn_zca":
         mean, zca = _cached_zca(train_x, cache_dir)
         return Preprocess(name, mean=mean, zca=zca)
@@ -75,7 +81,7 @@ def fit_preprocess(name: str, train_x: Tensor, cache_dir: Path | None = None) ->
 
     raise GridError(
         f"dataset.preprocess: unknown preprocessing {name!r}; "
-        "choose from none, standardize, gcn_zca, stretch"
+        "choose from none, raw, center, standardize, gcn_zca, stretch"
     )
 
 

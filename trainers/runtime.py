@@ -37,10 +37,20 @@ def configure_cudnn(device: torch.device, benchmark: bool = True) -> None:
 def autocast_for(
     precision: str, device: torch.device
 ) -> Callable[[], contextlib.AbstractContextManager]:
-    """`train.precision` as a context factory: bf16 autocast for bf16 (auto: bf16 on CUDA,
-    where tensor cores double the conv throughput), else a no-op context."""
-    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    """`train.precision` as a context factory: bf16 autocast for bf16 (auto: bf16 on a GPU
+    with native bf16, where tensor cores double the conv throughput), else a no-op context.
+
+    auto on a GPU older than Ampere (compute capability < 8.0) is fp32, not fp16: fp16 needs
+    loss scaling (a GradScaler in the step, the captured step and the pack), and those GPUs
+    are not what the grids are sized for; an explicit bf16 there is refused before the launch
+    (`orchestrator/preflight.py`), as emulated bf16 is slower than fp32."""
+    bf16 = precision == "bf16" or (precision == "auto" and native_bf16(device))
     return lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """A CUDA device with bf16 tensor cores (compute capability 8.0 or newer: Ampere on)."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8
 
 
 def memory_format(train_cfg: dict, device: torch.device) -> torch.memory_format:

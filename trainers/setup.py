@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from trainers import runtime
+from trainers import phases, runtime
 from trainers.checkpoint import restore_state
 from trainers.data import Data, data_generator, load_data, steps_per_epoch
 from trainers.inits import init_model
@@ -55,6 +55,19 @@ class Run:
         return {"autocast": self.autocast, "memory_format": self.memory_format}
 
 
+def switch_optimizer(run: Run, epoch: int) -> bool:
+    """At the first epoch after `train.optimizer_switch`'s epoch, give `run` the second
+    phase's fresh optimizer and schedule (trainers/phases.py); True when it did."""
+    if phases.switch_epoch(run.config["train"]) != epoch - 1:
+        return False
+    tcfg = run.config["train"]
+    phase = phases.phase_config(tcfg, epoch)
+    run.optimizer = build_optimizer(run.model.parameters(), phase)
+    n = steps_per_epoch(len(run.data.train_y), tcfg["batch_size"])
+    run.scheduler = build_schedule(run.optimizer, phase, n)
+    return True
+
+
 def build_model(
     model_cfg: dict, num_classes: int, device: torch.device, fmt: torch.memory_format
 ) -> nn.Module:
@@ -84,14 +97,20 @@ def setup(
     gen = data_generator(device, tcfg["seed"])
     fmt = runtime.memory_format(tcfg, device)
     # Model: built, moved, then initialised explicitly (LSUV looks at a real batch).
-    model = build_model(mcfg, data.num_classes, device, fmt)
+    # Initialised in the contiguous layout, then laid out in `fmt`: an init draws its numbers
+    # in memory order, so initialising a channels_last model would give a GPU run (auto:
+    # channels_last) other weights than a CPU run of the same seed.
+    model = build_model(mcfg, data.num_classes, device, torch.contiguous_format)
     if resume is None:
         batch = data.preprocess(data.train_x[: tcfg["batch_size"]])
-        init_model(model, mcfg["init"], batch=batch.contiguous(memory_format=fmt))
-    # Optimisation: the schedule steps once per batch.
-    optimizer = build_optimizer(model.parameters(), tcfg)
+        init_model(model, mcfg["init"], batch=batch)
+    model = model.to(memory_format=fmt)
+    # Optimisation: the schedule steps once per batch; with an optimizer switch, the phase
+    # of the last epoch trained (the state's optimizer is that phase's).
+    phase = phases.phase_config(tcfg, resume["epoch"] if resume is not None else 1)
+    optimizer = build_optimizer(model.parameters(), phase)
     scheduler = build_schedule(
-        optimizer, tcfg, steps_per_epoch(len(data.train_y), tcfg["batch_size"])
+        optimizer, phase, steps_per_epoch(len(data.train_y), tcfg["batch_size"])
     )
     run = Run(
         config,

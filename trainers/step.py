@@ -12,18 +12,72 @@ the whole captured stage in one launch, which needs static shapes (every trainin
 full: `steps_per_epoch` drops the last partial one). On a CPU the mode is the default (no
 graphs). Evaluation runs through the same compiled forward. The lr is a tensor in the
 captured step's optimizer (`trainers.optim.build_optimizer(captured=True)`), so the
-schedule changing it every step does not recompile.
+schedule changing it every step does not recompile; it lives on the parameters' device, as a
+CUDA graph admits no CPU input.
+
+Fallback: a captured step that fails to compile or capture (an inductor, dynamo or CUDA-graph
+error, raised at its first call) falls back to the eager step once, with a `StepFallback`
+warning in the trial's log; `step.mode` (eager | compiled | compiled->eager) goes into the
+result row (`step_mode`). The cell trains on eagerly: the failure is not the cell's, so it is
+neither failed nor retried. An error of the eager step itself is raised as always.
 """
 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from trainers.errors import GridError
+
 Step = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+EAGER, COMPILED, FELL_BACK = "eager", "compiled", "compiled->eager"
+
+
+class StepFallback(RuntimeWarning):
+    """A captured (compiled) or vmapped path failed and its plain twin took over."""
+
+
+def fall_back(what: str, error: BaseException, instead: str) -> None:
+    """The one warning of a fallback: what failed, its error's first line, what runs now."""
+    first = (str(error).strip().splitlines() or [""])[0][:300]
+    with warnings.catch_warnings():
+        # Every time: a reused worker process would otherwise show only its first fallback.
+        warnings.simplefilter("always", StepFallback)
+        warnings.warn(
+            f"{what} failed ({type(error).__name__}: {first}); falling back to {instead} "
+            f"for the rest of this trial",
+            StepFallback,
+            stacklevel=3,
+        )
+
+
+class Fallback:
+    """`captured` until it first raises, then `eager` for good: a callable with the mode it
+    ran in (`mode`, shared by the step and the forward built together through `state`).
+    A GridError is the user's, never a compile failure: raised as it is."""
+
+    def __init__(self, captured, eager, state: dict, what: str):
+        self.captured, self.eager, self.state, self.what = captured, eager, state, what
+
+    @property
+    def mode(self) -> str:
+        return self.state["mode"]
+
+    def __call__(self, *args):
+        if self.state["mode"] == COMPILED:
+            try:
+                return self.captured(*args)
+            except GridError:
+                raise
+            except Exception as e:  # inductor/dynamo/CUDA-graph errors have no common base
+                self.state["mode"] = FELL_BACK
+                fall_back(f"the captured {self.what} (train.compile)", e, "the eager step")
+        return self.eager(*args)
 
 
 def compile_mode(device: torch.device) -> str | None:
@@ -48,7 +102,20 @@ def make_forward(
 
     if not captured:
         return forward
-    return torch.compile(forward, mode=compile_mode(device or torch.device("cpu")))
+    return _captured(forward, forward, device, {"mode": COMPILED}, "forward")
+
+
+def _captured(fn, eager, device, state: dict, what: str) -> Fallback:
+    """`torch.compile(fn)` behind a `Fallback` to `eager`; a compile that fails at once (no
+    backend, say) is the same fallback, taken before the first step."""
+    try:
+        compiled = torch.compile(fn, mode=compile_mode(device or torch.device("cpu")))
+    except Exception as e:
+        if state["mode"] == COMPILED:
+            state["mode"] = FELL_BACK
+            fall_back(f"torch.compile of the {what} (train.compile)", e, "the eager step")
+        compiled = eager
+    return Fallback(compiled, eager, state, what)
 
 
 def make_step(
@@ -64,16 +131,26 @@ def make_step(
 ) -> Step:
     """`step(x, y) -> (loss, correct)`: one optimizer step of `model` on a batch, with the
     schedule stepped after it; loss and the number correct as 0-dim device tensors (no
-    host sync)."""
-    forward = make_forward(
-        model, captured=captured, device=device, autocast=autocast, memory_format=memory_format
+    host sync). `step.mode`: eager | compiled | compiled->eager (so far); `step.forward`:
+    its forward, for evaluation (the captured one falls back with the step)."""
+    forward = make_forward(model, autocast=autocast, memory_format=memory_format)
+    eager = _step(forward, optimizer.step, optimizer, scheduler, loss_fn)
+    if not captured:
+        eager.mode, eager.forward = EAGER, forward
+        return eager
+    # One mode for the step, its optimizer step and the evaluation forward (`step.forward`):
+    # whichever fails first turns them all eager.
+    state = {"mode": COMPILED}
+    compiled_forward = _captured(forward, forward, device, state, "forward")
+    opt_step = _captured(_optimizer_step(optimizer), optimizer.step, device, state, "step")
+    step = Fallback(
+        _step(compiled_forward, opt_step, optimizer, scheduler, loss_fn), eager, state, "step"
     )
-    opt_step = optimizer.step
-    if captured:
-        opt_step = torch.compile(
-            _optimizer_step(optimizer), mode=compile_mode(device or torch.device("cpu"))
-        )
+    step.forward = compiled_forward
+    return step
 
+
+def _step(forward, opt_step, optimizer, scheduler, loss_fn):
     def step(x: torch.Tensor, y: torch.Tensor):
         logits = forward(x)
         loss = loss_fn(logits, y)
@@ -81,7 +158,8 @@ def make_step(
         loss.backward()
         opt_step()
         scheduler.step()
-        return loss.detach(), (logits.detach().argmax(1) == y).sum()
+        label = y if y.ndim == 1 else y.argmax(1)  # mixup's soft targets: the larger share
+        return loss.detach(), (logits.detach().argmax(1) == label).sum()
 
     return step
 

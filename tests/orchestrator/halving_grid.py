@@ -4,6 +4,7 @@ table rows) x 6 lrs x 8 epochs, rungs [2, 4], keep 0.5, and helpers to read its 
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import yaml
 
@@ -72,6 +73,7 @@ def copy_store(src, dest, keys=None):
                 keys is not None
                 and n.endswith((".parquet", ".json"))
                 and n.split(".")[0] not in keys
+                and Path(folder).name not in keys  # epochs/<key>/<run_id>.parquet
             )
         }
 

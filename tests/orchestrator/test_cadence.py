@@ -14,7 +14,8 @@ TIMES = ("epoch_s", "images_per_s", "epoch_wall_s")
 def _epochs(store_dir, grid: str) -> list[dict]:
     rows = open_store(str(store_dir)).read_epochs(grid).to_pylist()
     return sorted(
-        ({k: v for k, v in r.items() if k not in TIMES} for r in rows), key=lambda r: r["epoch"]
+        ({k: v for k, v in r.items() if k not in (*TIMES, "run_id")} for r in rows),
+        key=lambda r: r["epoch"],
     )
 
 

@@ -30,6 +30,10 @@ def test_models_json_lists_every_arch_with_params(capsys):
     )
     assert rows["allcnn_c"]["params"] == 1_369_738
     assert rows["model_a"]["params"] == 839_242
+    # seed 003's stated counts (with batch norm) beside ours
+    assert rows["resnet18"]["params_bn"] == rows["resnet18"]["paper_params_bn"] == 11_173_962
+    assert rows["resnet12"]["paper_params_bn"] == 7_827_786
+    assert rows["densenet59"]["paper_params_bn"] == 614_850
 
 
 def test_status_reads_the_store_without_ray(tmp_path, capsys):

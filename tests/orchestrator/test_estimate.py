@@ -25,7 +25,9 @@ def test_plan_estimate_json_shape(tmp_path, capsys):
     assert main(["plan", str(path), "--estimate", "--json", "--device", "cpu", "--slots", "3"]) == 0
     out = json.loads(capsys.readouterr().out)
     est = out["estimate"]
-    assert set(est) == {"device", "total_s", "slots", "wall_s", "cells"}
+    assert set(est) == {"device", "total_s", "slots", "wall_s", "cells", "memory"}
+    mem = est["memory"]
+    assert mem["total"] == mem["data"] + mem["model"] + mem["activations"] > 0
     assert est["device"] == "cpu" and est["slots"] == 3
     assert [c["key"] for c in est["cells"]] == [t["key"] for t in out["cells"]]
     assert all(c["seconds"] > 0 for c in est["cells"])
@@ -76,3 +78,27 @@ def test_a_halving_estimates_its_expected_epochs(tiny_spec):
     from orchestrator.halving import cell_epochs
 
     assert set(cell_epochs(spec.halving, expand(spec)).values()) == {2 + 2 * 0.5 + 4 * 0.25}
+
+
+def test_plan_estimate_prints_the_memory_per_trial(tmp_path, capsys):
+    path = write_spec(tmp_path, "mem", [0.05])
+    assert main(["plan", str(path), "--estimate", "--device", "cpu"]) == 0
+    assert "device memory per trial: up to" in " ".join(capsys.readouterr().out.split())
+
+
+def test_memory_counts_the_data_once_per_seed_and_uint8_as_a_quarter(tiny_spec):
+    from trainers.footprint import model_cost, unit_memory
+
+    cells = expand(tiny_spec("m", [0.05, 0.1], grid={"lr": [0.05, 0.1], "seed": [0, 1]}))
+    configs = [t.config for t in cells]
+    images = (128, 1032)
+    one, pack = unit_memory(configs[:1], images, False), unit_memory(configs, images, False)
+    chunk = 128 * 3072 * 4 * 2
+    assert one["data"] - chunk == (128 + 1032) * 3072  # uint8: a byte a value
+    assert pack["data"] - chunk == 2 * (one["data"] - chunk)  # two seeds, not four cells
+    assert pack["model"] == 4 * one["model"] == 4 * model_cost(configs[0])["params"] * 4 * 3
+    for c in configs:
+        c["dataset"]["on_device"] = "float32"
+    assert unit_memory(configs[:1], images, False)["data"] - chunk == 4 * (one["data"] - chunk)
+    # bf16 activations on a GPU: half of fp32's
+    assert unit_memory(configs[:1], images, True)["activations"] * 2 == one["activations"]

@@ -35,6 +35,7 @@ from orchestrator.expand import expand
 from orchestrator.progress import GridProgress, fmt_duration
 from orchestrator.units import group_cells, select_cells, unit_label
 from results import checkpoints as stored_checkpoints
+from results.lease import read_holder
 from results.store import open_store
 from tests.orchestrator.conftest import agent_port, node_env
 
@@ -339,7 +340,7 @@ def test_sigkilled_launch_relaunches_to_one_row_per_cell(
     assert set(found) == keys and {r["status"] for r in found.values()} == {"completed"}
     assert all(r["epochs"] == 2 for r in found.values())
     assert found[held_key]["resumed_epoch"] == 1  # from the killed launch's checkpoint
-    assert not (store / "kill" / "_lease.json").exists()  # released at the end
+    assert read_holder(open_store(str(store)), "kill") is None  # released at the end
 
 
 @pytest.mark.ray

@@ -1,4 +1,5 @@
-"""A trial's life on real Ray (orchestrator/slot.py): a retry that resumes from the
+"""A trial's life (orchestrator/slot.py): the Ray version check and a cell's checkpoint by key
+in a folder and on S3 without Ray; then on real Ray: a retry that resumes from the
 checkpoint found by key in the store, a trial paused by a scheduler that frees its slot and
 resumes from Tune's checkpoint, and a worker SIGKILLed inside an epoch whose retry resumes.
 (The reused actor training two cells in turn, seen through the dashboard, is in
@@ -11,7 +12,8 @@ from __future__ import annotations
 import pytest
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from orchestrator import experiment, hooks, launch
+from orchestrator import experiment, hooks, launch, raycompat
+from orchestrator.errors import GridError
 from orchestrator.expand import expand
 from results import checkpoints as stored_checkpoints
 from results.store import open_store
@@ -27,6 +29,37 @@ def epochs_of(store, grid: str) -> dict[str, list[int]]:
 
 def tune_checkpoints(store, grid: str) -> list:
     return sorted((store / grid / "_tune").glob("*/*/checkpoint_*"))
+
+
+def test_an_untested_ray_is_refused_in_one_line():
+    raycompat.check_ray()  # the installed one is a tested one
+    raycompat.check_ray("2.60.3")
+    for version in ("2.59.0", "2.61.0", "3.0.0", "nightly"):
+        with pytest.raises(
+            GridError, match=r"ray .* is installed; grid is tested with ray>=2\.60,<2\.61"
+        ) as e:
+            raycompat.check_ray(version)
+        assert "\n" not in str(e.value)
+
+
+def test_a_cells_checkpoint_is_one_object_by_key(tmp_path):
+    store = open_store(str(tmp_path / "runs"))
+    assert stored_checkpoints.read(store, "g", "abc") is None
+    stored_checkpoints.write(store, "g", "abc", b"state")
+    assert stored_checkpoints.read(store, "g", "abc") == b"state"
+    assert stored_checkpoints.listed(store, "g") == {"abc"}
+    assert (tmp_path / "runs" / "g" / "checkpoints" / "abc").read_bytes() == b"state"
+    stored_checkpoints.delete(store, "g", "abc")
+    assert stored_checkpoints.read(store, "g", "abc") is None
+
+
+def test_a_cells_checkpoint_on_s3(s3_uri):
+    store = open_store(s3_uri)
+    assert stored_checkpoints.read(store, "g", "abc") is None  # a 404, not an error
+    stored_checkpoints.write(store, "g", "abc", b"state")
+    assert stored_checkpoints.read(store, "g", "abc") == b"state"
+    stored_checkpoints.delete(store, "g", "abc")
+    assert stored_checkpoints.listed(store, "g") == set()
 
 
 @pytest.mark.ray
@@ -69,12 +102,16 @@ class PauseOnce(FIFOScheduler):
 def test_a_paused_trial_frees_its_slot_and_resumes_from_its_checkpoint(
     tiny_spec, tmp_path, monkeypatch, ray_cluster
 ):
-    """One slot, two cells: the first is paused after epoch 1, the second trains in the
-    freed slot to its end, then the first resumes at epoch 2 and completes with each epoch
+    """One slot (a trial takes both CPUs of the worker node), two cells: the first is paused
+    after epoch 1, the second (pending: Tune's FIFO runs it before a paused one) trains in
+    the freed slot to its end, then the first resumes at epoch 2 and completes with each epoch
     once. The cadence takes no checkpoint before the last epoch, so epoch 1 can only come
     from the checkpoint Tune took at the pause."""
     spec = tiny_spec(
-        "pause", [0.05, 0.1], train={"epochs": 3, "checkpoint_s": 3600, "checkpoint_every": 9}
+        "pause",
+        [0.05, 0.1],
+        train={"epochs": 3, "checkpoint_s": 3600, "checkpoint_every": 9},
+        resources={"cpu": 2},
     )
     first, second = (t.key for t in expand(spec))
     scheduler = PauseOnce(first)
@@ -82,10 +119,7 @@ def test_a_paused_trial_frees_its_slot_and_resumes_from_its_checkpoint(
     store = tmp_path / "runs"
     con, buf = console()
     assert (
-        launch.launch(
-            spec, store_uri=str(store), address=ray_cluster.address, max_concurrent=1, console=con
-        )
-        == 0
+        launch.launch(spec, store_uri=str(store), address=ray_cluster.address, console=con) == 0
     ), buf.getvalue()
     assert scheduler.paused
     found = rows(store, "pause")
@@ -94,7 +128,9 @@ def test_a_paused_trial_frees_its_slot_and_resumes_from_its_checkpoint(
     # the resumed attempt of the first cell started after the second cell had finished
     assert found[first]["started"] >= found[second]["ended"]
     assert epochs_of(store, "pause") == {first: [1, 2, 3], second: [1, 2, 3]}
-    assert len(tune_checkpoints(store, "pause")) == 1  # the pause's, Tune's own
+    # the pause's checkpoint (Tune's own) is pruned once every cell has finished
+    # (results/prune.py)
+    assert tune_checkpoints(store, "pause") == []
 
 
 @pytest.mark.ray

@@ -105,5 +105,5 @@ def test_lease_file_is_not_a_result(local_store):
     lease = Lease(local_store, "g")
     lease.acquire()
     body = json.loads((local_store.root / "g" / LEASE).read_text())
-    assert set(body) == {"grid", "host", "pid", "started", "heartbeat", "token"}
+    assert set(body) == {"grid", "host", "pid", "started", "heartbeat", "token", "generation"}
     assert local_store.read_trials("g").num_rows == 0 and local_store.list_grids() == []

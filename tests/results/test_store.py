@@ -184,12 +184,13 @@ def test_s3_objects_are_where_the_layout_says(s3_uri, make_trial, summary, put):
     put(store, trial, summary())
     s3 = boto3.client("s3")
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=store.bucket)["Contents"])
-    assert keys == [
-        f"results/g/epochs/{trial.key}.parquet",
+    body = s3.get_object(Bucket=store.bucket, Key=keys[-1])["Body"].read()
+    row = pq.read_table(pa.BufferReader(body)).to_pylist()[0]
+    assert row["key"] == trial.key
+    assert keys == [  # the curves under the run id that the row, written last, names
+        f"results/g/epochs/{trial.key}/{row['run_id']}.parquet",
         f"results/g/trials/{trial.key}.parquet",
     ]
-    body = s3.get_object(Bucket=store.bucket, Key=keys[1])["Body"].read()
-    assert pq.read_table(pa.BufferReader(body)).column("key").to_pylist() == [trial.key]
 
 
 def test_s3_unreachable_endpoint_is_a_grid_error(dead_endpoint):

@@ -39,14 +39,19 @@ def test_cifar_folder_loads_as_written(tmp_path, write_cifar, keys):
     # Re-pickled (b'data') and official-style ('data') files both load, md5s notwithstanding.
     written = write_cifar(tmp_path, keys=keys)
     data = load_data(cifar_cfg(tmp_path), "cpu", seed=0)
-    # Stored preprocessed, once (float32): the fitted standardisation of what was written.
-    assert data.train_x.dtype == torch.float32 and data.train_x.shape == (200, 3, 32, 32)
+    # Stored as read (uint8, dataset.on_device: auto with standardize).
+    assert data.train_x.dtype == torch.uint8 and data.train_x.shape == (200, 3, 32, 32)
     assert data.test_x.shape == (50, 3, 32, 32) and data.num_classes == 10
     assert data.val_x.shape[0] == 0 and data.train_y.dtype == torch.int64
     # R, G, B planes row-major: the written images come back pixel for pixel, in order.
     raw = torch.from_numpy(written["train_x"])
-    assert torch.equal(data.train_x, data.prep(raw))
-    assert torch.equal(data.preprocess(data.train_x), data.train_x)  # not applied twice
+    assert torch.equal(data.train_x, raw)
+    # float32: preprocessed once, the fitted standardisation of what was written.
+    f32 = load_data(cifar_cfg(tmp_path, on_device="float32"), "cpu", seed=0)
+    assert f32.train_x.dtype == torch.float32
+    assert torch.equal(f32.train_x, data.prep(raw))
+    assert torch.equal(f32.preprocess(f32.train_x), f32.train_x)  # not applied twice
+    assert torch.equal(data.preprocess(data.train_x), f32.train_x)
     assert np.array_equal(data.test_y.numpy(), written["test_y"])
 
 

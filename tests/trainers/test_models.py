@@ -25,7 +25,11 @@ CANONICAL = [
     "allcnn_c",
     "nin",
     "resnet9",
+    "resnet12",
+    "resnet15",
     "resnet18",
+    "densenet59",
+    "plaincnn",
 ]
 
 # Layer-table counts, 10 classes, no batch norm, width 1 (see allcnn.py's docstring).
@@ -147,7 +151,7 @@ def test_aliases_resolve():
 
 def test_list_models_pattern():
     assert list_models("allcnn*") == ["allcnn_a", "allcnn_b", "allcnn_c"]
-    assert list_models("resnet*") == ["resnet18", "resnet9"]
+    assert list_models("resnet*") == ["resnet12", "resnet15", "resnet18", "resnet9"]
     assert list_models("nothing*") == []
 
 

@@ -1,12 +1,13 @@
 """The model zoo: a plain registry of model factories, timm style.
 
-Each family lives in one file (allcnn, nin, resnet) and registers its presets in `registry`
-with `@register_model` or `preset`. A factory takes keyword arguments `num_classes`, `act_layer`
-(a factory from `trainers.activations`), `norm_layer` (`nn.BatchNorm2d` or None) and the
-`model` section's other options (`dropout`, `input_dropout`, `width`, ...); `create_model`
-turns the section's names and flags into those. A new option is a keyword of the factories
-that take it plus a default and a check in `trainers.config`: a factory that does not name
-an option in its signature is not given it.
+Each family lives in one file (allcnn, nin, resnet, resnet9, densenet, plaincnn) and
+registers its presets in `registry` with `@register_model` or `preset`. A factory takes
+keyword arguments `num_classes`, `act_layer` (a factory from `trainers.activations`),
+`norm_layer` (`nn.BatchNorm2d` or None) and the `model` section's other options (`dropout`,
+`input_dropout`, `width`, ...); `create_model` turns the section's names and flags into
+those. A new option is a keyword of the factories that take it plus a default and a check
+in `trainers.config`: a factory that does not name an option in its signature is not
+given it.
 """
 
 from __future__ import annotations
@@ -91,16 +92,31 @@ def count_params(model: nn.Module) -> int:
 
 
 # Importing the families registers them (they import `preset` from the registry).
-from trainers.models import allcnn, nin, resnet  # noqa: E402,F401
+from trainers.models import (  # noqa: E402,F401
+    allcnn,
+    densenet,
+    nin,
+    plaincnn,
+    resnet,
+    resnet9,
+)
 
-# The papers' approximate sizes for the no-BN nets; `grid models` shows them. (Seed 003's
-# exact ResNet counts are with batch norm: tests/trainers/test_models.py checks those.)
+# The papers' approximate sizes for the no-BN nets; `grid models` shows them.
 from trainers.models.allcnn import PAPER_PARAMS  # noqa: E402
+
+# Seed 003's exact counts are with batch norm (`grid models` shows those beside ours with
+# batch norm; tests/trainers/test_models.py checks ours).
+PAPER_PARAMS_BN: dict[str, int] = {
+    **resnet9.PAPER_PARAMS,
+    **resnet.PAPER_PARAMS,
+    **densenet.PAPER_PARAMS,
+}
 
 __all__ = [
     "MODELS",
     "ALIASES",
     "PAPER_PARAMS",
+    "PAPER_PARAMS_BN",
     "register_model",
     "preset",
     "list_models",

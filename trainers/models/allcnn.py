@@ -106,9 +106,38 @@ TABLES: dict[str, list[tuple]] = {
 }
 
 
+def spatial_size(table: list[tuple], size: int = 32) -> int:
+    """The side of the feature map after `table`'s convs and pools, from a `size` input."""
+    for row in table:
+        if row[0] == "conv":
+            _, _, kernel, stride, padding = row
+            pad = kernel // 2 if padding == "same" else 0
+            size = (size + 2 * pad - kernel) // stride + 1
+        elif row[0] in ("maxpool", "avgpool"):
+            size = (size + 2 * (row[1] // 2) - row[1]) // row[2] + 1
+    return size
+
+
+def fc_head(table: list[tuple]) -> list[tuple]:
+    """`table` with its trailing 1x1 convs as fully connected layers (seed 002's "fully
+    connected layers instead of 1-by-1 convolutions"): the first becomes a conv as large as
+    the feature map ("valid": a dense layer on the flattened map), the rest act on its 1x1
+    output, which is what a dense layer is."""
+    n = len(table)
+    while n and table[n - 1][0] == "conv" and table[n - 1][2] == 1:
+        n -= 1
+    body, top = table[:n], table[n:]
+    if not top:
+        return table
+    side = spatial_size(body)
+    first = ("conv", top[0][1], side, 1, "valid")
+    return body + [first] + [("conv", row[1], 1, 1, "valid") for row in top[1:]]
+
+
 class AllCNN(nn.Module):
     """A plain conv net built from a layer table, then global average pooling: the class
-    conv's channel means are the logits."""
+    conv's channel means are the logits. `head="fc"`: the trailing 1x1 convs become fully
+    connected layers (`fc_head`)."""
 
     def __init__(
         self,
@@ -120,8 +149,11 @@ class AllCNN(nn.Module):
         dropout: float = 0.0,
         input_dropout: float = 0.0,
         width: float = 1.0,
+        head: str = "conv",
     ):
         super().__init__()
+        if head == "fc":
+            table = fc_head(table)
         rates = {"input": input_dropout, "stage": dropout}
         layers: list[nn.Module] = []
         c_in = 3

@@ -13,24 +13,11 @@ from typing import Any
 
 from torch import nn
 
+from trainers import names
 from trainers.errors import GridError, did_you_mean
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
-# Other spellings people use for the same nets; list_models() shows only canonical names.
-# The one alias table: `create_model` and the spec's `model.arch` check both resolve by it.
-ALIASES: dict[str, str] = {
-    "all_cnn_a": "allcnn_a",
-    "all_cnn_b": "allcnn_b",
-    "all_cnn_c": "allcnn_c",
-    "all-cnn-a": "allcnn_a",
-    "all-cnn-b": "allcnn_b",
-    "all-cnn-c": "allcnn_c",
-    "convpool_cnn_c": "convpool_c",
-    "strided_cnn_c": "strided_c",
-    "network_in_network": "nin",
-    "resnet_9": "resnet9",
-    "resnet_18": "resnet18",
-}
+ALIASES = names.ALIASES  # the one alias table (trainers/names.py, torch-free)
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:

@@ -1,0 +1,102 @@
+"""What a bare GPU box runs needs neither Ray nor boto3: `grid train`, `grid bench` and the
+acceptance check `benchmarks/gpu_check.py` are run in a fresh Python in which importing
+either fails (as it would where they are not installed), and none of them imports them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Run in a child: make ray, boto3 and botocore unimportable, run a command, report what loaded.
+CHILD = """
+import importlib.abc, json, runpy, sys
+BLOCKED = ("ray", "boto3", "botocore")
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked)")
+        return None
+sys.meta_path.insert(0, Block())
+sys.argv = sys.argv[1:]
+code = 0
+try:
+    runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+except SystemExit as e:
+    code = e.code or 0
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+print("CHILD " + json.dumps({"code": code, "loaded": loaded}))
+"""
+
+
+def run_child(module: str, *args: str, tmp_path: Path) -> tuple[dict, str]:
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, module, *args],
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    line = [s for s in done.stdout.splitlines() if s.startswith("CHILD ")]
+    assert line, done.stdout[-2000:] + done.stderr[-2000:]
+    return json.loads(line[-1][6:]), done.stdout + done.stderr
+
+
+def test_grid_train_needs_no_ray_or_boto3(tmp_path):
+    spec = REPO / "grids" / "quickstart.yaml"
+    got, out = run_child(
+        "orchestrator.cli",
+        "train",
+        str(spec),
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "dataset.subset=64",
+        tmp_path=tmp_path,
+    )
+    assert got == {"code": 0, "loaded": []}, out
+    assert "completed after 1 epochs" in out
+
+
+def test_grid_bench_needs_no_ray_or_boto3(tmp_path):
+    got, out = run_child(
+        "orchestrator.cli", "bench", "--quick", "--device", "cpu", "--pack", "0", tmp_path=tmp_path
+    )
+    assert got == {"code": 0, "loaded": []}, out
+
+
+@pytest.mark.timeout(300)
+def test_gpu_check_runs_without_ray_and_checks_the_losses(tmp_path):
+    report = tmp_path / "check.json"
+    got, out = run_child(
+        "benchmarks.gpu_check",
+        "--device",
+        "cpu",
+        "--models",
+        "strided_a,resnet9",
+        "--steps",
+        "6",
+        "--budget-s",
+        "0",  # no time for compiling: the compiled runs are listed as skipped
+        "--json",
+        str(report),
+        tmp_path=tmp_path,
+    )
+    assert got == {"code": 0, "loaded": []}, out
+    result = json.loads(report.read_text())
+    runs = {(r["model"], r["mode"]): r for r in result["runs"]}
+    modes = ("eager", "bf16", "channels_last", "pack_vmap", "pack_loop")
+    assert set(runs) == {(m, mode) for m in ("strided_a", "resnet9") for mode in modes}
+    assert all(not r["problems"] and r["images_per_s"] > 0 for r in runs.values())
+    assert result["skipped"] == ["strided_a", "resnet9"] and result["launch"] is None
+    assert "Ray is not installed here" in out and "device cpu" in out
+    # the same weights and batches: the first losses agree across the fp32 modes
+    first = {mode: runs[("resnet9", mode)]["losses"][0] for mode in modes}
+    assert first["channels_last"] == pytest.approx(first["eager"], rel=1e-3)
+    assert first["pack_loop"] == first["eager"]
