@@ -70,7 +70,10 @@ def sync_runs(halved, tmp_path_factory, ray_cluster):
 
 
 @pytest.mark.ray
-@pytest.mark.timeout(900)  # its setup: the shared halved and full launches, then two more
+# its setup is four launches: the shared halved (one slot) and full ones, then three slots
+# and reversed; 358 s on 2 loaded cores (pytest's 300 s default ended it mid-launch once,
+# which looked like a hang: each launch alone finishes, the three-slot one in ~85 s)
+@pytest.mark.timeout(900)
 def test_the_same_decisions_and_picks_at_one_and_three_slots_and_in_reversed_order(
     sync_runs, halved
 ):
