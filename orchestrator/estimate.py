@@ -117,7 +117,7 @@ def estimate(
         "wall_s": wall_time(unit_totals, slots),
         "cells": cells,
         "kinds": len(timings),
-        "halving": bool(spec.halving),
+        "halving": spec.halving["rule"] if spec.halving else None,
     }
 
 
@@ -164,7 +164,10 @@ def describe(est: dict[str, Any]) -> list[str]:
     """The estimate as lines for the console."""
     where = est["device"]
     cpu = " (this estimate is for the CPU: no GPU here)" if where == "cpu" else ""
-    halving = " (the halving's expected epochs)" if est.get("halving") else ""
+    halving = {
+        "sync": " (the halving's exact epochs)",
+        "async": " (the halving's worst case: the full grid)",
+    }.get(est.get("halving") or "", "")
     return [
         f"estimate on {where}{cpu}{halving}: {est['total_s'] / 3600:.2f} device-hours "
         f"({hours(est['total_s'])}) for {len(est['cells'])} cells, {est['kinds']} kinds "

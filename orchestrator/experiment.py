@@ -159,8 +159,8 @@ def fit(
     """Run the units as one Tune experiment with the live display; Tune's ResultGrid.
     `run`: what every trial needs (store location, spec hash, checkpoints to resume, the
     halving section); `rungs`: the halving's records (`orchestrator.halving.Rungs`), which
-    make the experiment's scheduler a `RowHalving`; `lease`: the launch's, whose loss ends
-    the experiment (LeaseGuard)."""
+    make the experiment's scheduler a `SyncRowHalving` or a `RowHalving`; `lease`: the
+    launch's, whose loss ends the experiment (LeaseGuard)."""
     labels = {unit_label(u): u for u in units}
     run = {**run, "env": {k: os.environ[k] for k in hooks.ENV if k in os.environ}}
     if lease is not None:
@@ -196,13 +196,14 @@ def fit(
 
 
 def make_scheduler(rungs, store: Store, grid: str):
-    """The experiment's Tune scheduler: the halving's `RowHalving` when the spec has one,
+    """The experiment's Tune scheduler: the halving's (by its rule) when the spec has one,
     else None (Tune's FIFO). A seam: a test swaps in a scheduler that pauses a trial."""
     if rungs is None:
         return None
-    from orchestrator.scheduler import RowHalving
+    from orchestrator.scheduler import RowHalving, SyncRowHalving
 
-    return RowHalving(rungs, store, grid)
+    rule = SyncRowHalving if rungs.rule.get("rule", "sync") == "sync" else RowHalving
+    return rule(rungs, store, grid)
 
 
 def _tuner(
@@ -217,11 +218,13 @@ def _tuner(
     guard: LeaseGuard | None = None,
 ) -> tune.Tuner:
     """One trial per unit (a cell or a pack), named by its label, in the grid's order
-    (Tune's FIFO, or the halving's `RowHalving`); retried from its last checkpoint up to
+    (Tune's FIFO, or the halving's scheduler); retried from its last checkpoint up to
     spec.max_failures times. Each trial's config carries its unit's cells and the launch's
     `run` (plain values in Tune's search space, resolved per trial: nothing is put in the
     object store, so nothing outlives the launch in this process)."""
     path, fs = tune_storage(store, spec.name)
+    # the synchronous halving counts the slots itself: a paused trial frees its slot
+    searcher = scheduler.searcher(max_concurrent) if hasattr(scheduler, "searcher") else None
     return tune.Tuner(
         trainable,
         param_space={
@@ -231,7 +234,8 @@ def _tuner(
             "launch": datetime.now().strftime("%Y%m%d-%H%M%S"),
         },
         tune_config=tune.TuneConfig(
-            max_concurrent_trials=max_concurrent,
+            max_concurrent_trials=None if searcher else max_concurrent,
+            search_alg=searcher,
             scheduler=scheduler,
             # an actor (a process that imported torch: seconds) trains trial after trial,
             # reset by GridSlot.reset_config; its log and metrics name the cell it trains

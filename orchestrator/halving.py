@@ -1,14 +1,18 @@
 """Successive halving per table row: the spec's `halving:` section (docs/spec.md#halving).
 
 Cells that differ only in the `over` axes (by default the learning rate) form a group: a
-table row. At each rung epoch a cell goes on only if its `metric` is in the top `keep`
-fraction of what its group recorded at that rung: the asynchronous rule of ASHA (Li et al.,
-2020; Tune's `AsyncHyperBandScheduler`), with the group in place of the whole experiment,
-so no cell waits for its peers. A cell that stops has the status `stopped`.
+table row. At each rung epoch a group keeps its top `keep` fraction. Two rules:
+`sync` (the default, `orchestrator/rowsync.py`): the group's cells wait for each other at
+the rung and its best candidates go on, decided from the scores alone; `async` (ASHA's rule,
+Li et al., 2020; Tune's `AsyncHyperBandScheduler`, with the group in place of the whole
+experiment): a cell goes on if its `metric` is in the top `keep` fraction of what its group
+recorded at that rung before it, so no cell waits. A cell that stops has the status
+`stopped`.
 
-This module is the rule without Ray: the section's checks, the groups, the rung records
-(from the store's epoch rows, then from the reports of the launch running now) and the
-plan that `grid plan` prints. `orchestrator/scheduler.py` applies it as a Tune scheduler.
+This module is the rule's part without Ray: the section's checks, the groups, the rung
+records (from the store's epoch rows, then from the reports of the launch running now), the
+asynchronous judgement, and the plan that `grid plan` prints. `orchestrator/scheduler.py`
+applies the rules as Tune schedulers.
 """
 
 from __future__ import annotations
@@ -19,10 +23,13 @@ from typing import Any
 
 from trainers import config
 
-KEYS = ("over", "metric", "rungs", "keep")
+KEYS = ("over", "metric", "rungs", "keep", "rule")
+# sync: a row's cells wait at each rung for each other (orchestrator/rowsync.py), the
+# decisions and the saving do not depend on order, slots or timing; async: ASHA's rule
+RULES = ("sync", "async")
 # What a rung may rank by: never a test metric, which would choose the lr by the test set.
 METRICS = ("val_acc", "val_error", "val_loss", "train_acc", "train_error", "train_loss")
-DEFAULTS = {"over": ["train.lr"], "metric": "val_acc", "keep": 0.5}
+DEFAULTS = {"over": ["train.lr"], "metric": "val_acc", "keep": 0.5, "rule": "sync"}
 
 
 def check_halving(
@@ -74,6 +81,13 @@ def check_halving(
             f"(0, 1); got {keep!r}"
         )
     out["keep"] = keep
+    rule = doc.get("rule", DEFAULTS["rule"])
+    if rule not in RULES:
+        errors.append(
+            f"halving.rule: {rule!r}{config.did_you_mean(str(rule), RULES)}; valid: sync (a "
+            f"row waits at each rung: same picks whatever the order), async (never waits)"
+        )
+    out["rule"] = rule
     if resources.get("pack", 1) != 1:
         errors.append(
             "halving: needs resources.pack: 1 (a pack trains its cells as one "
@@ -206,12 +220,17 @@ class Rungs:
         self.rule, self.groups = halving, groups  # groups: {cell key: group} of the spec
         self.scores: dict[str, dict[int, float]] = {}
         self.judged: dict[str, set[int]] = {}
+        self.candidates: dict[str, str] = {}  # {cell key: candidate} (orchestrator/rowsync.py)
+        self.running: set[str] = set(groups)  # the cells this launch trains (the rest finished)
 
     @classmethod
     def from_epochs(cls, halving: dict, cells: list, epoch_rows: list[dict]) -> Rungs:
         """The records of `cells` (the spec's, with `key` and `params`) found in the store's
         epoch rows."""
+        from orchestrator.rowsync import candidate_of
+
         rungs = cls(halving, {c.key: group_of(c.params, halving["over"]) for c in cells})
+        rungs.candidates = {c.key: candidate_of(c.params, halving["over"]) for c in cells}
         for row in epoch_rows:
             if row.get("key") in rungs.groups and row.get("epoch") in halving["rungs"]:
                 value = score(row, halving["metric"])
@@ -249,39 +268,68 @@ class Rungs:
         return None
 
 
-def cell_epochs(halving: dict | None, cells: list) -> dict[str, float]:
-    """The epochs each cell is expected to train: all of them without halving; with it, as if
-    each rung kept `keep` of its group (at least one cell), which is what synchronous
-    halving does. The asynchronous rule keeps more when better cells come later."""
-    if not halving:
-        return {c.key: float(c.config["train"]["epochs"]) for c in cells}
-    groups = {c.key: group_of(c.params, halving["over"]) for c in cells}
-    sizes: dict[str, int] = {}
-    for group in groups.values():
-        sizes[group] = sizes.get(group, 0) + 1
-    out = {}
+def _rows(halving: dict, cells: list) -> dict[str, dict[str, list]]:
+    """{group: {candidate: [cells]}} (orchestrator/rowsync.py)."""
+    from orchestrator.rowsync import candidate_of
+
+    rows: dict[str, dict[str, list]] = {}
     for c in cells:
-        n = sizes[groups[c.key]]
-        bounds = [0, *halving["rungs"], c.config["train"]["epochs"]]
-        out[c.key] = sum(
-            max(1 / n, halving["keep"] ** i) * (bounds[i + 1] - bounds[i])
-            for i in range(len(bounds) - 1)
+        group = rows.setdefault(group_of(c.params, halving["over"]), {})
+        group.setdefault(candidate_of(c.params, halving["over"]), []).append(c)
+    return rows
+
+
+def cell_epochs(halving: dict | None, cells: list) -> dict[str, float]:
+    """The epochs each cell is expected to train (what `--estimate` counts): all of them
+    without halving, or under the asynchronous rule (its worst case: the full grid); under
+    the synchronous rule, its row's exact epochs when nothing diverges (`rowsync.row_epochs`),
+    shared evenly by the row's cells."""
+    if not halving or halving.get("rule", "sync") != "sync":
+        return {c.key: float(c.config["train"]["epochs"]) for c in cells}
+    from orchestrator.rowsync import row_epochs
+
+    out = {}
+    for row in _rows(halving, cells).values():
+        members = [c for cs in row.values() for c in cs]
+        epochs = members[0].config["train"]["epochs"]
+        total = row_epochs(
+            [len(cs) for cs in row.values()], epochs, halving["rungs"], halving["keep"]
         )
+        out.update({c.key: total / len(members) for c in members})
     return out
 
 
 def halving_plan(halving: dict, cells: list) -> dict[str, Any]:
-    """The plan's "halving" object: the section, the number of groups, and the epochs of the
-    worst case (every cell reaches its last epoch: the full grid), expected (`cell_epochs`)
-    and saved."""
+    """The plan's "halving" object: the section, the number of groups, the full grid's
+    epochs and the rule's worst and best cases (with no cell diverging). Synchronous: both
+    are the exact epochs (`rowsync.row_epochs`). Asynchronous: the worst is the full grid
+    (each cell reports better than the ones before it), the best is each row's first cell
+    alone past the first rung. `expected_epochs` is what `--estimate` counts: the worst."""
+    from orchestrator.rowsync import async_best_row
+
     full = sum(c.config["train"]["epochs"] for c in cells)
-    expected = sum(cell_epochs(halving, cells).values())
+    sync = round(sum(cell_epochs({**halving, "rule": "sync"}, cells).values()))
+    rows = _rows(halving, cells)
+    if halving.get("rule", "sync") == "sync":
+        worst = best = sync
+    else:
+        worst = full
+        best = sum(
+            async_best_row(
+                [len(cs) for cs in row.values()],
+                next(iter(row.values()))[0].config["train"]["epochs"],
+                halving["rungs"],
+            )
+            for row in rows.values()
+        )
     return {
         **halving,
-        "groups": len({group_of(c.params, halving["over"]) for c in cells}),
-        "worst_epochs": full,
-        "expected_epochs": round(expected, 1),
-        "expected_saving": round(1 - expected / full, 3) if full else 0.0,
+        "groups": len(rows),
+        "full_epochs": full,
+        "worst_epochs": worst,
+        "best_epochs": best,
+        "expected_epochs": worst,
+        "expected_saving": round(1 - worst / full, 3) if full else 0.0,
     }
 
 
@@ -292,11 +340,23 @@ def plan_lines(halving: dict | None, cells: list) -> list[str]:
     p = halving_plan(halving, cells)
     over = ", ".join(config.axis_label(a) for a in halving["over"])
     groups = f"{p['groups']} group{'s' if p['groups'] != 1 else ''}"
-    return [
-        f"halving: {groups} over {over}, rungs at epochs "
+    head = (
+        f"halving ({halving.get('rule', 'sync')}): {groups} over {over}, rungs at epochs "
         f"{', '.join(map(str, halving['rungs']))}, keep {halving['keep']:g} by "
-        f"{halving['metric']}",
-        f"  worst case {p['worst_epochs']} epochs (every cell reaches its last epoch: the "
-        f"full grid); expected {p['expected_epochs']:.0f} epochs, "
-        f"{p['expected_saving']:.0%} saved",
+        f"{halving['metric']}"
+    )
+    saved = 1 - p["best_epochs"] / p["full_epochs"] if p["full_epochs"] else 0.0
+    if halving.get("rule", "sync") == "sync":
+        return [
+            head,
+            f"  {p['worst_epochs']} epochs of the full grid's {p['full_epochs']} "
+            f"({p['expected_saving']:.0%} saved), worst and best case alike: each rung keeps "
+            f"a fixed number of each row whatever the order or the slots (fewer epochs only "
+            f"if runs diverge)",
+        ]
+    return [
+        head,
+        f"  worst case {p['worst_epochs']} epochs (the full grid: each cell reports better "
+        f"than the ones before it), best case {p['best_epochs']} ({saved:.0%} saved); "
+        f"where it lands depends on the order and timing of the reports",
     ]

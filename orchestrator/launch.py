@@ -226,6 +226,7 @@ def _rungs(spec, store: Store, todo: list[Cell], console: Console):
         epochs=list(spec.halving["rungs"]),
     )
     rungs = Rungs.from_epochs(spec.halving, cells, rows.to_pylist())
+    rungs.running = {t.key for t in todo}
     recorded = sum(len(s) for s in rungs.scores.values())
     console.print(
         f"halving: rungs at epochs {', '.join(map(str, spec.halving['rungs']))}, "

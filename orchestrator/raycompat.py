@@ -2,6 +2,10 @@
 why: everything else goes through Ray's and Tune's public APIs (the trial is a
 `tune.Trainable`, orchestrator/slot.py).
 
+Elsewhere: `scheduler.SlotLimit` frees and takes a paused trial's place in
+`BasicVariantGenerator._live_trials` (Tune's slot count has no public call to free a paused
+trial's slot; tests/orchestrator/test_rowsync.py and test_halving_sync.py exercise it).
+
 `check_ray()` runs first in every launch: another Ray fails at once with one line, before
 any trial starts, instead of a trial failing later on a changed internal.
 """

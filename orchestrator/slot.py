@@ -19,10 +19,13 @@ instead of starting a process that imports torch again. Its lifecycle, in Tune's
   PAUSE saves one and the resumed trial loads it, on this actor or another).
 - `cleanup()`: the actor ends; a unit still open is ended (`_end`).
 
-`_end`: a unit that Tune took away before its end was either stopped by the halving (its
-decision is in the store: the cells are written as `stopped`, orchestrator/scheduler.py),
-or paused, or interrupted: then nothing is written (a paused trial resumes from Tune's
-checkpoint; an interrupted one from the store's).
+`_end`: a unit that Tune took away before its end was either stopped by the asynchronous
+halving (its decision is in the store: the cells are written as `stopped`,
+orchestrator/scheduler.py), or paused, or interrupted: then nothing is written (a paused
+trial resumes from Tune's checkpoint; an interrupted one from the store's). Under the
+synchronous halving a loser is paused at its rung, then resumed: its first step finds the
+decision and writes the cell as `stopped` from the restored state, training nothing
+(`_written_stopped`): the row and its curves come from the same run.
 
 The dashboard names an actor by its repr, read once when the actor starts (`_raylet.pyx`,
 Ray 2.60): `GridSlot(<grid>)`. Which cell a slot trains now is in its log (a line per unit
@@ -107,7 +110,13 @@ class GridSlot(tune.Trainable):
 
     def step(self) -> dict:
         if self.unit.steps is None:
-            self.unit.start(self._resumes())
+            resumes = self._resumes()
+            if self._written_stopped(resumes):
+                return {"epoch": self.unit.epoch_of(resumes), "done": True}
+            self.unit.start(resumes)
+            waits = self.unit.at_rung()  # its row decides first (orchestrator/rowsync.py)
+            if waits is not None:
+                return waits
         try:
             result = self.unit.step()
         except GridError as e:  # written to the store as the cells' failure by the unit
@@ -127,6 +136,24 @@ class GridSlot(tune.Trainable):
                 found[t.key] = state
         return found
 
+    def _written_stopped(self, resumes: dict[str, dict]) -> bool:
+        """A halving's loser resumed from its pause at the rung (`rule: sync`): marks its
+        state to be written as `stopped` by the first step, without training; True when its
+        row is written already (its old actor ended the paused unit after the decision)."""
+        if not self.run.get("halving") or len(self.cells) != 1:
+            return False
+        key = self.cells[0].key
+        decision = self.store.read_stop(self.grid, key)
+        if decision is None or resumes.get(key, {}).get("epoch", 0) < decision["rung"]:
+            return False
+        self.store.forget()  # this actor's reads are cached; another actor may have written
+        if self.store.statuses(self.grid).get(key) == "stopped":
+            self._forget()
+            return True
+        resumes[key] = {**resumes[key], "stopped": True}
+        self.unit.stops[key] = decision
+        return False
+
     def _checkpoint(self, metrics: dict, files: dict[str, bytes]) -> None:
         for key, data in files.items():
             stored.write(self.store, self.grid, key, data)
@@ -136,7 +163,10 @@ class GridSlot(tune.Trainable):
             stored.delete(self.store, self.grid, t.key)
 
     def save_checkpoint(self, checkpoint_dir: str) -> str:
+        # Tune saves one at a PAUSE (a halving's rung): the store gets it too, so a relaunch
+        # after a kill resumes the waiting cell at its rung
         for key, data in self.unit.states().items():
+            stored.write(self.store, self.grid, key, data)
             with open(os.path.join(checkpoint_dir, checkpoints.state_file(key)), "wb") as f:
                 f.write(data)
         return checkpoint_dir
@@ -154,8 +184,9 @@ class GridSlot(tune.Trainable):
         unit, self.unit = self.unit, None
         if unit is None or unit.done or unit.steps is None:
             return
-        decision = None
-        if self.run.get("halving"):
+        decision, halving = None, self.run.get("halving")
+        # sync: a loser is paused, then resumed to write itself (`_written_stopped`)
+        if halving and halving.get("rule") == "async":
             decision = self.store.read_stop(self.grid, self.cells[0].key)
         if decision is None:
             unit.close()

@@ -138,6 +138,32 @@ class UnitRun:
         except StopIteration as end:
             return end.value
 
+    def at_rung(self) -> dict | None:
+        """Under the synchronous halving, a cell resumed exactly at a rung (a pause, or a
+        relaunch after a kill while its row waited) must not train past it before its row's
+        decision: its metrics for Tune then, with the rungs' scores from its history, and no
+        epoch trained. None otherwise (the next `step()` trains)."""
+        rule, key = self.halving, self.cells[0].key
+        if not rule or rule.get("rule") != "sync" or len(self.cells) != 1:
+            return None
+        if self.epoch[key] not in rule["rungs"] or self.stopped[key] or key in self.stops:
+            return None  # not at a rung, diverged, or a loser to be written (its first step)
+        from orchestrator.halving import rung_scores
+
+        scores = rung_scores(self.history[key], rule)
+        return {
+            "epoch": self.epoch[key],
+            "epochs": self.cells[0].config["train"]["epochs"],
+            "cells": 1,
+            "rungs": {str(r): v for r, v in scores.items()},
+            "done": False,
+        }
+
+    @staticmethod
+    def epoch_of(resumes: dict[str, dict]) -> int:
+        """The last epoch the resumed states trained."""
+        return max((int(s.get("epoch", 0)) for s in resumes.values()), default=0)
+
     def step(self) -> dict:
         """Train the unit's next epoch: its metrics for Tune, `done` true after the last
         (its rows are written then). On an exception, failure rows are written and it is

@@ -172,7 +172,9 @@ def epochs(
     grads = probes.GradNorms(run.model) if "grad_norms" in asked else None
 
     status = run.status  # a cell resumed after it diverged trains no further epoch
-    first = tcfg["epochs"] + 1 if status == "diverged" else len(run.history) + 1
+    if (resume or {}).get("stopped"):  # resumed to be written as stopped (a halving's loser)
+        status = "stopped"
+    first = tcfg["epochs"] + 1 if status != "completed" else len(run.history) + 1
     for epoch in range(first, tcfg["epochs"] + 1):
         wall0 = time.perf_counter()
         if switch_optimizer(run, epoch):  # train.optimizer_switch: a new optimizer's step

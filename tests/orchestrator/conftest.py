@@ -128,3 +128,31 @@ def node_env():
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def halved(tmp_path_factory, ray_cluster):
+    """The halving's test grid (halving_grid.py) launched with halving (the synchronous
+    rule, one trial at a time) and without (each row's six lrs packed into one trial: the
+    same cells, two trial start-ups instead of twelve); shared by test_halving.py and
+    test_halving_sync.py."""
+    from orchestrator import launch
+    from tests.orchestrator.halving_grid import HALVING, SIX_LRS, six_lrs
+    from tests.orchestrator.test_launch import console
+
+    root = tmp_path_factory.mktemp("halving")
+    out = {"root": root}
+    full = {"resources": {**SIX_LRS["resources"], "pack": 6}}
+    for name, changes, concurrent in (("halved", {"halving": HALVING}, 1), ("full", full, None)):
+        spec = six_lrs(root / "specs", name, **changes)
+        con, buf = console()
+        rc = launch.launch(
+            spec,
+            store_uri=str(root / name),
+            address=ray_cluster.address,
+            max_concurrent=concurrent,
+            console=con,
+        )
+        assert rc == 0, buf.getvalue()
+        out[name] = (spec, root / name, buf.getvalue())
+    return out

@@ -3,23 +3,20 @@ checks, the rule and its records without Ray, then real Ray on the CPU: a grid o
 6 lrs x 8 epochs with rungs [2, 4] and keep 0.5 against the same grid without halving, a
 SIGKILLed halving launch relaunched, and a grown grid judged against the stored rungs.
 
-The halving launches run one trial at a time (`max_concurrent=1`): the asynchronous rule
-judges each cell against the records that arrived before it, so the order of arrival is
-part of the result, and one trial at a time makes it the grid's order, the same in every
-run. Nothing here waits on the clock: the kill test holds a trial at a barrier (GRID_HOLD).
+The grid and its launches (the `halved` fixture, tests/orchestrator/conftest.py) are shared
+with test_halving_sync.py, which runs the synchronous rule (the default) at other slot
+counts and orders. Nothing here waits on the clock: the kill test holds a trial at a
+barrier (GRID_HOLD).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import yaml
 
 from orchestrator import launch
 from orchestrator.cli import main
@@ -27,40 +24,16 @@ from orchestrator.errors import GridError
 from orchestrator.expand import expand
 from orchestrator.halving import Rungs, cell_epochs, cutoff, group_of, halving_plan
 from orchestrator.spec import load_spec
-from results.store import open_store
-from results.tables import build_tables
 from tests.orchestrator.conftest import write_spec
+from tests.orchestrator.halving_grid import (
+    GRID,
+    HALVING,
+    copy_store,
+    picks,
+    six_lrs,
+    trained_epochs,
+)
 from tests.orchestrator.test_launch import REPO, arm_hold, console, rows, wait_held
-
-HALVING = {"over": "lr", "metric": "val_acc", "rungs": [2, 4], "keep": 0.5}
-GRID = {"arch": ["strided_a", "strided_b"], "lr": [0.1, 0.05, 0.02, 0.01, 0.005, 0.002]}
-# Batch norm and 256 images: the lrs rank the same at the rungs as at the end (the lower
-# the lr, the slower it learns in 8 epochs), as a table row's lrs usually do. A checkpoint
-# every epoch (checkpoint_s 0), which the kill test resumes from.
-SIX_LRS = {
-    "dataset": {"name": "synthetic", "subset": 256, "val_size": 256, "augment": []},
-    "model": {
-        "arch": "strided_a",
-        "width": 0.25,
-        "dropout": 0.0,
-        "input_dropout": 0.0,
-        "batch_norm": True,
-    },
-    "train": {
-        "epochs": 8,
-        "batch_size": 64,
-        "lr": 0.05,
-        "checkpoint_s": 0,
-        "schedule": {"name": "constant"},
-    },
-    "grid": GRID,
-    "resources": {"cpu": 1, "gpu": 0},
-    "max_failures": 1,
-    "tables": [
-        {"name": "t", "rows": "arch", "metric": "test_acc", "best_by": "val_acc", "over": "lr"}
-    ],
-}
-
 
 # -- the section's checks ------------------------------------------------------------------
 BAD = [
@@ -76,6 +49,7 @@ BAD = [
         "halving.metric: 'test_acc' cannot rank a rung (it would choose by the test set)",
     ),
     ({"rungs": [2], "keeep": 0.5}, "halving.keeep: unknown key (did you mean 'keep'?)"),
+    ({"rungs": [2], "rule": "syn"}, "halving.rule: 'syn' (did you mean 'sync'?); valid: sync"),
 ]
 
 
@@ -119,7 +93,7 @@ def test_an_early_rung_is_warned_of_and_smoke_drops_the_halving(tmp_path, capsys
     assert main(["plan", str(path)]) == 0
     out = capsys.readouterr().out
     assert "warning: halving.rungs: 25, 100 come before the first lr decay (epoch 200" in out
-    assert "worst case 700 epochs" in out
+    assert "375 epochs of the full grid's 700" in out  # 2 x 25 + 1 x 325
     assert main(["plan", str(path), "--smoke"]) == 0  # one epoch: no rung, no halving
     assert "halving" not in capsys.readouterr().out
 
@@ -168,58 +142,22 @@ def test_rungs_judge_each_cell_once_per_rung_within_its_group(tmp_path):
     assert rungs.judge(a[3].key, {2: 0.9, 4: 0.1})["rung"] == 4  # both rungs, lowest first
 
 
-def test_the_plan_expects_synchronous_halving_and_the_worst_case_is_the_full_grid(tmp_path):
+def test_the_plan_gives_the_sync_rules_exact_epochs_and_the_async_rules_range(tmp_path):
     spec = six_lrs(tmp_path, "g", halving=HALVING)
     cells = expand(spec)
     plan = halving_plan(spec.halving, cells)
-    # per group of 6: 6 x 2 + 3 x 2 + 1.5 x 4 = 24 epochs of 48
-    assert (plan["groups"], plan["worst_epochs"], plan["expected_epochs"]) == (2, 96, 48.0)
+    # per group of 6: 6 x 2 + 3 x 2 + 2 x 4 = 26 epochs of 48 (3 of 6, then 2 of 3)
+    assert (plan["groups"], plan["full_epochs"], plan["worst_epochs"]) == (2, 96, 52)
+    assert plan["best_epochs"] == plan["expected_epochs"] == 52
+    assert sum(cell_epochs(spec.halving, cells).values()) == pytest.approx(52)
     assert sum(cell_epochs(None, cells).values()) == 96
-    assert plan["expected_saving"] == 0.5
+    assert plan["expected_saving"] == 0.458
+    # async: from the full grid (ascending scores) to 6 x 2 + 6 per row (descending)
+    plan = halving_plan({**spec.halving, "rule": "async"}, cells)
+    assert (plan["worst_epochs"], plan["best_epochs"], plan["expected_epochs"]) == (96, 36, 96)
 
 
 # -- real Ray --------------------------------------------------------------------------------
-def six_lrs(folder, name: str, **changes):
-    """The 2 x 6 grid, row by row (arch, then lr: the order its trials run in)."""
-    path = folder / name / f"{name}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump({"name": name, **SIX_LRS, **changes}, sort_keys=False))
-    return load_spec(path)
-
-
-@pytest.fixture(scope="module")
-def halved(tmp_path_factory, ray_cluster):
-    """The 2 x 6 x 8 grid launched with halving (one trial at a time) and without (each
-    row's six lrs packed into one trial: the same cells, two trial start-ups instead of
-    twelve)."""
-    root = tmp_path_factory.mktemp("halving")
-    out = {"root": root}
-    full = {"resources": {**SIX_LRS["resources"], "pack": 6}}
-    for name, changes, concurrent in (("halved", {"halving": HALVING}, 1), ("full", full, None)):
-        spec = six_lrs(root / "specs", name, **changes)
-        con, buf = console()
-        rc = launch.launch(
-            spec,
-            store_uri=str(root / name),
-            address=ray_cluster.address,
-            max_concurrent=concurrent,
-            console=con,
-        )
-        assert rc == 0, buf.getvalue()
-        out[name] = (spec, root / name, buf.getvalue())
-    return out
-
-
-def trained_epochs(store, grid: str) -> int:
-    return open_store(str(store)).read_epochs(grid).num_rows
-
-
-def picks(spec, store) -> dict:
-    trials = open_store(str(store)).read_trials(spec.name).to_pylist()
-    (data,) = build_tables(spec, trials)
-    return {row: cell.pick for (row, _), cell in data.cells.items()}
-
-
 @pytest.mark.ray
 def test_halving_trains_at_most_55_percent_and_picks_the_same_lrs(halved):
     spec, store, out = halved["halved"]
@@ -239,26 +177,6 @@ def test_halving_trains_at_most_55_percent_and_picks_the_same_lrs(halved):
     con, buf = console()  # a relaunch: stopped is finished
     assert launch.launch(spec, store_uri=str(store), console=con) == 0
     assert "skipping 12 finished cells (completed, diverged or stopped" in buf.getvalue()
-
-
-def copy_store(src, dest, keys=None):
-    """A copy of a grid's results (only `keys`' files, when given), without Tune's state."""
-
-    def ignore(folder, names):
-        return {
-            n
-            for n in names
-            if n in ("_tune", "_lease.json")
-            or n.endswith(".lock")
-            or (
-                keys is not None
-                and n.endswith((".parquet", ".json"))
-                and n.split(".")[0] not in keys
-                and Path(folder).name not in keys  # epochs/<key>/<run_id>.parquet
-            )
-        }
-
-    shutil.copytree(src, dest, ignore=ignore)
 
 
 @pytest.mark.ray

@@ -102,6 +102,19 @@ def test_resume_from_the_last_epoch_trains_nothing(small_config):
     assert calls == [] and again["epochs"] == 1 and again["status"] == "completed"
 
 
+def test_a_state_resumed_as_stopped_trains_nothing_and_ends_stopped(small_config):
+    """A halving's loser, paused at its rung, is written from its state (docs/spec.md#halving)."""
+    small_config["dataset"]["subset"] = 100
+    small_config["train"]["epochs"] = 3
+    states = []
+    train(small_config, report=lambda m, s: states.append(_snapshot(s)))
+    calls = []
+    resume = {**states[0], "stopped": True}
+    out = train(small_config, report=lambda m, s: calls.append(m), resume=resume)
+    assert calls == [] and (out["status"], out["epochs"]) == ("stopped", 1)
+    assert _timeless(out["history"]) == _timeless(states[0]["history"])
+
+
 def test_huge_lr_diverges_and_stops_early(small_config):
     small_config["model"]["batch_norm"] = False
     small_config["dataset"]["subset"] = 200
