@@ -88,6 +88,11 @@ def expand(spec: Spec) -> list[Cell]:
         cfg = resolve(spec, overrides)
         if any(_matches(cfg, rule) for rule in spec.exclude):
             continue
+        if cfg["dataset"]["classes"] is not None and cfg["dataset"]["name"] != "cifar100":
+            raise GridError(
+                f"{spec.path}: dataset.classes: class subsets are of cifar100, but a cell "
+                f"has dataset.name {cfg['dataset']['name']}"
+            )
         key = cell_key(cfg)
         if key in seen:
             continue
