@@ -60,7 +60,8 @@ def build_optimizer(
     of their own after the others (the first group's lr is the one the metrics report). On
     CUDA the fused kernels are used (one launch for all parameters); elsewhere PyTorch's
     default (foreach) path. With `train.compile` the lr is a 0-dim tensor, which the
-    schedule updates in place, so the compiled optimizer step (`trainers.step`) is not recompiled at every new lr.
+    schedule updates in place, so the compiled optimizer step (`trainers.step`) is not
+    recompiled at every new lr.
     """
     params = list(params)
     opt, lr = train_cfg["optimizer"], train_cfg["lr"]
