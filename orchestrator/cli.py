@@ -7,6 +7,7 @@ never as a traceback.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from collections.abc import Callable
@@ -68,6 +69,12 @@ def cmd_launch(args: argparse.Namespace) -> int:
         return submit_command(spec, args)
     from orchestrator.launch import launch  # Ray is only imported by what launch calls
 
+    if spec.stage is not None:  # a stage: its parents first (orchestrator/stagelaunch.py)
+        from orchestrator.stagelaunch import launch_stage
+
+        launch = functools.partial(launch_stage, with_parents=args.with_parents)
+    elif args.with_parents:
+        raise GridError(f"{spec.path}: --with-parents: this spec has no stage: section")
     return launch(
         spec,
         store_uri=args.store,
@@ -286,6 +293,12 @@ def parser() -> argparse.ArgumentParser:
         help="when another launch holds the grid, wait for it instead of exiting 1",
     )
     s.add_argument("--dry-run", action="store_true", help="say what would run; start nothing")
+    s.add_argument(
+        "--with-parents",
+        action="store_true",
+        help="a stage (stage: in the spec): first train the parent cells it needs that "
+        "have no finished result with kept weights",
+    )
     s.add_argument(
         "--yes",
         action="store_true",

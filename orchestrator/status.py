@@ -19,6 +19,7 @@ COLOURS = {
     "diverged": "yellow",
     "failed": "red",
     "missing": "dim",
+    "stale": "magenta",  # a stage's cell whose parent was retrained (orchestrator/stages.py)
 }
 
 
@@ -31,6 +32,11 @@ def cell_rows(spec, store) -> list[dict]:
     """{key, status, params, error} per cell; `error` is the last failed attempt's (also of
     a finished cell whose --force rerun failed: its result is kept)."""
     found = store.statuses(spec.name)
+    if spec.stage is not None:  # a stage: finished cells whose parent run changed are stale
+        from orchestrator import stages
+
+        res = stages.resolve(spec, expand(spec), store)
+        found = {**found, **dict.fromkeys(stages.stale_keys(spec, res.refs, store), "stale")}
     failures = {r["key"]: r for r in store.read_failures(spec.name, ["error"]).to_pylist()}
     rows = []
     for t in expand(spec):
@@ -111,8 +117,16 @@ def status_command(
         )
     counts = {s: sum(r["status"] == s for r in rows) for s in COLOURS}
     console.print(
-        ", ".join(f"{n} {s}" for s, n in counts.items() if n or s != "stopped" or spec.halving)
+        ", ".join(
+            f"{n} {s}"
+            for s, n in counts.items()
+            if n or s not in ("stopped", "stale") or (s == "stopped" and spec.halving)
+        )
     )
+    if counts["stale"]:
+        console.print(
+            f"{counts['stale']} stale cells: their parent was retrained; `grid launch` reruns them"
+        )
     console.print(
         f"store: {objects:,} objects, {_bytes(size)} under {store.uri}/{spec.name}", soft_wrap=True
     )

@@ -1,0 +1,198 @@
+"""Stages (orchestrator/stages.py, stagelaunch.py): a grid whose cells start from another
+grid's trained cells. Without Ray: the `stage:` section's checks and the parent's
+resolution. With real Ray and moto's S3, on CIFAR-10 and CIFAR-100 written here in their real
+on-disk layouts: a child refused while its parents are missing, `--with-parents` training
+both stages in one command, the frozen child's body equal to its parent's kept weights, a
+relaunch that skips everything, and a parent rerun that makes its children stale until
+`grid launch` trains them again."""
+
+from __future__ import annotations
+
+import io
+import json
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from orchestrator import stages
+from orchestrator.cli import main
+from orchestrator.errors import GridError
+from orchestrator.expand import expand
+from orchestrator.spec import load_spec
+from results import weights as stored_weights
+from results.store import open_store
+from trainers.cifar_files import write_cifar10, write_cifar100
+
+MODEL = "{arch: strided_a, width: 0.25, dropout: 0.0, input_dropout: 0.0}"
+TRAIN = (
+    "{epochs: 1, batch_size: 64, schedule: {name: constant}, checkpoint_s: 0, keep_weights: true}"
+)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    """CIFAR-10 (200 train, 50 test) and CIFAR-100 (3 train, 1 test image per class)."""
+    root = tmp_path_factory.mktemp("cifar")
+    rng = np.random.default_rng(0)
+    palette = rng.integers(30, 226, size=(100, 3))
+
+    def images(labels):
+        x = palette[labels][:, :, None, None] + rng.normal(0, 25, (len(labels), 3, 32, 32))
+        return np.clip(x, 0, 255).astype(np.uint8)
+
+    y10, t10 = np.arange(200) % 10, np.arange(50) % 10
+    write_cifar10(root, images(y10), y10, images(t10), t10)
+    y100, t100 = np.arange(300) % 100, np.arange(100)
+    write_cifar100(root, images(y100), y100, images(t100), t100)
+    return root
+
+
+def write_specs(folder: Path, root: Path, child_extra: str = "") -> tuple[Path, Path]:
+    """c10.yaml (the parent: lr 0.05 and 0.1 on CIFAR-10, a pick table) and sub.yaml (the
+    child: fine-tuned and frozen on 5 CIFAR-100 classes, each from the picked parent)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = f"download: false, root: '{root}', augment: []"
+    (folder / "c10.yaml").write_text(
+        textwrap.dedent(f"""\
+        name: c10
+        dataset: {{name: cifar10, val_size: 20, {data}}}
+        model: {MODEL}
+        train: {TRAIN}
+        grid: {{lr: [0.05, 0.1]}}
+        resources: {{cpu: 1}}
+        max_failures: 0
+        tables:
+          - {{name: lrpick, rows: [arch], metric: test_error, best_by: val_acc, over: lr}}
+        """)
+    )
+    (folder / "sub.yaml").write_text(
+        textwrap.dedent(f"""\
+        name: sub
+        dataset: {{name: cifar100, classes: [people], val_size: 5, {data}}}
+        model: {MODEL}
+        train: {TRAIN}
+        grid: {{body: [finetune, frozen]}}
+        resources: {{cpu: 1}}
+        max_failures: 0
+        stage: {{parent: c10.yaml, match: [arch], pick: lrpick{child_extra}}}
+        """)
+    )
+    return folder / "c10.yaml", folder / "sub.yaml"
+
+
+# -- without Ray ----------------------------------------------------------------------------
+def test_stage_keys_are_checked_one_line_each(tmp_path, data_root):
+    _, child = write_specs(tmp_path, data_root)
+    text = child.read_text().replace(
+        "stage: {parent: c10.yaml, match: [arch], pick: lrpick}",
+        "stage: {parent: c11.yaml, match: [archh], pik: x}",
+    )
+    child.write_text(text)
+    with pytest.raises(GridError) as e:
+        load_spec(child)
+    lines = str(e.value).splitlines()
+    assert any("stage.parent: no spec file c11.yaml beside sub.yaml" in ln for ln in lines)
+    assert any("stage.match: unknown key 'archh' (did you mean 'arch'?)" in ln for ln in lines)
+    assert any("stage.pik: unknown key (did you mean 'pick'?)" in ln for ln in lines)
+    assert all(ln.startswith(f"{child}: stage.") for ln in lines)
+
+
+def test_parents_resolve_through_the_pick_once_every_candidate_finished(tmp_path, data_root):
+    _, child = write_specs(tmp_path, data_root)
+    spec = load_spec(child)
+    store = open_store(str(tmp_path / "runs"))
+    res = stages.resolve(spec, expand(spec), store)
+    parents = expand(res.parent)
+    assert {p.key for p in res.needed} == {p.key for p in parents} and not res.refs
+    message = stages.missing_message(spec, res, "s3://b/r")
+    assert f"grid launch {child} --store s3://b/r --with-parents" in message
+    assert all(p.key in message for p in parents) and "\n" not in message
+
+
+def test_an_ambiguous_parent_names_the_axes_to_match(tmp_path, data_root):
+    _, child = write_specs(tmp_path, data_root)
+    child.write_text(child.read_text().replace(", pick: lrpick", ""))
+    spec = load_spec(child)
+    with pytest.raises(GridError, match=r"2 cells of c10 fit cell .* differ in lr: add"):
+        stages.resolve(spec, expand(spec), open_store(str(tmp_path / "runs")))
+
+
+# -- with Ray and S3 ------------------------------------------------------------------------
+def _rows(uri: str, grid: str) -> dict[str, dict]:
+    return {r["key"]: r for r in open_store(uri).read_trials(grid).to_pylist()}
+
+
+def _status(capsys, child: Path, uri: str) -> dict[str, str]:
+    capsys.readouterr()
+    assert main(["status", str(child), "--store", uri, "--json"]) == 0
+    return {r["key"]: r["status"] for r in json.loads(capsys.readouterr().out)}
+
+
+@pytest.mark.ray
+def test_two_stages_on_s3(tmp_path, data_root, s3_uri, ray_cluster, capsys):
+    parent_path, child = write_specs(tmp_path / "specs", data_root)
+    run = ["--store", s3_uri, "--address", ray_cluster.address]
+    spec = load_spec(child)
+    children = {c.params["train.body"]: c.key for c in expand(spec)}
+
+    # 1. refused before any trial: the parents have no result
+    assert main(["launch", str(child), *run]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "2 parent cells of c10 have no finished result" in err and "--with-parents" in err
+    assert _rows(s3_uri, "c10") == {} and _rows(s3_uri, "sub") == {}
+
+    # 2. --with-parents: both stages in one command
+    assert main(["launch", str(child), *run, "--with-parents"]) == 0, capsys.readouterr()
+    parents = _rows(s3_uri, "c10")
+    assert {r["status"] for r in parents.values()} == {"completed"} and len(parents) == 2
+    assert all(r["weights_id"] for r in parents.values())
+    picked = max(parents.values(), key=lambda r: r["final_val_acc"])
+    found = _rows(s3_uri, "sub")
+    assert set(found) == set(children.values())
+    for r in found.values():
+        assert r["status"] == "completed"
+        assert (r["parent_grid"], r["parent_key"]) == ("c10", picked["key"])
+        assert r["parent_run_id"] == picked["run_id"]
+
+    # 3. the child started from the parent's weights: the frozen body is the parent's,
+    # tensor for tensor; its head is new, sized to the subset's 5 classes
+    store = open_store(s3_uri)
+    load = lambda grid, r: torch.load(  # noqa: E731
+        io.BytesIO(stored_weights.read(store, grid, r["key"], r["weights_id"])),
+        weights_only=True,
+    )
+    theirs = load("c10", picked)
+    frozen = load("sub", found[children["frozen"]])
+    finetuned = load("sub", found[children["finetune"]])
+    head = {n for n, t in frozen.items() if t.shape != theirs[n].shape}
+    assert head and all(frozen[n].shape[0] == 5 for n in head)
+    for name, tensor in frozen.items():
+        if name not in head:
+            assert torch.equal(tensor, theirs[name]), name
+    assert any(not torch.equal(finetuned[n], theirs[n]) for n in frozen if n not in head)
+
+    # 4. a relaunch skips everything
+    epochs = open_store(s3_uri).read_epochs("sub").num_rows
+    capsys.readouterr()
+    assert main(["launch", str(child), *run, "--with-parents"]) == 0
+    assert "all 2 cells are finished; nothing to run" in capsys.readouterr().out
+    assert _rows(s3_uri, "c10") == parents and _rows(s3_uri, "sub") == found
+    assert open_store(s3_uri).read_epochs("sub").num_rows == epochs
+
+    # 5. the parent retrained (--force): its children are stale, and a launch retrains them
+    assert main(["launch", str(parent_path), *run, "--force"]) == 0
+    assert set(_status(capsys, child, s3_uri).values()) == {"stale"}
+    assert main(["launch", str(child), *run]) == 0
+    again = _rows(s3_uri, "c10")
+    picked = max(again.values(), key=lambda r: r["final_val_acc"])
+    assert {r["parent_run_id"] for r in _rows(s3_uri, "sub").values()} == {picked["run_id"]}
+    assert set(_status(capsys, child, s3_uri).values()) == {"completed"}
+    # the parents' older weights are gone: one object per cell
+    kept = [n for n in store._list("c10/weights") if n.endswith(".pt")]
+    assert sorted(kept) == sorted(
+        stored_weights.name("c10", r["key"], r["weights_id"]) for r in again.values()
+    )
