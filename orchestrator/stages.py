@@ -26,14 +26,28 @@ from orchestrator.expand import Cell, expand
 from results import weights as stored_weights
 from trainers import config
 
+# Where a cell runs, not what it trains: a child's value (its spec's or `--set`'s) reaches
+# its parent, whose data then sits where the child's does.
+WHERE = ("dataset.root", "dataset.download", "train.device")
+
 
 def parent_spec(spec, keep_weights: bool = False):
-    """The parent grid's spec (smoke-tested with the child under --smoke); `keep_weights`:
-    with `train.keep_weights` on (what --with-parents launches)."""
+    """The parent grid's spec (smoke-tested with the child under --smoke), with the child's
+    `WHERE` values where they differ from the defaults; `keep_weights`: with
+    `train.keep_weights` on (what --with-parents launches)."""
+    import yaml
+
     from orchestrator.spec import load_spec, smoke
 
     path = Path(spec.path).parent / spec.stage["parent"]
-    parent = load_spec(path, ["train.keep_weights=true"] if keep_weights else [])
+    defaults = config.default_config()
+    scalar = lambda v: yaml.safe_dump(v).strip().removesuffix("...").strip()  # noqa: E731
+    sets = [
+        f"{p}={scalar(config.get_path(spec.base, p))}"
+        for p in WHERE
+        if config.get_path(spec.base, p) != config.get_path(defaults, p)
+    ]
+    parent = load_spec(path, sets + (["train.keep_weights=true"] if keep_weights else []))
     if parent.name == spec.name.removesuffix("-smoke"):
         raise GridError(f"{spec.path}: stage.parent: a grid cannot be its own parent")
     if spec.forced:
