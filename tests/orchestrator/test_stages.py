@@ -75,6 +75,7 @@ def write_specs(folder: Path, root: Path, child_extra: str = "") -> tuple[Path, 
         model: {MODEL}
         train: {TRAIN}
         grid: {{body: [finetune, frozen]}}
+        include: [{{body: finetune, lr: 1.0e-9}}]   # its body moves by ~1e-9: the loaded one
         resources: {{cpu: 1}}
         max_failures: 0
         stage: {{parent: c10.yaml, match: [arch], pick: lrpick{child_extra}}}
@@ -136,7 +137,7 @@ def test_two_stages_on_s3(tmp_path, data_root, s3_uri, ray_cluster, capsys):
     parent_path, child = write_specs(tmp_path / "specs", data_root)
     run = ["--store", s3_uri, "--address", ray_cluster.address]
     spec = load_spec(child)
-    children = {c.params["train.body"]: c.key for c in expand(spec)}
+    children = {(c.params["train.body"], c.params["train.lr"]): c.key for c in expand(spec)}
 
     # 1. refused before any trial: the parents have no result
     assert main(["launch", str(child), *run]) == 2
@@ -158,28 +159,30 @@ def test_two_stages_on_s3(tmp_path, data_root, s3_uri, ray_cluster, capsys):
         assert (r["parent_grid"], r["parent_key"]) == ("c10", picked["key"])
         assert r["parent_run_id"] == picked["run_id"]
 
-    # 3. the child started from the parent's weights: the frozen body is the parent's,
-    # tensor for tensor; its head is new, sized to the subset's 5 classes
+    # 3. the children started from the parent's weights: the frozen body is the parent's,
+    # tensor for tensor, and so is the body fine-tuned at lr 1e-9 (to 1e-6); the head is
+    # new, sized to the subset's 5 classes; at lr 0.05 fine-tuning moves the body
     store = open_store(s3_uri)
     load = lambda grid, r: torch.load(  # noqa: E731
         io.BytesIO(stored_weights.read(store, grid, r["key"], r["weights_id"])),
         weights_only=True,
     )
     theirs = load("c10", picked)
-    frozen = load("sub", found[children["frozen"]])
-    finetuned = load("sub", found[children["finetune"]])
+    frozen = load("sub", found[children["frozen", 0.05]])
+    still = load("sub", found[children["finetune", 1e-9]])
+    finetuned = load("sub", found[children["finetune", 0.05]])
     head = {n for n, t in frozen.items() if t.shape != theirs[n].shape}
     assert head and all(frozen[n].shape[0] == 5 for n in head)
-    for name, tensor in frozen.items():
-        if name not in head:
-            assert torch.equal(tensor, theirs[name]), name
-    assert any(not torch.equal(finetuned[n], theirs[n]) for n in frozen if n not in head)
+    body = [n for n in frozen if n not in head]
+    assert body and all(torch.equal(frozen[n], theirs[n]) for n in body)
+    assert all(torch.allclose(still[n], theirs[n], atol=1e-6) for n in body)
+    assert any(not torch.allclose(finetuned[n], theirs[n], atol=1e-6) for n in body)
 
     # 4. a relaunch skips everything
     epochs = open_store(s3_uri).read_epochs("sub").num_rows
     capsys.readouterr()
     assert main(["launch", str(child), *run, "--with-parents"]) == 0
-    assert "all 2 cells are finished; nothing to run" in capsys.readouterr().out
+    assert "all 3 cells are finished; nothing to run" in capsys.readouterr().out
     assert _rows(s3_uri, "c10") == parents and _rows(s3_uri, "sub") == found
     assert open_store(s3_uri).read_epochs("sub").num_rows == epochs
 
