@@ -38,6 +38,9 @@ def launch_stage(spec, *, with_parents: bool = False, console: Console | None = 
         res = stages.resolve(spec, cells, store, parent)
         if not res.needed:
             break
+        if not with_parents and kw.get("dry_run"):  # say so, and show what would run
+            console.print(Text(stages.missing_message(spec, res, kw.get("store_uri"))))
+            return launch(spec, console=console, cells=cells, **kw)
         if not with_parents:
             raise GridError(stages.missing_message(spec, res, kw.get("store_uri")))
         console.print(

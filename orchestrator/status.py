@@ -123,6 +123,8 @@ def status_command(
             if n or s not in ("stopped", "stale") or (s == "stopped" and spec.halving)
         )
     )
+    if spec.stage is not None:
+        _parents_line(spec, store, console)
     if counts["stale"]:
         console.print(
             f"{counts['stale']} stale cells: their parent was retrained; `grid launch` reruns them"
@@ -131,6 +133,20 @@ def status_command(
         f"store: {objects:,} objects, {_bytes(size)} under {store.uri}/{spec.name}", soft_wrap=True
     )
     return 0
+
+
+def _parents_line(spec, store, console: Console) -> None:
+    """A stage: the parent cells its cells still wait for, and the command that trains them."""
+    from orchestrator import stages
+
+    res = stages.resolve(spec, expand(spec), store)
+    if res.needed:
+        console.print(
+            f"waiting for {len(res.needed)} parent cells of {res.parent.name} (no finished "
+            f"result with kept weights): grid launch {spec.path} --with-parents"
+            f"{' --smoke' if spec.forced else ''} --store {store.uri}",
+            soft_wrap=True,
+        )
 
 
 def _bytes(n: int) -> str:

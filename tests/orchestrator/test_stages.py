@@ -121,6 +121,19 @@ def test_an_ambiguous_parent_names_the_axes_to_match(tmp_path, data_root):
         stages.resolve(spec, expand(spec), open_store(str(tmp_path / "runs")))
 
 
+def test_status_and_a_dry_run_name_the_missing_parents(tmp_path, data_root, capsys):
+    _, child = write_specs(tmp_path, data_root)
+    runs = str(tmp_path / "runs")
+    assert main(["status", str(child), "--store", runs]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "waiting for 2 parent cells of c10" in out and f"{child} --with-parents" in out
+    assert main(["launch", str(child), "--store", runs, "--dry-run"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "have no finished result with kept weights" in out
+    assert "would run 3 cells as 3 Tune trials (dry run: nothing started)" in out
+    assert open_store(runs).statuses("c10") == {}
+
+
 # -- with Ray and S3 ------------------------------------------------------------------------
 def _rows(uri: str, grid: str) -> dict[str, dict]:
     return {r["key"]: r for r in open_store(uri).read_trials(grid).to_pylist()}
