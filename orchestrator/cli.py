@@ -63,6 +63,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
 @command
 def cmd_launch(args: argparse.Namespace) -> int:
     spec = _load(args)
+    if args.submit and spec.stage is not None:  # the job would get this spec file alone
+        raise GridError(
+            f"{spec.path}: --submit: a stage's launch (stage: in the spec) runs from here; "
+            "use --address to run it on the cluster"
+        )
     if args.submit or args.follow:  # a Ray Job on a running cluster
         from orchestrator.submit import submit_command
 
