@@ -132,6 +132,9 @@ def test_status_and_a_dry_run_name_the_missing_parents(tmp_path, data_root, caps
     assert "have no finished result with kept weights" in out
     assert "would run 3 cells as 3 Tune trials (dry run: nothing started)" in out
     assert open_store(runs).statuses("c10") == {}
+    assert main(["plan", str(child)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "start from a cell of c10" in out and "the pick of its table lrpick" in out
 
 
 # -- with Ray and S3 ------------------------------------------------------------------------
