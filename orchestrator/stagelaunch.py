@@ -58,6 +58,11 @@ def launch_stage(spec, *, with_parents: bool = False, console: Console | None = 
         if status != 0 or kw.get("dry_run"):
             return status
         store.forget()
+    if kw.get("dry_run"):  # writes nothing, so takes no lease
+        stale = frozenset(stages.stale_keys(spec, res.refs, store))
+        return launch(
+            spec, console=console, cells=stages.attach(cells, res.refs), rerun=stale, **kw
+        )
     try:
         with held(
             Lease(store, parent.name),
