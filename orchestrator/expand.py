@@ -93,6 +93,11 @@ def expand(spec: Spec) -> list[Cell]:
                 f"{spec.path}: dataset.classes: class subsets are of cifar100, but a cell "
                 f"has dataset.name {cfg['dataset']['name']}"
             )
+        if cfg["train"]["body"] != "scratch" and spec.stage is None:
+            raise GridError(
+                f"{spec.path}: train.body: {cfg['train']['body']} starts from a parent cell; "
+                "add a stage: section naming the parent grid (docs/spec.md#stage)"
+            )
         key = cell_key(cfg)
         if key in seen:
             continue

@@ -137,6 +137,24 @@ def test_status_and_a_dry_run_name_the_missing_parents(tmp_path, data_root, caps
     assert "start from a cell of c10" in out and "the pick of its table lrpick" in out
 
 
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (("classes: [people]", "classes: [peeple]"), "dataset.classes: unknown CIFAR-100 class"),
+        (("name: cifar100,", "name: cifar10,"), "dataset.classes: class subsets are of cifar100"),
+        (("stage: {", "x: {"), "train.body: finetune starts from a parent cell; add a stage:"),
+        (("body: [finetune, frozen]", "body: [finetune, warm]"), "grid.body[1]: unknown body"),
+    ],
+)
+def test_a_bad_stage_spec_exits_2_in_one_line(tmp_path, data_root, capsys, change, expected):
+    _, child = write_specs(tmp_path, data_root)
+    child.write_text(child.read_text().replace(*change).replace("x: {", "# x: {"))
+    assert main(["plan", str(child)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"grid: error: {child}: ") and expected in err, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
 # -- with Ray and S3 ------------------------------------------------------------------------
 def _rows(uri: str, grid: str) -> dict[str, dict]:
     return {r["key"]: r for r in open_store(uri).read_trials(grid).to_pylist()}
