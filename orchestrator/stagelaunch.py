@@ -43,6 +43,11 @@ def launch_stage(spec, *, with_parents: bool = False, console: Console | None = 
             return launch(spec, console=console, cells=cells, **kw)
         if not with_parents:
             raise GridError(stages.missing_message(spec, res, kw.get("store_uri")))
+        if parent.stage is not None:  # a chain: its own parents come first, by its launch
+            raise GridError(
+                f"{spec.path}: --with-parents: the parent {parent.path} is a stage itself; "
+                f"launch it first: grid launch {parent.path} --with-parents"
+            )
         console.print(
             f"{spec.name}: first {len(res.needed)} parent cells of {parent.name} "
             f"(--with-parents, keeping their weights)"
