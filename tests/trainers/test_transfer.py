@@ -11,6 +11,7 @@ import torch
 from trainers import transfer
 from trainers.errors import GridError
 from trainers.loop import epochs
+from trainers.models import create_model, list_models
 from trainers.setup import setup
 
 
@@ -18,6 +19,16 @@ def _parent_weights(cfg: dict) -> dict:
     parent = copy.deepcopy(cfg)
     parent["train"]["seed"] = 7  # other weights than the child's own init
     return {k: v.clone() for k, v in setup(parent).model.state_dict().items()}
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_every_model_s_head_is_its_classifier_sized_to_the_classes(name, batch_norm):
+    model = create_model(name, num_classes=7, batch_norm=batch_norm)
+    state = model.state_dict()
+    head = transfer.head_names(model)
+    assert head and all(state[n].shape[0] == 7 for n in head if state[n].ndim), sorted(head)
+    assert any(n.endswith("weight") and state[n].ndim >= 2 for n in head)  # the conv / dense
 
 
 @pytest.mark.parametrize("arch", ["allcnn_c", "resnet9"])
