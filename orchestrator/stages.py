@@ -130,25 +130,23 @@ def _describe(cfg: dict, match: list[str], where: dict) -> str:
     return ", ".join(f"{config.axis_label(k)}={v}" for k, v in pairs.items()) or "any values"
 
 
-def _score(row: dict, at: str, best_by: str) -> float:
-    """A row's `best_by` (higher is better: accuracy; errors and losses negated)."""
-    split, _, kind = best_by.rpartition("_")
-    value = row.get(f"{at}_{split}_{'loss' if kind == 'loss' else 'acc'}")
-    if value is None or value != value:  # a diverged cell: NaN
-        return float("-inf")
-    return -value if kind == "loss" else value
-
-
 def _picked(spec, parent, found: list[Cell], rows: dict[str, dict]) -> list[Cell]:
-    """The candidates of the `over` value the parent's pick table picks among them: the
-    best mean `best_by` over their rows (seeds averaged), as the table picks per row."""
+    """The candidates of the `over` value that the parent's pick table picks among them:
+    `results.aggregate.pick_over`, the rule `grid table` applies to the parent's rows (the
+    best mean `best_by`, seeds averaged, a diverged value last, ties to the first in axis
+    order)."""
+    from results.aggregate import axis_order, pick_over
+
     table = next(t for t in parent.tables if t["name"] == spec.stage["pick"])
-    scores: dict[Any, list[float]] = {}
-    for p in found:
-        value = config.get_path(p.config, table["over"])
-        scores.setdefault(value, []).append(_score(rows[p.key], table["at"], table["best_by"]))
-    best = max(scores, key=lambda v: sum(scores[v]) / len(scores[v]))
-    return [p for p in found if config.get_path(p.config, table["over"]) == best]
+    over = table["over"]
+    value, _, _ = pick_over([rows[p.key] for p in found], table, axis_order(over, parent.axes))
+    if value is None:  # every candidate diverged: the table picks none either
+        raise GridError(
+            f"{spec.path}: stage.pick: the table {table['name']} of {parent.name} picks no "
+            f"{config.axis_label(over)} for {_describe(found[0].config, spec.stage['match'], {})}"
+            " (no candidate has a result to rank)"
+        )
+    return [p for p in found if rows[p.key].get(over) == value]
 
 
 def _ambiguous(spec, cell: Cell, found: list[Cell], parent) -> str:

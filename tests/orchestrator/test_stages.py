@@ -160,6 +160,12 @@ def _rows(uri: str, grid: str) -> dict[str, dict]:
     return {r["key"]: r for r in open_store(uri).read_trials(grid).to_pylist()}
 
 
+def _picked(parents: dict[str, dict]) -> dict:
+    """The parent the table `lrpick` picks: the best final val_acc, ties to the first lr."""
+    ranked = sorted(parents.values(), key=lambda r: (-r["final_val_acc"], r["train.lr"]))
+    return ranked[0]
+
+
 def _status(capsys, child: Path, uri: str) -> dict[str, str]:
     capsys.readouterr()
     assert main(["status", str(child), "--store", uri, "--json"]) == 0
@@ -185,7 +191,7 @@ def test_two_stages_on_s3(tmp_path, data_root, s3_uri, ray_cluster, capsys):
     parents = _rows(s3_uri, "c10")
     assert {r["status"] for r in parents.values()} == {"completed"} and len(parents) == 2
     assert all(r["weights_id"] for r in parents.values())
-    picked = max(parents.values(), key=lambda r: r["final_val_acc"])
+    picked = _picked(parents)
     found = _rows(s3_uri, "sub")
     assert set(found) == set(children.values())
     for r in found.values():
@@ -225,7 +231,7 @@ def test_two_stages_on_s3(tmp_path, data_root, s3_uri, ray_cluster, capsys):
     assert set(_status(capsys, child, s3_uri).values()) == {"stale"}
     assert main(["launch", str(child), *run]) == 0
     again = _rows(s3_uri, "c10")
-    picked = max(again.values(), key=lambda r: r["final_val_acc"])
+    picked = _picked(again)
     assert {r["parent_run_id"] for r in _rows(s3_uri, "sub").values()} == {picked["run_id"]}
     assert set(_status(capsys, child, s3_uri).values()) == {"completed"}
     # the parents' older weights are gone: one object per cell
