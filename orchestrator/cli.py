@@ -7,7 +7,6 @@ never as a traceback.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
 from collections.abc import Callable
@@ -63,23 +62,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
 @command
 def cmd_launch(args: argparse.Namespace) -> int:
     spec = _load(args)
-    if args.submit and spec.stage is not None:  # the job would get this spec file alone
-        raise GridError(
-            f"{spec.path}: --submit: a stage's launch (stage: in the spec) runs from here; "
-            "use --address to run it on the cluster"
-        )
+    from orchestrator.stagelaunch import launcher  # a stage (stage: in the spec): parents first
+
+    launch = launcher(spec, args)
     if args.submit or args.follow:  # a Ray Job on a running cluster
         from orchestrator.submit import submit_command
 
         return submit_command(spec, args)
-    from orchestrator.launch import launch  # Ray is only imported by what launch calls
-
-    if spec.stage is not None:  # a stage: its parents first (orchestrator/stagelaunch.py)
-        from orchestrator.stagelaunch import launch_stage
-
-        launch = functools.partial(launch_stage, with_parents=args.with_parents)
-    elif args.with_parents:
-        raise GridError(f"{spec.path}: --with-parents: this spec has no stage: section")
     return launch(
         spec,
         store_uri=args.store,

@@ -13,6 +13,9 @@ resolved now) train again.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 from rich.console import Console
 from rich.text import Text
 
@@ -21,6 +24,23 @@ from orchestrator.errors import GridError
 from orchestrator.expand import expand
 from results.lease import Lease, LeaseHeld, held
 from results.store import open_store
+
+
+def launcher(spec, args) -> Callable[..., int]:
+    """What `grid launch` calls for `spec`: `launch.launch` (Ray is only imported by what
+    it calls), or for a stage `launch_stage` with `--with-parents` as given."""
+    from orchestrator.launch import launch
+
+    if spec.stage is None:
+        if args.with_parents:
+            raise GridError(f"{spec.path}: --with-parents: this spec has no stage: section")
+        return launch
+    if args.submit:  # the job would carry this spec file alone, not its parent's
+        raise GridError(
+            f"{spec.path}: --submit: a stage's launch (stage: in the spec) runs from here; "
+            "use --address to run it on the cluster"
+        )
+    return functools.partial(launch_stage, with_parents=args.with_parents)
 
 
 def launch_stage(spec, *, with_parents: bool = False, console: Console | None = None, **kw) -> int:
