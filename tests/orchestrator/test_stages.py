@@ -137,6 +137,48 @@ def test_status_and_a_dry_run_name_the_missing_parents(tmp_path, data_root, caps
     assert "start from a cell of c10" in out and "the pick of its table lrpick" in out
 
 
+def _commit(store, cell, val_acc: float, weights: bool = True) -> dict:
+    """A finished row of `cell` as a trial writes it (with kept weights)."""
+    from datetime import datetime, timezone
+
+    from results.schema import epoch_rows, provenance, trial_row
+
+    metrics = {"epoch": 1, "val_acc": val_acc, "test_acc": val_acc, "train_loss": 1.0}
+    summary = {"status": "completed", "epochs": 1, "final": metrics, "best": metrics}
+    now = datetime.now(timezone.utc)
+    row = trial_row(cell, summary, provenance("0" * 64, now, now, "cpu"))
+    row.update(stages.parent_columns(cell))  # as orchestrator/trial.py writes it
+    if weights:
+        row["weights_id"] = stages.write_weights(store, cell, b"weights")
+    store.write_trial(cell.grid, cell.key, row, epoch_rows(cell, [metrics]))
+    store.forget()
+    return {r["key"]: r for r in store.read_trials(cell.grid).to_pylist()}[cell.key]
+
+
+def test_the_pick_is_the_tables_and_a_new_parent_run_makes_children_stale(tmp_path, data_root):
+    _, child = write_specs(tmp_path, data_root)
+    spec = load_spec(child)
+    store = open_store(str(tmp_path / "runs"))
+    cells = expand(spec)
+    low, high = expand(stages.parent_spec(spec))  # lr 0.05, lr 0.1
+    _commit(store, low, 0.5)
+    assert [p.key for p in stages.resolve(spec, cells, store).needed] == [high.key]
+    row = _commit(store, high, 0.5)  # a tie: the first lr, as `grid table` picks
+    res = stages.resolve(spec, cells, store)
+    assert {r["key"] for r in res.refs.values()} == {low.key}
+    row = _commit(store, high, 0.75)  # better now: the pick moves to lr 0.1
+    res = stages.resolve(spec, cells, store)
+    assert {(r["key"], r["run_id"]) for r in res.refs.values()} == {(high.key, row["run_id"])}
+    for c in stages.attach(cells, res.refs):  # the children trained from that parent run
+        _commit(store, c, 0.5, weights=False)
+    assert stages.stale_keys(spec, res.refs, store) == set()
+    _commit(store, high, 0.8)  # the parent retrained (--force): a new run id
+    res = stages.resolve(spec, cells, store)
+    assert stages.stale_keys(spec, res.refs, store) == {c.key for c in cells}
+    _commit(store, high, 0.8, weights=False)  # a run without kept weights: needed again
+    assert [p.key for p in stages.resolve(spec, cells, store).needed] == [high.key]
+
+
 @pytest.mark.parametrize(
     "change, expected",
     [
