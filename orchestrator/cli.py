@@ -62,12 +62,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
 @command
 def cmd_launch(args: argparse.Namespace) -> int:
     spec = _load(args)
+    from orchestrator.stagelaunch import launcher  # a stage (stage: in the spec): parents first
+
+    launch = launcher(spec, args)
     if args.submit or args.follow:  # a Ray Job on a running cluster
         from orchestrator.submit import submit_command
 
         return submit_command(spec, args)
-    from orchestrator.launch import launch  # Ray is only imported by what launch calls
-
     return launch(
         spec,
         store_uri=args.store,
@@ -286,6 +287,12 @@ def parser() -> argparse.ArgumentParser:
         help="when another launch holds the grid, wait for it instead of exiting 1",
     )
     s.add_argument("--dry-run", action="store_true", help="say what would run; start nothing")
+    s.add_argument(
+        "--with-parents",
+        action="store_true",
+        help="a stage (stage: in the spec): first train the parent cells it needs that "
+        "have no finished result with kept weights",
+    )
     s.add_argument(
         "--yes",
         action="store_true",

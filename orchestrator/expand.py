@@ -88,6 +88,16 @@ def expand(spec: Spec) -> list[Cell]:
         cfg = resolve(spec, overrides)
         if any(_matches(cfg, rule) for rule in spec.exclude):
             continue
+        if cfg["dataset"]["classes"] is not None and cfg["dataset"]["name"] != "cifar100":
+            raise GridError(
+                f"{spec.path}: dataset.classes: class subsets are of cifar100, but a cell "
+                f"has dataset.name {cfg['dataset']['name']}"
+            )
+        if cfg["train"]["body"] != "scratch" and spec.stage is None:
+            raise GridError(
+                f"{spec.path}: train.body: {cfg['train']['body']} starts from a parent cell; "
+                "add a stage: section naming the parent grid (docs/spec.md#stage)"
+            )
         key = cell_key(cfg)
         if key in seen:
             continue

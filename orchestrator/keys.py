@@ -70,6 +70,9 @@ BASELINE: dict[str, Any] = {
     "model.depth": 3,
     "model.channels": [64, 128, 256],
     "model.kernel_size": 3,
+    "dataset.classes": None,
+    "train.body": "scratch",
+    "train.body_lr": 1.0,
 }
 
 

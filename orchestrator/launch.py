@@ -44,17 +44,21 @@ def launch(
     console: Console | None = None,
     dashboard_host: str = "127.0.0.1",
     yes: bool = True,
+    cells: list[Cell] | None = None,
+    rerun: frozenset[str] = frozenset(),
 ) -> int:
     """Run the spec's unfinished cells as Tune trials; 0 when every cell is completed or
     diverged, 1 when some did not finish (listed with their errors), another launch holds
     the grid (unless `wait`) or a costly launch was not confirmed (`yes` False: the CLI
-    asks, `orchestrator/cost.py`)."""
+    asks, `orchestrator/cost.py`). A stage (`orchestrator/stagelaunch.py`) passes its
+    `cells` (their parents attached; default: the spec's) and `rerun`, the keys that run
+    even when finished (stale children, parents without kept weights)."""
     console = console or Console()
     store = open_store(store_uri)
     store.check_writable()
-    cells = expand(spec)
+    cells = cells if cells is not None else expand(spec)
     seen = peek(store, spec.name)  # before the read: was the grid written since? (below)
-    todo, skipped = select_cells(cells, store.statuses(spec.name), force, bool(spec.halving))
+    todo, skipped = select_cells(cells, _statuses(store, spec, rerun), force, bool(spec.halving))
     if not todo:
         _say_skipped(console, len(skipped), bool(spec.halving))
         console.print(f"{spec.name}: all {len(cells)} cells are finished; nothing to run")
@@ -72,7 +76,7 @@ def launch(
                 # its stale lease, or it ran while we asked): it may have finished cells
                 store.forget()
                 todo, skipped = select_cells(
-                    cells, store.statuses(spec.name), force, bool(spec.halving)
+                    cells, _statuses(store, spec, rerun), force, bool(spec.halving)
                 )
             _say_skipped(console, len(skipped), bool(spec.halving))
             if not todo:  # the launch we waited for finished them
@@ -91,6 +95,7 @@ def launch(
                 console=console,
                 dashboard_host=dashboard_host,
                 lease=lease,
+                rerun=rerun,
             )
             if lease.lost.is_set() or not lease.check():
                 console.print(
@@ -107,6 +112,11 @@ def launch(
     except LeaseHeld as e:
         console.print(Text(f"{e}", style="red"))
         return 1
+
+
+def _statuses(store: Store, spec, rerun: frozenset[str]) -> dict[str, str]:
+    """The cells' statuses, those in `rerun` left out (they run as if missing)."""
+    return {k: v for k, v in store.statuses(spec.name).items() if k not in rerun}
 
 
 def _cost(spec, todo: list[Cell], address: str | None, console: Console, yes: bool) -> bool:
@@ -129,6 +139,7 @@ def _run(
     console: Console,
     dashboard_host: str,
     lease: Lease | None = None,
+    rerun: frozenset[str] = frozenset(),
 ) -> int:
     from orchestrator import checkpoints, experiment, preflight, raycompat, session
     from orchestrator.monitor import job_metadata
@@ -158,7 +169,7 @@ def _run(
             console.print(f"[yellow]{warning}[/]")
         if not local and any(d["name"] != "synthetic" for d in datasets):
             session.preflight_nodes(datasets)
-        resume = _earlier_checkpoints(store, spec.name, todo, force)
+        resume = _earlier_checkpoints(store, spec.name, todo, force, rerun)
         if resume:
             console.print(f"resuming {resume} cells from the checkpoints of an earlier launch")
         console.print(
@@ -188,7 +199,9 @@ def _run(
     return _finish(spec, store, units, results, started, console, lease)
 
 
-def _earlier_checkpoints(store: Store, grid: str, todo: list[Cell], force: bool) -> int:
+def _earlier_checkpoints(
+    store: Store, grid: str, todo: list[Cell], force: bool, rerun: frozenset[str] = frozenset()
+) -> int:
     """How many cells about to run resume from a checkpoint that an earlier launch left
     (one listing of `<grid>/checkpoints`; each trial then reads its own by key). Those of
     finished cells (a trial that ended between its commit and the delete) are deleted; under
@@ -197,7 +210,7 @@ def _earlier_checkpoints(store: Store, grid: str, todo: list[Cell], force: bool)
 
     found = checkpoints.listed(store, grid)
     running = {t.key for t in todo}
-    stale = found & running if force else set()
+    stale = found & running if force else found & rerun
     if found - running:
         statuses = store.statuses(grid)
         stale |= {k for k in found - running if statuses.get(k) in FINISHED}

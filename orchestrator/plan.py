@@ -50,6 +50,17 @@ def plan_command(
         f"{len(cells)} cells x epochs = [bold]{epochs}[/bold] epochs of training "
         f"({spec.resources['pack']} cell(s) per cell process)"
     )
+    if spec.stage is not None:  # a stage: its parent spec and pick are checked here too
+        from orchestrator.stages import parent_spec
+
+        stage, parent = spec.stage, parent_spec(spec)
+        pick = f", the pick of its table {stage['pick']}" if stage["pick"] else ""
+        console.print(
+            f"stage: cells with body finetune or frozen start from a cell of {parent.name} "
+            f"({parent.path}) with the same {', '.join(map(axis_label, stage['match'])) or '-'}"
+            f"{pick}; resolved when `grid launch` starts (`grid status` shows them)",
+            highlight=False,
+        )
     for line in plan_lines(spec.halving, cells) + (describe(est) if est else []):
         console.print(line, highlight=False)
     for w in warnings:

@@ -18,6 +18,7 @@ import yaml
 
 from orchestrator.errors import GridError
 from orchestrator.halving import check_halving
+from orchestrator.stagespec import check_stage
 from orchestrator.tablespec import check_tables
 from trainers import config
 
@@ -35,6 +36,7 @@ TOP_KEYS = (
     "tables",
     "table",
     "halving",
+    "stage",
 )
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
@@ -58,6 +60,7 @@ class Spec:
     tables: list[dict]
     forced: dict = dataclasses.field(default_factory=dict)
     halving: dict | None = None
+    stage: dict | None = None  # the normalised `stage:` section (orchestrator/stagespec.py)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -192,6 +195,7 @@ def _validate(doc: dict, path: Path, errors: list[str]) -> Spec | None:
     tables_doc = doc.get("tables", [doc["table"]] if "table" in doc else [])
     tables = check_tables(tables_doc, errors)
     halving = check_halving(doc.get("halving"), base, axes, include, resources, errors)
+    stage = check_stage(doc.get("stage"), path, errors)
     description = doc.get("description", "")
     if not isinstance(description, str):
         errors.append(f"description: expected text, got {description!r}")
@@ -210,6 +214,7 @@ def _validate(doc: dict, path: Path, errors: list[str]) -> Spec | None:
         max_failures=max_failures,
         tables=tables,
         halving=halving,
+        stage=stage,
     )
 
 

@@ -19,6 +19,7 @@ COLOURS = {
     "diverged": "yellow",
     "failed": "red",
     "missing": "dim",
+    "stale": "magenta",  # a stage's cell whose parent was retrained (orchestrator/stages.py)
 }
 
 
@@ -31,6 +32,11 @@ def cell_rows(spec, store) -> list[dict]:
     """{key, status, params, error} per cell; `error` is the last failed attempt's (also of
     a finished cell whose --force rerun failed: its result is kept)."""
     found = store.statuses(spec.name)
+    if spec.stage is not None:  # a stage: finished cells whose parent run changed are stale
+        from orchestrator import stages
+
+        res = stages.resolve(spec, expand(spec), store)
+        found = {**found, **dict.fromkeys(stages.stale_keys(spec, res.refs, store), "stale")}
     failures = {r["key"]: r for r in store.read_failures(spec.name, ["error"]).to_pylist()}
     rows = []
     for t in expand(spec):
@@ -111,8 +117,18 @@ def status_command(
         )
     counts = {s: sum(r["status"] == s for r in rows) for s in COLOURS}
     console.print(
-        ", ".join(f"{n} {s}" for s, n in counts.items() if n or s != "stopped" or spec.halving)
+        ", ".join(
+            f"{n} {s}"
+            for s, n in counts.items()
+            if n or s not in ("stopped", "stale") or (s == "stopped" and spec.halving)
+        )
     )
+    if spec.stage is not None:
+        _parents_line(spec, store, console)
+    if counts["stale"]:
+        console.print(
+            f"{counts['stale']} stale cells: their parent was retrained; `grid launch` reruns them"
+        )
     console.print(usage, soft_wrap=True)
     return 0
 
@@ -130,6 +146,20 @@ def usage_line(spec, store) -> str:
         objects, size = found["objects"], found["bytes"]
         when = f" (counted by the last launch, {found['counted'].replace('+00:00', 'Z')})"
     return f"store: {objects:,} objects, {_bytes(size)} under {store.uri}/{spec.name}{when}"
+
+
+def _parents_line(spec, store, console: Console) -> None:
+    """A stage: the parent cells its cells still wait for, and the command that trains them."""
+    from orchestrator import stages
+
+    res = stages.resolve(spec, expand(spec), store)
+    if res.needed:
+        console.print(
+            f"waiting for {len(res.needed)} parent cells of {res.parent.name} (no finished "
+            f"result with kept weights): grid launch {spec.path} --with-parents"
+            f"{' --smoke' if spec.forced else ''} --store {store.uri}",
+            soft_wrap=True,
+        )
 
 
 def _bytes(n: int) -> str:

@@ -35,6 +35,7 @@ from orchestrator.checkpoints import (  # noqa: F401 - the trial's checkpoint fo
     CHECKPOINT_FORMAT,
     CheckpointWarning,
     discard,
+    load_state,
     load_states,
     serialise,
     state_file,
@@ -120,7 +121,10 @@ class UnitRun:
         if len(self.cells) == 1:
             from trainers.loop import epochs
 
-            steps = epochs(self.cells[0].config, self.resumes.get(keys[0]), load=self.load)
+            weights = self._parent_weights(self.cells[0])
+            steps = epochs(
+                self.cells[0].config, self.resumes.get(keys[0]), load=self.load, weights=weights
+            )
             answer = None
             try:
                 while True:
@@ -246,6 +250,27 @@ class UnitRun:
         if self.steps is not None:
             self.steps.close()
 
+    def _parent_weights(self, cell: Cell) -> dict | None:
+        """The parent's final weights (a state_dict) for a stage's cell that starts from
+        them (`train.body`), read from the store by the parent's key and committed run;
+        None for a cell from scratch or one that resumes (its state holds its weights)."""
+        train = cell.config["train"]
+        if train["body"] == "scratch" or cell.key in self.resumes:
+            return None
+        from orchestrator.stages import read_parent_weights
+
+        return read_parent_weights(self.store, cell)
+
+    def _kept_weights(self, key: str, summary: dict) -> bytes | None:
+        """The final state_dict of a completed cell that keeps its weights, serialised."""
+        cell = next(t for t in self.cells if t.key == key)
+        if not cell.config["train"].get("keep_weights") or summary["status"] != "completed":
+            return None
+        from orchestrator.stages import model_bytes
+
+        state = self.live.get(key) or load_state(key, self.saved[key], "final state")
+        return model_bytes(state["model"])
+
     def _finish(self, summaries: list[dict]) -> None:
         ended = datetime.now(timezone.utc)
         for t, summary in zip(self.cells, summaries, strict=True):
@@ -259,6 +284,7 @@ class UnitRun:
                 resumed=int(self.resumes.get(t.key, {}).get("epoch", 0)),
                 stopped_at=self.stops.get(t.key, {}).get("rung"),
                 generation=self.generation,
+                weights=self._kept_weights(t.key, summary),
             )
         self.statuses = [s["status"] for s in summaries]
         self.done = True
@@ -341,14 +367,21 @@ def _write(
     resumed: int,
     stopped_at: int | None,
     generation: int | None = None,
+    weights: bytes | None = None,
 ) -> None:
+    from orchestrator import stages
     from results.schema import epoch_rows, provenance, trial_row
 
     row = trial_row(trial, summary, provenance(sha, started, ended, summary["device"]))
+    row.update(stages.parent_columns(trial))  # a stage's cell: the parent it started from
     row["resumed_epoch"] = resumed  # 0: trained from scratch; k: this attempt resumed at k+1
     row["stopped_at"] = stopped_at  # the rung a halving stopped it at
     row["generation"] = generation  # the lease it was written under: the store fences on it
+    if weights is not None:  # written before the row that names them: the row commits both
+        row["weights_id"] = stages.write_weights(store, trial, weights)
     store.write_trial(trial.grid, trial.key, row, epoch_rows(trial, summary["history"]))
+    if weights is not None:
+        stages.prune_weights(store, trial, keep=row["weights_id"])
 
 
 def failed_row(cell: Cell, sha: str, error: str, started: datetime | None = None) -> dict:

@@ -31,7 +31,9 @@ def group_cells(trials: list[Cell], pack: int) -> list[list[Cell]]:
 
     groups: dict[str, list[Cell]] = {}
     for t in trials:
-        single = not can_pack([t.config])  # torch.compile'd cells train alone
+        # torch.compile'd cells train alone, and so do a stage's cells that start from a
+        # parent's weights (trainers/transfer.py loads one model's body)
+        single = not can_pack([t.config]) or t.config["train"]["body"] != "scratch"
         groups.setdefault(t.key if single else pack_key(t.config), []).append(t)
     units = []
     for cells in groups.values():

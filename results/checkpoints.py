@@ -27,8 +27,13 @@ def write(store: Store, grid: str, key: str, data: bytes) -> None:
 
 def read(store: Store, grid: str, key: str) -> bytes | None:
     """Cell `key`'s checkpoint, or None when it has none (one GET, no listing)."""
+    return read_object(store, name(grid, key))
+
+
+def read_object(store: Store, name: str) -> bytes | None:
+    """The bytes of the store's object `name`, or None when there is none (one GET)."""
     try:
-        source = store._get(name(grid, key))
+        source = store._get(name)
     except StoreError as e:  # S3: a GET of a missing object fails
         if "NoSuchKey" in e.reason or "Not Found" in e.reason or "404" in e.reason:
             return None

@@ -72,6 +72,12 @@ TRIAL_TYPES: dict[str, pa.DataType] = {
     # generation of the launch that wrote it
     "run_id": STR,
     "generation": INT,
+    # stages (results/weights.py, orchestrator/stages.py): the final weights this run kept,
+    # and, for a stage's cell, the parent cell and run it started from
+    "weights_id": STR,
+    "parent_grid": STR,
+    "parent_key": STR,
+    "parent_run_id": STR,
 }
 EPOCH_TYPES: dict[str, pa.DataType] = {
     "key": STR,

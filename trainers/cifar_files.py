@@ -1,10 +1,15 @@
-"""Write images as CIFAR-10's own python-pickle files, so code that reads real CIFAR-10 (our
-data loader, torchvision.datasets.CIFAR10) can run offline on synthetic images.
+"""Write images as CIFAR-10's (and CIFAR-100's) own python-pickle files, so code that reads
+real CIFAR (our data loader, torchvision.datasets.CIFAR10/CIFAR100) can run offline on
+synthetic images.
 
 The layout is the one the CIFAR site ships (https://www.cs.toronto.edu/~kriz/cifar.html):
 `<root>/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}`, each a pickled dict
 with b"data" (uint8, N x 3072: the R plane, then G, then B, each 32x32 row-major),
 b"labels" (list of int), b"batch_label" and b"filenames".
+
+CIFAR-100's: `<root>/cifar-100-python/{train, test, meta}`; `train` and `test` hold b"data",
+b"fine_labels", b"coarse_labels", b"batch_label" and b"filenames", `meta` holds
+b"fine_label_names" and b"coarse_label_names" (both alphabetical: the label order).
 
 The real files were pickled by Python 2, whose `str` keys load as bytes with
 `pickle.load(f, encoding="bytes")` (b"data") and as str with `encoding="latin1"` ("data", what
@@ -105,4 +110,40 @@ def write_cifar10(
         _Py2Str(b"num_vis"): 3 * 32 * 32,
     }
     _dump(meta, os.path.join(folder, "batches.meta"))
+    return folder
+
+
+def write_cifar100(
+    root: str | os.PathLike,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+) -> str:
+    """Write uint8 N x 3 x 32 x 32 images and their fine labels (0-99) as the CIFAR-100
+    python files under `root` (the coarse labels follow from the fine ones, as in the real
+    set); returns the `cifar-100-python` folder."""
+    from trainers.subsets import COARSE, FINE, SUPERCLASSES
+
+    coarse_of = {f: COARSE.index(c) for c, fs in SUPERCLASSES.items() for f in fs}
+    folder = os.path.join(os.fspath(root), "cifar-100-python")
+    os.makedirs(folder, exist_ok=True)
+    for split, x, y in (("train", train_x, train_y), ("test", test_x, test_y)):
+        x, y = np.asarray(x), np.asarray(y)
+        _check(x, y, split)
+        batch = {
+            _Py2Str(b"batch_label"): _Py2Str(f"{split}ing batch 1 of 1".encode()),
+            _Py2Str(b"fine_labels"): [int(v) for v in y],
+            _Py2Str(b"coarse_labels"): [coarse_of[FINE[int(v)]] for v in y],
+            _Py2Str(b"data"): np.ascontiguousarray(x).reshape(len(x), 3 * 32 * 32),
+            _Py2Str(b"filenames"): [
+                _Py2Str(f"synthetic_{i:05d}.png".encode()) for i in range(len(x))
+            ],
+        }
+        _dump(batch, os.path.join(folder, split))
+    meta = {
+        _Py2Str(b"fine_label_names"): [_Py2Str(n.encode()) for n in FINE],
+        _Py2Str(b"coarse_label_names"): [_Py2Str(n.encode()) for n in COARSE],
+    }
+    _dump(meta, os.path.join(folder, "meta"))
     return folder

@@ -7,10 +7,23 @@ here and a checker; a spec only states what differs. `docs/spec.md` documents ea
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable
 from typing import Any
 
+from trainers.checkers import (  # noqa: F401 - config.number etc., as callers know them
+    _is_number,
+    _show,
+    auto_or_count,
+    boolean,
+    choice,
+    count_or_counts,
+    device,
+    milestones,
+    number,
+    optional_str,
+    str_list,
+    tri_state,
+)
 from trainers.errors import did_you_mean
 
 # The defaults follow Springenberg et al. (2015) for All-CNN-C, the project's headline model:
@@ -27,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
         "preprocess": "standardize",
         "val_size": 5000,
         "subset": None,
+        "classes": None,  # cifar100 only: a class subset (trainers/subsets.py)
         # How the images sit on the device (trainers/data.py): uint8, preprocessed per chunk
         # of augmentation and per evaluated batch (4x less memory), or float32 once at load.
         "on_device": "auto",
@@ -85,6 +99,11 @@ DEFAULTS: dict[str, Any] = {
         "eval_every": "auto",
         "probes": [],  # filters, weight_norms, grad_norms: trainers/probes.py
         "eval_epochs": [],  # epochs that always evaluate: halving's rungs (docs/spec.md)
+        # Stages (orchestrator/stages.py, trainers/transfer.py): where the weights start.
+        "body": "scratch",  # scratch | finetune | frozen: the parent's body, trained or not
+        "body_lr": 1.0,  # finetune: the body's lr is train.lr times this
+        "keep_weights": False,  # save the final weights in the store (a stage's parent)
+        "parent": None,  # set by the launch: {grid, key, run_id, weights} of the parent cell
     },
 }
 
@@ -96,6 +115,8 @@ ALIASES = {
     "batch_norm": "model.batch_norm",
     "lr": "train.lr",
     "seed": "train.seed",
+    "body": "train.body",
+    "classes": "dataset.classes",
 }
 SHORT = {v: k for k, v in ALIASES.items()}
 
@@ -116,6 +137,10 @@ NON_IDENTITY = (
     "train.eval_every",
     "train.eval_epochs",
     "train.probes",  # what a cell records, not what it trains
+    "train.keep_weights",  # what a cell keeps, not what it trains
+    # The parent cell a child starts from: fixed at launch (orchestrator/stages.py), kept in
+    # the child's row; a new parent makes the child stale, it does not move its key.
+    "train.parent",
 )
 
 DATASETS = ("cifar10", "cifar100", "synthetic")
@@ -133,6 +158,12 @@ def _registry(kind: str) -> list[str]:
     return list(names.registered(kind if kind in ("arch", "init") else "activation"))
 
 
+def _subsets():
+    from trainers import subsets
+
+    return subsets
+
+
 def arch(v: Any) -> tuple[str | None, Any]:
     """A registered model name, or one of its aliases (`trainers.names.ALIASES`, the table
     `create_model` resolves by), as its canonical name: `all-cnn-c` and `allcnn_c` are one
@@ -141,86 +172,6 @@ def arch(v: Any) -> tuple[str | None, Any]:
 
     name = canonical_model(v)
     return (None, name) if name is not None else choice(lambda: _registry("arch"), "arch")(v)
-
-
-def _show(v: Any) -> str:
-    return f"'{v}'" if isinstance(v, str) else repr(v)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def choice(options: Callable[[], list[str]] | tuple, what: str):
-    def check(v):
-        names = options() if callable(options) else options
-        if v in names:
-            return None, v
-        if not isinstance(v, str):
-            return f"expected a {what} name, got {_show(v)}", v
-        return f"unknown {what} '{v}'{did_you_mean(v, names)}; choose from {', '.join(names)}", v
-
-    return check
-
-
-def number(
-    lo: float | None = None,
-    lo_open: bool = True,
-    hi: float | None = None,
-    hi_open: bool = False,
-    integer: bool = False,
-    optional: bool = False,
-):
-    def check(v):
-        if v is None and optional:
-            return None, v
-        if integer and not (isinstance(v, int) and not isinstance(v, bool)):
-            return f"expected an integer, got {_show(v)}", v
-        if not _is_number(v):
-            return f"expected a number, got {_show(v)}", v
-        if lo is not None and (v <= lo if lo_open else v < lo):
-            return f"must be {'>' if lo_open else '>='} {lo}, got {v}", v
-        if hi is not None and (v >= hi if hi_open else v > hi):
-            return f"must be {'<' if hi_open else '<='} {hi}, got {v}", v
-        return None, (v if integer else float(v))
-
-    return check
-
-
-def boolean(v):
-    return (None, v) if isinstance(v, bool) else (f"expected true or false, got {_show(v)}", v)
-
-
-def tri_state(v):
-    """'auto' or a bool."""
-    if v == "auto" or isinstance(v, bool):
-        return None, v
-    return f"expected auto, true or false, got {_show(v)}", v
-
-
-def optional_str(v):
-    return (None, v) if v is None or isinstance(v, str) else (f"expected a path, got {_show(v)}", v)
-
-
-def str_list(options: tuple, what: str):
-    def check(v):
-        if not isinstance(v, list):
-            return f"expected a list of {what} names, got {_show(v)}", v
-        for x in v:
-            err, _ = choice(options, what)(x)
-            if err:
-                return err, v
-        return None, sorted(set(v))  # order does not change training: one canonical form
-
-    return check
-
-
-def count_or_counts(v):
-    """A positive integer, or a non-empty list of them (one per layer)."""
-    ok = lambda x: isinstance(x, int) and not isinstance(x, bool) and x >= 1  # noqa: E731
-    if ok(v) or (isinstance(v, list) and v and all(ok(x) for x in v)):
-        return None, v
-    return f"expected a positive integer or a list of them, got {_show(v)}", v
 
 
 def optimizer_switch(v):
@@ -239,27 +190,6 @@ def optimizer_switch(v):
     return err, v
 
 
-def milestones(v):
-    if not isinstance(v, list) or not all(
-        isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v
-    ):
-        return f"expected a list of positive epoch numbers, got {_show(v)}", v
-    return None, sorted(v)
-
-
-def auto_or_count(v):
-    """'auto' or a positive integer."""
-    if v == "auto":
-        return None, v
-    return number(0, integer=True)(v)
-
-
-def device(v):
-    if isinstance(v, str) and (v in ("auto", "cpu", "cuda") or v.startswith("cuda:")):
-        return None, v
-    return f"expected auto, cpu, cuda or cuda:N, got {_show(v)}", v
-
-
 CHECKS: dict[str, Callable[[Any], tuple[str | None, Any]]] = {
     "dataset.name": choice(DATASETS, "dataset"),
     "dataset.root": optional_str,
@@ -270,6 +200,7 @@ CHECKS: dict[str, Callable[[Any], tuple[str | None, Any]]] = {
     "dataset.preprocess": choice(PREPROCESS, "preprocessing"),
     "dataset.val_size": number(0, lo_open=False, integer=True),
     "dataset.subset": number(0, integer=True, optional=True),
+    "dataset.classes": lambda v: _subsets().check_classes(v),
     "dataset.on_device": choice(("auto", "uint8", "float32"), "storage"),
     "dataset.jitter": number(0, lo_open=False),
     "dataset.rotate_degrees": number(0, lo_open=False, hi=180),
@@ -317,6 +248,12 @@ CHECKS: dict[str, Callable[[Any], tuple[str | None, Any]]] = {
     "train.eval_every": auto_or_count,
     "train.eval_epochs": milestones,
     "train.probes": str_list(PROBES, "probe"),
+    "train.body": choice(("scratch", "finetune", "frozen"), "body"),
+    "train.body_lr": number(0),
+    "train.keep_weights": boolean,
+    "train.parent": lambda v: (
+        (None, v) if v is None else ("set by the launch from the spec's `stage:`", v)
+    ),
 }
 
 SECTIONS = ("dataset", "model", "train", "train.optimizer", "train.schedule")

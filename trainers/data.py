@@ -22,7 +22,7 @@ import torch
 from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.vision import VisionDataset
 
-from trainers import augment_extra
+from trainers import augment_extra, subsets
 from trainers.errors import GridError
 from trainers.preprocess import Draws, Preprocess, apply_augment, draw_augment, fit_preprocess
 
@@ -256,6 +256,13 @@ def load_data(dataset_cfg: dict, device: torch.device | str, seed: int) -> Data:
     else:
         train_x, train_y, test_x, test_y, num_classes = read_cifar(
             cfg["name"], root, cfg.get("download", True)
+        )
+    if cfg.get("classes") is not None:  # a CIFAR-100 subset: its images, labels 0..k-1
+        if cfg["name"] != "cifar100":
+            raise GridError(f"dataset.classes: subsets are of cifar100, not {cfg['name']}")
+        meta = root / LocalCIFAR100.base_folder / LocalCIFAR100.meta["filename"]
+        train_x, train_y, test_x, test_y, num_classes = subsets.select(
+            cfg["classes"], meta, train_x, train_y, test_x, test_y
         )
     tr, va = split_indices(len(train_y), cfg.get("val_size", 0), cfg.get("subset"), seed)
     to = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731

@@ -149,7 +149,11 @@ def run_epoch(epoch: int, run: Run, step: Step, forward, evaluate_now: bool, gra
 
 
 def epochs(
-    config: dict, resume: dict | None = None, *, load: LoadData | None = None
+    config: dict,
+    resume: dict | None = None,
+    *,
+    load: LoadData | None = None,
+    weights: dict | None = None,
 ) -> Generator[tuple[dict, dict], bool | None, dict]:
     """Train the cell `config` (the resolved config of docs/design.md) an epoch at a time.
 
@@ -157,13 +161,14 @@ def epochs(
     next step); send True to stop the cell there. Returns (StopIteration.value) its summary,
     whose status is completed, diverged (a NaN/inf loss) or stopped (True was sent).
     `resume` is such a `state`; `load(dataset_cfg, device, seed)` loads the data (default
-    `load_data`; a trial that trains cell after cell passes its cache).
+    `load_data`; a trial that trains cell after cell passes its cache). `weights`: the
+    parent's state_dict for a stage's cell (`train.body`, trainers/transfer.py).
     """
     t0 = time.perf_counter()
     tcfg = config["train"]
     device = runtime.resolve_device(tcfg["device"])
     data = (load or load_data)(config["dataset"], device, tcfg["seed"])
-    run: Run = setup(config, resume, device=device, data=data)
+    run: Run = setup(config, resume, device=device, data=data, weights=weights)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=tcfg["label_smoothing"])
     captured = {"captured": bool(tcfg["compile"]), "device": run.device, **run.fmt}
     step = make_step(run.model, run.optimizer, run.scheduler, loss_fn, **captured)

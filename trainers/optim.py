@@ -40,15 +40,28 @@ def param_groups(params: list[torch.nn.Parameter], wd: float, decay_norm_bias: b
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], train_cfg: dict) -> torch.optim.Optimizer:
+def scale_groups(groups: list[dict], scaled: list, lr) -> list[dict]:
+    """`groups` with the parameters of `scaled` moved to groups of their own with `lr`."""
+    ids = {id(p) for p in scaled}
+    plain = [{**g, "params": [p for p in g["params"] if id(p) not in ids]} for g in groups]
+    body = [{**g, "params": [p for p in g["params"] if id(p) in ids], "lr": lr} for g in groups]
+    return [g for g in plain + body if g["params"]]
+
+
+def build_optimizer(
+    params: Iterable[torch.nn.Parameter], train_cfg: dict, scaled: list | None = None
+) -> torch.optim.Optimizer:
     """SGD (momentum, nesterov), Adam, AdamW, AdaDelta, RAdam or Ranger (RAdam inside
     `trainers.lookahead.Lookahead`) with `train.lr` and `train.optimizer.*`.
 
     Weight decay applies to every parameter, as in the papers, unless
-    `optimizer.decay_norm_bias` is false (`param_groups`). On CUDA the fused kernels are
-    used (one launch for all parameters); elsewhere PyTorch's default (foreach) path. With
-    `train.compile` the lr is a 0-dim tensor, which the schedule updates in place, so the
-    compiled optimizer step (`trainers.step`) is not recompiled at every new lr.
+    `optimizer.decay_norm_bias` is false (`param_groups`). `scaled`: parameters whose lr is
+    `train.lr * train.body_lr` (a stage's fine-tuned body, `trainers/transfer.py`), in groups
+    of their own after the others (the first group's lr is the one the metrics report). On
+    CUDA the fused kernels are used (one launch for all parameters); elsewhere PyTorch's
+    default (foreach) path. With `train.compile` the lr is a 0-dim tensor, which the
+    schedule updates in place, so the compiled optimizer step (`trainers.step`) is not
+    recompiled at every new lr.
     """
     params = list(params)
     opt, lr = train_cfg["optimizer"], train_cfg["lr"]
@@ -60,6 +73,8 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], train_cfg: dict) -> to
     momentum = opt.get("momentum", 0.0)
     fused = {"fused": True} if params and all(p.is_cuda for p in params) else {}
     groups = param_groups(params, wd, opt.get("decay_norm_bias", True))
+    if scaled:
+        groups = scale_groups(groups, scaled, lr * train_cfg["body_lr"])
     if opt["name"] == "sgd":
         # Nesterov with zero momentum is plain SGD (torch refuses the combination).
         nesterov = bool(opt.get("nesterov", False)) and momentum > 0

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from trainers import phases, runtime
+from trainers import phases, runtime, transfer
 from trainers.checkpoint import restore_state
 from trainers.data import Data, data_generator, load_data, steps_per_epoch
 from trainers.inits import init_model
@@ -42,6 +42,8 @@ class Run:
     report: Callable[[dict, dict], None] | None = None
     history: list = dataclasses.field(default_factory=list)
     prior_wall: float = 0.0
+    params: list | None = None  # what the optimizer trains (a frozen body's are not in it)
+    scaled: list | None = None  # parameters with `train.body_lr` (trainers/transfer.py)
 
     @property
     def status(self) -> str:
@@ -62,7 +64,8 @@ def switch_optimizer(run: Run, epoch: int) -> bool:
         return False
     tcfg = run.config["train"]
     phase = phases.phase_config(tcfg, epoch)
-    run.optimizer = build_optimizer(run.model.parameters(), phase)
+    params = run.params if run.params is not None else run.model.parameters()
+    run.optimizer = build_optimizer(params, phase, run.scaled)
     n = steps_per_epoch(len(run.data.train_y), tcfg["batch_size"])
     run.scheduler = build_schedule(run.optimizer, phase, n)
     return True
@@ -82,12 +85,14 @@ def setup(
     *,
     device: torch.device | None = None,
     data: Data | None = None,
+    weights: dict | None = None,
 ) -> Run:
     """Build the cell `config` (a resolved config, docs/design.md) for training, then load
     `resume` (a `trainers.checkpoint.capture_state` state) onto this device.
 
     `device`: default `train.device` resolved; `data`: this config's `load_data` result when
-    already loaded (same seed: cells of a pack share it)."""
+    already loaded (same seed: cells of a pack share it); `weights`: the parent's state_dict
+    when `train.body` starts from one (`trainers/transfer.py`)."""
     dcfg, mcfg, tcfg = config["dataset"], config["model"], config["train"]
     device = device or runtime.resolve_device(tcfg["device"])
     torch.manual_seed(tcfg["seed"])
@@ -104,11 +109,13 @@ def setup(
     if resume is None:
         batch = data.preprocess(data.train_x[: tcfg["batch_size"]])
         init_model(model, mcfg["init"], batch=batch)
+    # A stage's cell: the parent's body over the init (the head keeps the init's draw).
+    params, scaled = transfer.prepare(model, tcfg, weights, resumed=resume is not None)
     model = model.to(memory_format=fmt)
     # Optimisation: the schedule steps once per batch; with an optimizer switch, the phase
     # of the last epoch trained (the state's optimizer is that phase's).
     phase = phases.phase_config(tcfg, resume["epoch"] if resume is not None else 1)
-    optimizer = build_optimizer(model.parameters(), phase)
+    optimizer = build_optimizer(params, phase, scaled)
     scheduler = build_schedule(
         optimizer, phase, steps_per_epoch(len(data.train_y), tcfg["batch_size"])
     )
@@ -122,6 +129,8 @@ def setup(
         scheduler,
         memory_format=fmt,
         autocast=runtime.autocast_for(tcfg["precision"], device),
+        params=params,
+        scaled=scaled,
     )
     if resume is not None:
         run.history, run.prior_wall = restore_state(resume, run)

@@ -38,8 +38,11 @@ def sizes(dataset_cfg: dict) -> tuple[int, int]:
 
 def _stand_in(config: dict, images: int, device: torch.device) -> dict:
     cfg = copy.deepcopy(config)
-    cfg["dataset"].update(name="synthetic", val_size=0, subset=images, root=None)
+    cfg["dataset"].update(name="synthetic", val_size=0, subset=images, root=None, classes=None)
     cfg["train"]["device"] = str(device)
+    # A stage's cell is timed from its own init: no parent's weights here, and a frozen
+    # body's steps are timed as fine-tuned ones (an upper bound)
+    cfg["train"]["body"] = "scratch"
     return cfg
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from orchestrator import launch
@@ -23,7 +24,10 @@ from orchestrator.spec import load_spec, smoke
 from results.schema import epoch_rows, provenance, trial_row
 from results.store import open_store
 from tests.trainers.conftest import one_thread, write_fake_cifar10  # noqa: F401 (a fixture)
-from trainers.loop import train
+from trainers import config
+from trainers.cifar_files import write_cifar100
+from trainers.loop import drive, epochs
+from trainers.setup import setup
 
 GRIDS = sorted((Path(__file__).parents[2] / "grids").glob("*.yaml"))
 # --smoke trains 512 images and validates on 128: the written set must hold both.
@@ -33,7 +37,12 @@ N_TRAIN, N_TEST = 700, 100
 @pytest.fixture(scope="module")
 def cifar_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cifar")
-    write_fake_cifar10(root, n_train=N_TRAIN, n_test=N_TEST)
+    data = write_fake_cifar10(root, n_train=N_TRAIN, n_test=N_TEST)
+    # CIFAR-100 for the stages' subsets: 30 training images a class (a 10-class subset holds
+    # --smoke's 128 validation and 128 training images), the CIFAR-10 images reused
+    n = 3000
+    images = lambda k: np.resize(data["train_x"], (k, 3, 32, 32))  # noqa: E731
+    write_cifar100(root, images(n), np.arange(n) % 100, images(N_TEST * 10), np.arange(1000) % 100)
     return root
 
 
@@ -50,7 +59,8 @@ def test_every_grid_s_smoke_cell_trains_to_its_table(path, cifar_root, tmp_path,
     spec = load_spec(path, sets)
     cells = expand(smoke(spec))
     cell = cells[-1]
-    summary = train(cell.config)
+    weights = _parent_weights(spec, cell, sets) if spec.stage else None
+    summary = drive(epochs(cell.config, weights=weights), lambda epoch: None)
     assert summary["status"] in ("completed", "diverged") and summary["epochs"] == 1
     runs = str(tmp_path / "runs")
     args = ["table", str(path), "--smoke", "--store", runs, "--format", "markdown"]
@@ -72,6 +82,19 @@ def test_every_grid_s_smoke_cell_trains_to_its_table(path, cifar_root, tmp_path,
     assert missing not in out
 
 
+def _parent_weights(spec, cell, sets: list[str]) -> dict:
+    """A stage's cell starts from its parent cell's weights: here the parent's model as
+    its --smoke cell builds it (its body must fit the child's; training it adds nothing)."""
+    parent = smoke(load_spec(Path(spec.path).parent / spec.stage["parent"], sets))
+    match = spec.stage["match"]
+    pcell = next(
+        p
+        for p in expand(parent)
+        if all(config.get_path(p.config, m) == config.get_path(cell.config, m) for m in match)
+    )
+    return setup(pcell.config).model.state_dict()
+
+
 @pytest.mark.ray
 def test_one_grid_launches_smoke_under_ray_to_its_table(cifar_root, tmp_path, ray_cluster, capsys):
     # allcnn_preproc: four inputs, one of which (raw 0-255) may blow up: a diverged cell is a
@@ -88,3 +111,24 @@ def test_one_grid_launches_smoke_under_ray_to_its_table(cifar_root, tmp_path, ra
     out = capsys.readouterr().out
     for prep in ("raw", "none", "center", "gcn_zca"):
         assert prep in out
+
+
+@pytest.mark.ray
+def test_a_stage_grid_launches_smoke_with_its_parents_under_ray(
+    cifar_root, tmp_path, ray_cluster, capsys
+):
+    # allcnn_transfer_vehicles: its parent (allcnn_variants' allcnn_c, --smoke) first, then
+    # its three cells (from scratch, fine-tuned, frozen) on the CIFAR-100 vehicles, one command
+    path = Path(__file__).parents[2] / "grids" / "allcnn_transfer_vehicles.yaml"
+    runs = str(tmp_path / "runs")
+    sets = [f"--set={o}" for o in _overrides(cifar_root)]
+    args = ["launch", str(path), "--smoke", "--store", runs, "--address", ray_cluster.address]
+    assert main([*args, *sets, "--with-parents", "--yes"]) == 0, capsys.readouterr()
+    store = open_store(runs)
+    assert set(store.statuses("allcnn_variants-smoke").values()) == {"completed"}
+    assert set(store.statuses("allcnn_transfer_vehicles-smoke").values()) == {"completed"}
+    capsys.readouterr()
+    table = ["table", str(path), "--smoke", "--store", runs, "--format", "markdown", "--strict"]
+    assert main([*table, *sets]) == 0
+    out = capsys.readouterr().out
+    assert all(body in out for body in ("scratch", "finetune", "frozen"))
