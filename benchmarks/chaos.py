@@ -2,7 +2,8 @@
 with faults drawn from a seed and timed from the grid's own events, and the store's
 invariants checked after every round (docs/reliability.md).
 
-    python benchmarks/chaos.py [--seed N] [--grids G] [--epochs E] [--gap K] [--budget-s S]
+    python benchmarks/chaos.py [--seed N|random ...] [--faults F] [--gap K] [--epochs E]
+                               [--grids G] [--budget-s S]
 
 The world (benchmarks/chaos_world.py): `ray start --head` (no CPUs) and two 1-CPU worker
 nodes, a moto S3 server in this process, a 12-cell grid on synthetic CIFAR-10 files with a
@@ -50,25 +51,22 @@ ON_EPOCH_ONLY = {"second", "checkpoint"}  # need a cell mid-training with a fres
 BUCKET, PREFIX = "chaos", "results"
 
 
-def schedule(seed: int, faults: int, gap: int) -> list[tuple[int, str]]:
+def schedule(seed: int, faults: int, gap: int, kinds=KINDS) -> list[tuple[int, str]]:
     """`faults` faults, each kind in turn in a seeded order, each after 1..gap events."""
     rng = random.Random(seed)
-    kinds = []
-    while len(kinds) < faults:
-        batch = list(KINDS)
+    order: list[str] = []
+    while len(order) < faults:
+        batch = list(kinds)
         rng.shuffle(batch)
-        kinds += batch
-    return [(rng.randint(1, gap), k) for k in kinds[:faults]]
+        order += batch
+    return [(rng.randint(1, gap), k) for k in order[:faults]]
 
 
 class Campaign:
     def __init__(self, args, root: Path):
         self.args, self.root = args, root
-        self.rng = random.Random(args.seed)
-        self.plan = schedule(args.seed, args.faults, args.gap)
-        self.next = 0  # the plan's next fault
-        self.countdown = self.plan[0][0] if self.plan else -1
-        self.log: list[str] = []  # what was injected, when, where
+        self.grids_run, self.checked, self.faults_done = 0, 0, 0
+        self.arm(0)
         self.counts = {k: 0 for k in KINDS}
         self.recovery: dict[str, list[float]] = {k: [] for k in KINDS}
         self.waiting: list[tuple[str, str | None, float]] = []  # (kind, key, t) to recover
@@ -78,6 +76,14 @@ class Campaign:
         self.s3_up = threading.Event()
         self.grid = ""
         self.second_rcs: list[int] = []
+
+    def arm(self, seed: int) -> None:
+        """The schedule of `seed`: its faults are injected from the next event on."""
+        self.seed, self.rng = seed, random.Random(seed)
+        self.plan = schedule(seed, self.args.faults, self.args.gap, self.args.kinds.split(","))
+        self.next = 0  # the plan's next fault
+        self.countdown = self.plan[0][0] if self.plan else -1
+        self.log: list[str] = []  # what was injected, when, where
 
     # -- the world --------------------------------------------------------------------------
     def start(self) -> None:
@@ -158,6 +164,7 @@ class Campaign:
         if done is None:
             return True  # not here: the next event
         self.counts[kind] += 1
+        self.faults_done += 1
         self.log.append(f"{kind}@{event}:{key}:{epoch}")
         print(f"  fault {len(self.log)}: {kind} at {event} {key} epoch {epoch}", flush=True)
         self.next += 1
@@ -284,7 +291,7 @@ class Campaign:
         for name, problems in broken.items():
             for p in problems:
                 print(f"  {name}: {p}")
-        print(f"seed {self.args.seed}; replay: {self.replay()}")
+        print(f"seed {self.seed}; replay: {self.replay()}")
         print(f"schedule: {self.plan}")
         print(f"faults injected: {self.log}")
         print(f"logs: {self.root / 'logs'}" + (f" (last round: {log.name})" if log else ""))
@@ -293,21 +300,21 @@ class Campaign:
     def replay(self) -> str:
         a = self.args
         return (
-            f"python benchmarks/chaos.py --seed {a.seed} --grids {a.grids} --faults {a.faults} "
+            f"python benchmarks/chaos.py --seed {self.seed} --faults {a.faults} --kinds {a.kinds} "
             f"--gap {a.gap} --epochs {a.epochs}"
         )
 
     def report(self, started: float) -> None:
         print(
-            f"seed {self.args.seed}: {len(self.log)} faults in {self.args.grids} grids, "
-            f"{self.checked} invariant checks held, {time.monotonic() - started:.0f} s"
+            f"chaos: {self.faults_done} faults in {self.grids_run} grids, {self.checked} "
+            f"invariant checks, all held; {time.monotonic() - started:.0f} s"
         )
         for kind in KINDS:
             times = self.recovery[kind]
-            med = (
-                f"median {statistics.median(times):.1f} s, max {max(times):.1f} s" if times else "-"
-            )
-            print(f"  {kind:10s} {self.counts[kind]:4d} injected; recovery {med} ({len(times)})")
+            rec = "-"
+            if times:
+                rec = f"median {statistics.median(times):.1f} s, max {max(times):.1f} s"
+            print(f"  {kind:10s} {self.counts[kind]:4d} injected; recovery {rec} ({len(times)})")
         if self.second_rcs:
             print(
                 f"  second launches refused (exit 1): "
@@ -317,29 +324,40 @@ class Campaign:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seed", type=int, default=None, help="default: a random one, printed")
-    p.add_argument("--grids", type=int, default=1, help="grids run one after the other")
+    p.add_argument(
+        "--seed", action="append", help="repeatable; 'random' (the default): one drawn, printed"
+    )
+    p.add_argument("--grids", type=int, default=1, help="grids per seed, at least")
+    p.add_argument("--budget-s", type=float, default=None, help="start no grid after this")
     p.add_argument("--faults", type=int, default=6, help="faults in all (kinds in turn)")
+    p.add_argument("--kinds", default=",".join(KINDS), help="the faults to draw from")
     p.add_argument("--gap", type=int, default=4, help="at most this many events between faults")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--max-grids", type=int, default=1000)
     p.add_argument("--max-rounds", type=int, default=40)
     p.add_argument("--round-s", type=float, default=900, help="a launch's safety timeout")
     args = p.parse_args(argv)
-    if args.seed is None:
-        args.seed = random.SystemRandom().randrange(10**6)
-    print(f"chaos: seed {args.seed} (replay: --seed {args.seed})", flush=True)
+    seeds = [
+        random.SystemRandom().randrange(10**6) if s == "random" else int(s)
+        for s in args.seed or ["random"]
+    ]
+    print(f"chaos: seeds {seeds} (replay one: --seed N)", flush=True)
     root = Path(tempfile.mkdtemp(prefix="gch", dir="/tmp"))  # short: socket paths are bounded
     campaign = Campaign(args, root)
-    campaign.checked = 0
     started = time.monotonic()
     try:
         campaign.start()
-        g = 0
-        while g < args.grids or (campaign.next < len(campaign.plan) and g < args.max_grids):
-            campaign.run_grid(g)  # until every fault of the schedule is injected
-            g += 1
-        args.grids = g
+        for seed in seeds:
+            campaign.arm(seed)
+            print(f"seed {seed}: schedule {campaign.plan}", flush=True)
+            g = 0
+            while g < args.grids or (campaign.next < len(campaign.plan) and g < args.max_grids):
+                if args.budget_s and time.monotonic() - started > args.budget_s:
+                    print(f"chaos: budget of {args.budget_s:g} s spent; stopping", flush=True)
+                    break
+                campaign.run_grid(campaign.grids_run)  # until the schedule is injected
+                campaign.grids_run += 1
+                g += 1
         campaign.report(started)
     finally:
         campaign.stop()

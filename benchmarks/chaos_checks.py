@@ -6,6 +6,7 @@ of what it found broken; an empty list is the invariant held.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import subprocess
@@ -145,16 +146,24 @@ def table_has_every_row_and_pick(spec_path: str, store: str, env: dict, widths: 
     )
     if done.returncode != 0:
         return [f"grid table --strict exited {done.returncode}: {done.stderr.strip()[-300:]}"]
-    lines = [ln for ln in done.stdout.splitlines() if ln.strip()]
-    rows = [ln for ln in lines[1:] if not ln.startswith("#")]
-    if len(rows) != widths or any(",," in ln or ln.endswith(",") for ln in rows):
-        return [f"the table is not a row per width with every value: {done.stdout.strip()}"]
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    holes = [
+        r
+        for r in rows
+        if r.get("status") != "ok"
+        or not r.get("mean")
+        or not r.get("train.lr")
+        or r.get("n_missing") != "0"
+        or r.get("over_done") != r.get("over_total")
+    ]
+    if len(rows) != widths or holes:
+        return [f"the table is not a row per width with its value and pick: {done.stdout}"]
     return []
 
 
 def no_orphans(snap: Snapshot) -> list[str]:
     """Once every cell finished: no checkpoint, no curves that no row names, nothing of
-    Tune's or the halving's left (failures stay: they are the record of what failed)."""
+    Tune's (`_tune/`) or the halving's left (failures stay: the record of what failed)."""
     out = []
     if snap.checkpoints:
         out.append(f"checkpoints left: {sorted(snap.checkpoints)}")
@@ -162,7 +171,8 @@ def no_orphans(snap: Snapshot) -> list[str]:
     orphans = sorted(f"{k}/{r}" for k, r in snap.curves if (k, r) not in named)
     if orphans:
         out.append(f"curves no row names: {orphans}")
-    other = [n for n in snap.other if n != "_lease.json"]
+    # the grid's row index (results/reader.py) stays; so do folder markers ("<grid>/")
+    other = [n for n in snap.other if not n.startswith("_index/") and not n.endswith("/") and n]
     if other:
         out.append(f"other objects left: {other[:5]} ({len(other)} in all)")
     return out
