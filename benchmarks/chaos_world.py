@@ -149,10 +149,14 @@ class Node:
         return False
 
     def kill_raylet(self) -> None:
-        """The node dies: SIGKILL its raylet, then end the rest of it (by pid)."""
+        """The node dies: SIGKILL its raylet, then the rest of it (by pid), as a machine
+        that loses power takes every process with it."""
         raylet = self.raylet()
         if raylet:
             os.kill(raylet, signal.SIGKILL)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
         self.stop()
 
     def stop(self) -> None:
