@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import signal
 import socket
 import statistics
@@ -344,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"chaos: seeds {seeds} (replay one: --seed N)", flush=True)
     root = Path(tempfile.mkdtemp(prefix="gch", dir="/tmp"))  # short: socket paths are bounded
     campaign = Campaign(args, root)
-    started = time.monotonic()
+    started, passed = time.monotonic(), False
     try:
         campaign.start()
         for seed in seeds:
@@ -359,8 +360,11 @@ def main(argv: list[str] | None = None) -> int:
                 campaign.grids_run += 1
                 g += 1
         campaign.report(started)
+        passed = True
     finally:
         campaign.stop()
+    if passed:  # a broken run keeps its logs (their folder is printed)
+        shutil.rmtree(root, ignore_errors=True)
     return 0
 
 
