@@ -208,7 +208,9 @@ class Campaign:
         if kind == "s3":
             self.s3_up.clear()
             self.s3.stop()
-            threading.Thread(target=self.outage, args=(self.rng.uniform(2, 5),)).start()
+            threading.Thread(
+                target=self.outage, args=(self.rng.uniform(2, 5),), daemon=True
+            ).start()
             self.waiting.append((kind, None, t0))
             return True
         if kind == "second":
