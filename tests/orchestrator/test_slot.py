@@ -161,10 +161,10 @@ def test_a_worker_killed_inside_an_epoch_is_retried_from_its_checkpoint(
 def test_a_trial_killed_after_its_commit_is_not_trained_again(
     tiny_spec, tmp_path, monkeypatch, ray_cluster
 ):
-    """Found by benchmarks/chaos.py: a worker killed between its row's commit and Tune
-    hearing `done` was retried, and the retry resumed the cell from its last checkpoint and
-    committed it again (a new run replacing the finished one). The retry now sees the row
-    its own launch committed and ends at once."""
+    """A fault of the campaign (benchmarks/chaos.py, a kill at a `commit` event): a worker
+    killed between its row's commit and Tune hearing `done` was retried, and the retry
+    resumed the cell from its last checkpoint and committed it again (a new run replacing the
+    finished one). The retry now sees the row its own launch committed and ends at once."""
     spec = tiny_spec("aftercommit", [0.05], train={"epochs": 2})
     (key,) = (t.key for t in expand(spec))
     killed = []
