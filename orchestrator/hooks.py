@@ -1,9 +1,10 @@
 """Test support: hooks that tests arm through the environment, so a test drives a real trial
 (inside a Ray worker process) by events instead of by the clock. Production code calls them
-through two seams: `at_epoch`, after each epoch's report (with its checkpoint, on the epochs
+through three seams: `at_epoch`, after each epoch's report (with its checkpoint, on the epochs
 the cadence picks; the test specs set `train.checkpoint_s: 0`, a checkpoint every epoch) and
-at the start of a resumed attempt, and `in_step`, as a step starts an epoch; unarmed, they do
-nothing. `grid launch` forwards these variables to the trials.
+at the start of a resumed attempt; `in_step`, as a step starts an epoch; and `committed`,
+after a cell's row is written. Unarmed, they do nothing. `grid launch` forwards these
+variables to the trials.
 
 GRID_FAIL_INJECT="<key prefix or *>:<epoch>:<times>[,...]"
     a matching cell's trial raises `InjectedFailure` right after epoch <epoch> is checkpointed
@@ -29,6 +30,11 @@ GRID_KILL="<key prefix>:<epoch>:<folder>"
     the trial process of a matching cell SIGKILLs itself inside the step that trains epoch
     <epoch>, before that epoch ends (`in_step`): a worker killed mid-epoch, with no chance to
     write anything. Once per cell (a marker in <folder>), so the retry trains on.
+GRID_CHAOS="<socket>"
+    the fault campaign's barrier (benchmarks/chaos.py): at each of a trial's events (an
+    attempt that resumes, an epoch checkpointed, a cell's row committed) the trial sends
+    "<event> <key> <epoch> <pid>" to the Unix socket and blocks until the campaign answers
+    (or closes: it may have killed this process meanwhile). Nobody listening: train on.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import fcntl
 import json
 import os
 import signal
+import socket
 import tempfile
 from pathlib import Path
 
@@ -45,7 +52,8 @@ FAIL_INJECT_DIR_ENV = "GRID_FAIL_INJECT_DIR"
 HOLD_ENV = "GRID_HOLD"
 RENDEZVOUS_ENV = "GRID_RENDEZVOUS"
 KILL_ENV = "GRID_KILL"
-ENV = (FAIL_INJECT_ENV, FAIL_INJECT_DIR_ENV, HOLD_ENV, RENDEZVOUS_ENV, KILL_ENV)
+CHAOS_ENV = "GRID_CHAOS"
+ENV = (FAIL_INJECT_ENV, FAIL_INJECT_DIR_ENV, HOLD_ENV, RENDEZVOUS_ENV, KILL_ENV, CHAOS_ENV)
 _arrived: set[int] = set()  # processes whose trial has passed the rendezvous gate
 
 
@@ -62,6 +70,25 @@ def at_epoch(key: str, epoch: int, *, resumed: bool = False) -> None:
         maybe_hold(key, epoch)
     if os.environ.get(RENDEZVOUS_ENV) and epoch == 1 and not resumed:
         rendezvous(key, Path(os.environ[RENDEZVOUS_ENV]))
+    if os.environ.get(CHAOS_ENV):
+        chaos("resume" if resumed else "epoch", key, epoch)
+
+
+def committed(key: str, epoch: int) -> None:
+    """The seam after cell `key`'s row (of `epoch` epochs) is committed to the store."""
+    if os.environ.get(CHAOS_ENV):
+        chaos("commit", key, epoch)
+
+
+def chaos(event: str, key: str, epoch: int) -> None:
+    """GRID_CHAOS (module docstring)."""
+    with socket.socket(socket.AF_UNIX) as s:
+        try:
+            s.connect(os.environ[CHAOS_ENV])
+        except OSError:
+            return
+        s.sendall(f"{event} {key} {epoch} {os.getpid()}\n".encode())
+        s.recv(16)  # the campaign's answer, once it has done what it does here
 
 
 def in_step(keys: list[str], epoch: int) -> None:

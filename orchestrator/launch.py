@@ -62,6 +62,8 @@ def launch(
     if not todo:
         _say_skipped(console, len(skipped), bool(spec.halving))
         console.print(f"{spec.name}: all {len(cells)} cells are finished; nothing to run")
+        if not dry_run:
+            _tidy(store, spec.name, console)
         return 0
     if dry_run:
         _print_plan(console, spec, group_cells(todo, spec.resources["pack"]), len(skipped))
@@ -117,6 +119,23 @@ def launch(
 def _statuses(store: Store, spec, rerun: frozenset[str]) -> dict[str, str]:
     """The cells' statuses, those in `rerun` left out (they run as if missing)."""
     return {k: v for k, v in store.statuses(spec.name).items() if k not in rerun}
+
+
+def _tidy(store: Store, grid: str, console: Console) -> None:
+    """A finished grid whose last launch was killed after its last commit keeps what that
+    launch left (Tune's folder, the last cells' checkpoints): removed here, under the lease,
+    unless a live launch holds it."""
+    from results import checkpoints
+
+    if not checkpoints.listed(store, grid) and not store._list(f"{grid}/{prune.TUNE_DIR}"):
+        return  # the usual case: nothing left, and the lease is not touched
+    try:
+        with held(Lease(store, grid), say=lambda s: console.print(Text(s))):
+            for key in checkpoints.listed(store, grid):
+                checkpoints.delete(store, grid, key)
+            prune.prune(store, grid, tune=True)
+    except LeaseHeld:
+        pass
 
 
 def _cost(spec, todo: list[Cell], address: str | None, console: Console, yes: bool) -> bool:

@@ -13,8 +13,10 @@ instead of starting a process that imports torch again. Its lifecycle, in Tune's
 - `step()`: one epoch of the unit (`orchestrator/trial.UnitRun`). The first step reads each
   cell's checkpoint by key from the store (`results/checkpoints.py`), unless Tune restored
   a newer one. On the checkpoint cadence the step writes each cell's state there; the last
-  step writes the rows and deletes the checkpoints. A GridError ends the trial with a
-  `grid_error` result instead of an exception, so Tune does not retry it.
+  step writes the rows and deletes the checkpoints. An attempt whose cells this launch has
+  committed already (a worker killed after its commit, retried by Tune) ends at once. A
+  GridError ends the trial with a `grid_error` result instead of an exception, so Tune does
+  not retry it.
 - `save_checkpoint(dir)` / `load_checkpoint(dir)`: Tune's own checkpoint (a scheduler's
   PAUSE saves one and the resumed trial loads it, on this actor or another).
 - `cleanup()`: the actor ends; a unit still open is ended (`_end`).
@@ -37,6 +39,8 @@ from __future__ import annotations
 import json
 import os
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import ray
 from ray import tune
 
@@ -109,6 +113,11 @@ class GridSlot(tune.Trainable):
         return True
 
     def step(self) -> dict:
+        if self.unit.steps is None and self._committed_here():
+            # a retry of a trial killed after its commit, before Tune heard it was done
+            self._forget()
+            epochs = self.cells[0].config["train"]["epochs"]
+            return {"epoch": epochs, "cells": len(self.cells), "done": True}
         if self.unit.steps is None:
             resumes = self._resumes()
             if self._written_stopped(resumes):
@@ -124,6 +133,22 @@ class GridSlot(tune.Trainable):
         if result["done"]:  # the rows are committed: their checkpoints are of no more use
             self._forget()
         return result
+
+    def _committed_here(self) -> bool:
+        """Whether this launch (its lease generation) has committed every cell of the unit
+        already: one GET of each row. Rows of earlier launches do not count (`--force`
+        trains those again)."""
+        generation = self.run.get("generation")
+        if generation is None:
+            return False
+        for t in self.cells:
+            found = self.store.read_tagged(f"{self.grid}/trials/{t.key}.parquet")
+            if found is None:
+                return False
+            row = pq.read_table(pa.BufferReader(found[0]), columns=["generation"])
+            if row.column("generation")[0].as_py() != generation:
+                return False
+        return True
 
     def _resumes(self) -> dict[str, dict]:
         """Each cell's newest state: Tune's (a resumed pause, a retry) or the store's, by

@@ -19,8 +19,8 @@ say) fails the cell with its one-line message and is not retried: it would fail 
 again. A checkpoint that does not fit the cell (`CheckpointError`) is discarded with a
 warning and the unit starts over.
 
-Test hooks (`orchestrator/hooks.py`) are called through their seams, `hooks.at_epoch` and
-`hooks.in_step`.
+Test hooks (`orchestrator/hooks.py`) are called through their seams, `hooks.at_epoch`,
+`hooks.in_step` and `hooks.committed`.
 """
 
 from __future__ import annotations
@@ -286,6 +286,7 @@ class UnitRun:
                 generation=self.generation,
                 weights=self._kept_weights(t.key, summary),
             )
+            hooks.committed(t.key, len(summary["history"]))
         self.statuses = [s["status"] for s in summaries]
         self.done = True
 

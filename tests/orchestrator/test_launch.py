@@ -37,6 +37,7 @@ from orchestrator.units import group_cells, select_cells, unit_label
 from results import checkpoints as stored_checkpoints
 from results.lease import read_holder
 from results.store import open_store
+from tests.orchestrator.chaos_events import ChaosEvents
 from tests.orchestrator.conftest import agent_port, node_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -341,6 +342,46 @@ def test_sigkilled_launch_relaunches_to_one_row_per_cell(
     assert all(r["epochs"] == 2 for r in found.values())
     assert found[held_key]["resumed_epoch"] == 1  # from the killed launch's checkpoint
     assert read_holder(open_store(str(store)), "kill") is None  # released at the end
+
+
+@pytest.mark.ray
+def test_a_launch_killed_after_its_last_commit_is_tidied_by_the_next(
+    tiny_spec, tmp_path, monkeypatch, ray_cluster
+):
+    """The fault campaign (benchmarks/chaos.py): the launch and its trial SIGKILLed right
+    after the grid's last commit. The next launch has nothing to run; it still takes the
+    lease over and removes what the killed one left: Tune's folder and the last checkpoint."""
+    spec = tiny_spec("lastcommit", [0.05], train={"epochs": 1})
+    cmd = [sys.executable, "-m", "orchestrator.cli", "launch", spec.path, "--store"]
+    cmd += [str(tmp_path / "runs"), "--address", ray_cluster.address]
+    driver: list[subprocess.Popen] = []
+
+    def kill_both(event: str, key: str, epoch: int, pid: int) -> bool:
+        if event != "commit":
+            return True
+        driver[0].kill()
+        os.kill(pid, signal.SIGKILL)  # before it deletes its checkpoint
+        return False
+
+    events = ChaosEvents(tmp_path / "ev.sock", kill_both)
+    monkeypatch.setenv(hooks.CHAOS_ENV, str(tmp_path / "ev.sock"))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    try:
+        driver.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL))
+        assert driver[0].wait() == -signal.SIGKILL
+    finally:
+        events.close()
+    grid = tmp_path / "runs" / "lastcommit"
+    (key,) = (t.key for t in expand(spec))
+    assert (grid / "trials" / f"{key}.parquet").exists()  # committed, then killed
+    assert (grid / "checkpoints" / key).exists() and any((grid / "_tune").rglob("*.json"))
+
+    con, buf = console()
+    assert launch.launch(spec, store_uri=str(tmp_path / "runs"), console=con) == 0
+    assert "nothing to run" in buf.getvalue()
+    assert not (grid / "checkpoints" / key).exists()
+    assert [p for p in (grid / "_tune").rglob("*") if p.is_file()] == []
+    assert read_holder(open_store(str(tmp_path / "runs")), "lastcommit") is None
 
 
 @pytest.mark.ray

@@ -9,6 +9,9 @@ test_monitor.py.) Nothing waits on the clock: the failures are the test hooks'
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
@@ -17,6 +20,7 @@ from orchestrator.errors import GridError
 from orchestrator.expand import expand
 from results import checkpoints as stored_checkpoints
 from results.store import open_store
+from tests.orchestrator.chaos_events import ChaosEvents
 from tests.orchestrator.test_launch import console, rows
 
 
@@ -151,3 +155,43 @@ def test_a_worker_killed_inside_an_epoch_is_retried_from_its_checkpoint(
     assert row["status"] == "completed" and row["resumed_epoch"] == 1 and row["epochs"] == 2
     assert epochs_of(store, "killed") == {key: [1, 2]}
     assert "retry   " in buf.getvalue()
+
+
+@pytest.mark.ray
+def test_a_trial_killed_after_its_commit_is_not_trained_again(
+    tiny_spec, tmp_path, monkeypatch, ray_cluster
+):
+    """A fault of the campaign (benchmarks/chaos.py, a kill at a `commit` event): a worker
+    killed between its row's commit and Tune hearing `done` was retried, and the retry
+    resumed the cell from its last checkpoint and committed it again (a new run replacing the
+    finished one). The retry now sees the row its own launch committed and ends at once."""
+    spec = tiny_spec("aftercommit", [0.05], train={"epochs": 2})
+    (key,) = (t.key for t in expand(spec))
+    killed = []
+
+    def kill_at_commit(event: str, k: str, epoch: int, pid: int) -> bool:
+        if event == "commit" and not killed:
+            killed.append(pid)
+            os.kill(pid, signal.SIGKILL)  # its row is written; Tune has not heard `done`
+            return False
+        return True
+
+    events = ChaosEvents(tmp_path / "ev.sock", kill_at_commit)
+    monkeypatch.setenv(hooks.CHAOS_ENV, str(tmp_path / "ev.sock"))
+    store = tmp_path / "runs"
+    con, buf = console()
+    try:
+        rc = launch.launch(spec, store_uri=str(store), address=ray_cluster.address, console=con)
+    finally:
+        events.close()
+    assert killed  # the kill happened, after the commit
+    assert rc == 0, buf.getvalue()
+    done = events.events.index(("commit", key, 2))
+    assert events.events[:done] == [("epoch", key, 1), ("epoch", key, 2)]
+    assert events.events[done + 1 :] == []  # no attempt resumed or trained it again
+    row = rows(store, "aftercommit")[key]
+    assert row["status"] == "completed" and row["resumed_epoch"] == 0
+    assert epochs_of(store, "aftercommit") == {key: [1, 2]}
+    assert [p.name for p in (store / "aftercommit" / "epochs" / key).iterdir()] == [
+        f"{row['run_id']}.parquet"
+    ]  # one run: the first commit's
