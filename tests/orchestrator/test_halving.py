@@ -231,7 +231,9 @@ def test_a_sigkilled_halving_launch_relaunches_to_the_same_statuses(
     assert "skipping 6 finished cells" in buf.getvalue()
     found = rows(store, "halved")
     assert {k: r["status"] for k, r in found.items()} == reference
-    assert found[held]["resumed_epoch"] == 3
+    # it resumed from the checkpoint of the epoch it was killed in (3), not from scratch; under
+    # the sync rule a later rung's pause may resume it again, and the row names the last resume
+    assert found[held]["resumed_epoch"] >= 3
 
 
 @pytest.mark.ray
