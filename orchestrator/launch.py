@@ -63,7 +63,7 @@ def launch(
         _say_skipped(console, len(skipped), bool(spec.halving))
         console.print(f"{spec.name}: all {len(cells)} cells are finished; nothing to run")
         if not dry_run:
-            _tidy(store, spec.name, console)
+            _tidy(store, spec.name, seen, console)
         return 0
     if dry_run:
         _print_plan(console, spec, group_cells(todo, spec.resources["pack"]), len(skipped))
@@ -121,14 +121,17 @@ def _statuses(store: Store, spec, rerun: frozenset[str]) -> dict[str, str]:
     return {k: v for k, v in store.statuses(spec.name).items() if k not in rerun}
 
 
-def _tidy(store: Store, grid: str, console: Console) -> None:
+def _tidy(store: Store, grid: str, seen: tuple[int, bool] | None, console: Console) -> None:
     """A finished grid whose last launch was killed after its last commit keeps what that
     launch left (Tune's folder, the last cells' checkpoints): removed here, under the lease,
-    unless a live launch holds it."""
+    unless a live launch holds it. A launch that released its lease pruned what it left, so
+    only an unreleased lease (`seen`, read by `peek` before) costs the two listings below."""
     from results import checkpoints
 
+    if seen is None or seen[1]:
+        return  # the usual case: the last launch released the lease, nothing is left
     if not checkpoints.listed(store, grid) and not store._list(f"{grid}/{prune.TUNE_DIR}"):
-        return  # the usual case: nothing left, and the lease is not touched
+        return
     try:
         with held(Lease(store, grid), say=lambda s: console.print(Text(s))):
             for key in checkpoints.listed(store, grid):
