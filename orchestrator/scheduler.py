@@ -71,13 +71,30 @@ class SlotLimit(BasicVariantGenerator):
     """Tune's grid search with its `max_concurrent` counting the trials that hold a slot:
     a trial paused at a rung frees its slot for the next cell, so a row wider than the slots
     reaches its rung instead of waiting forever (Tune's own limit counts a paused trial as
-    live until it ends). `SyncRowHalving` frees and takes the slots."""
+    live until it ends). `SyncRowHalving` frees and takes the slots.
+
+    The search is not finished while a trial waits at a rung: Tune keeps a stopped trial's
+    actor for the next trial (`reuse_actors`) only while more trials may come, so a search
+    that ended when its last cell was created would make each resume start a new process
+    (and import torch: seconds per resume, most of a small halved grid's time)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.waiting: set[str] = set()  # trials paused at a rung, not yet resumed or ended
 
     def free(self, trial_id: str) -> None:
         self._live_trials.discard(trial_id)
+        self.waiting.add(trial_id)
 
     def take(self, trial_id: str) -> None:
         self._live_trials.add(trial_id)
+        self.waiting.discard(trial_id)
+
+    def ended(self, trial_id: str) -> None:
+        self.waiting.discard(trial_id)
+
+    def is_finished(self) -> bool:
+        return super().is_finished() and not self.waiting
 
     def has_room(self) -> bool:
         return not self.max_concurrent or len(self._live_trials) < self.max_concurrent
@@ -131,9 +148,11 @@ class SyncRowHalving(FIFOScheduler):
     def on_trial_remove(self, tune_controller, trial) -> None:
         """A paused or pending trial removed: the launch is ending (Ctrl-C). Not a result:
         its row's rung is not decided without it."""
+        self.slots.ended(trial.trial_id)
 
     def _ended(self, trial) -> None:
         key = trial.config["cell"]
+        self.slots.ended(trial.trial_id)
         self.ended.add(key)
         self._decide(self.rungs.groups[key])
 

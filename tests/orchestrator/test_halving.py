@@ -1,20 +1,15 @@
 """Halving per table row (orchestrator/halving.py, orchestrator/scheduler.py): the section's
-checks, the rule and its records without Ray, then real Ray on the CPU: a grid of 2 archs x
-6 lrs x 8 epochs with rungs [2, 4] and keep 0.5 against the same grid without halving, a
-SIGKILLed halving launch relaunched, and a grown grid judged against the stored rungs.
+checks, the rule and its records without Ray, then real Ray on the CPU: a grid of 2 activations x
+6 lrs x 8 epochs with rungs [2, 4] and keep 0.5 against the same grid without halving, and a
+grown grid judged against the stored rungs.
 
 The grid and its launches (the `halved` fixture, tests/orchestrator/conftest.py) are shared
 with test_halving_sync.py, which runs the synchronous rule (the default) at other slot
-counts and orders. Nothing here waits on the clock: the kill test holds a trial at a
-barrier (GRID_HOLD).
+counts and orders, and a launch SIGKILLed mid-rung (test_launch.py has the kill mid-epoch
+of a launch without halving).
 """
 
 from __future__ import annotations
-
-import os
-import signal
-import subprocess
-import sys
 
 import pytest
 
@@ -33,7 +28,7 @@ from tests.orchestrator.halving_grid import (
     six_lrs,
     trained_epochs,
 )
-from tests.orchestrator.test_launch import REPO, arm_hold, console, rows, wait_held
+from tests.orchestrator.test_launch import console, rows
 
 # -- the section's checks ------------------------------------------------------------------
 BAD = [
@@ -126,7 +121,7 @@ def test_cutoff_is_the_quantile_of_the_peers_and_the_first_cell_goes_on():
 def test_rungs_judge_each_cell_once_per_rung_within_its_group(tmp_path):
     spec = six_lrs(tmp_path, "g", halving=HALVING)
     cells = expand(spec)
-    a, b = cells[:6], cells[6:]  # the two archs: two groups
+    a, b = cells[:6], cells[6:]  # the two activations: two groups
     assert len({group_of(c.params, spec.halving["over"]) for c in a}) == 1
     stored = [
         {"key": a[0].key, "epoch": 2, "val_acc": 0.6},
@@ -177,63 +172,6 @@ def test_halving_trains_at_most_55_percent_and_picks_the_same_lrs(halved):
     con, buf = console()  # a relaunch: stopped is finished
     assert launch.launch(spec, store_uri=str(store), console=con) == 0
     assert "skipping 12 finished cells (completed, diverged or stopped" in buf.getvalue()
-
-
-@pytest.mark.ray
-def test_a_sigkilled_halving_launch_relaunches_to_the_same_statuses(
-    halved, tmp_path, monkeypatch, ray_cluster
-):
-    """The first row as the reference run left it; a launch of the rest SIGKILLed while
-    the second row's first lr is past its rung 2; the relaunch."""
-    spec, store, _ = halved["halved"]
-    reference = {k: r["status"] for k, r in rows(store, "halved").items()}
-    spec = six_lrs(tmp_path / "specs", "halved", halving=HALVING)
-    cells = expand(spec)
-    copy_store(store / "halved", tmp_path / "runs" / "halved", {c.key for c in cells[:6]})
-    held = cells[6].key  # the second row's first lr, past its rung 2
-    folder = arm_hold(monkeypatch, tmp_path, held, epoch=3)
-    store = tmp_path / "runs"
-    cmd = [
-        sys.executable,
-        "-m",
-        "orchestrator.cli",
-        "launch",
-        spec.path,
-        "--store",
-        str(store),
-        "--address",
-        ray_cluster.address,
-        "--max-concurrent",
-        "1",
-    ]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        assert wait_held(folder) == f"{held}:3"
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    assert len(rows(store, "halved")) == 6  # the first row finished, the second not
-    monkeypatch.delenv("GRID_HOLD")
-
-    con, buf = console()
-    assert (
-        launch.launch(
-            spec, store_uri=str(store), address=ray_cluster.address, max_concurrent=1, console=con
-        )
-        == 0
-    ), buf.getvalue()
-    assert "skipping 6 finished cells" in buf.getvalue()
-    found = rows(store, "halved")
-    assert {k: r["status"] for k, r in found.items()} == reference
-    # it resumed from the checkpoint of the epoch it was killed in (3), not from scratch; under
-    # the sync rule a later rung's pause may resume it again, and the row names the last resume
-    assert found[held]["resumed_epoch"] >= 3
 
 
 @pytest.mark.ray

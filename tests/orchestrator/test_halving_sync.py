@@ -35,11 +35,11 @@ RUNS = {  # name: (the lrs in the grid's order, slots)
 
 
 def decisions(spec, store) -> dict:
-    """{(arch, lr): (status, epochs trained, rung stopped at)}: by the cells' values, so
+    """{(activation, lr): (status, epochs trained, rung stopped at)}: by the cells' values, so
     runs whose grids list the lrs in other orders compare."""
     found = rows(store, spec.name)
     return {
-        (c.params["model.arch"], c.params["train.lr"]): (
+        (c.params["model.activation"], c.params["train.lr"]): (
             found[c.key]["status"],
             found[c.key]["epochs"],
             found[c.key]["stopped_at"],
