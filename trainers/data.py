@@ -19,8 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.datasets import CIFAR10, CIFAR100
-from torchvision.datasets.vision import VisionDataset
 
 from trainers import augment_extra, subsets
 from trainers.errors import GridError
@@ -95,6 +93,8 @@ class _ExistingFolder:
     by torchvision's `download()`, which verifies the archive's md5."""
 
     def __init__(self, root: str, train: bool = True, download: bool = False) -> None:
+        from torchvision.datasets.vision import VisionDataset
+
         VisionDataset.__init__(self, root)
         self.train = train
         if download:
@@ -116,21 +116,35 @@ class _ExistingFolder:
         )
 
 
-class LocalCIFAR10(_ExistingFolder, CIFAR10):
-    pass
+@functools.cache
+def _cifar() -> dict[str, tuple[type, int]]:
+    """{name: (torchvision's CIFAR class with the mixin, classes)}, built at first use:
+    importing torchvision costs ~2 s (it imports torch._dynamo), which every trial process
+    would pay at its start, on synthetic data too."""
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    class LocalCIFAR10(_ExistingFolder, CIFAR10):
+        pass
+
+    class LocalCIFAR100(_ExistingFolder, CIFAR100):
+        pass
+
+    return {"cifar10": (LocalCIFAR10, 10), "cifar100": (LocalCIFAR100, 100)}
 
 
-class LocalCIFAR100(_ExistingFolder, CIFAR100):
-    pass
-
-
-CIFAR = {"cifar10": (LocalCIFAR10, 10), "cifar100": (LocalCIFAR100, 100)}
+def __getattr__(name: str):
+    """`LocalCIFAR10`, `LocalCIFAR100` and `CIFAR`, as module attributes (`_cifar`)."""
+    if name == "CIFAR":
+        return _cifar()
+    if name in ("LocalCIFAR10", "LocalCIFAR100"):
+        return _cifar()[name.removeprefix("Local").lower()][0]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def read_cifar(name: str, root: Path, download: bool):
     """CIFAR-10/100 via torchvision's classes (download + md5): (train_x, train_y, test_x, test_y,
     num_classes) as numpy uint8 N x 3 x 32 x 32 and int64 labels."""
-    cls, num_classes = CIFAR[name]
+    cls, num_classes = _cifar()[name]
     folder = root / cls.base_folder
     names = [n for n, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
     if not all((folder / n).is_file() for n in names):
@@ -260,7 +274,8 @@ def load_data(dataset_cfg: dict, device: torch.device | str, seed: int) -> Data:
     if cfg.get("classes") is not None:  # a CIFAR-100 subset: its images, labels 0..k-1
         if cfg["name"] != "cifar100":
             raise GridError(f"dataset.classes: subsets are of cifar100, not {cfg['name']}")
-        meta = root / LocalCIFAR100.base_folder / LocalCIFAR100.meta["filename"]
+        cifar100 = _cifar()["cifar100"][0]
+        meta = root / cifar100.base_folder / cifar100.meta["filename"]
         train_x, train_y, test_x, test_y, num_classes = subsets.select(
             cfg["classes"], meta, train_x, train_y, test_x, test_y
         )
