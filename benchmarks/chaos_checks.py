@@ -43,6 +43,8 @@ def snapshot(client, bucket: str, prefix: str, grid: str) -> Snapshot:
 
     for name in names:
         rel = name[len(base) :]
+        if rel.startswith(("failures/", "trials/_failures/")):
+            continue  # an attempt's failure record: not a result (results/layout.py)
         if rel.startswith("trials/") and rel.endswith(".parquet"):
             row = pq.read_table(io.BytesIO(get(name))).to_pylist()
             snap.rows[rel[len("trials/") : -len(".parquet")]] = (
@@ -55,7 +57,7 @@ def snapshot(client, bucket: str, prefix: str, grid: str) -> Snapshot:
             snap.checkpoints.add(rel.rsplit("/", 1)[-1])
         elif rel == "_lease.json":
             snap.lease = json.loads(get(name))
-        elif not rel.startswith("failures/"):
+        else:
             snap.other.append(rel)
     return snap
 

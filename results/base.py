@@ -27,7 +27,12 @@ class StoreError(GridError):
 
     def __init__(self, uri: str, action: str, reason: str):
         super().__init__(f"store {uri}: {action}: {reason}")
-        self.reason = reason
+        self.uri, self.action, self.reason = uri, action, reason
+
+    def __reduce__(self):
+        # Ray pickles an exception raised in a trial to the driver; the default rebuilds it
+        # from its message alone, which this __init__ refuses (the driver then saw a TypeError)
+        return type(self), (self.uri, self.action, self.reason)
 
 
 class Fenced(StoreError):

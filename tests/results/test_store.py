@@ -209,3 +209,18 @@ def test_s3_missing_bucket_is_a_grid_error(s3_uri):
         store.check_writable()
     with pytest.raises(GridError, match="cannot list"):
         store.read_trials("g")
+
+
+def test_a_store_error_survives_pickling_as_ray_sends_it_from_a_trial():
+    """Ray pickles a trial's exception to the driver: the store's error must arrive as
+    itself, with its message (the default pickling rebuilt it from the message alone, and
+    the driver reported a TypeError from its __init__ instead)."""
+    import pickle
+
+    from results.base import Fenced, StoreError
+
+    for cls in (StoreError, Fenced):
+        e = pickle.loads(pickle.dumps(cls("s3://b/p", "cannot delete g/checkpoints/k", "down")))
+        assert type(e) is cls and isinstance(e, GridError)
+        assert str(e) == "store s3://b/p: cannot delete g/checkpoints/k: down"
+        assert (e.uri, e.action, e.reason) == ("s3://b/p", "cannot delete g/checkpoints/k", "down")
