@@ -117,34 +117,20 @@ class _ExistingFolder:
 
 
 @functools.cache
-def _cifar() -> dict[str, tuple[type, int]]:
-    """{name: (torchvision's CIFAR class with the mixin, classes)}, built at first use:
-    importing torchvision costs ~2 s (it imports torch._dynamo), which every trial process
-    would pay at its start, on synthetic data too."""
+def cifar_class(name: str) -> tuple[type, int]:
+    """(torchvision's CIFAR class for `name` with the mixin, its classes), built at first
+    use: importing torchvision costs ~2 s (it imports torch._dynamo), which every trial
+    process would pay at its start, on synthetic data too."""
     from torchvision.datasets import CIFAR10, CIFAR100
 
-    class LocalCIFAR10(_ExistingFolder, CIFAR10):
-        pass
-
-    class LocalCIFAR100(_ExistingFolder, CIFAR100):
-        pass
-
-    return {"cifar10": (LocalCIFAR10, 10), "cifar100": (LocalCIFAR100, 100)}
-
-
-def __getattr__(name: str):
-    """`LocalCIFAR10`, `LocalCIFAR100` and `CIFAR`, as module attributes (`_cifar`)."""
-    if name == "CIFAR":
-        return _cifar()
-    if name in ("LocalCIFAR10", "LocalCIFAR100"):
-        return _cifar()[name.removeprefix("Local").lower()][0]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    base, num_classes = {"cifar10": (CIFAR10, 10), "cifar100": (CIFAR100, 100)}[name]
+    return type(f"Local{base.__name__}", (_ExistingFolder, base), {}), num_classes
 
 
 def read_cifar(name: str, root: Path, download: bool):
     """CIFAR-10/100 via torchvision's classes (download + md5): (train_x, train_y, test_x, test_y,
     num_classes) as numpy uint8 N x 3 x 32 x 32 and int64 labels."""
-    cls, num_classes = _cifar()[name]
+    cls, num_classes = cifar_class(name)
     folder = root / cls.base_folder
     names = [n for n, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
     if not all((folder / n).is_file() for n in names):
@@ -274,7 +260,7 @@ def load_data(dataset_cfg: dict, device: torch.device | str, seed: int) -> Data:
     if cfg.get("classes") is not None:  # a CIFAR-100 subset: its images, labels 0..k-1
         if cfg["name"] != "cifar100":
             raise GridError(f"dataset.classes: subsets are of cifar100, not {cfg['name']}")
-        cifar100 = _cifar()["cifar100"][0]
+        cifar100, _ = cifar_class("cifar100")
         meta = root / cifar100.base_folder / cifar100.meta["filename"]
         train_x, train_y, test_x, test_y, num_classes = subsets.select(
             cfg["classes"], meta, train_x, train_y, test_x, test_y

@@ -9,7 +9,7 @@ import pytest
 
 from trainers import config, subsets
 from trainers.cifar_files import write_cifar100
-from trainers.data import LocalCIFAR100, load_data
+from trainers.data import cifar_class, load_data
 from trainers.errors import GridError
 from trainers.setup import setup
 
@@ -35,7 +35,7 @@ def _data(root, classes):
 
 
 def test_the_written_layout_is_cifar100s(cifar100):
-    ds = LocalCIFAR100(str(cifar100), train=True)
+    ds = cifar_class("cifar100")[0](str(cifar100), train=True)
     assert len(ds.data) == 200 and sorted(set(ds.targets)) == list(range(100))
     assert subsets.read_fine_names(cifar100 / "cifar-100-python" / "meta") == list(subsets.FINE)
 
