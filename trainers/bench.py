@@ -79,6 +79,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         choices=["auto", "vmap", "loop"],
         help="fused forward (auto: vmap on CUDA, loop on CPU; see trainers/pack.py)",
     )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="ours with the captured step (train.compile: torch.compile; CUDA graphs on CUDA)",
+    )
     p.add_argument("--naive-workers", type=int, help="DataLoader workers (2 on CUDA, 0 on CPU)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
@@ -102,13 +107,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def config_for(
-    root: str, args: argparse.Namespace, width: float, seed: int = 0, lr: float = 0.05
+    root: str,
+    args: argparse.Namespace,
+    width: float,
+    seed: int = 0,
+    lr: float = 0.05,
+    compile: bool = False,
 ) -> dict:
     """A resolved config (the defaults: All-CNN recipe) on the benchmark's files."""
     cfg = copy.deepcopy(DEFAULTS)
     cfg["dataset"].update(name="cifar10", root=root, download=False, val_size=0)
     cfg["model"].update(arch=args.arch, width=width)
-    cfg["train"].update(batch_size=args.batch, seed=seed, lr=lr, device=args.device)
+    cfg["train"].update(
+        batch_size=args.batch, seed=seed, lr=lr, device=args.device, compile=compile
+    )
     return cfg
 
 
@@ -190,7 +202,7 @@ def bench(args: argparse.Namespace, root: str, log: Callable[[str], None]) -> di
     runs = []
     for width in args.widths:
         log(f"width {width}: ours vs naive")
-        cfg = config_for(root, args, width)
+        cfg = config_for(root, args, width, compile=args.compile)  # packs never compile
         rates, rounds = measure(
             {"ours": Ours(cfg, device), "naive": Naive(cfg, device, args.naive_workers)},
             args,
@@ -202,6 +214,7 @@ def bench(args: argparse.Namespace, root: str, log: Callable[[str], None]) -> di
                 "arch": args.arch,
                 "width": width,
                 "batch": args.batch,
+                "compile": args.compile,
                 "rounds": rounds,
                 "ours_images_per_s": rates["ours"],
                 "naive_images_per_s": rates["naive"],
@@ -254,7 +267,9 @@ def render(result: dict, settings: dict) -> None:
     from rich.table import Table
 
     console = Console()
-    t = Table(title=f"Training images/s: ours vs naive ({result['runs'][0]['device']})")
+    first = result["runs"][0]
+    ours = "ours, captured step" if first.get("compile") else "ours"
+    t = Table(title=f"Training images/s: {ours} vs naive ({first['device']})")
     for col in (
         "arch",
         "width",

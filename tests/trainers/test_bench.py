@@ -67,6 +67,17 @@ def test_defaults_on_cpu_are_small_and_bad_widths_are_refused():
         bench.parse_args(["--width", "wide"])
 
 
+def test_compile_gives_ours_the_captured_step_and_the_naive_side_none(tmp_path):
+    args = bench.parse_args(["--quick", "--device", "cpu", "--compile"])
+    bench.write_files(str(tmp_path), args)
+    cfg = bench.config_for(str(tmp_path), args, 0.125, compile=args.compile)
+    assert args.compile and cfg["train"]["compile"] is True
+    assert bench.Ours(cfg, torch.device("cpu")).step.mode == "compiled"  # compiles at first call
+    plain = bench.config_for(str(tmp_path), bench.parse_args(["--quick"]), 0.125)
+    assert plain["train"]["compile"] is False
+    assert bench.Ours(plain, torch.device("cpu")).step.mode == "eager"
+
+
 def test_quick_json_has_every_field_with_positive_rates(capsys):
     threads = torch.get_num_threads()
     try:
