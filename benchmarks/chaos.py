@@ -21,7 +21,8 @@ fault of its schedule while that trial waits:
 
 A round is one `grid launch`; the campaign relaunches until one exits 0, then starts the next
 grid. After every round it checks the invariants (benchmarks/chaos_checks.py); a broken one
-prints the seed and the schedule (`--seed N` replays it) and exits 1.
+prints the seeds and the schedule (the printed command replays it) and exits 1. With
+`--chain`, the seeds' schedules run one after another in the same grids (the CI campaign).
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ class Campaign:
     def __init__(self, args, root: Path):
         self.args, self.root = args, root
         self.grids_run, self.checked, self.faults_done = 0, 0, 0
-        self.arm(0)
+        self.restarts: dict[str, threading.Thread] = {}  # nodes coming back after a fault
+        self.arm([0])
         self.counts = {k: 0 for k in KINDS}
         self.recovery: dict[str, list[float]] = {k: [] for k in KINDS}
         self.waiting: list[tuple[str, str | None, float]] = []  # (kind, key, t) to recover
@@ -78,10 +80,14 @@ class Campaign:
         self.grid = ""
         self.second_rcs: list[int] = []
 
-    def arm(self, seed: int) -> None:
-        """The schedule of `seed`: its faults are injected from the next event on."""
-        self.seed, self.rng = seed, random.Random(seed)
-        self.plan = schedule(seed, self.args.faults, self.args.gap, self.args.kinds.split(","))
+    def arm(self, seeds: list[int]) -> None:
+        """The schedules of `seeds`, one after another: injected from the next event on."""
+        self.seeds = seeds
+        self.rng = random.Random(seeds[0] if len(seeds) == 1 else "+".join(map(str, seeds)))
+        kinds = self.args.kinds.split(",")
+        self.plan = [
+            f for seed in seeds for f in schedule(seed, self.args.faults, self.args.gap, kinds)
+        ]
         self.next = 0  # the plan's next fault
         self.countdown = self.plan[0][0] if self.plan else -1
         self.log: list[str] = []  # what was injected, when, where
@@ -120,6 +126,8 @@ class Campaign:
         threading.Thread(target=self.serve, daemon=True).start()
 
     def stop(self) -> None:
+        for thread in self.restarts.values():
+            thread.join()
         for proc in [self.driver]:
             if proc is not None and proc.poll() is None:
                 proc.kill()
@@ -198,12 +206,16 @@ class Campaign:
             self.waiting.append((kind, cell, t0))
             return False
         if kind == "node":
-            node = next((n for n in self.nodes[1:] if n.owns(pid)), None)
+            back = [n for n in self.nodes[1:] if not self.restarting(n)]
+            node = next((n for n in back if n.owns(pid)), None)
             if node is None:
                 return None
             node.kill_raylet()
             self.waiting.append((kind, cell, t0))
-            node.start()
+            # The node comes back in the background (~10 s of `ray start`), as a replaced
+            # machine would: the other node's trials and their events go on meanwhile.
+            self.restarts[node.name] = threading.Thread(target=node.start, daemon=True)
+            self.restarts[node.name].start()
             return False
         if kind == "s3":
             self.s3_up.clear()
@@ -234,6 +246,10 @@ class Campaign:
             self.waiting.append((kind, key, t0))
             return False
         raise ValueError(kind)
+
+    def restarting(self, node) -> bool:
+        thread = self.restarts.get(node.name)
+        return thread is not None and thread.is_alive()
 
     def outage(self, seconds: float) -> None:
         time.sleep(seconds)  # the fault itself: the server is down this long
@@ -294,7 +310,7 @@ class Campaign:
         for name, problems in broken.items():
             for p in problems:
                 print(f"  {name}: {p}")
-        print(f"seed {self.seed}; replay: {self.replay()}")
+        print(f"seeds {self.seeds}; replay: {self.replay()}")
         print(f"schedule: {self.plan}")
         print(f"faults injected: {self.log}")
         print(f"logs: {self.root / 'logs'}" + (f" (last round: {log.name})" if log else ""))
@@ -302,9 +318,10 @@ class Campaign:
 
     def replay(self) -> str:
         a = self.args
+        seeds = " ".join(f"--seed {s}" for s in self.seeds)
         return (
-            f"python benchmarks/chaos.py --seed {self.seed} --faults {a.faults} --kinds {a.kinds} "
-            f"--gap {a.gap} --epochs {a.epochs}"
+            f"python benchmarks/chaos.py {seeds} --faults {a.faults} --kinds {a.kinds} "
+            f"--gap {a.gap} --epochs {a.epochs}" + (" --chain" if len(self.seeds) > 1 else "")
         )
 
     def report(self, started: float) -> None:
@@ -331,6 +348,12 @@ def main(argv: list[str] | None = None) -> int:
         "--seed", action="append", help="repeatable; 'random' (the default): one drawn, printed"
     )
     p.add_argument("--grids", type=int, default=1, help="grids per seed, at least")
+    p.add_argument(
+        "--chain",
+        action="store_true",
+        help="the seeds' schedules one after another in the same grids (one grid's start and "
+        "relaunches for all: the CI campaign)",
+    )
     p.add_argument("--budget-s", type=float, default=None, help="start no grid after this")
     p.add_argument("--faults", type=int, default=6, help="faults in all (kinds in turn)")
     p.add_argument("--kinds", default=",".join(KINDS), help="the faults to draw from")
@@ -350,9 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     started, passed = time.monotonic(), False
     try:
         campaign.start()
-        for seed in seeds:
-            campaign.arm(seed)
-            print(f"seed {seed}: schedule {campaign.plan}", flush=True)
+        for group in [seeds] if args.chain else [[s] for s in seeds]:
+            campaign.arm(group)
+            print(f"seeds {group}: schedule {campaign.plan}", flush=True)
             g = 0
             while g < args.grids or (campaign.next < len(campaign.plan) and g < args.max_grids):
                 if args.budget_s and time.monotonic() - started > args.budget_s:
