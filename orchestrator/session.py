@@ -205,16 +205,30 @@ def preflight_nodes(datasets: list[dict]) -> list[str]:
         return [check_data(c) for c in cfgs]
 
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    refs = {
-        n["NodeManagerAddress"]: check.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
-        ).remote(datasets)
+    # A node listed alive may be gone by the time its check is scheduled or runs (a spot
+    # node reclaimed, a raylet killed: found by the fault campaign, docs/reliability.md).
+    # It trains nothing, so it is skipped with a line, not a failed launch; a node that
+    # comes back later is checked by its trials, whose data errors are not retried.
+    gone = (
+        ray.exceptions.TaskUnschedulableError,
+        ray.exceptions.NodeDiedError,
+        ray.exceptions.WorkerCrashedError,
+    )
+    refs = [  # by node, not by address: one host may run several raylets
+        (
+            n["NodeManagerAddress"],
+            check.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+            ).remote(datasets),
+        )
         for n in nodes
-    }
+    ]
     lines = []
-    for ip, ref in refs.items():
+    for ip, ref in refs:
         try:
             lines += [f"{ip}: {line}" for line in ray.get(ref)]
+        except gone as e:
+            lines.append(f"{ip}: left the cluster before its check ({type(e).__name__})")
         except ray.exceptions.RayTaskError as e:
             cause = getattr(e, "cause", None)
             message = str(cause) if isinstance(cause, GridError) else str(e).splitlines()[-1]
