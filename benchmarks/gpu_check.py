@@ -104,10 +104,10 @@ def train_one(model: str, mode: str, args, device) -> dict:
             bs = [d[i % 2] for d in data]
             if fused is not None and state["mode"] == "vmap":
                 try:
-                    return pack._fused_step(fused, runs, bs, loss_fn, runs[0].autocast)[0][0]
+                    return pack.fused_step(fused, runs, bs, loss_fn, runs[0].autocast)[0][0]
                 except Exception as e:  # noqa: BLE001  the trainer's fallback, reported
                     state["mode"] = f"vmap->loop ({type(e).__name__})"
-            return pack._loop_step(steps, bs)[0][0]
+            return pack.loop_step(steps, bs)[0][0]
     else:
         r = runs[0]
         step = make_step(

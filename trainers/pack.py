@@ -109,7 +109,8 @@ def pack_mode(mode: str, device: torch.device) -> str:
     return ("vmap" if device.type == "cuda" else "loop") if mode == "auto" else mode
 
 
-def _fused_step(fused: Fused, cells: list[Run], batches, loss_fn, autocast):
+def fused_step(fused: Fused, cells: list[Run], batches, loss_fn, autocast):
+    """One step of K cells as one vmapped model: (each cell's loss, each cell's hits)."""
     x = fused.stack_inputs([b[0] for b in batches])
     y = torch.stack([b[1] for b in batches])
     with autocast():
@@ -125,7 +126,8 @@ def _fused_step(fused: Fused, cells: list[Run], batches, loss_fn, autocast):
     return losses.detach(), (logits.detach().argmax(-1) == label).sum(1)
 
 
-def _loop_step(steps: list, batches):
+def loop_step(steps: list, batches):
+    """One step of K cells, each by its own step: (each cell's loss, each cell's hits)."""
     out = [
         step(x, y) for step, (x, y) in zip(steps, batches, strict=True)
     ]  # the loop's step, per cell
@@ -168,12 +170,12 @@ def train_packed_epoch(
         losses = None
         if fused is not None and mode["mode"] == "vmap":
             try:
-                losses, hits = _fused_step(fused, cells, batches, loss_fn, autocast)
+                losses, hits = fused_step(fused, cells, batches, loss_fn, autocast)
             except Exception as e:  # vmap's failures (no batching rule, ...) share no base
                 mode["mode"] = "vmap->loop"
                 fall_back("the packed vmap step (resources.pack)", e, "the loop")
         if losses is None:
-            losses, hits = _loop_step(steps, batches)
+            losses, hits = loop_step(steps, batches)
         n = len(batches[0][1])
         loss_sum += losses * n
         correct += hits

@@ -77,7 +77,7 @@ def test_a_failing_vmap_pack_falls_back_to_the_loop(monkeypatch):
         calls.append(1)
         raise RuntimeError("vmap: no batching rule for aten::something (injected)")
 
-    monkeypatch.setattr(pack, "_fused_step", broken)
+    monkeypatch.setattr(pack, "fused_step", broken)
     with pytest.warns(StepFallback, match=r"vmap step .*injected.*the loop"):
         got = train_packed(configs, mode="vmap")
     assert len(calls) == 1  # tried once, never again
