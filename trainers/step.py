@@ -138,6 +138,13 @@ def make_step(
     if not captured:
         eager.mode, eager.forward = EAGER, forward
         return eager
+    # A new cell in a process that trained others (a reused slot): dynamo guards the compiled
+    # optimizer step on the optimizer object, so each cell added cache entries until
+    # `recompile_limit` (8) was hit at the 5th cell, and from then on the optimizer step ran
+    # eagerly with no error and no fallback to see. PyTorch's advice for an unrelated
+    # compilation: start from a clean state (torch.compiler.reset). A pack never compiles, so
+    # no other captured step lives in this process.
+    torch.compiler.reset()
     # One mode for the step, its optimizer step and the evaluation forward (`step.forward`):
     # whichever fails first turns them all eager.
     state = {"mode": COMPILED}

@@ -24,6 +24,30 @@ def _cell(train_cfg: dict, model: nn.Module):
     return optimizer, build_schedule(optimizer, train_cfg, steps_per_epoch=4)
 
 
+def test_each_new_cell_in_one_process_gets_its_own_compiled_step(small_config):
+    # A reused slot trains cell after cell in one process. Without a reset, dynamo's cache
+    # entries for the optimizer step piled up (one per dead optimizer) until its recompile
+    # limit, and from the 5th cell on the step compiled nothing and ran eagerly, silently.
+    from torch._dynamo.utils import counters
+
+    from trainers.models import create_model
+
+    train_cfg = {**small_config["train"], "compile": True, "epochs": 1}
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    graphs = []
+    for seed in range(5):
+        torch.manual_seed(seed)
+        model = create_model(
+            "strided_a", num_classes=10, width=0.125, dropout=0.0, input_dropout=0.0
+        )
+        before = counters["stats"]["unique_graphs"]
+        step = make_step(model, *_cell(train_cfg, model), nn.CrossEntropyLoss(), captured=True)
+        step(x, y)
+        graphs.append(counters["stats"]["unique_graphs"] - before)
+        assert step.mode == "compiled"
+    assert graphs[0] > 0 and graphs == [graphs[0]] * 5  # every cell compiled, the 5th too
+
+
 def test_captured_and_eager_steps_agree_in_fp32_on_the_cpu(small_config):
     from trainers.models import create_model
 
