@@ -68,15 +68,17 @@ class S3Store(Store):
         )
 
     def read_tagged(self, name: str) -> tuple[bytes, str] | None:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             resp = self.client.get_object(Bucket=self.bucket, Key=self._key(name))
+            return resp["Body"].read(), resp["ETag"]
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
             raise StoreError(self.uri, f"cannot read {name}", _one_line(e)) from None
-        return resp["Body"].read(), resp["ETag"]
+        except BotoCoreError as e:  # the endpoint unreachable (found by the fault campaign)
+            raise StoreError(self.uri, f"cannot read {name}", _one_line(e)) from None
 
     def replace_if(self, name: str, data: bytes, tag: str) -> bool:
         return self._precondition(

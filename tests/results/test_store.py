@@ -17,6 +17,7 @@ import pytest
 
 from orchestrator.errors import GridError
 from results import schema
+from results.base import StoreError
 from results.s3 import S3Store
 from results.store import LocalStore, StoreWarning, open_store, unify
 
@@ -201,6 +202,24 @@ def test_s3_unreachable_endpoint_is_a_grid_error(dead_endpoint):
     message = str(e.value)
     assert message.startswith("store s3://bucket/prefix: not writable")
     assert "\n" not in message and "testing-secret" not in message
+
+
+def test_s3_lease_operations_with_the_endpoint_down_are_store_errors(dead_endpoint):
+    # Found by the fault campaign: with the S3 server down, the lease's read raised
+    # botocore's EndpointConnectionError, which the launch's lease check (it forgives a
+    # StoreError: the heartbeat looks again) let through, and the launch died (exit 1).
+    store = open_store("s3://bucket/prefix")
+    calls = {
+        "read": lambda: store.read_tagged("g/_lease.json"),
+        "create": lambda: store.create("g/_lease.json", b"{}"),
+        "replace": lambda: store.replace_if("g/_lease.json", b"{}", "etag"),
+        "delete": lambda: store.delete_if("g/_lease.json", "etag"),
+    }
+    for what, call in calls.items():
+        with pytest.raises(StoreError) as e:
+            call()
+        assert str(e.value).startswith(f"store s3://bucket/prefix: cannot {what} g/_lease.json")
+        assert "\n" not in str(e.value), what
 
 
 def test_s3_missing_bucket_is_a_grid_error(s3_uri):
