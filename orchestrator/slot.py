@@ -16,7 +16,8 @@ instead of starting a process that imports torch again. Its lifecycle, in Tune's
   step writes the rows and deletes the checkpoints. An attempt whose cells this launch has
   committed already (a worker killed after its commit, retried by Tune) ends at once. A
   GridError ends the trial with a `grid_error` result instead of an exception, so Tune does
-  not retry it.
+  not retry it (`final`), except a store that could not be reached: an outage passes, and
+  Tune retries that trial from its checkpoint (`max_failures`).
 - `save_checkpoint(dir)` / `load_checkpoint(dir)`: Tune's own checkpoint (a scheduler's
   PAUSE saves one and the resumed trial loads it, on this actor or another).
 - `cleanup()`: the actor ends; a unit still open is ended (`_end`).
@@ -48,6 +49,7 @@ from orchestrator import checkpoints, monitor, trial
 from orchestrator.errors import GridError
 from orchestrator.expand import Cell
 from results import checkpoints as stored
+from results.base import Fenced, StoreError
 from results.store import open_store
 
 GRID_ERROR = "grid_error"  # a trial's last report when a user error ended it
@@ -69,6 +71,14 @@ class DataCache:
             self.key, self.data = None, None  # free the old one before loading the next
             self.data, self.key = load_data(dataset_cfg, device, seed), key
         return self.data
+
+
+def final(error: GridError) -> bool:
+    """Whether a trial's GridError ends its cells without a retry: the user's errors would
+    fail the same way again, and a write refused under a lost lease (`Fenced`) must not be
+    tried again; but a store that could not be reached (an S3 outage: found by the fault
+    campaign, docs/reliability.md) is retried by Tune like any other transient failure."""
+    return not isinstance(error, StoreError) or isinstance(error, Fenced)
 
 
 class GridSlot(tune.Trainable):
@@ -129,6 +139,8 @@ class GridSlot(tune.Trainable):
         try:
             result = self.unit.step()
         except GridError as e:  # written to the store as the cells' failure by the unit
+            if not final(e):
+                raise
             return {GRID_ERROR: " ".join(str(e).split()), "done": True}
         if result["done"]:  # the rows are committed: their checkpoints are of no more use
             self._forget()
