@@ -49,7 +49,7 @@ from orchestrator import checkpoints, monitor, trial
 from orchestrator.errors import GridError
 from orchestrator.expand import Cell
 from results import checkpoints as stored
-from results.base import Fenced, StoreError
+from results.base import StoreUnreachable
 from results.store import open_store
 
 GRID_ERROR = "grid_error"  # a trial's last report when a user error ended it
@@ -75,10 +75,10 @@ class DataCache:
 
 def final(error: GridError) -> bool:
     """Whether a trial's GridError ends its cells without a retry: the user's errors would
-    fail the same way again, and a write refused under a lost lease (`Fenced`) must not be
-    tried again; but a store that could not be reached (an S3 outage: found by the fault
-    campaign, docs/reliability.md) is retried by Tune like any other transient failure."""
-    return not isinstance(error, StoreError) or isinstance(error, Fenced)
+    fail the same way again (a missing object, a write refused under a lost lease); but a
+    store that could not be reached (an S3 outage: found by the fault campaign,
+    docs/reliability.md) is retried by Tune like any other transient failure."""
+    return not isinstance(error, StoreUnreachable)
 
 
 class GridSlot(tune.Trainable):

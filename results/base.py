@@ -35,6 +35,11 @@ class StoreError(GridError):
         return type(self), (self.uri, self.action, self.reason)
 
 
+class StoreUnreachable(StoreError):
+    """The store could not be reached or did not answer (a connection refused or timed out,
+    a 5xx): an outage that passes, which a trial retries (orchestrator/slot.py, `final`)."""
+
+
 class Fenced(StoreError):
     """A write refused because the grid's lease moved past the writer's generation."""
 

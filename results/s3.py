@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from results.base import Store, StoreError, _one_line
+from results.base import Store, StoreError, StoreUnreachable, _one_line
 from trainers.errors import GridError
 
 
@@ -48,7 +48,7 @@ class S3Store(Store):
         try:
             return fn(Bucket=self.bucket, **kw)
         except (BotoCoreError, ClientError) as e:
-            raise StoreError(self.uri, f"cannot {what}", _one_line(e)) from None
+            raise self._error(f"cannot {what}", e) from None
 
     def _put(self, name: str, data: bytes) -> None:
         self._call(f"write {name}", self.client.put_object, Key=self._key(name), Body=data)
@@ -76,9 +76,9 @@ class S3Store(Store):
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
-            raise StoreError(self.uri, f"cannot read {name}", _one_line(e)) from None
+            raise self._error(f"cannot read {name}", e) from None
         except BotoCoreError as e:  # the endpoint unreachable (found by the fault campaign)
-            raise StoreError(self.uri, f"cannot read {name}", _one_line(e)) from None
+            raise self._error(f"cannot read {name}", e) from None
 
     def replace_if(self, name: str, data: bytes, tag: str) -> bool:
         return self._precondition(
@@ -103,9 +103,20 @@ class S3Store(Store):
                 "ConditionalRequestConflict",
             ) or e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
                 return False
-            raise StoreError(self.uri, f"cannot {what}", _one_line(e)) from None
+            raise self._error(f"cannot {what}", e) from None
         except BotoCoreError as e:
-            raise StoreError(self.uri, f"cannot {what}", _one_line(e)) from None
+            raise self._error(f"cannot {what}", e) from None
+
+    def _error(self, action: str, e: Exception) -> StoreError:
+        """botocore's error as ours: `StoreUnreachable` where no answer came (a connection or
+        timeout error) or the service failed (5xx), which passes; else `StoreError`."""
+        from botocore.exceptions import ClientError
+
+        status = 0
+        if isinstance(e, ClientError):
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        cls = StoreUnreachable if not isinstance(e, ClientError) or status >= 500 else StoreError
+        return cls(self.uri, action, _one_line(e))
 
     def _delete(self, name: str) -> None:
         self._call(f"delete {name}", self.client.delete_object, Key=self._key(name))

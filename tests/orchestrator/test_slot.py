@@ -19,7 +19,7 @@ from orchestrator import experiment, hooks, launch, raycompat, slot
 from orchestrator.errors import GridError
 from orchestrator.expand import expand
 from results import checkpoints as stored_checkpoints
-from results.base import Fenced, StoreError
+from results.base import Fenced, StoreError, StoreUnreachable
 from results.store import open_store
 from tests.orchestrator.chaos_events import ChaosEvents
 from tests.orchestrator.test_launch import console, rows
@@ -201,7 +201,8 @@ def test_a_trial_killed_after_its_commit_is_not_trained_again(
 def test_a_store_outage_in_a_trial_is_retried_but_a_user_error_or_a_fenced_write_is_not():
     # Found by the long fault campaign: a trial whose commit met the S3 server down failed
     # its cell "(not retried)" like a user error, and the launch ended with a failed cell.
-    outage = StoreError("s3://b/p", "cannot write g/epochs/k/r.parquet", "Could not connect")
+    outage = StoreUnreachable("s3://b/p", "cannot write g/epochs/k.parquet", "Could not connect")
     assert not slot.final(outage)  # Tune retries the trial from its checkpoint
     assert slot.final(GridError("dataset.root: no cifar10 data in /x"))
+    assert slot.final(StoreError("s3://b/p", "cannot read g/weights/k.pt", "NoSuchKey"))
     assert slot.final(Fenced("s3://b/p", "commit g/trials/k.parquet", "the lease moved on"))

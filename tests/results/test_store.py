@@ -17,7 +17,7 @@ import pytest
 
 from orchestrator.errors import GridError
 from results import schema
-from results.base import StoreError
+from results.base import StoreUnreachable
 from results.s3 import S3Store
 from results.store import LocalStore, StoreWarning, open_store, unify
 
@@ -216,7 +216,7 @@ def test_s3_lease_operations_with_the_endpoint_down_are_store_errors(dead_endpoi
         "delete": lambda: store.delete_if("g/_lease.json", "etag"),
     }
     for what, call in calls.items():
-        with pytest.raises(StoreError) as e:
+        with pytest.raises(StoreUnreachable) as e:  # a StoreError that a trial retries
             call()
         assert str(e.value).startswith(f"store s3://bucket/prefix: cannot {what} g/_lease.json")
         assert "\n" not in str(e.value), what
@@ -238,7 +238,7 @@ def test_a_store_error_survives_pickling_as_ray_sends_it_from_a_trial():
 
     from results.base import Fenced, StoreError
 
-    for cls in (StoreError, Fenced):
+    for cls in (StoreError, StoreUnreachable, Fenced):
         e = pickle.loads(pickle.dumps(cls("s3://b/p", "cannot delete g/checkpoints/k", "down")))
         assert type(e) is cls and isinstance(e, GridError)
         assert str(e) == "store s3://b/p: cannot delete g/checkpoints/k: down"
