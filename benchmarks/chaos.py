@@ -21,13 +21,16 @@ fault of its schedule while that trial waits:
 
 A round is one `grid launch`; the campaign relaunches until one exits 0, then starts the next
 grid. After every round it checks the invariants (benchmarks/chaos_checks.py); a broken one
-prints the seeds and the schedule (the printed command replays it) and exits 1. With
-`--chain`, the seeds' schedules run one after another in the same grids (the CI campaign).
+prints the seeds and the schedule (the printed command replays it) and exits 1, keeping every
+log. A campaign that passes deletes its folder, except the logs of any launch that ended
+neither finished nor by a `driver` fault (exit 1: a relaunch a researcher would have had to
+make), whose folder it prints. With `--chain`, the seeds' schedules run one after another in the same grids (the CI campaign).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import random
 import shutil
@@ -79,6 +82,8 @@ class Campaign:
         self.s3_up = threading.Event()
         self.grid = ""
         self.second_rcs: list[int] = []
+        self.rounds: collections.Counter[str] = collections.Counter()  # how launches ended
+        self.odd: list[Path] = []  # logs of launches that ended neither done nor killed by us
 
     def arm(self, seeds: list[int]) -> None:
         """The schedules of `seeds`, one after another: injected from the next event on."""
@@ -280,6 +285,10 @@ class Campaign:
             rc = self.driver.wait(timeout=self.args.round_s)
             self.s3_up.wait()
             print(f"{self.grid} round {r}: launch exited {rc}", flush=True)
+            killed = rc == -signal.SIGKILL  # the campaign's own `driver` fault
+            self.rounds["finished" if rc == 0 else "driver killed" if killed else f"exit {rc}"] += 1
+            if rc != 0 and not killed:  # a relaunch a researcher would have had to make: keep why
+                self.odd.append(log)
             snap = checks.snapshot(self.client, BUCKET, PREFIX, self.grid)
             final = rc == 0
             found = {
@@ -335,6 +344,7 @@ class Campaign:
             if times:
                 rec = f"median {statistics.median(times):.1f} s, max {max(times):.1f} s"
             print(f"  {kind:10s} {self.counts[kind]:4d} injected; recovery {rec} ({len(times)})")
+        print("  rounds: " + ", ".join(f"{n} {k}" for k, n in sorted(self.rounds.items())))
         if self.second_rcs:
             print(
                 f"  second launches refused (exit 1): "
@@ -388,7 +398,15 @@ def main(argv: list[str] | None = None) -> int:
         passed = True
     finally:
         campaign.stop()
-    if passed:  # a broken run keeps its logs (their folder is printed)
+    if passed and campaign.odd:  # keep the logs of the launches that ended otherwise
+        for path in (root / "logs").iterdir():  # the nodes' `ray start` logs stay too
+            if path.is_file() and path not in campaign.odd and not path.name.startswith("ray-"):
+                path.unlink()
+        for path in root.iterdir():
+            if path.is_dir() and path.name != "logs":
+                shutil.rmtree(path, ignore_errors=True)
+        print(f"  logs of the launches that ended neither finished nor killed: {root / 'logs'}")
+    elif passed:  # a broken run keeps all its logs (their folder is printed)
         shutil.rmtree(root, ignore_errors=True)
     return 0
 
