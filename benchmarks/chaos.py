@@ -24,7 +24,8 @@ grid. After every round it checks the invariants (benchmarks/chaos_checks.py); a
 prints the seeds and the schedule (the printed command replays it) and exits 1, keeping every
 log. A campaign that passes deletes its folder, except the logs of any launch that ended
 neither finished nor by a `driver` fault (exit 1: a relaunch a researcher would have had to
-make), whose folder it prints. With `--chain`, the seeds' schedules run one after another in the same grids (the CI campaign).
+make), whose folder it prints. With `--chain`, the seeds' schedules run one after another
+in the same grids (the CI campaign).
 """
 
 from __future__ import annotations
