@@ -8,7 +8,7 @@ invariants checked after every round (docs/reliability.md).
 The world (benchmarks/chaos_world.py): `ray start --head` (no CPUs) and two 1-CPU worker
 nodes, a moto S3 server in this process, a 12-cell grid on synthetic CIFAR-10 files with a
 checkpoint every epoch. Each trial event (an epoch checkpointed, an attempt resumed, a row
-committed) reaches this process through the GRID_CHAOS socket (orchestrator/hooks.py) and
+committed) reaches this process through the GRID_CHAOS socket (orchestrator/execution/hooks.py) and
 waits there; every K-th event or so (drawn from the seed) the campaign injects the next
 fault of its schedule while that trial waits:
 
@@ -271,8 +271,8 @@ class Campaign:
         self.grid = f"chaos{g}"
         self.spec = world.write_spec(self.root, self.grid, self.root / "data", self.args.epochs)
         self.store = f"s3://{BUCKET}/{PREFIX}"
-        from orchestrator.expand import expand
-        from orchestrator.spec import load_spec
+        from orchestrator.spec.expand import expand
+        from orchestrator.spec.load import load_spec
 
         expected = {c.key for c in expand(load_spec(self.spec))}
         seen: dict[str, tuple] = {}

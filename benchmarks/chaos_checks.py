@@ -44,7 +44,7 @@ def snapshot(client, bucket: str, prefix: str, grid: str) -> Snapshot:
     for name in names:
         rel = name[len(base) :]
         if rel.startswith(("failures/", "trials/_failures/")):
-            continue  # an attempt's failure record: not a result (results/layout.py)
+            continue  # an attempt's failure record: not a result (results/store/layout.py)
         if rel.startswith("trials/") and rel.endswith(".parquet"):
             row = pq.read_table(io.BytesIO(get(name))).to_pylist()
             snap.rows[rel[len("trials/") : -len(".parquet")]] = (
@@ -173,7 +173,7 @@ def no_orphans(snap: Snapshot) -> list[str]:
     orphans = sorted(f"{k}/{r}" for k, r in snap.curves if (k, r) not in named)
     if orphans:
         out.append(f"curves no row names: {orphans}")
-    # the grid's row index (results/reader.py) stays; so do folder markers ("<grid>/")
+    # the grid's row index (results/store/reader.py) stays; so do folder markers ("<grid>/")
     other = [n for n in snap.other if not n.startswith("_index/") and not n.endswith("/") and n]
     if other:
         out.append(f"other objects left: {other[:5]} ({len(other)} in all)")

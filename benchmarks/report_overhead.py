@@ -1,13 +1,13 @@
 """Per-epoch reporting overhead of a trial, before (a checkpoint every epoch) and after (the
 default cadence), to a local store and to S3 (moto on loopback), measured side by side.
 
-What one epoch's report cost (issue 11, before the trial became `orchestrator/slot.py`'s
-GridSlot) is the cadence of `orchestrator.trial.UnitRun` plus what the function trainable
+What one epoch's report cost (issue 11, before the trial became `orchestrator/execution/slot.py`'s
+GridSlot) is the cadence of `orchestrator.execution.trial.UnitRun` plus what the function trainable
 then handed Tune: the cells' states serialised (`torch.save`), written to a temporary
 folder, then copied to `<store>/<grid>/_tune/...` on the store's filesystem with pyarrow,
 which is what Ray Tune 2.60's `tune.report` does with a checkpoint
 (`StorageContext.persist_current_checkpoint`: `_pyarrow_fs_copy_files`). Today a trial puts
-each cell's state in the store by key instead (`results/checkpoints.py`), one object per
+each cell's state in the store by key instead (`results/store/checkpoints.py`), one object per
 cell. Ray itself is not started: its per-report bookkeeping is the same in both columns.
 
 The cadence reads a fake clock that advances by `--epoch-s` per epoch, the training time an
@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 from pyarrow import fs as pafs
 
-from orchestrator import trial
-from orchestrator.expand import Cell
+from orchestrator.execution import trial
+from orchestrator.spec.expand import Cell
 from trainers.checkpoint import capture_state
 from trainers.config import DEFAULTS
 from trainers.setup import setup

@@ -83,10 +83,10 @@ def history(seed: int) -> list[dict]:
 def fill(spec_path: Path, uri: str, threads: int) -> tuple[float, float | None]:
     """Write every cell of the spec as a finished result, then prune and compact as a
     launch does at its end (where the release has it); the seconds of each."""
-    from orchestrator.expand import expand
-    from orchestrator.spec import load_spec
-    from results.schema import epoch_rows, provenance, trial_row
+    from orchestrator.spec.expand import expand
+    from orchestrator.spec.load import load_spec
     from results.store import open_store
+    from results.store.schema import epoch_rows, provenance, trial_row
 
     spec = load_spec(str(spec_path))
     store = open_store(uri)
@@ -114,7 +114,7 @@ def fill(spec_path: Path, uri: str, threads: int) -> tuple[float, float | None]:
         list(pool.map(one, expand(spec)))
     filled = time.perf_counter() - t0
     try:
-        from results.prune import prune
+        from results.store.prune import prune
     except ImportError:  # a release before the index
         return filled, None
     t0 = time.perf_counter()
@@ -131,21 +131,21 @@ t0 = time.perf_counter()
 what, spec, store = sys.argv[1], sys.argv[2], sys.argv[3]
 if what == "rungs":  # a halving relaunch's driver: the plain launch's reads + the rung rows
     from rich.console import Console
-    from orchestrator import launch
-    from orchestrator.spec import load_spec
+    from orchestrator.execution import launch
+    from orchestrator.spec.load import load_spec
     from results.store import open_store
     s, st = load_spec(spec), open_store(store)
     st.statuses(s.name)
     launch._rungs(s, st, [], Console(file=open("/dev/null", "w")))
     rc = 0
 elif what == "plainlaunch":  # the same, without the rung rows
-    from orchestrator.spec import load_spec
+    from orchestrator.spec.load import load_spec
     from results.store import open_store
     s, st = load_spec(spec), open_store(store)
     st.statuses(s.name)
     rc = 0
 else:  # as the `grid` program runs it: main() reads sys.argv
-    from orchestrator.cli import main
+    from orchestrator.cli.main import main
     sys.argv = ["grid", what, spec] + ([] if what == "plan" else ["--store", store])
     rc = main()
 # VmHWM: the peak of this program (ru_maxrss would count the forking parent's pages)

@@ -1,7 +1,7 @@
 """Start-up cost per trial of `grid launch`: what a trial costs beyond its training, and the
 whole launch against its summed training time, on a local Ray.
 
-Two measures, both from one in-process `orchestrator.launch.launch`:
+Two measures, both from one in-process `orchestrator.execution.launch.launch`:
 - per trial: the launch's Tune callback (`experiment.TuneProgress.on_trial_complete`) is
   timed in the driver. With one slot (`--slots 1`) trials run one after another, so trial
   i costs `complete_i - complete_(i-1)`; minus its training (`wall_s` of its row, which
@@ -51,13 +51,13 @@ def tiny_spec(folder: Path, cells: int) -> Path:
 
 
 def measure(spec_path: str, overrides: list[str], smoke: bool, slots: int | None) -> dict:
-    from orchestrator import experiment, launch
-    from orchestrator.spec import load_spec
+    from orchestrator.execution import experiment, launch
+    from orchestrator.spec.load import load_spec
     from results.store import open_store
 
     spec = load_spec(spec_path, overrides)
     if smoke:
-        from orchestrator.spec import smoke as smoke_of
+        from orchestrator.spec.load import smoke as smoke_of
 
         spec = smoke_of(spec)
     done: list[tuple[float, str]] = []

@@ -1,1 +1,2 @@
-"""grid's results: the Parquet store, aggregation, tables and plots."""
+"""grid's results: `store/` (rows, curves, checkpoints, the lease, on a folder or S3), and
+what reads it for people: `tables/`, `figures/` and `report/`."""

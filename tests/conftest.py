@@ -17,7 +17,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(autouse=True)
 def _row_cache(monkeypatch, tmp_path_factory):
-    """Each test's reads of the store cache rows in its own folder (results/reader.py), not
+    """Each test's reads of the store cache rows in its own folder (results/store/reader.py), not
     in the user's ~/.cache."""
     monkeypatch.setenv("GRID_CACHE_DIR", str(tmp_path_factory.mktemp("grid-cache")))
 

@@ -99,7 +99,7 @@ DEFAULTS: dict[str, Any] = {
         "eval_every": "auto",
         "probes": [],  # filters, weight_norms, grad_norms: trainers/probes.py
         "eval_epochs": [],  # epochs that always evaluate: halving's rungs (docs/spec.md)
-        # Stages (orchestrator/stages.py, trainers/transfer.py): where the weights start.
+        # Stages (orchestrator/stages/parents.py, trainers/transfer.py): where the weights start.
         "body": "scratch",  # scratch | finetune | frozen: the parent's body, trained or not
         "body_lr": 1.0,  # finetune: the body's lr is train.lr times this
         "keep_weights": False,  # save the final weights in the store (a stage's parent)
@@ -138,7 +138,7 @@ NON_IDENTITY = (
     "train.eval_epochs",
     "train.probes",  # what a cell records, not what it trains
     "train.keep_weights",  # what a cell keeps, not what it trains
-    # The parent cell a child starts from: fixed at launch (orchestrator/stages.py), kept in
+    # The parent cell a child starts from: fixed at launch (orchestrator/stages/parents.py), kept in
     # the child's row; a new parent makes the child stale, it does not move its key.
     "train.parent",
 )

@@ -2,7 +2,7 @@
 forward pass on the meta device (no memory, no compute: milliseconds), and the device memory
 one trial needs.
 
-`grid launch` states its cost from these before it starts (`orchestrator/estimate.py`,
+`grid launch` states its cost from these before it starts (`orchestrator/planning/estimate.py`,
 `quick`), and `grid plan --estimate` prints the memory per trial beside its timed estimate.
 """
 

@@ -43,7 +43,7 @@ def autocast_for(
     auto on a GPU older than Ampere (compute capability < 8.0) is fp32, not fp16: fp16 needs
     loss scaling (a GradScaler in the step, the captured step and the pack), and those GPUs
     are not what the grids are sized for; an explicit bf16 there is refused before the launch
-    (`orchestrator/preflight.py`), as emulated bf16 is slower than fp32."""
+    (`orchestrator/planning/preflight.py`), as emulated bf16 is slower than fp32."""
     bf16 = precision == "bf16" or (precision == "auto" and native_bf16(device))
     return lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 

@@ -1,4 +1,4 @@
-"""The GRID_CHAOS barrier (orchestrator/hooks.py) served by a test: every trial event is
+"""The GRID_CHAOS barrier (orchestrator/execution/hooks.py) served by a test: every trial event is
 recorded, and `act(event, key, epoch, pid)` runs while the trial waits for the answer (it
 returns False when it killed the trial: no answer then)."""
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.spec import load_spec
+from orchestrator.spec.load import load_spec
 
 # Seconds per epoch on a CPU: 128 synthetic images, a quarter-width strided All-CNN-A.
 TINY = {
@@ -87,7 +87,7 @@ def ray_cluster():
 
 def ensure_token() -> None:
     """The cluster token in ~/.ray/auth_token, as `ray.init()` generates it on first use."""
-    from orchestrator.session import token_path
+    from orchestrator.execution.session import token_path
 
     if os.environ["RAY_AUTH_MODE"] == "token" and not token_path().exists():
         subprocess.run(
@@ -136,7 +136,7 @@ def halved(tmp_path_factory, ray_cluster):
     rule, one trial at a time) and without (each row's six lrs packed into one trial: the
     same cells, two trial start-ups instead of twelve); shared by test_halving.py and
     test_halving_sync.py."""
-    from orchestrator import launch
+    from orchestrator.execution import launch
     from tests.orchestrator.halving_grid import HALVING, SIX_LRS, six_lrs
     from tests.orchestrator.test_launch import console
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator.spec import load_spec
+from orchestrator.spec.load import load_spec
 from results.store import open_store
-from results.tables import build_tables
+from results.tables.build import build_tables
 
 HALVING = {"over": "lr", "metric": "val_acc", "rungs": [2, 4], "keep": 0.5}
 GRID = {"activation": ["relu", "elu"], "lr": [0.1, 0.05, 0.02, 0.01, 0.005, 0.002]}

@@ -4,8 +4,8 @@ checkpoint that redoes epochs without duplicating a row or changing a number."""
 
 from __future__ import annotations
 
-from orchestrator import trial
-from orchestrator.expand import expand
+from orchestrator.execution import checkpoints, trial
+from orchestrator.spec.expand import expand
 from results.store import open_store
 
 TIMES = ("epoch_s", "images_per_s", "epoch_wall_s")
@@ -53,8 +53,8 @@ def test_a_retry_from_an_older_checkpoint_redoes_epochs_without_duplicates(tiny_
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
     for key, data in files[2].items():
-        (ckpt / trial.state_file(key)).write_bytes(data)
-    resumes = trial.load_states(ckpt, [t.key for t in trials])
+        (ckpt / checkpoints.state_file(key)).write_bytes(data)
+    resumes = checkpoints.load_states(ckpt, [t.key for t in trials])
     assert {s["epoch"] for s in resumes.values()} == {2}
     # The attempt that died after epoch 2's checkpoint reruns epoch 3 only.
     trial.run_unit(trials, store_uri=str(tmp_path / "retry"), spec_sha256="x", resumes=resumes)

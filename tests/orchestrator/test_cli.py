@@ -6,12 +6,12 @@ import re
 import socket
 import textwrap
 
-from orchestrator.cli import main
-from orchestrator.expand import expand
-from orchestrator.spec import load_spec, smoke
-from results.lease import Lease
-from results.schema import epoch_rows, trial_row
+from orchestrator.cli.main import main
+from orchestrator.spec.expand import expand
+from orchestrator.spec.load import load_spec, smoke
 from results.store import open_store
+from results.store.lease import Lease
+from results.store.schema import epoch_rows, trial_row
 
 TINY = """
 name: tiny
@@ -180,10 +180,10 @@ def test_report_writes_one_page(tmp_path, capsys):
 
 def test_report_watch_count_stops_an_unfinished_grid(tmp_path, monkeypatch, capsys):
     spec, store = _tiny_results(tmp_path)
-    import results.report
+    import results.report.page
 
     waits = []
-    monkeypatch.setattr(results.report.time, "sleep", waits.append)  # never really sleeps
+    monkeypatch.setattr(results.report.page.time, "sleep", waits.append)  # never really sleeps
     assert (
         main(
             [

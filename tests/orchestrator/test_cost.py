@@ -1,5 +1,5 @@
-"""The launch's cost, said before it starts (`orchestrator/cost.py`), and the confirmation of
-a costly launch on a machine without a GPU: on a terminal a question, without one `--yes` or
+"""The launch's cost, said before it starts (`orchestrator/planning/cost.py`), and the confirmation
+of a costly launch on a machine without a GPU: on a terminal a question, without one `--yes` or
 exit 2 with the hint; `--smoke`, the quickstart and the tests' tiny grids never ask. No Ray
 starts here: a confirmed launch stops at a stand-in for the Ray part."""
 
@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import cost, launch, session
-from orchestrator.cli import main
-from orchestrator.expand import expand
-from orchestrator.spec import load_spec, smoke
+from orchestrator.cli.main import main
+from orchestrator.execution import launch, session
+from orchestrator.planning import cost
+from orchestrator.spec.expand import expand
+from orchestrator.spec.load import load_spec, smoke
 from tests.orchestrator.conftest import TINY, write_spec
 from trainers.footprint import model_cost
 

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from orchestrator import estimate
-from orchestrator.cli import main
-from orchestrator.expand import expand
+from orchestrator.cli.main import main
+from orchestrator.planning import estimate
+from orchestrator.spec.expand import expand
 
 from .conftest import write_spec
 
@@ -75,7 +75,7 @@ def test_a_halving_estimates_its_expected_epochs(tiny_spec):
     timing = {"step_s": 0.5, "eval_image_s": 0.0, "setup_s": 0.0}
     # a group of 4: 2 epochs each, then 2 of 4 for 2 epochs, then 1 of 4 for 4 epochs
     assert estimate.unit_seconds([cell], timing, epochs=3.5) == pytest.approx(3.5 * 2 * 0.5)
-    from orchestrator.halving import cell_epochs
+    from orchestrator.halving.rule import cell_epochs
 
     assert set(cell_epochs(spec.halving, expand(spec)).values()) == {2 + 2 * 0.5 + 4 * 0.25}
 

@@ -21,7 +21,7 @@ SCRIPT = textwrap.dedent(
     """
     import gc, sys
     import ray
-    from orchestrator.cli import main
+    from orchestrator.cli.main import main
 
     rc = main(sys.argv[1:])
     gc.collect()

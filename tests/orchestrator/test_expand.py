@@ -5,11 +5,11 @@ import textwrap
 
 import pytest
 
-from orchestrator.cli import main
-from orchestrator.errors import GridError
-from orchestrator.expand import expand
-from orchestrator.keys import cell_key
-from orchestrator.spec import load_spec, smoke
+from orchestrator.cli.main import main
+from orchestrator.spec.expand import expand
+from orchestrator.spec.keys import cell_key
+from orchestrator.spec.load import load_spec, smoke
+from trainers.errors import GridError
 
 
 def spec_of(tmp_path, text, overrides=()):

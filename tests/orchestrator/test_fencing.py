@@ -1,16 +1,16 @@
 """A launch that loses its lease (another launch took the grid over: its laptop slept past
 the stale time, say) stops starting trials, says so, and exits 1; the rows its running
 trials finish afterwards are refused by the store. Real Ray; the loss is arranged through
-the store while a trial is held at a barrier (orchestrator/hooks.py)."""
+the store while a trial is held at a barrier (orchestrator/execution/hooks.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from orchestrator import hooks
-from orchestrator.expand import expand
-from results.lease import Lease
+from orchestrator.execution import hooks
+from orchestrator.spec.expand import expand
 from results.store import open_store
+from results.store.lease import Lease
 from tests.orchestrator.test_launch import arm_hold, launch_in_thread, release, wait_held
 
 

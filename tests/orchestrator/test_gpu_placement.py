@@ -3,7 +3,7 @@ node declares 2 GPUs (`cluster_utils.Cluster`, real raylets; the session cluster
 conftest.py has none and stays as it is). The trials train on the CPU (`train.device: auto`
 finds no CUDA device) while Ray accounts the GPUs and sets CUDA_VISIBLE_DEVICES per trial.
 
-What each trial saw is read from its `GRID_RENDEZVOUS` record (`orchestrator/hooks.py`),
+What each trial saw is read from its `GRID_RENDEZVOUS` record (`orchestrator/execution/hooks.py`),
 written inside the trial; every trial of a test is held at the hook's gate until all of
 them have arrived, so "running at once" is an event the test observed, not a timing:
 - `gpu: 0.5`: four trials at once on two GPUs, two per GPU;
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import hooks
+from orchestrator.execution import hooks
 from results.store import open_store
 from tests.orchestrator.conftest import agent_port, ensure_token, node_env
 from tests.orchestrator.test_launch import launch_in_thread
@@ -157,9 +157,9 @@ def test_packs_take_one_gpu_each(gpu_cluster, tiny_spec, tmp_path, monkeypatch):
 def test_a_cpu_device_on_gpus_decided_by_auto_is_refused_before_any_trial(
     gpu_cluster, tiny_spec, tmp_path
 ):
-    from orchestrator import launch
-    from orchestrator.errors import GridError
+    from orchestrator.execution import launch
     from tests.orchestrator.test_launch import console
+    from trainers.errors import GridError
 
     spec = tiny_spec("cpuauto", [0.05], train={"device": "cpu"}, resources={"gpu": "auto"})
     con, _ = console()

@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator import launch
-from orchestrator.cli import main
-from orchestrator.expand import expand
-from orchestrator.spec import load_spec, smoke
-from results.schema import epoch_rows, provenance, trial_row
+from orchestrator.cli.main import main
+from orchestrator.execution import launch
+from orchestrator.spec.expand import expand
+from orchestrator.spec.load import load_spec, smoke
 from results.store import open_store
+from results.store.schema import epoch_rows, provenance, trial_row
 from tests.trainers.conftest import one_thread, write_fake_cifar10  # noqa: F401 (a fixture)
 from trainers import config
 from trainers.cifar_files import write_cifar100

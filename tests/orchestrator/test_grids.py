@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cli import main
-from orchestrator.expand import expand
-from orchestrator.spec import load_spec, smoke
+from orchestrator.cli.main import main
+from orchestrator.spec.expand import expand
+from orchestrator.spec.load import load_spec, smoke
 
 GRIDS_DIR = Path(__file__).parents[2] / "grids"
 GRIDS = sorted(GRIDS_DIR.glob("*.yaml"))

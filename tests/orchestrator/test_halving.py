@@ -1,7 +1,7 @@
-"""Halving per table row (orchestrator/halving.py, orchestrator/scheduler.py): the section's
-checks, the rule and its records without Ray, then real Ray on the CPU: a grid of 2 activations x
-6 lrs x 8 epochs with rungs [2, 4] and keep 0.5 against the same grid without halving, and a
-grown grid judged against the stored rungs.
+"""Halving per table row (orchestrator/halving/rule.py, orchestrator/halving/scheduler.py): the
+section's checks, the rule and its records without Ray, then real Ray on the CPU: a grid of 2
+activations x 6 lrs x 8 epochs with rungs [2, 4] and keep 0.5 against the same grid without
+halving, and a grown grid judged against the stored rungs.
 
 The grid and its launches (the `halved` fixture, tests/orchestrator/conftest.py) are shared
 with test_halving_sync.py, which runs the synchronous rule (the default) at other slot
@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator import launch
-from orchestrator.cli import main
-from orchestrator.errors import GridError
-from orchestrator.expand import expand
-from orchestrator.halving import Rungs, cell_epochs, cutoff, group_of, halving_plan
-from orchestrator.spec import load_spec
+from orchestrator.cli.main import main
+from orchestrator.execution import launch
+from orchestrator.halving.rule import Rungs, cell_epochs, cutoff, group_of, halving_plan
+from orchestrator.spec.expand import expand
+from orchestrator.spec.load import load_spec
 from tests.orchestrator.conftest import write_spec
 from tests.orchestrator.halving_grid import (
     GRID,
@@ -29,6 +28,7 @@ from tests.orchestrator.halving_grid import (
     trained_epochs,
 )
 from tests.orchestrator.test_launch import console, rows
+from trainers.errors import GridError
 
 # -- the section's checks ------------------------------------------------------------------
 BAD = [

@@ -1,4 +1,4 @@
-"""The synchronous halving (`halving.rule: sync`, orchestrator/rowsync.py) with real Ray on
+"""The synchronous halving (`halving.rule: sync`, orchestrator/halving/sync.py) with real Ray on
 the CPU: the halving's test grid (halving_grid.py: 2 rows x 6 ascending lrs x 8 epochs,
 rungs [2, 4], keep 0.5) at one slot (the `halved` fixture), at three slots, and at three
 slots with the lrs in reversed order, then a launch at three slots SIGKILLed while its row
@@ -15,8 +15,8 @@ import sys
 
 import pytest
 
-from orchestrator import launch
-from orchestrator.expand import expand
+from orchestrator.execution import launch
+from orchestrator.spec.expand import expand
 from tests.orchestrator.halving_grid import (
     GRID,
     HALVING,

@@ -1,12 +1,12 @@
-"""The GRID_CHAOS hook (orchestrator/hooks.py) without Ray: inert unless armed, a no-op when
-nobody listens, and a barrier that holds the trial until the campaign answers."""
+"""The GRID_CHAOS hook (orchestrator/execution/hooks.py) without Ray: inert unless armed, a no-op
+when nobody listens, and a barrier that holds the trial until the campaign answers."""
 
 from __future__ import annotations
 
 import os
 import threading
 
-from orchestrator import hooks
+from orchestrator.execution import hooks
 from tests.orchestrator.chaos_events import ChaosEvents
 
 

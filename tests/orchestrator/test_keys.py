@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import keys
-from orchestrator.expand import expand
-from orchestrator.spec import load_spec, smoke
+from orchestrator.spec import keys
+from orchestrator.spec.expand import expand
+from orchestrator.spec.load import load_spec, smoke
 from trainers import config
 
 GRIDS_DIR = Path(__file__).parents[2] / "grids"

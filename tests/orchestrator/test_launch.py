@@ -6,7 +6,7 @@ a user error not retried, S3 settings forwarded to workers, and a dead worker no
 
 The Ray tests share one `cluster_utils.Cluster` (conftest.py); one goes through the local
 start path. Each trains a few tiny synthetic cells for one to three epochs. A test that must
-act while a trial runs holds the trial at a barrier (`orchestrator/hooks.py`, GRID_HOLD:
+act while a trial runs holds the trial at a barrier (`orchestrator/execution/hooks.py`, GRID_HOLD:
 named pipes) instead of polling: nothing here waits on the clock.
 """
 
@@ -28,17 +28,17 @@ import pytest
 import ray
 from rich.console import Console
 
-from orchestrator import checkpoints, hooks, launch, session, trial
-from orchestrator.cli import main
-from orchestrator.errors import GridError
-from orchestrator.expand import expand
-from orchestrator.progress import GridProgress, fmt_duration
-from orchestrator.units import group_cells, select_cells, unit_label
-from results import checkpoints as stored_checkpoints
-from results.lease import read_holder
+from orchestrator.cli.main import main
+from orchestrator.execution import checkpoints, hooks, launch, session, trial
+from orchestrator.execution.progress import GridProgress, fmt_duration
+from orchestrator.execution.units import group_cells, select_cells, unit_label
+from orchestrator.spec.expand import expand
+from results.store import checkpoints as stored_checkpoints
 from results.store import open_store
+from results.store.lease import read_holder
 from tests.orchestrator.chaos_events import ChaosEvents
 from tests.orchestrator.conftest import agent_port, node_env
+from trainers.errors import GridError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -605,8 +605,8 @@ def test_run_unit_packs_checkpoints_per_epoch_and_resumes(tiny_spec, tmp_path):
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
     for key, data in calls[0][1].items():
-        (ckpt / trial.state_file(key)).write_bytes(data)
-    resumes = trial.load_states(ckpt, [t.key for t in trials])
+        (ckpt / checkpoints.state_file(key)).write_bytes(data)
+    resumes = checkpoints.load_states(ckpt, [t.key for t in trials])
     trial.run_unit(trials[:1], store_uri=str(tmp_path / "again"), spec_sha256="x", resumes=resumes)
     row = rows(tmp_path / "again", "unit")[trials[0].key]
     assert row["resumed_epoch"] == 1 and row["epochs"] == 2
@@ -632,16 +632,18 @@ def test_unusable_checkpoints_are_discarded_and_the_cell_starts_over(tiny_spec, 
     )
     folder = tmp_path / "ckpt"
     folder.mkdir()
-    path = folder / trial.state_file(cell.key)
+    path = folder / checkpoints.state_file(cell.key)
     path.write_bytes(saved[0][:200])  # torn
-    with pytest.warns(trial.CheckpointWarning, match=f"cell {cell.key}: checkpoint discarded"):
-        assert trial.load_states(folder, [cell.key]) == {}
+    with pytest.warns(
+        checkpoints.CheckpointWarning, match=f"cell {cell.key}: checkpoint discarded"
+    ):
+        assert checkpoints.load_states(folder, [cell.key]) == {}
     torch.save({"epoch": 1, "model": {}}, path)  # a bare state, as 0.1 wrote
-    with pytest.warns(trial.CheckpointWarning, match="format None, expected 2"):
-        assert trial.load_states(folder, [cell.key]) == {}
+    with pytest.warns(checkpoints.CheckpointWarning, match="format None, expected 2"):
+        assert checkpoints.load_states(folder, [cell.key]) == {}
     path.write_bytes(saved[0])  # readable, but another model's state
-    resumes = trial.load_states(folder, [cell.key])
-    with pytest.warns(trial.CheckpointWarning, match="cannot restore the checkpoint"):
+    resumes = checkpoints.load_states(folder, [cell.key])
+    with pytest.warns(checkpoints.CheckpointWarning, match="cannot restore the checkpoint"):
         assert trial.run_unit(
             [cell], store_uri=str(tmp_path / "runs"), spec_sha256="x", resumes=resumes
         ) == ["completed"]

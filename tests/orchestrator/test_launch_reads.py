@@ -12,11 +12,10 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 
-from orchestrator import launch
-from orchestrator.expand import expand
-from results import prune
-from results.lease import Lease, peek, unchanged_since
-from results.store import open_store
+from orchestrator.execution import launch
+from orchestrator.spec.expand import expand
+from results.store import open_store, prune
+from results.store.lease import Lease, peek, unchanged_since
 from tests.results.conftest import fake_summary
 from tests.results.test_commit import write
 
@@ -134,7 +133,7 @@ def test_a_launch_reads_the_statuses_once_before_its_trials(
 def test_status_lists_trials_once_and_shows_the_size_the_last_launch_counted(
     tiny_spec, s3_uri, monkeypatch, tmp_path
 ):
-    from orchestrator.status import status_command
+    from orchestrator.cli.status import status_command
 
     spec = tiny_spec("sized", [0.05, 0.1])
     writer = open_store(s3_uri)

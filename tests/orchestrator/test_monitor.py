@@ -16,9 +16,9 @@ import urllib.request
 import pytest
 import ray
 
-from orchestrator import monitor, session
-from orchestrator.expand import expand
-from orchestrator.progress import epoch_line
+from orchestrator.execution import monitor, session
+from orchestrator.execution.progress import epoch_line
+from orchestrator.spec.expand import expand
 from tests.orchestrator.test_launch import (
     REPO,
     arm_hold,

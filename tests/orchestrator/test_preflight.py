@@ -1,4 +1,4 @@
-"""Pre-flight checks of the cells against the devices (`orchestrator/preflight.py`): plain
+"""Pre-flight checks of the cells against the devices (`orchestrator/planning/preflight.py`): plain
 functions over a cluster description, then through `grid launch`, which exits 2 with one
 line naming the keys before Ray starts (an explicit `resources.gpu`)."""
 
@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator import preflight
-from orchestrator.cli import main
-from orchestrator.errors import GridError
-from orchestrator.expand import expand
+from orchestrator.cli.main import main
+from orchestrator.planning import preflight
+from orchestrator.spec.expand import expand
 from tests.orchestrator.conftest import write_spec
+from trainers.errors import GridError
 
 A100 = {"CPU": 16.0, "GPU": 8.0, "accelerator_type:A100": 1.0}
 V100 = {"CPU": 16.0, "GPU": 8.0, "accelerator_type:V100": 1.0}

@@ -1,5 +1,5 @@
 """Commands that only read results import neither torch nor Ray: they start in a second,
-not in the seconds a torch import takes (`orchestrator/cli.py` imports per command, and a
+not in the seconds a torch import takes (`orchestrator/cli/main.py` imports per command, and a
 spec is checked against `trainers/names.py`, not the registries)."""
 
 from __future__ import annotations
@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.expand import expand
-from orchestrator.spec import load_spec
-from results.schema import epoch_rows, trial_row
+from orchestrator.spec.expand import expand
+from orchestrator.spec.load import load_spec
 from results.store import open_store
+from results.store.schema import epoch_rows, trial_row
 from tests.results.conftest import FAKE_PROVENANCE, fake_summary
 
 REPO = Path(__file__).resolve().parents[2]
 PROBE = (  # as the `grid` program calls it: main() reads sys.argv
-    "import sys; from orchestrator.cli import main; sys.argv[0] = 'grid'; rc = main(); "
+    "import sys; from orchestrator.cli.main import main; sys.argv[0] = 'grid'; rc = main(); "
     "print('LOADED', 'torch' in sys.modules, 'ray' in sys.modules, rc, 'pandas' in sys.modules)"
 )
 
@@ -46,7 +46,7 @@ def test_read_only_commands_import_neither_torch_nor_ray(command, tmp_path):
     )
     loaded = done.stdout.strip().splitlines()[-1].split()
     assert loaded[:4] == ["LOADED", "False", "False", "0"], done.stderr
-    if command != "report":  # nor pyarrow's import of pandas (results/no_pandas.py)
+    if command != "report":  # nor pyarrow's import of pandas (orchestrator/cli/no_pandas.py)
         assert loaded[4] == "False"
     if command == "status":  # what the store holds: the one row and its curves
         assert "store: 2 objects, " in done.stdout and f"under {store}/quickstart" in done.stdout

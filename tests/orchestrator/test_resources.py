@@ -2,8 +2,8 @@
 
 import pytest
 
-from orchestrator.errors import GridError
-from orchestrator.resources import check_placement, decide_gpu
+from orchestrator.planning.resources import check_placement, decide_gpu
+from trainers.errors import GridError
 
 LAPTOP = {"nodes": [{"CPU": 2.0}], "node_types": None, "local": True}
 GPU_NODE = {"nodes": [{"CPU": 8.0, "GPU": 2.0}], "node_types": None, "local": False}

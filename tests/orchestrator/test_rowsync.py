@@ -1,4 +1,4 @@
-"""The synchronous halving rule (orchestrator/rowsync.py) and its Tune scheduler
+"""The synchronous halving rule (orchestrator/halving/sync.py) and its Tune scheduler
 (orchestrator/scheduler.SyncRowHalving) without Ray: the scheduler is driven through Tune's
 scheduler calls by a small stand-in for Tune's controller, which runs the trials it holds
 in an order drawn from a seeded generator (as timing would), with as many slots as asked.
@@ -13,9 +13,9 @@ import pytest
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
-from orchestrator.halving import Rungs
-from orchestrator.rowsync import candidate_of, decide, kept, row_epochs
-from orchestrator.scheduler import SyncRowHalving
+from orchestrator.halving.rule import Rungs
+from orchestrator.halving.scheduler import SyncRowHalving
+from orchestrator.halving.sync import candidate_of, decide, kept, row_epochs
 
 RULE = {"over": ["train.lr"], "metric": "val_acc", "rungs": [2, 4], "keep": 0.5, "rule": "sync"}
 LRS = [0.1, 0.05, 0.02, 0.01, 0.005, 0.002]

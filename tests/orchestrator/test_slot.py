@@ -1,10 +1,10 @@
-"""A trial's life (orchestrator/slot.py): the Ray version check and a cell's checkpoint by key
-in a folder and on S3 without Ray; then on real Ray: a retry that resumes from the
+"""A trial's life (orchestrator/execution/slot.py): the Ray version check and a cell's checkpoint by
+key in a folder and on S3 without Ray; then on real Ray: a retry that resumes from the
 checkpoint found by key in the store, a trial paused by a scheduler that frees its slot and
 resumes from Tune's checkpoint, and a worker SIGKILLed inside an epoch whose retry resumes.
 (The reused actor training two cells in turn, seen through the dashboard, is in
 test_monitor.py.) Nothing waits on the clock: the failures are the test hooks'
-(orchestrator/hooks.py) and the pause is decided from a trial's report.
+(orchestrator/execution/hooks.py) and the pause is decided from a trial's report.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ import signal
 import pytest
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from orchestrator import experiment, hooks, launch, raycompat, slot
-from orchestrator.errors import GridError
-from orchestrator.expand import expand
-from results import checkpoints as stored_checkpoints
-from results.base import Fenced, StoreError, StoreUnreachable
+from orchestrator.execution import experiment, hooks, launch, raycompat, slot
+from orchestrator.spec.expand import expand
+from results.store import checkpoints as stored_checkpoints
 from results.store import open_store
+from results.store.base import Fenced, StoreError, StoreUnreachable
 from tests.orchestrator.chaos_events import ChaosEvents
 from tests.orchestrator.test_launch import console, rows
+from trainers.errors import GridError
 
 
 def epochs_of(store, grid: str) -> dict[str, list[int]]:
@@ -134,7 +134,7 @@ def test_a_paused_trial_frees_its_slot_and_resumes_from_its_checkpoint(
     assert found[first]["started"] >= found[second]["ended"]
     assert epochs_of(store, "pause") == {first: [1, 2, 3], second: [1, 2, 3]}
     # the pause's checkpoint (Tune's own) is pruned once every cell has finished
-    # (results/prune.py)
+    # (results/store/prune.py)
     assert tune_checkpoints(store, "pause") == []
 
 

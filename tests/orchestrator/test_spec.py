@@ -6,9 +6,9 @@ import textwrap
 
 import pytest
 
-from orchestrator.cli import main
-from orchestrator.errors import GridError
-from orchestrator.spec import load_spec, smoke
+from orchestrator.cli.main import main
+from orchestrator.spec.load import load_spec, smoke
+from trainers.errors import GridError
 
 BASE = """
 name: t
@@ -211,7 +211,7 @@ def test_cli_subprocess_prints_no_traceback(tmp_path):
 
 
 def test_model_aliases_of_the_registry_are_accepted_as_one_cell(tmp_path):
-    from orchestrator.expand import expand
+    from orchestrator.spec.expand import expand
     from trainers.models import ALIASES
 
     spec = load_spec(write(tmp_path, "name: t\ngrid: {arch: [all-cnn-c, allcnn_c, All_CNN_C]}\n"))

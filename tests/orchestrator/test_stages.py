@@ -1,4 +1,4 @@
-"""Stages (orchestrator/stages.py, stagelaunch.py): a grid whose cells start from another
+"""Stages (orchestrator/stages/parents.py, stagelaunch.py): a grid whose cells start from another
 grid's trained cells. Without Ray: the `stage:` section's checks and the parent's
 resolution. With real Ray and moto's S3, on CIFAR-10 and CIFAR-100 written here in their real
 on-disk layouts: a child refused while its parents are missing, `--with-parents` training
@@ -17,14 +17,14 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator import stages
-from orchestrator.cli import main
-from orchestrator.errors import GridError
-from orchestrator.expand import expand
-from orchestrator.spec import load_spec
-from results import weights as stored_weights
+from orchestrator.cli.main import main
+from orchestrator.spec.expand import expand
+from orchestrator.spec.load import load_spec
+from orchestrator.stages import parents as stages
 from results.store import open_store
+from results.store import weights as stored_weights
 from trainers.cifar_files import write_cifar10, write_cifar100
+from trainers.errors import GridError
 
 MODEL = "{arch: strided_a, width: 0.25, dropout: 0.0, input_dropout: 0.0}"
 TRAIN = (
@@ -141,13 +141,13 @@ def _commit(store, cell, val_acc: float, weights: bool = True) -> dict:
     """A finished row of `cell` as a trial writes it (with kept weights)."""
     from datetime import datetime, timezone
 
-    from results.schema import epoch_rows, provenance, trial_row
+    from results.store.schema import epoch_rows, provenance, trial_row
 
     metrics = {"epoch": 1, "val_acc": val_acc, "test_acc": val_acc, "train_loss": 1.0}
     summary = {"status": "completed", "epochs": 1, "final": metrics, "best": metrics}
     now = datetime.now(timezone.utc)
     row = trial_row(cell, summary, provenance("0" * 64, now, now, "cpu"))
-    row.update(stages.parent_columns(cell))  # as orchestrator/trial.py writes it
+    row.update(stages.parent_columns(cell))  # as orchestrator/execution/trial.py writes it
     if weights:
         row["weights_id"] = stages.write_weights(store, cell, b"weights")
     store.write_trial(cell.grid, cell.key, row, epoch_rows(cell, [metrics]))

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import hooks, submit
-from orchestrator.cli import main
-from orchestrator.errors import GridError
-from orchestrator.expand import expand
+from orchestrator.cli.main import main
+from orchestrator.execution import hooks, submit
+from orchestrator.spec.expand import expand
 from tests.orchestrator.conftest import ensure_token
 from tests.orchestrator.test_launch import REPO, arm_hold, release, rows, wait_held
+from trainers.errors import GridError
 
 MARK = "GRID_TEST_RAY_HEAD"  # in the environment of every process of the test's Ray
 
@@ -70,7 +70,7 @@ def test_entrypoint_and_runtime_env(tiny_spec, monkeypatch):
 def test_the_jobs_driver_knows_the_env_vars_its_job_sets(monkeypatch):
     """Ray refuses a ray.init env var that the job's runtime env sets too: the driver of a
     --submit job leaves those out (session.ray_session)."""
-    from orchestrator.session import job_env_vars
+    from orchestrator.execution.session import job_env_vars
 
     monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
     assert job_env_vars() == {}

@@ -14,8 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from results import schema
-from results.store import open_store
+from results.store import open_store, schema
 from tests.conftest import aws_env
 from trainers.config import default_config, set_path
 
@@ -136,7 +135,7 @@ def utc():
 
 
 def table_spec(**kw) -> dict:
-    """A normalised `tables:` entry (as orchestrator.tablespec hands it over)."""
+    """A normalised `tables:` entry (as orchestrator.spec.tables hands it over)."""
     t = {
         "name": "table",
         "title": "table",
@@ -198,7 +197,7 @@ GOLDEN_SIZE = {"model_a": (839_242, 3725.0), "model_b": (885_610, 125.0)}
 
 def golden_spec(tables=None):
     """A real Spec (3 archs x 2 lrs x 2 seeds) built directly, without loading YAML."""
-    from orchestrator.spec import Spec
+    from orchestrator.spec.load import Spec
 
     return Spec(
         name="golden",
@@ -227,7 +226,7 @@ def spec_factory():
 @pytest.fixture
 def golden(local_store, put, make_trial):
     """(spec, store) with the golden results written, plus one stale row of another cell."""
-    from orchestrator.expand import expand
+    from orchestrator.spec.expand import expand
 
     spec = golden_spec()
     for trial in expand(spec):

@@ -1,10 +1,12 @@
-"""results.aggregate: metric units, averaging, best-by picks, missing/diverged, references."""
+"""results.tables.aggregate: metric units, averaging, best-by picks, missing/diverged,
+references."""
 
 from __future__ import annotations
 
 import pytest
 
-from results import aggregate, schema
+from results.store import schema
+from results.tables import aggregate
 
 PROV = {"spec_sha256": "0" * 64}
 
@@ -180,7 +182,7 @@ def test_show_extras_and_params_by_arch(make_trial, summary, table):
 def test_expected_cells_of_a_stand_in_spec_is_none(table):
     from types import SimpleNamespace
 
-    from orchestrator.cli import expected_cells
+    from orchestrator.cli.main import expected_cells
 
     assert expected_cells(SimpleNamespace(name="x", axes={}, tables=[table()])) is None
 

@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from results import schema
-from results.lease import Lease
-from results.store import Fenced
+from results.store import schema
+from results.store.base import Fenced
+from results.store.lease import Lease
 from tests.results.conftest import FAKE_PROVENANCE
 
 
@@ -184,8 +184,8 @@ def test_rows_are_read_once_then_only_what_changed(
 ):
     """The caches of rows: a second reader lists and reads nothing it has; a reader on
     another machine (an empty cache) reads the launch's index, one GET for every row."""
-    from results import reader as rows_reader
     from results.store import open_store
+    from results.store import reader as rows_reader
 
     calls: list[str] = []
     trials = [make_trial(**{"train.lr": lr}) for lr in (0.1, 0.2, 0.3)]

@@ -1,12 +1,11 @@
-"""A halving relaunch reads its rung rows through an index (results/curve_index.py): one GET
+"""A halving relaunch reads its rung rows through an index (results/store/curve_index.py): one GET
 for every finished cell's rung rows, not one per cell; a rerun's new run is read from its
 file; the rows are exactly the curve files' rows. Real moto; requests counted with
 botocore's event hook."""
 
 from __future__ import annotations
 
-from results import prune, reader
-from results.store import open_store
+from results.store import open_store, prune, reader
 from tests.results.test_commit import write
 from tests.results.test_layout import counted
 

@@ -1,4 +1,4 @@
-"""One listing per command: failures live under `trials/` (results/layout.py), so a command
+"""One listing per command: failures live under `trials/` (results/store/layout.py), so a command
 lists `trials/` once (N/1000 requests on S3) and reads nothing it has; a store of the
 previous release (failures in `failures/`) still reads, and a launch's pruning moves its
 failures under `trials/`. Requests are counted with botocore's own event hook on a real
@@ -12,8 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from results import prune, reader, schema
-from results.store import open_store
+from results.store import open_store, prune, reader, schema
 from tests.results.conftest import fake_summary
 from tests.results.test_commit import write
 

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from results.lease import LEASE, STALE_S, Lease, LeaseHeld, held, read_holder
+from results.store.lease import LEASE, STALE_S, Lease, LeaseHeld, held, read_holder
 
 
 def test_second_lease_is_refused_naming_the_holder(store):

@@ -1,4 +1,4 @@
-"""results.plots and results.figstyle: figures as PNG, SVG and PDF, fit for a paper."""
+"""results.figures.plots and results.figures.style: figures as PNG, SVG and PDF, fit for a paper."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import matplotlib.image
 import pytest
 from rich.console import Console
 
-from orchestrator.cli import expected_cells
-from results.aggregate import build_table
-from results.figstyle import (
+from orchestrator.cli.main import expected_cells
+from results.figures.plots import curves_figure, figures, load_results, lr_figure, plot_command
+from results.figures.style import (
     FORMATS,
     LINE_COLOURS,
     OKABE_ITO,
@@ -23,8 +23,8 @@ from results.figstyle import (
     set_title,
     wrap_title,
 )
-from results.plots import curves_figure, figures, load_results, lr_figure, plot_command
 from results.store import open_store
+from results.tables.aggregate import build_table
 
 PNG = b"\x89PNG\r\n\x1a\n"
 LONG = (
@@ -192,7 +192,7 @@ def test_plot_command_on_an_empty_store(spec_factory, tmp_path):
 
 
 def test_formats_are_the_cli_choices():
-    from orchestrator.cli import parser
+    from orchestrator.cli.main import parser
 
     plot = parser()._subparsers._group_actions[0].choices["plot"]
     fmt = next(a for a in plot._actions if a.dest == "format")

@@ -7,8 +7,8 @@ import os
 import subprocess
 import sys
 
-from results import prune, schema
-from results.lease import Lease
+from results.store import prune, schema
+from results.store.lease import Lease
 from tests.results.test_commit import write, write_previous_release
 
 

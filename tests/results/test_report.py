@@ -1,4 +1,5 @@
-"""results.report: the grid's page, checked as HTML and as a real headless Chromium draws it."""
+"""results.report.page: the grid's page, checked as HTML and as a real headless Chromium
+draws it."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from datetime import datetime, timezone
 import pytest
 from rich.console import Console
 
-from results.plots import load_results
-from results.report import render_report, report_command, watch, write_report
+from results.figures.plots import load_results
+from results.report.page import render_report, report_command, watch, write_report
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 # Values of both golden tables, as `grid table` writes them.
@@ -32,8 +33,8 @@ TABLE_VALUES = (
 
 def expected_cells(spec) -> list[dict]:
     """What the CLI passes to results/: the spec's cells as flat configs with their keys."""
-    from orchestrator.expand import expand
-    from results.schema import flat_config
+    from orchestrator.spec.expand import expand
+    from results.store.schema import flat_config
 
     return [{"key": t.key, **flat_config(t.config)} for t in expand(spec)]
 
@@ -141,7 +142,7 @@ def test_report_command_follows_a_launch_until_done(
     spec_factory, local_store, put, summary, tmp_path
 ):
     """The wait between rewrites is where the launch progresses: here it writes the rest."""
-    from orchestrator.expand import expand
+    from orchestrator.spec.expand import expand
 
     spec = spec_factory()
     trials = expand(spec)

@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import numpy as np
 from rich.console import Console
 
-from results.plots import load_results
-from results.report import render_report
-from results.report_probes import filter_image
+from results.figures.plots import load_results
+from results.report.page import render_report
+from results.report.probes import filter_image
 
 NOW = datetime(2026, 12, 1, tzinfo=timezone.utc)
 

@@ -1,4 +1,4 @@
-"""results.schema: flat trial rows, epoch rows, provenance and stable column types."""
+"""results.store.schema: flat trial rows, epoch rows, provenance and stable column types."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from results import schema
+from results.store import schema
 
 PROV = {
     "spec_sha256": "ab" * 32,

@@ -1,4 +1,4 @@
-"""results.stops and the tables of a halved grid: a stopped run is finished, never the pick
+"""results.tables.stops and the tables of a halved grid: a stopped run is finished, never the pick
 and never a hole; the notes give the epochs saved; the full view and the report show each
 stopped lr as `stopped @rung`."""
 
@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from results import aggregate, schema
-from results.formats import to_html
-from results.report import grid_status, render_report
-from results.stops import halving_summary
-from results.tables import full_view, layout, table_command
+from results.report.page import grid_status, render_report
+from results.store import schema
+from results.tables import aggregate
+from results.tables.build import full_view, layout, table_command
+from results.tables.formats import to_html
+from results.tables.stops import halving_summary
 
 PROV = {"spec_sha256": "0" * 64}
 BEST_LR = {"best_by": "val_acc", "over": "train.lr"}

@@ -1,4 +1,4 @@
-"""results.store: local folders and S3 (a real moto server on loopback)."""
+"""results.store.local: local folders and S3 (a real moto server on loopback)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator.errors import GridError
-from results import schema
-from results.base import StoreUnreachable
-from results.s3 import S3Store
-from results.store import LocalStore, StoreWarning, open_store, unify
+from results.store import open_store, schema
+from results.store.base import StoreUnreachable
+from results.store.local import LocalStore
+from results.store.reader import StoreWarning, unify
+from results.store.s3 import S3Store
+from trainers.errors import GridError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -236,7 +237,7 @@ def test_a_store_error_survives_pickling_as_ray_sends_it_from_a_trial():
     the driver reported a TypeError from its __init__ instead)."""
     import pickle
 
-    from results.base import Fenced, StoreError
+    from results.store.base import Fenced, StoreError
 
     for cls in (StoreError, StoreUnreachable, Fenced):
         e = pickle.loads(pickle.dumps(cls("s3://b/p", "cannot delete g/checkpoints/k", "down")))

@@ -1,4 +1,4 @@
-"""results.tables: golden renderings of a small hand-made grid in every format, the empty
+"""results.tables.build: golden renderings of a small hand-made grid in every format, the empty
 store, and the table shapes of the seed papers."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 
-from orchestrator.cli import expected_cells
-from orchestrator.errors import GridError
-from results import tables
+from orchestrator.cli.main import expected_cells
 from results.store import open_store
+from results.tables import build as tables
+from trainers.errors import GridError
 
 GOLDEN_MARKDOWN = """\
 ### Best lr per model: test error (%)

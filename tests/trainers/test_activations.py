@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from orchestrator.errors import GridError
 from trainers.activations import ACTIVATIONS, LEAKY_SLOPE, Maxout, get_activation
+from trainers.errors import GridError
 from trainers.models import create_model
 
 EXPECTED = {"relu", "leaky_relu", "elu", "celu", "prelu", "gelu", "silu", "mish", "maxout"}

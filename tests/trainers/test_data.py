@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator.errors import GridError
 from trainers import preprocess
 from trainers.data import load_data, split_indices, synthetic
+from trainers.errors import GridError
 from trainers.preprocess import GCN_SCALE, ZCA_BIAS, fit_preprocess, gcn, stretch, zca_fit
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from results.schema import trial_row
+from results.store.schema import trial_row
 from tests.trainers.test_pack import cell
 from trainers import pack
 from trainers.errors import GridError

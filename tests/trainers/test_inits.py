@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from orchestrator.errors import GridError
+from trainers.errors import GridError
 from trainers.inits import INITS, LSUV_TOL, init_model, negative_slope
 from trainers.models import create_model
 

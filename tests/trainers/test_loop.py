@@ -225,7 +225,7 @@ def test_build_schedule_sets_the_optimizer_lr_per_step():
 
 
 def test_unknown_names_and_nesterov_without_momentum():
-    from orchestrator.errors import GridError
+    from trainers.errors import GridError
 
     params = [torch.nn.Parameter(torch.ones(1))]
     with pytest.raises(GridError, match="train.optimizer.name"):

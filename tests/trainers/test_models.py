@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from orchestrator.errors import GridError
+from trainers.errors import GridError
 from trainers.models import ALIASES, MODELS, PAPER_PARAMS, count_params, create_model, list_models
 from trainers.models.allcnn import TABLES
 

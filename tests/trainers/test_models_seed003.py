@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from orchestrator.errors import GridError
+from trainers.errors import GridError
 from trainers.models import PAPER_PARAMS_BN, count_params, create_model
 from trainers.models.resnet import BLOCK_ORDERS
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from results.schema import epoch_rows, trial_row
+from results.store.schema import epoch_rows, trial_row
 from trainers.loop import train
 from trainers.probes import GradNorms, final_probes
 

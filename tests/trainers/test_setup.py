@@ -64,8 +64,8 @@ def user_model(monkeypatch):
 
 
 def test_a_user_model_and_option_reach_the_spec_the_key_and_the_trainer(user_model, tmp_path):
-    from orchestrator.expand import expand
-    from orchestrator.spec import load_spec
+    from orchestrator.spec.expand import expand
+    from orchestrator.spec.load import load_spec
 
     path = tmp_path / "plugin.yaml"
     path.write_text(textwrap.dedent(SPEC))
@@ -80,7 +80,7 @@ def test_a_user_model_and_option_reach_the_spec_the_key_and_the_trainer(user_mod
     # The families that do not take the option are built without it.
     assert models.create_model("nin", depth=3, width=0.125) is not None
     # A bad value is refused by the check the user added, naming the key.
-    from orchestrator.errors import GridError
+    from trainers.errors import GridError
 
     with pytest.raises(GridError, match="model.depth: expected an integer"):
         load_spec(path, ["model.depth=deep"])

@@ -1,0 +1,398 @@
+"""`grid launch`: the grid's unfinished cells as Ray Tune trials.
+
+The steps, in order, each in its own module:
+1. select the cells without a result (`units.select_cells`), and group them into units;
+2. take the grid's lease in the store (`results/store/lease.py`): one launch per grid and store;
+3. pre-flight, before any trial starts: the store is writable, the data set is readable or
+   downloadable where trials run, and one trial fits a node (`resources.py`, `session.py`);
+4. the Ray session (`session.py`, after `raycompat.check_ray`), the cells' checkpoints left
+   by earlier launches (`results/store/checkpoints.py`: one listing), the Tune experiment
+   (`experiment.py`);
+5. the end report (below): exit 0 when every cell finished, 1 when some did not.
+
+Modules that import ray: session, experiment, slot, scheduler, monitor and raycompat; nothing
+under `trainers/` or `results/` does.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rich.console import Console
+from rich.text import Text
+
+from orchestrator.execution import trial
+from orchestrator.execution.units import group_cells, select_cells, unit_label
+from orchestrator.spec.expand import Cell, expand
+from results.store import open_store, prune
+from results.store.base import Fenced, Store
+from results.store.lease import Lease, LeaseHeld, held, peek, unchanged_since
+from results.store.schema import FINISHED
+from trainers.config import axis_label
+
+
+def launch(
+    spec,
+    *,
+    store_uri: str | None = None,
+    address: str | None = None,
+    max_concurrent: int | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    wait: bool = False,
+    console: Console | None = None,
+    dashboard_host: str = "127.0.0.1",
+    yes: bool = True,
+    cells: list[Cell] | None = None,
+    rerun: frozenset[str] = frozenset(),
+) -> int:
+    """Run the spec's unfinished cells as Tune trials; 0 when every cell is completed or
+    diverged, 1 when some did not finish (listed with their errors), another launch holds
+    the grid (unless `wait`) or a costly launch was not confirmed (`yes` False: the CLI
+    asks, `orchestrator/planning/cost.py`). A stage (`orchestrator/stages/launch.py`) passes its
+    `cells` (their parents attached; default: the spec's) and `rerun`, the keys that run
+    even when finished (stale children, parents without kept weights)."""
+    console = console or Console()
+    store = open_store(store_uri)
+    store.check_writable()
+    cells = cells if cells is not None else expand(spec)
+    seen = peek(store, spec.name)  # before the read: was the grid written since? (below)
+    todo, skipped = select_cells(cells, _statuses(store, spec, rerun), force, bool(spec.halving))
+    if not todo:
+        _say_skipped(console, len(skipped), bool(spec.halving))
+        console.print(f"{spec.name}: all {len(cells)} cells are finished; nothing to run")
+        if not dry_run:
+            _tidy(store, spec.name, seen, console)
+        return 0
+    if dry_run:
+        _print_plan(console, spec, group_cells(todo, spec.resources["pack"]), len(skipped))
+    if not _cost(spec, todo, address, console, yes=yes or dry_run) or dry_run:
+        return 0 if dry_run else 1
+    try:
+        with held(
+            Lease(store, spec.name), wait=wait, say=lambda s: console.print(Text(s))
+        ) as lease:
+            if not unchanged_since(seen, lease):
+                # another launch held the grid since the read (we waited for it, took over
+                # its stale lease, or it ran while we asked): it may have finished cells
+                store.forget()
+                todo, skipped = select_cells(
+                    cells, _statuses(store, spec, rerun), force, bool(spec.halving)
+                )
+            _say_skipped(console, len(skipped), bool(spec.halving))
+            if not todo:  # the launch we waited for finished them
+                console.print(f"{spec.name}: all {len(cells)} cells are finished; nothing to run")
+                return 0
+            rungs = spec.halving and list(spec.halving["rungs"])  # their rows' index too
+            prune.prune(store, spec.name, rungs=rungs)  # under the lease: no commit in flight
+            status = _run(
+                spec,
+                store,
+                todo,
+                len(skipped),
+                address=address,
+                force=force,
+                max_concurrent=max_concurrent,
+                console=console,
+                dashboard_host=dashboard_host,
+                lease=lease,
+                rerun=rerun,
+            )
+            if lease.lost.is_set() or not lease.check():
+                console.print(
+                    Text(
+                        f"{spec.name}: this launch lost the grid's lease to another launch "
+                        "and stopped; its results written since were refused",
+                        style="red",
+                    )
+                )
+                return 1
+            store.forget()  # the trials wrote: prune reads the rows again
+            prune.prune(store, spec.name, tune=status == 0, rungs=rungs)
+            return status
+    except LeaseHeld as e:
+        console.print(Text(f"{e}", style="red"))
+        return 1
+
+
+def _statuses(store: Store, spec, rerun: frozenset[str]) -> dict[str, str]:
+    """The cells' statuses, those in `rerun` left out (they run as if missing)."""
+    return {k: v for k, v in store.statuses(spec.name).items() if k not in rerun}
+
+
+def _tidy(store: Store, grid: str, seen: tuple[int, bool] | None, console: Console) -> None:
+    """A finished grid whose last launch was killed after its last commit keeps what that
+    launch left (Tune's folder, the last cells' checkpoints): removed here, under the lease,
+    unless a live launch holds it. A launch that released its lease pruned what it left, so
+    only an unreleased lease (`seen`, read by `peek` before) costs the two listings below."""
+    from results.store import checkpoints
+
+    if seen is None or seen[1]:
+        return  # the usual case: the last launch released the lease, nothing is left
+    if not checkpoints.listed(store, grid) and not store._list(f"{grid}/{prune.TUNE_DIR}"):
+        return
+    try:
+        with held(Lease(store, grid), say=lambda s: console.print(Text(s))):
+            for key in checkpoints.listed(store, grid):
+                checkpoints.delete(store, grid, key)
+            prune.prune(store, grid, tune=True)
+    except LeaseHeld:
+        pass
+
+
+def _cost(spec, todo: list[Cell], address: str | None, console: Console, yes: bool) -> bool:
+    """Say what the launch will cost; False when a costly CPU-only launch is declined."""
+    from orchestrator.execution import session
+    from orchestrator.planning import cost
+
+    here = session.starts_local(address)
+    return cost.say_and_confirm(spec, todo, console, here=here, yes=yes)
+
+
+def _run(
+    spec,
+    store: Store,
+    todo: list[Cell],
+    skipped: int,
+    *,
+    address: str | None,
+    force: bool,
+    max_concurrent: int | None,
+    console: Console,
+    dashboard_host: str,
+    lease: Lease | None = None,
+    rerun: frozenset[str] = frozenset(),
+) -> int:
+    from orchestrator.execution import checkpoints, experiment, raycompat, session
+    from orchestrator.execution.monitor import job_metadata
+    from orchestrator.planning import preflight
+    from orchestrator.planning.resources import check_placement, decide_gpu
+
+    raycompat.check_ray()
+    units = group_cells(todo, spec.resources["pack"])
+    datasets = _datasets(todo)
+    if spec.resources["gpu"] != "auto":  # checked before Ray starts; `auto` once it is up
+        preflight.check_devices(spec, todo, float(spec.resources["gpu"]))
+    preflight.check_packs(spec, todo)
+    local = session.starts_local(address)
+    if local:  # the trials run on this machine: check the data here, before Ray starts
+        _check_data_here(datasets, console)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    metadata = job_metadata(
+        spec, store.uri, total=len(todo) + skipped, to_run=len(todo), skipped=skipped
+    )
+    with session.ray_session(address, dashboard_host, console, metadata):
+        session.check_shared_store(store)
+        cluster = session.describe_cluster(local)
+        gpu, why = decide_gpu(spec.resources["gpu"], cluster)
+        resources = {"cpu": float(spec.resources["cpu"]), "gpu": gpu}
+        preflight.check(spec, todo, gpu, cluster)
+        warning = check_placement({"CPU": resources["cpu"], "GPU": gpu}, cluster)
+        if warning:
+            console.print(f"[yellow]{warning}[/]")
+        if not local and any(d["name"] != "synthetic" for d in datasets):
+            session.preflight_nodes(datasets)
+        resume = _earlier_checkpoints(store, spec.name, todo, force, rerun)
+        if resume:
+            console.print(f"resuming {resume} cells from the checkpoints of an earlier launch")
+        console.print(
+            f"{spec.name}: running {len(todo)} cells as {len(units)} Tune trials, "
+            f"{resources['cpu']:g} CPU + {gpu:g} GPU each ({why})"
+        )
+        run = {
+            "store": checkpoints.store_location(store),
+            "sha256": spec.sha256,
+            "halving": spec.halving,
+        }
+        results = experiment.fit(
+            spec,
+            store,
+            units,
+            run,
+            resources,
+            skipped,
+            max_concurrent,
+            console,
+            _rungs(spec, store, todo, console),
+            lease=lease,
+        )
+        store.forget()  # the trials wrote: read the store again
+        if lease is not None and not lease.check():  # its trials' rows were refused
+            return 1
+    return _finish(spec, store, units, results, started, console, lease)
+
+
+def _earlier_checkpoints(
+    store: Store, grid: str, todo: list[Cell], force: bool, rerun: frozenset[str] = frozenset()
+) -> int:
+    """How many cells about to run resume from a checkpoint that an earlier launch left
+    (one listing of `<grid>/checkpoints`; each trial then reads its own by key). Those of
+    finished cells (a trial that ended between its commit and the delete) are deleted; under
+    --force, those of the cells about to run too: they train from scratch."""
+    from results.store import checkpoints
+
+    found = checkpoints.listed(store, grid)
+    running = {t.key for t in todo}
+    stale = found & running if force else found & rerun
+    if found - running:
+        statuses = store.statuses(grid)
+        stale |= {k for k in found - running if statuses.get(k) in FINISHED}
+    for key in sorted(stale):
+        checkpoints.delete(store, grid, key)
+    return 0 if force else len(found & running)
+
+
+def _rungs(spec, store: Store, todo: list[Cell], console: Console):
+    """The halving's records (orchestrator/halving/rule.py): every cell of the spec in its group,
+    the rung scores of the finished ones from the store's epoch rows. The decisions of the
+    cells about to run are cleared: each is judged again as it reaches its rungs."""
+    if not spec.halving:
+        return None
+    from orchestrator.halving.rule import Rungs, halving_warnings
+
+    cells = expand(spec)
+    for line in halving_warnings(spec.halving, [c.config for c in cells]):
+        console.print(Text(f"warning: {line}", style="yellow"))
+    for t in todo:
+        store.clear_stop(spec.name, t.key)
+    split, _, kind = spec.halving["metric"].rpartition("_")
+    rows = store.read_epochs(  # only the rung rows, only the judged metric (halving.score)
+        spec.name,
+        columns=[f"{split}_{'loss' if kind == 'loss' else 'acc'}"],
+        epochs=list(spec.halving["rungs"]),
+    )
+    rungs = Rungs.from_epochs(spec.halving, cells, rows.to_pylist())
+    rungs.running = {t.key for t in todo}
+    recorded = sum(len(s) for s in rungs.scores.values())
+    console.print(
+        f"halving: rungs at epochs {', '.join(map(str, spec.halving['rungs']))}, "
+        f"keep {spec.halving['keep']:g} of each row by {spec.halving['metric']}; "
+        f"{recorded} rung records from earlier launches"
+    )
+    return rungs
+
+
+def _datasets(cells: list[Cell]) -> list[dict]:
+    """The distinct data sets the cells read (what pre-flight checks)."""
+    found = {}
+    for t in cells:
+        d = t.config["dataset"]
+        found[(d["name"], d["root"], d["download"])] = {
+            k: d[k] for k in ("name", "root", "download")
+        }
+    return list(found.values())
+
+
+def _check_data_here(datasets: list[dict], console: Console) -> None:
+    from trainers.data import check_data
+
+    for d in datasets:
+        if d["name"] != "synthetic":
+            console.print(f"data: {check_data(d)}")
+
+
+def _say_skipped(console: Console, skipped: int, halving: bool = False) -> None:
+    if skipped:
+        kinds = "completed, diverged or stopped" if halving else "completed or diverged"
+        console.print(f"skipping {skipped} finished cells ({kinds}; --force reruns them)")
+
+
+def _print_plan(console: Console, spec, units: list[list[Cell]], skipped: int) -> None:
+    cells = sum(len(u) for u in units)
+    _say_skipped(console, skipped, bool(spec.halving))
+    console.print(
+        f"{spec.name}: would run {cells} cells as {len(units)} Tune trials "
+        f"(dry run: nothing started)"
+    )
+    for unit in units:
+        params = ", ".join(f"{axis_label(a)}={v}" for a, v in unit[0].params.items())
+        console.print(f"  {unit_label(unit)}  {params}")
+
+
+# -- the end report -----------------------------------------------------------------------------
+def _finish(
+    spec,
+    store: Store,
+    units: list[list[Cell]],
+    results,
+    started: str,
+    console: Console,
+    lease: Lease | None = None,
+) -> int:
+    """The end report. A unit whose Tune trial failed (or ended on a user error) did not
+    finish in this launch even where an earlier result of its cells stays in the store
+    (a failed --force rerun); a cell whose trial died without writing its failure gets one
+    written here, under the launch's lease generation like every row (refused, and said,
+    when the lease was lost meanwhile)."""
+    from orchestrator.execution.experiment import GRID_ERROR, first_line
+
+    errors = {_result_label(r): first_line(str(r.error)) for r in results if r.error is not None}
+    errors.update(
+        {
+            _result_label(r): r.metrics[GRID_ERROR]
+            for r in results
+            if r.error is None and (r.metrics or {}).get(GRID_ERROR)
+        }
+    )
+    statuses = store.statuses(spec.name)
+    failures = _recent_failures(store, spec.name, started)
+    problems: list[tuple[Cell, str]] = []
+    for unit in units:
+        label = unit_label(unit)
+        for t in unit:
+            status = statuses.get(t.key)
+            if label not in errors and status in FINISHED:
+                continue
+            if label not in errors:
+                problems.append((t, "did not run (interrupted)"))
+                continue
+            if t.key not in failures:  # its trial died before it could write a failure
+                row = trial.failed_row(t, spec.sha256, errors[label])
+                row["generation"] = None if lease is None else lease.generation
+                try:
+                    store.write_failure(spec.name, t.key, row)
+                except Fenced as e:
+                    console.print(Text(f"failure of {t.key} not recorded: {e}", style="red"))
+            error = failures.get(t.key) or errors[label]
+            kept = f"; the earlier {status} result is kept" if status in FINISHED else ""
+            problems.append((t, error + kept))
+    total = sum(len(u) for u in units)
+    stopped = sum(statuses.get(t.key) == "stopped" for u in units for t in u)
+    if not problems:
+        early = f" ({stopped} stopped at a rung by the halving)" if stopped else ""
+        console.print(f"[green]{spec.name}: all {total} cells finished{early}[/]")
+        return 0
+    console.print(
+        f"[red]{spec.name}: {len(problems)} of {total} cells did not finish[/] "
+        f"(rerun `grid launch` to retry them; `grid status` lists them)"
+    )
+    for t, why in problems:
+        params = ", ".join(f"{axis_label(a)}={v}" for a, v in t.params.items())
+        console.print(
+            Text.assemble(
+                ("  " + t.key, "red"), f" {params}: {why.replace(chr(10), chr(10) + '      ')}"
+            )
+        )
+    return 1
+
+
+def _result_label(result) -> str:
+    """A Tune result's label; a trial that never started has no config, only its dir."""
+    if result.config:
+        return result.config["cell"]
+    return Path(result.path).name.rsplit("_", 1)[0]
+
+
+def _recent_failures(store: Store, grid: str, since: str) -> dict[str, str]:
+    """{key: error} of the failures written since this launch started."""
+    table = store.read_failures(grid)
+    if "error" not in table.column_names:
+        return {}
+    rows = zip(
+        table.column("key").to_pylist(),
+        table.column("error").to_pylist(),
+        table.column("ended").to_pylist(),
+        strict=True,
+    )
+    return {k: e or "failed" for k, e, ended in rows if (ended or "") >= since}

@@ -1,0 +1,69 @@
+"""The Ray versions grid is tested with, and the private Ray APIs it still uses, each with
+why: everything else goes through Ray's and Tune's public APIs (the trial is a
+`tune.Trainable`, orchestrator/execution/slot.py).
+
+Elsewhere: `scheduler.SlotLimit` frees and takes a paused trial's place in
+`BasicVariantGenerator._live_trials` (Tune's slot count has no public call to free a paused
+trial's slot; tests/orchestrator/test_rowsync.py and test_halving_sync.py exercise it).
+
+`check_ray()` runs first in every launch: another Ray fails at once with one line, before
+any trial starts, instead of a trial failing later on a changed internal.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trainers.errors import GridError
+
+# What pyproject.toml pins (`ray[tune,default]>=2.60,<2.61`): the versions the tests ran.
+TESTED = ((2, 60), (2, 61))  # [lowest, highest) as (major, minor)
+
+
+def check_ray(version: str | None = None) -> None:
+    """GridError unless Ray's version (default: the installed one) is a tested one."""
+    if version is None:
+        import ray
+
+        version = ray.__version__
+    try:
+        found = tuple(int(p) for p in version.split(".")[:2])
+    except ValueError:
+        found = None
+    (lo_major, lo_minor), (hi_major, hi_minor) = TESTED
+    if found is None or not TESTED[0] <= found < TESTED[1]:
+        raise GridError(
+            f"ray {version} is installed; grid is tested with ray>={lo_major}.{lo_minor},"
+            f"<{hi_major}.{hi_minor} (pyproject.toml): pip install 'ray[tune,default]>="
+            f"{lo_major}.{lo_minor},<{hi_major}.{hi_minor}'"
+        )
+
+
+def session_dir() -> Path | None:
+    """This node's Ray session folder, where Ray's metrics module provisions Grafana
+    dashboards (monitor.grafana_folder). Private: Ray has no public call for the session
+    folder of a running node. None over Ray Client (no node here)."""
+    import ray
+
+    try:
+        return Path(ray._private.worker.global_worker.node.get_session_dir_path())
+    except AttributeError:
+        return None
+
+
+def autoscaler_node_types() -> list[dict] | None:
+    """What the autoscaler reports it can launch, or None without one (session.py's
+    placement check: a trial too big for every node may still fit a node type the cluster
+    can add). Private: Ray keeps the cluster config in the GCS and publishes no API for it."""
+    try:
+        from ray._private.state import state
+
+        config = state.get_cluster_config()
+    except Exception:  # noqa: BLE001 - a cluster without it: treated as no autoscaler
+        return None
+    if config is None or not config.node_group_configs:
+        return None
+    return [
+        {"name": g.name, "resources": dict(g.resources), "max_count": g.max_count}
+        for g in config.node_group_configs
+    ]

@@ -1,0 +1,228 @@
+"""The halving of a launch as a Ray Tune scheduler (`orchestrator/halving/rule.py` has the rule).
+
+Tune's ASHA and HyperBand rank every trial of an experiment against every other; a paper
+table needs the ranking per row. `SyncRowHalving` (`rule: sync`, the default) pauses a trial
+at each rung until its row has reached it, as Tune's HyperBandScheduler pauses a bracket,
+and chooses which paused trial runs next; `RowHalving` (`rule: async`) is a FIFO scheduler
+whose `on_trial_result` judges a trial at each rung against its group's records only, and
+answers STOP when it falls below the group's cutoff.
+
+How an asynchronous stop reaches the store: before answering STOP, the scheduler writes its
+decision to the store (`Store.write_stop`). Tune then takes the trial away from its actor, which it
+either keeps for the next trial (`reset_config`) or ends (`cleanup`); in both, the slot
+ends the unit it was training (`orchestrator/execution/slot.py`, `GridSlot._end`): it finds the
+decision in the store and writes the cell as `stopped` (a trial taken away without one was
+paused or interrupted, e.g. by Ctrl-C, and writes nothing). A relaunch clears the decisions
+of the cells it runs, so a decision whose cell never wrote its row is taken again, against
+the same records.
+"""
+
+from __future__ import annotations
+
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.search.basic_variant import BasicVariantGenerator
+
+from orchestrator.halving.rule import Rungs
+from orchestrator.halving.sync import decide
+from results.store.base import Store
+
+
+def reported_scores(result: dict) -> dict[int, float]:
+    """{rung: score} from a trial's result: Tune hands the scheduler the result flattened,
+    so the trial's `rungs: {"2": 0.61}` arrives as `rungs/2`."""
+    return {
+        int(k.split("/", 1)[1]): float(v)
+        for k, v in result.items()
+        if k.startswith("rungs/") and v is not None
+    }
+
+
+class RowHalving(FIFOScheduler):
+    """Successive halving within each table row, with the asynchronous rule (`rule:
+    async`): trials run in the grid's order (FIFO), none waits for its peers, and each is
+    judged once per rung."""
+
+    def __init__(self, rungs: Rungs, store: Store, grid: str):
+        super().__init__()
+        self.rungs, self.store, self.grid = rungs, store, grid
+        self.stops: dict[str, dict] = {}  # {cell key: decision} of this launch
+
+    def __getstate__(self):  # Tune may pickle its scheduler; the store stays in the driver
+        return {**self.__dict__, "store": None}
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        decision = self.rungs.judge(trial.config["cell"], reported_scores(result))
+        if decision is None:
+            return TrialScheduler.CONTINUE
+        self.store.write_stop(self.grid, decision["key"], decision)
+        self.stops[decision["key"]] = decision
+        return TrialScheduler.STOP
+
+    def debug_string(self) -> str:
+        rule = self.rungs.rule
+        return (
+            f"RowHalving: rungs {rule['rungs']}, keep {rule['keep']} by {rule['metric']}, "
+            f"{len(set(self.rungs.groups.values()))} groups"
+        )
+
+
+class SlotLimit(BasicVariantGenerator):
+    """Tune's grid search with its `max_concurrent` counting the trials that hold a slot:
+    a trial paused at a rung frees its slot for the next cell, so a row wider than the slots
+    reaches its rung instead of waiting forever (Tune's own limit counts a paused trial as
+    live until it ends). `SyncRowHalving` frees and takes the slots.
+
+    The search is not finished while a trial waits at a rung: Tune keeps a stopped trial's
+    actor for the next trial (`reuse_actors`) only while more trials may come, so a search
+    that ended when its last cell was created would make each resume start a new process
+    (and import torch: seconds per resume, most of a small halved grid's time)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.waiting: set[str] = set()  # trials paused at a rung, not yet resumed or ended
+
+    def free(self, trial_id: str) -> None:
+        self._live_trials.discard(trial_id)
+        self.waiting.add(trial_id)
+
+    def take(self, trial_id: str) -> None:
+        self._live_trials.add(trial_id)
+        self.waiting.discard(trial_id)
+
+    def ended(self, trial_id: str) -> None:
+        self.waiting.discard(trial_id)
+
+    def is_finished(self) -> bool:
+        return super().is_finished() and not self.waiting
+
+    def has_room(self) -> bool:
+        return not self.max_concurrent or len(self._live_trials) < self.max_concurrent
+
+
+class SyncRowHalving(FIFOScheduler):
+    """Successive halving within each table row, with the synchronous rule
+    (orchestrator/halving/sync.py): a trial that reaches a rung its row has not decided is
+    PAUSED (Tune checkpoints it and frees its slot) until every cell of its row has reached
+    the rung or finished. The rung is then decided from the scores alone; its winners are
+    resumed (`choose_trial_to_run`) and go on; its losers' decisions are written to the
+    store and they are resumed too, so that each writes itself as `stopped` from its own
+    state without training (orchestrator/execution/slot.py): a row and its curves come from the same
+    run, and nothing the driver holds is needed for a result."""
+
+    def __init__(self, rungs: Rungs, store: Store, grid: str):
+        super().__init__()
+        self.rungs, self.store, self.grid = rungs, store, grid
+        self.stops: dict[str, dict] = {}  # {cell key: decision} of this launch
+        self.decisions: dict[tuple[str, int], dict] = {}  # {(group, rung): rowsync.decide}
+        self.ended: set[str] = set()  # cells whose trial ended in this launch
+        self.slots = SlotLimit()
+        rows: dict[str, dict[str, list[str]]] = {}
+        for key, group in rungs.groups.items():
+            rows.setdefault(group, {}).setdefault(rungs.candidates[key], []).append(key)
+        self.rows = rows
+
+    def __getstate__(self):  # Tune may pickle its scheduler; the store stays in the driver
+        return {**self.__dict__, "store": None, "slots": None}
+
+    def searcher(self, max_concurrent: int | None) -> SlotLimit:
+        """The experiment's search algorithm: its grid with the slot limit."""
+        self.slots = SlotLimit(max_concurrent=max_concurrent or 0)
+        return self.slots
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        key = trial.config["cell"]
+        self.rungs.scores.setdefault(key, {}).update(reported_scores(result))
+        self._decide(self.rungs.groups[key])
+        if self._resumable(key) and key not in self.stops:
+            return TrialScheduler.CONTINUE
+        self.slots.free(trial.trial_id)  # waits at its rung, or lost it: resumed to write
+        return TrialScheduler.PAUSE
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        self._ended(trial)
+
+    def on_trial_error(self, tune_controller, trial) -> None:
+        self._ended(trial)
+
+    def on_trial_remove(self, tune_controller, trial) -> None:
+        """A paused or pending trial removed: the launch is ending (Ctrl-C). Not a result:
+        its row's rung is not decided without it."""
+        self.slots.ended(trial.trial_id)
+
+    def _ended(self, trial) -> None:
+        key = trial.config["cell"]
+        self.slots.ended(trial.trial_id)
+        self.ended.add(key)
+        self._decide(self.rungs.groups[key])
+
+    def choose_trial_to_run(self, tune_controller):
+        trials = tune_controller.get_trials()
+        for trial in trials:
+            if trial.status == Trial.PENDING:
+                return trial
+        if not self.slots.has_room():
+            return None
+        for trial in trials:
+            if trial.status == Trial.PAUSED and self._resumable(trial.config["cell"]):
+                self.slots.take(trial.trial_id)
+                return trial
+        return None
+
+    def _resumable(self, key: str) -> bool:
+        """Every rung the cell has reached is decided."""
+        group = self.rungs.groups[key]
+        return all((group, r) in self.decisions for r in self.rungs.scores.get(key, {}))
+
+    def _decide(self, group: str) -> None:
+        """Decide the group's rungs that can be, lowest first; write the losers' stops."""
+        rule, candidates = self.rungs.rule, self.rows[group]
+        ready = {
+            k
+            for keys in candidates.values()
+            for k in keys
+            if k not in self.rungs.running or k in self.ended
+        }
+        field = list(candidates)
+        for rung in rule["rungs"]:
+            decision = self.decisions.get((group, rung))
+            if decision is None:
+                decision = decide(
+                    {c: candidates[c] for c in field},
+                    self.rungs.scores,
+                    ready,
+                    rung,
+                    rule["keep"],
+                )
+                if decision is None:
+                    return
+                self.decisions[(group, rung)] = decision
+                self._stop_losers(group, field, decision, rung)
+            field = decision["kept"]
+
+    def _stop_losers(self, group: str, field: list[str], decision: dict, rung: int) -> None:
+        for cand in field:
+            if cand in decision["kept"]:
+                continue
+            for key in self.rows[group][cand]:
+                if key not in self.rungs.running or key in self.ended:
+                    continue
+                stop = {
+                    "key": key,
+                    "rung": rung,
+                    "metric": self.rungs.rule["metric"],
+                    "score": self.rungs.scores.get(key, {}).get(rung),
+                    "mean": decision["means"].get(cand),
+                    "cutoff": decision["cutoff"],
+                    "peers": decision["ranked"] - 1,
+                    "rule": "sync",
+                }
+                self.store.write_stop(self.grid, key, stop)
+                self.stops[key] = stop
+
+    def debug_string(self) -> str:
+        rule = self.rungs.rule
+        return (
+            f"SyncRowHalving: rungs {rule['rungs']}, keep {rule['keep']} by "
+            f"{rule['metric']}, {len(self.rows)} rows"
+        )

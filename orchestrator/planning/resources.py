@@ -1,0 +1,71 @@
+"""What one trial asks Ray for, decided from a plain description of the cluster (no Ray here,
+so the decision is testable with a fake cluster).
+
+A cluster description is `{"nodes": [resources of each alive node], "node_types": [...] or
+None, "local": bool}`: `node_types` lists what an autoscaler can add (`{"name", "resources",
+"max_count"}`, max_count -1 for no limit), None when there is no autoscaler; `local` is a Ray
+that `grid launch` started on this machine, which no node will ever join.
+"""
+
+from __future__ import annotations
+
+from trainers.errors import GridError
+
+
+def _gpus(resources: dict) -> float:
+    return float(resources.get("GPU", 0) or 0)
+
+
+def decide_gpu(setting, cluster: dict) -> tuple[float, str]:
+    """(GPUs per trial, why). `auto` is 1 when the cluster has a GPU now or its autoscaler can
+    add a GPU node (its GPU workers are not up yet at launch), else 0: deciding it from the
+    GPUs up at this moment would start a whole grid on CPUs."""
+    if setting != "auto":
+        return float(setting), f"resources.gpu: {float(setting):g} (from the spec)"
+    now = sum(_gpus(n) for n in cluster["nodes"])
+    if now > 0:
+        return 1.0, f"gpu auto -> 1 per trial: the cluster has {now:g} GPUs"
+    addable = [
+        t["name"]
+        for t in cluster.get("node_types") or []
+        if _gpus(t["resources"]) > 0 and t.get("max_count", 0) != 0
+    ]
+    if addable:
+        return 1.0, (
+            f"gpu auto -> 1 per trial: no GPU is up yet, but the autoscaler can add "
+            f"GPU nodes ({', '.join(addable)})"
+        )
+    where = "this machine" if cluster.get("local") else "the cluster"
+    extra = "" if cluster.get("node_types") is None else ", nor can its autoscaler add one"
+    return 0.0, f"gpu auto -> 0: {where} has no GPU{extra}; trials train on CPUs"
+
+
+def _fits(want: dict[str, float], resources: dict) -> bool:
+    return all(float(resources.get(name, 0) or 0) >= v for name, v in want.items() if v > 0)
+
+
+def check_placement(want: dict[str, float], cluster: dict) -> str | None:
+    """None when one trial fits a node that is up or that the autoscaler can add. On a local
+    Ray, where no node will join, a GridError that says how to fix the spec; else a warning
+    (nodes may still join by hand)."""
+    if any(_fits(want, n) for n in cluster["nodes"]):
+        return None
+    if any(_fits(want, t["resources"]) for t in cluster.get("node_types") or []):
+        return None
+    ask = f"{want['CPU']:g} CPUs and {want['GPU']:g} GPUs"
+    if cluster.get("local"):
+        cpus = max((float(n.get("CPU", 0)) for n in cluster["nodes"]), default=0)
+        gpus = max((_gpus(n) for n in cluster["nodes"]), default=0)
+        fix = (
+            f"--set resources.cpu={cpus:g}"
+            if want["CPU"] > cpus
+            else f"--set resources.gpu={'0' if gpus == 0 else '1'}"
+        )
+        raise GridError(
+            f"resources: a trial asks for {ask}, but this machine has {cpus:g} "
+            f"CPUs and {gpus:g} GPUs, so no trial could ever start; {fix}"
+        )
+    return (
+        f"no node of the cluster has {ask} for one trial (resources: in the spec), and "
+        f"no autoscaler node type does; the trials wait until such a node joins"
+    )

@@ -1,0 +1,300 @@
+"""The result store's shared logic: the commit of a result (curves under a run id, then the
+row naming it, fenced by the lease generation), and reads of only what a command needs
+(results/store/reader.py), over four primitives a backend provides (put, get, list, delete) plus
+compare-and-swap. The backends are `results/store/local.py` (a folder, and `open_store`) and
+`results/s3.py`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from results.store import layout, reader, schema
+from trainers.errors import GridError
+
+COMMIT_TRIES = 5
+LEASE = "_lease.json"  # <grid>/_lease.json (results/store/lease.py); '_': readers skip it
+
+
+class StoreError(GridError):
+    """A store operation failed: one line naming the store, what it did and why."""
+
+    def __init__(self, uri: str, action: str, reason: str):
+        super().__init__(f"store {uri}: {action}: {reason}")
+        self.uri, self.action, self.reason = uri, action, reason
+
+    def __reduce__(self):
+        # Ray pickles an exception raised in a trial to the driver; the default rebuilds it
+        # from its message alone, which this __init__ refuses (the driver then saw a TypeError)
+        return type(self), (self.uri, self.action, self.reason)
+
+
+class StoreUnreachable(StoreError):
+    """The store could not be reached or did not answer (a connection refused or timed out,
+    a 5xx): an outage that passes, which a trial retries (orchestrator/execution/slot.py,
+    `final`)."""
+
+
+class Fenced(StoreError):
+    """A write refused because the grid's lease moved past the writer's generation."""
+
+
+class Store:
+    """Shared logic over four primitives a backend provides: put, get, list, delete."""
+
+    uri: str
+
+    def __str__(self) -> str:
+        return self.uri
+
+    # -- backend primitives (relative names like "grid/trials/key.parquet") --------------
+    def _put(self, name: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _get(self, name: str) -> bytes | str:
+        raise NotImplementedError
+
+    def _list(self, folder: str) -> list[str]:
+        raise NotImplementedError
+
+    def _delete(self, name: str) -> None:
+        raise NotImplementedError
+
+    def list_grids(self) -> list[str]:
+        """The grids that have a trials folder in this store, sorted."""
+        raise NotImplementedError
+
+    # -- compare-and-swap, for the launch lease (results/store/lease.py) -------------------------
+    def create(self, name: str, data: bytes) -> bool:
+        """Write `name` only if it does not exist, atomically; False if it does."""
+        raise NotImplementedError
+
+    def read_tagged(self, name: str) -> tuple[bytes, str] | None:
+        """(content, version tag) of `name`, or None when it does not exist."""
+        raise NotImplementedError
+
+    def replace_if(self, name: str, data: bytes, tag: str) -> bool:
+        """Replace `name` only if it is still at version `tag`; False if it changed."""
+        raise NotImplementedError
+
+    def delete_if(self, name: str, tag: str) -> bool:
+        """Delete `name` only if it is still at version `tag`; False if it changed."""
+        raise NotImplementedError
+
+    # -- the interface -----------------------------------------------------------------------
+    def check_writable(self) -> None:
+        """Write and delete a probe object; GridError naming the store and why if that fails."""
+        name = f".grid-probe-{uuid.uuid4().hex}"
+        try:
+            self._put(name, b"probe")
+            self._delete(name)
+        except StoreError as e:
+            raise StoreError(self.uri, "not writable", e.reason) from None
+
+    def write_trial(self, grid: str, key: str, row: dict, epochs: list[dict]) -> None:
+        """Commit a finished cell's result (a failed row goes to `write_failure`: it never
+        replaces a result). The curves go first, under a new run id
+        (`epochs/<key>/<run_id>.parquet`); the row, written last, names that run id and the
+        lease generation it was written under (`row["generation"]`, set by the launch), and
+        is the commit: readers take a cell's curves only from the run its row names. A
+        commit whose generation is older than the grid's lease, or than the row it would
+        replace, is refused (`Fenced`): a launch that lost its lease replaces nothing."""
+        if row.get("status") not in schema.FINISHED:
+            self.write_failure(grid, key, row)
+            return
+        run_id = uuid.uuid4().hex[:16]
+        row = {**row, "run_id": run_id}
+        meta = schema.file_metadata(row)
+        curves = [{**e, "run_id": run_id} for e in epochs]
+        table = schema.to_table(curves, meta, columns=(*schema.EPOCH_TYPES, "run_id"))
+        curve = layout.curve_name(grid, key, run_id)
+        self._put(curve, _parquet(table))
+        name = layout.row_name(grid, key)
+        if row.get("generation") is None:  # an outside tool's write: not fenced
+            self._put(name, _parquet(schema.to_table([row], meta)))
+            self._clear_failure(grid, key)
+            return
+        data = _parquet(schema.to_table([row], meta))
+        try:
+            self._fence(grid, row.get("generation"))
+            for _ in range(COMMIT_TRIES):  # compare-and-swap: another writer may move first
+                now = self.read_tagged(name)
+                if now is not None:
+                    self._fence_row(name, now[0], row.get("generation"))
+                if self.create(name, data) if now is None else self.replace_if(name, data, now[1]):
+                    break
+            else:
+                raise Fenced(self.uri, f"commit {name}", "other writers kept committing it first")
+        except Fenced:
+            self._delete(curve)  # garbage now; a kill here leaves it to `prune`
+            raise
+        self._clear_failure(grid, key)
+
+    def _clear_failure(self, grid: str, key: str) -> None:
+        self._delete(layout.failure_name(grid, key))
+        self._delete(layout.legacy_failure_name(grid, key))  # a store of the previous release
+        self.forget()
+
+    def write_failure(self, grid: str, key: str, row: dict) -> None:
+        """Write (or replace) a cell's last failed attempt, beside any finished row it has,
+        which stays as it is; refused (`Fenced`) under a lost lease. The driver's failures
+        carry the generation as the trials' do (`row["generation"]`)."""
+        self._fence(grid, row.get("generation"))
+        self._put(
+            layout.failure_name(grid, key),
+            _parquet(schema.to_table([row], schema.file_metadata(row))),
+        )
+        self.forget()
+
+    def _fence(self, grid: str, generation: int | None) -> None:
+        """Refuse a write of lease generation `generation` when the grid's lease has moved
+        past it. A write without one (an outside tool) is not fenced."""
+        if generation is None:
+            return
+        found = self.read_tagged(f"{grid}/{LEASE}")
+        if found is None:
+            return
+        try:
+            current = int(json.loads(found[0]).get("generation") or 0)
+        except (ValueError, TypeError, AttributeError):
+            return
+        if current > int(generation):
+            raise Fenced(
+                self.uri,
+                f"write to grid {grid}",
+                f"written under lease generation {generation}, but the lease is at "
+                f"generation {current}: another launch took the grid over",
+            )
+
+    def _fence_row(self, name: str, data: bytes, generation: int | None) -> None:
+        try:
+            old = pq.read_table(pa.BufferReader(data), columns=["generation"])
+            theirs = old.column("generation")[0].as_py()
+        except (pa.ArrowException, KeyError, IndexError, ValueError, OSError):
+            return  # a row of the previous release, or a torn foreign file
+        if theirs is not None and (generation is None or int(generation) < int(theirs)):
+            raise Fenced(
+                self.uri,
+                f"commit {name}",
+                f"its row was written under lease generation {theirs}, newer than {generation}",
+            )
+
+    def write_stop(self, grid: str, key: str, decision: dict) -> None:
+        """A halving's decision to stop cell `key` (orchestrator/halving/scheduler.py), which the
+        cell's trial reads back to write itself as stopped."""
+        self._put(f"{grid}/stops/{key}.json", json.dumps(decision, sort_keys=True).encode())
+
+    def read_stop(self, grid: str, key: str) -> dict | None:
+        """The halving's decision to stop cell `key`, or None."""
+        found = self.read_tagged(f"{grid}/stops/{key}.json")
+        return json.loads(found[0]) if found else None
+
+    def clear_stop(self, grid: str, key: str) -> None:
+        """Forget a decision: the cell runs again and is judged again."""
+        self._delete(f"{grid}/stops/{key}.json")
+
+    def read_trials(self, grid: str, columns: list[str] | None = None) -> pa.Table:
+        """One row per cell of `grid`: its finished row, else its last failure; only
+        `columns` (with key and status) when given."""
+        finished = reader.latest_per_key(self._rows(grid, "trials", columns))
+        failures = self.read_failures(grid, columns)
+        done = set(finished.column("key").to_pylist())
+        keep = [i for i, k in enumerate(failures.column("key").to_pylist()) if k not in done]
+        if not keep:
+            return finished
+        if not finished.num_rows:
+            return failures.take(keep)
+        return reader.unify([finished, failures.take(keep)])
+
+    def read_failures(self, grid: str, columns: list[str] | None = None) -> pa.Table:
+        """The last failed attempt of every cell that has one (also of finished cells: a
+        failed `--force` rerun)."""
+        return reader.latest_per_key(self._rows(grid, "failures", columns))
+
+    def read_epochs(
+        self, grid: str, columns: list[str] | None = None, epochs: list[int] | None = None
+    ) -> pa.Table:
+        """The epoch rows of `grid`'s finished cells, each from the run its row names; only
+        `columns` (with key and epoch) and the rows of `epochs` when given."""
+        rows = reader.latest_per_key(self._rows(grid, "trials", ["run_id"]))
+        if epochs is not None:  # a halving's rung rows: through their index
+            from results.store import curve_index
+
+            return curve_index.read(self, grid, rows, columns, epochs)
+        return reader.read_curves(self, grid, rows, columns, epochs)
+
+    def statuses(self, grid: str) -> dict[str, str]:
+        """{key: status} of every cell of `grid` in the store: its finished status, else
+        failed."""
+        out = {}
+        for kind in ("failures", "trials"):  # a finished row wins
+            table = self._rows(grid, kind, ["status"])
+            out.update(
+                zip(
+                    table.column("key").to_pylist(), table.column("status").to_pylist(), strict=True
+                )
+            )
+        return out
+
+    def _rows(self, grid: str, kind: str, columns: list[str] | None = None) -> pa.Table:
+        """Rows of a kind, through the reading machine's cache (results/store/reader.py). A
+        command lists `trials/` once: later reads reuse the first one's table."""
+        memo = self.__dict__.setdefault("_memo", {})
+        if (grid, kind) not in memo:
+            memo[(grid, kind)] = reader.read_rows(self, grid, kind, listing=self._tags(grid, kind))
+        table = memo[(grid, kind)]
+        if columns is None:
+            return table
+        want = dict.fromkeys([*reader.KINDS[kind], *columns])
+        return table.select([c for c in want if c in table.column_names])
+
+    def _tags(self, grid: str, kind: str) -> dict[str, str | None]:
+        """{name: version tag} of the listed row files of `kind` (trials or failures)."""
+        return {n: t for n, t in self._listing(grid).items() if layout.kind_of(grid, n) == kind}
+
+    def _listing(self, grid: str) -> dict[str, str | None]:
+        """{name: tag} under `<grid>/trials/` (finished rows and failures: one listing), and
+        under the previous release's `<grid>/failures/` until a launch moved them
+        (results/store/layout.py); once per command, or from `usage`'s listing of the grid."""
+        memo = self.__dict__.setdefault("_memo", {})
+        if (grid, "listing") not in memo:
+            scan = memo.get((grid, "*"))
+            if scan is None:
+                scan = self._scan(f"{grid}/trials")
+                if not reader.failures_moved(self, grid):
+                    scan.update(self._scan(f"{grid}/{layout.LEGACY_FAILURES}"))
+            memo[(grid, "listing")] = {n: tag for n, (tag, _) in scan.items()}
+        return memo[(grid, "listing")]
+
+    def usage(self, grid: str) -> tuple[int, int]:
+        """(objects, bytes) the store holds for `grid`, counted now: one listing of its
+        folder, which this command's later reads reuse. `grid status` shows the count the
+        last launch recorded instead, where there is one (results/store/prune.py)."""
+        scan = self._scan_grid(grid)
+        return len(scan), sum(size for _, size in scan.values())
+
+    def _scan_grid(self, grid: str) -> dict[str, tuple[str | None, int]]:
+        """One listing of the whole grid, which this command's reads of rows then reuse."""
+        scan = self._scan(grid)
+        self.__dict__.setdefault("_memo", {})[(grid, "*")] = scan
+        return dict(scan)
+
+    def forget(self) -> None:
+        """Drop what this object read: the next read lists the store again."""
+        self.__dict__.pop("_memo", None)
+
+    def _scan(self, folder: str) -> dict[str, tuple[str | None, int]]:
+        """{name: (version tag, bytes)} of every file under `folder`; a backend with no
+        cheap tag gives None (its rows are never cached)."""
+        return {n: (None, 0) for n in self._list(folder)}
+
+
+def _parquet(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()

@@ -1,0 +1,139 @@
+"""The result store: Parquet files in a folder or under an S3 prefix (this module: the folder
+backend; `results/store/s3.py`: S3; `results/store/base.py`: what both share).
+
+Layout: `<store>/<grid>/trials/<key>.parquet` (one row, the commit) and
+`<store>/<grid>/epochs/<key>/<run_id>.parquet` (one row per epoch of the run the row names)
+for a finished cell (completed, diverged or stopped); `<store>/<grid>/failures/<key>.parquet`
+(one row, with the error) for its last failed attempt. A file is named by the cell's key (and
+its curves by the run), so concurrent trials never write the same file and a rerun replaces
+its row instead of adding one. Writes are atomic: a local temp file renamed into place, or
+one S3 PUT of the whole file. A store of the previous release (`epochs/<key>.parquet`, rows
+without a run id) reads as before.
+
+Never lose a result: a failure is kept in its own folder, so a failed or interrupted attempt
+(a `--force` rerun, say) never replaces a finished row; only a finished attempt replaces one,
+and it clears the cell's failure. A write under a lost lease is refused (`Fenced`). Reads show
+a cell's finished row where it has one, else its failure.
+
+Reading skips a corrupt or foreign file with a warning that names it, and unifies files whose
+columns differ (a newer version added one) into one table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import uuid
+from pathlib import Path
+
+from results.store.base import Store, StoreError
+
+
+class LocalStore(Store):
+    """A folder; writes go to a hidden temp file in the same folder, then os.replace."""
+
+    def __init__(self, root: str | Path, uri: str | None = None):
+        self.root = Path(root)
+        self.uri = uri or str(root)
+
+    def _put(self, name: str, data: bytes) -> None:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Hidden name: readers (ours and pyarrow.dataset) ignore files starting with '.'.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(self.uri, f"cannot write {name}", e.strerror or str(e)) from None
+
+    def _get(self, name: str) -> str:
+        return str(self.root / name)
+
+    def _list(self, folder: str) -> list[str]:
+        return sorted(self._scan(folder))
+
+    def _scan(self, folder: str) -> dict[str, tuple[str, int]]:
+        # every file under `folder`, as an S3 listing of its prefix gives them; the tag
+        # (size, mtime, inode) changes with each os.replace
+        out = {}
+        stack = [(self.root / folder, folder)]
+        while stack:
+            path, name = stack.pop()
+            try:
+                entries = list(os.scandir(path))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for e in entries:
+                if e.is_dir(follow_symlinks=False):
+                    stack.append((e.path, f"{name}/{e.name}"))
+                else:
+                    st = e.stat(follow_symlinks=False)
+                    tag = f"{st.st_size}-{st.st_mtime_ns}-{st.st_ino}"
+                    out[f"{name}/{e.name}"] = (tag, st.st_size)
+        return out
+
+    def _delete(self, name: str) -> None:
+        (self.root / name).unlink(missing_ok=True)
+
+    def check_writable(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(self.uri, "not writable", e.strerror or str(e)) from None
+        super().check_writable()
+
+    def create(self, name: str, data: bytes) -> bool:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp.write_bytes(data)
+        try:
+            os.link(tmp, path)  # fails if `path` exists: an exclusive create with full content
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def read_tagged(self, name: str) -> tuple[bytes, str] | None:
+        try:
+            data = (self.root / name).read_bytes()
+        except FileNotFoundError:
+            return None
+        return data, hashlib.sha256(data).hexdigest()
+
+    @contextlib.contextmanager
+    def _locked(self, name: str):
+        # flock on a side file: compare-and-swap between processes of this machine (a local
+        # store is one machine's folder; check_shared_store refuses it on a cluster)
+        # one lock per grid, in a hidden folder: no side file beside each result
+        lock = self.root / ".locks" / f"{name.split('/', 1)[0]}.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            yield
+
+    def replace_if(self, name: str, data: bytes, tag: str) -> bool:
+        with self._locked(name):
+            now = self.read_tagged(name)
+            if now is None or now[1] != tag:
+                return False
+            self._put(name, data)
+            return True
+
+    def delete_if(self, name: str, tag: str) -> bool:
+        with self._locked(name):
+            now = self.read_tagged(name)
+            if now is None or now[1] != tag:
+                return False
+            self._delete(name)
+            return True
+
+    def list_grids(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / "trials").is_dir())

@@ -1,0 +1,334 @@
+"""Reading the store: rows through a cache checked against the listing, curves from the run
+each row names, only the columns (and epochs) a command needs.
+
+Rows (`trials/`, `trials/_failures/`: one small file per cell) are cached on the reading machine, in
+`$GRID_CACHE_DIR` (default `~/.cache/grid`), one Parquet file per store, grid and kind, each
+row beside the name and version tag (S3 ETag; size and mtime locally) of the file it came
+from. A read lists the folder (one request per 1,000 files on S3), keeps the cached rows
+whose file is unchanged, and reads only the new or changed files: the listing is the truth
+and the cache is never trusted beyond it (Delta Lake's habit). A lost or corrupt cache only
+costs a full read.
+
+Curves (`epochs/<key>/<run_id>.parquet`) are read only for the rows that name them, with
+pyarrow's column projection and an epoch filter: a halving reads the rung rows it judges,
+not every epoch. A row of the previous release has no `run_id`; its curves are
+`epochs/<key>.parquet`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from results.store.layout import curve_name, is_result
+
+# kind -> required columns
+KINDS = {"trials": ("key", "status"), "epochs": ("key", "epoch"), "failures": ("key", "status")}
+READ_THREADS = 16  # parallel GETs: an S3 grid of hundreds of cells reads in seconds
+CACHE_ENV = "GRID_CACHE_DIR"
+_FILE, _TAG = "_file", "_tag"  # the cache's own columns
+
+
+class StoreWarning(UserWarning):
+    """A result file that was skipped (corrupt, or not written by grid)."""
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def read_file(
+    store, name: str, kind: str, columns: list[str] | None = None, epochs: list[int] | None = None
+) -> pa.Table | None:
+    """One result file, only `columns` (and only the rows of `epochs`); None with a
+    StoreWarning naming it when it is corrupt, foreign or gone."""
+    try:
+        source = store._get(name)
+    except Exception as e:  # noqa: BLE001 - a file deleted since the listing: skip it
+        warnings.warn(f"{store.uri}/{name}: skipped ({_one_line(e)})", StoreWarning, stacklevel=2)
+        return None
+    where = source if isinstance(source, str) else f"{store.uri}/{name}"
+    try:
+        src = source if isinstance(source, str) else pa.BufferReader(source)
+        table = _read_parquet(src, kind, columns, epochs)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        warnings.warn(
+            f"{where}: skipped, not a readable Parquet file ({_one_line(e)})",
+            StoreWarning,
+            stacklevel=2,
+        )
+        return None
+    missing = [c for c in KINDS[kind] if c not in table.column_names]
+    if missing:
+        warnings.warn(
+            f"{where}: skipped, not a grid {kind} file (no '{missing[0]}' column)",
+            StoreWarning,
+            stacklevel=2,
+        )
+        return None
+    return table.replace_schema_metadata(None)
+
+
+def _read_parquet(src, kind: str, columns: list[str] | None, epochs: list[int] | None):
+    pf = pq.ParquetFile(src)
+    names = pf.schema_arrow.names
+    want = None if columns is None else [c for c in dict.fromkeys([*KINDS[kind], *columns])]
+    table = pf.read(columns=None if want is None else [c for c in want if c in names])
+    if epochs is not None and "epoch" in table.column_names:
+        import pyarrow.compute as pc  # 70 ms of start-up: only where an epoch filter is asked
+
+        table = table.filter(pc.is_in(table.column("epoch"), pa.array(epochs, pa.int64())))
+    return table
+
+
+def read_many(store, names: list[str], kind: str, **kw) -> list[pa.Table]:
+    """The readable ones of `names`, read in parallel."""
+    if not names:
+        return []
+    with ThreadPoolExecutor(min(READ_THREADS, len(names))) as pool:
+        tables = list(pool.map(lambda n: read_file(store, n, kind, **kw), names))
+    return [t for t in tables if t is not None]
+
+
+def empty(kind: str) -> pa.Table:
+    return pa.schema([(c, pa.string()) for c in KINDS[kind]]).empty_table()  # no pandas
+
+
+def read_rows(
+    store, grid: str, kind: str, columns: list[str] | None = None, listing: dict | None = None
+) -> pa.Table:
+    """Every row of `grid`'s `kind` folder (trials or failures), through the caches; only
+    `columns` (with key and status) when given. `listing`: {name: tag} of the folder, when
+    the caller listed it already."""
+    table = indexed_rows(store, grid, kind, listing)
+    if table is None:
+        return empty(kind)
+    table = table.drop_columns([_FILE, _TAG])
+    if columns is not None:
+        want = dict.fromkeys([*KINDS[kind], *columns])
+        table = table.select([c for c in want if c in table.column_names])
+    return table
+
+
+def indexed_rows(store, grid: str, kind: str, listing: dict | None = None) -> pa.Table | None:
+    """The rows of the listed files, each beside its file's name and tag: from this
+    machine's cache, else the store's index (`<grid>/_index/<kind>.parquet`, which a launch
+    writes), for every file whose tag is unchanged; read from the file otherwise."""
+    if listing is None:
+        listing = store._tags(grid, kind)
+    listing = {n: t for n, t in listing.items() if is_result(n)}
+    path = _cache_path(store, grid, kind)
+    cached = _load_cache(path)
+    parts, known = _matching(cached, listing, set())
+    index = None
+    if len(known) < len(listing):  # the machine's cache lacks some: the store's index
+        index = _load_index(store, grid, kind)
+        more, known = _matching(index, listing, known)
+        parts += more
+    new = sorted(n for n in listing if n not in known)
+    parts += [
+        t.append_column(_FILE, pa.array([n] * t.num_rows, pa.string())).append_column(
+            _TAG, pa.array([listing[n]] * t.num_rows, pa.string())
+        )
+        for n, t in zip(new, read_each(store, new, kind), strict=True)
+        if t is not None
+    ]
+    if not parts:
+        return None
+    table = unify(parts)
+    if new or index is not None or cached is None or cached.num_rows != table.num_rows:
+        _save_cache(path, table)
+    return table
+
+
+def _matching(table: pa.Table | None, listing: dict, known: set) -> tuple[list, set]:
+    """The rows of `table` whose file is listed with the same tag, and not `known` yet."""
+    if table is None:
+        return [], known
+    keep, known = [], set(known)
+    files, tags = table.column(_FILE).to_pylist(), table.column(_TAG).to_pylist()
+    for i, (n, t) in enumerate(zip(files, tags, strict=True)):
+        if t is not None and n not in known and listing.get(n) == t:
+            keep.append(i)
+    known |= {files[i] for i in keep}
+    if len(keep) == table.num_rows:  # all still listed as they were: no take (and no
+        return [table], known  # import of pyarrow.compute, 70 ms of a command's start)
+    return ([table.take(keep)] if keep else []), known
+
+
+INDEX = "_index"  # <grid>/_index/<kind>.parquet: the rows, compacted by a launch
+
+
+MOVED = b"grid.failures_moved"  # the trials index's metadata: no failures/ folder to list
+
+
+def _load_index(store, grid: str, kind: str) -> pa.Table | None:
+    """The store's index of `kind` (one GET, once per command: the store object keeps it)."""
+    memo = store.__dict__.setdefault("_memo", {})
+    if (grid, INDEX, kind) not in memo:
+        found = store.read_tagged(f"{grid}/{INDEX}/{kind}.parquet")
+        table = None
+        if found is not None:
+            try:
+                table = pq.ParquetFile(pa.BufferReader(found[0])).read()
+            except (OSError, pa.ArrowException, ValueError):
+                table = None
+        ok = table is not None and {_FILE, _TAG} <= set(table.column_names)
+        memo[(grid, INDEX, kind)] = table if ok else None
+    return memo[(grid, INDEX, kind)]
+
+
+def failures_moved(store, grid: str) -> bool:
+    """Whether every failure of `grid` is under `trials/` (results/store/layout.py): a launch's
+    pruning moved the previous release's `failures/` and said so in the rows' index. This
+    machine remembers it once seen; else it costs the index's GET, which a first read on a
+    machine makes anyway (and then reuses)."""
+    flag = _cache_path(store, grid, "moved")
+    if flag.exists():
+        return True
+    index = _load_index(store, grid, "trials")
+    moved = index is not None and (index.schema.metadata or {}).get(MOVED) == b"1"
+    if moved:
+        _save_cache_bytes(flag, b"1")
+    return moved
+
+
+def write_index(store, grid: str, moved: bool = False) -> dict[str, int | None]:
+    """Compact the rows of `grid` into the store's index, which readers on any machine
+    check against the listing: a first read there costs one GET, not one per cell. With
+    `moved` (pruning moved the previous release's failures), the trials index says so.
+    {name: bytes written, or None where deleted}."""
+    out: dict[str, int | None] = {}
+    for kind in ("trials", "failures"):
+        table = indexed_rows(store, grid, kind)
+        name = f"{grid}/{INDEX}/{kind}.parquet"
+        if table is None and kind == "trials" and moved:  # no rows, but the flag
+            table = pa.schema([(c, pa.string()) for c in (*KINDS[kind], _FILE, _TAG)]).empty_table()
+        if table is None:
+            store._delete(name)
+            out[name] = None
+            continue
+        if kind == "trials" and moved:
+            table = table.replace_schema_metadata({MOVED: b"1"})
+            _save_cache_bytes(_cache_path(store, grid, "moved"), b"1")
+        sink = io.BytesIO()
+        pq.write_table(table, sink)
+        store._put(name, sink.getvalue())
+        out[name] = len(sink.getvalue())
+    return out
+
+
+def read_each(
+    store, names: list[str], kind: str, epochs: list[int] | None = None
+) -> list[pa.Table | None]:
+    """Each of `names` (None where unreadable), read in parallel."""
+    if not names:
+        return []
+    with ThreadPoolExecutor(min(READ_THREADS, len(names))) as pool:
+        return list(pool.map(lambda n: read_file(store, n, kind, epochs=epochs), names))
+
+
+def _cache_path(store, grid: str, kind: str) -> Path:
+    root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "grid")
+    where = getattr(store, "root", None)
+    ident = str(Path(where).resolve()) if where is not None else store.uri
+    digest = hashlib.sha256(f"{ident}\0{grid}\0{kind}".encode()).hexdigest()[:20]
+    return root / f"{digest}.parquet"
+
+
+def _load_cache(path: Path) -> pa.Table | None:
+    table = _load_cache_file(path)
+    return table if table is not None and {_FILE, _TAG} <= set(table.column_names) else None
+
+
+def _load_cache_file(path: Path) -> pa.Table | None:
+    try:
+        return pq.ParquetFile(path).read()
+    except (OSError, pa.ArrowException, ValueError):
+        return None
+
+
+def _save_cache(path: Path, table: pa.Table) -> None:
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    _save_cache_bytes(path, sink.getvalue())
+
+
+def _save_cache_bytes(path: Path, data: bytes) -> None:
+    """Best effort: a read-only home or a full disk only costs the next read its speed."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def unify(tables: list[pa.Table]) -> pa.Table:
+    """Concatenate tables whose columns differ: missing columns become null, int widens to
+    float; a column whose types still clash across files is read as text."""
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        pass
+    types: dict[str, set] = {}
+    for t in tables:
+        for f in t.schema:
+            if not pa.types.is_null(f.type):
+                types.setdefault(f.name, set()).add(f.type)
+    clash = {
+        n
+        for n, ts in types.items()
+        if len(ts) > 1 and not all(pa.types.is_integer(x) or pa.types.is_floating(x) for x in ts)
+    }
+    cast = [
+        t.cast(
+            pa.schema([pa.field(f.name, pa.string()) if f.name in clash else f for f in t.schema])
+        )
+        for t in tables
+    ]
+    return pa.concat_tables(cast, promote_options="permissive")
+
+
+def latest_per_key(table: pa.Table) -> pa.Table:
+    """One row per key (a copied file could repeat one): the last to end wins, as in
+    benchopt's merge, so a rerun supersedes instead of duplicating."""
+    keys = table.column("key").to_pylist()
+    if len(set(keys)) == len(keys):
+        return table
+    ended = (
+        table.column("ended").to_pylist() if "ended" in table.column_names else [None] * len(keys)
+    )
+    best: dict[str, int] = {}
+    for i, (k, e) in enumerate(zip(keys, ended, strict=True)):
+        j = best.get(k)
+        if j is None or (e or "") >= (ended[j] or ""):
+            best[k] = i
+    return table.take(sorted(best.values()))
+
+
+def read_curves(
+    store, grid: str, rows: pa.Table, columns: list[str] | None = None, epochs=None
+) -> pa.Table:
+    """The epoch rows of the committed `rows` (key, run_id): each cell's curves only from the
+    run its row names."""
+    names = curve_names(grid, rows)
+    tables = read_many(store, names, "epochs", columns=columns, epochs=epochs)
+    return unify(tables) if tables else empty("epochs")
+
+
+def curve_names(grid: str, rows: pa.Table) -> list[str]:
+    """The curve files the committed `rows` (key, run_id) name."""
+    keys = rows.column("key").to_pylist()
+    runs = (
+        rows.column("run_id").to_pylist() if "run_id" in rows.column_names else [None] * len(keys)
+    )
+    return [curve_name(grid, k, r) for k, r in zip(keys, runs, strict=True)]
