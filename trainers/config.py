@@ -148,7 +148,7 @@ NON_IDENTITY = (
 )
 
 DATASETS = ("cifar10", "cifar100", "synthetic")
-AUGMENTS = ("crop", "flip", "cutout", "jitter", "rotate", "scale")
+AUGMENTS = ("crop", "flip", "cutout", "jitter", "rotate", "scale", "resized_crop")
 PROBES = ("filters", "weight_norms", "grad_norms")
 PREPROCESS = ("none", "standardize", "gcn_zca", "stretch", "raw", "center")
 OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta", "radam", "ranger")

@@ -89,3 +89,59 @@ def test_zero_decay_leaves_every_schedule_as_it_was():
         a = lr_factor({"name": name, "milestones": [2]}, 4, 7)
         b = lr_factor({"name": name, "milestones": [2], "decay": 0.0}, 4, 7)
         assert [a(s) for s in range(28)] == [b(s) for s in range(28)]
+
+
+# --- dataset.augment: resized_crop, torchvision's RandomResizedCrop(32) (seed 002) ---------
+
+
+def test_resized_crop_matches_torchvision_on_each_box():
+    from torchvision.transforms.v2 import functional as TF
+
+    from trainers import augment_extra
+
+    torch.manual_seed(0)
+    x = torch.rand(5, 3, 32, 32)
+    boxes = torch.tensor(
+        [[0, 0, 32, 32], [3, 7, 20, 15], [10, 2, 9, 12], [0, 16, 16, 16], [25, 25, 7, 7]],
+        dtype=torch.float32,
+    )
+    got = augment_extra.resized_crop(x, boxes)
+    for img, box, out in zip(x, boxes.long().tolist(), got, strict=True):
+        want = TF.resized_crop(img, *box, size=[32, 32], antialias=False)
+        torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)
+
+
+def test_resized_crop_boxes_follow_torchvision_get_params():
+    from trainers import augment_extra
+
+    gen = torch.Generator().manual_seed(0)
+    boxes = augment_extra.resized_crop_boxes(4000, (32, 32), gen, "cpu")
+    top, left, h, w = boxes.T
+    assert ((top >= 0) & (left >= 0) & (top + h <= 32) & (left + w <= 32)).all()
+    assert ((h >= 1) & (w >= 1)).all()
+    # Area within the scale range (rounding aside), aspect within the ratio range: torchvision
+    # draws log-uniform ratios in [3/4, 4/3] and areas uniform in [0.08, 1] of the image.
+    area = h * w / 1024
+    assert area.min() > 0.05 and area.max() <= 1.0
+    ratio = w / h
+    assert ratio.min() > 0.5 and ratio.max() < 2.0
+    # Uniform area fractions of the boxes that fit: the mean is near (0.08 + 1) / 2 for the
+    # small ones and the large ones that do not fit are redrawn, so the mean falls below it.
+    assert 0.35 < area.mean() < 0.55
+    # The same generator state gives the same boxes (the epoch's draws are reproducible).
+    again = augment_extra.resized_crop_boxes(
+        4000, (32, 32), torch.Generator().manual_seed(0), "cpu"
+    )
+    assert torch.equal(boxes, again)
+
+
+def test_resized_crop_is_an_augment_option_and_trains_a_batch():
+    from trainers import augment_extra
+
+    err, _ = config.CHECKS["dataset.augment"](["resized_crop", "flip"])
+    assert err is None
+    cfg = {"augment": ["resized_crop", "flip"], "mixup": 0.0}
+    assert augment_extra.enabled(cfg)
+    extra = augment_extra.draw_extra(8, 1, cfg, torch.Generator().manual_seed(1), "cpu")
+    assert extra.box is not None and extra.box.shape == (8, 4) and extra.any_image_op
+    assert not augment_extra.enabled({"augment": ["crop", "flip"], "mixup": 0.0})
