@@ -141,6 +141,11 @@ _002 = [
     ("model.batch_norm", False, f"{S002} §1.3: 'according to the request, I didn't use it'"),
     ("model.init", "xavier_uniform", f"{S002} §1.1: 'some use Xavier uniform'"),
     (
+        "dataset.augment",
+        ["flip", "resized_crop"],
+        f"{S002} §1.1: 'data augmentation: random resize and random horizontal'",
+    ),
+    (
         "train.lr",
         0.01,
         f"{S002} §1.2: 'the learning rate of 0.01 is the best, and I fixed it for the following models'",
@@ -408,7 +413,21 @@ FIELDS = [
         f"{S002} §1.3: 'base A and Base B run the entire 350 epochs'",
     ),
     *_rows("allcnn_fc_head.yaml", _002),
-    *_rows("allcnn_augment.yaml", _002),
+    *_rows("allcnn_augment.yaml", [f for f in _002 if f[0] != "dataset.augment"]),
+    (
+        "allcnn_augment.yaml",
+        {"dataset.augment": ["flip", "resized_crop"]},
+        "dataset.augment",
+        ["flip", "resized_crop"],
+        f"{S002} §1.1: 'random resize and random horizontal' (the section-1 cell)",
+    ),
+    (
+        "allcnn_augment.yaml",
+        {"model.arch": "allcnn_c"},
+        "model.arch",
+        "allcnn_c",
+        f"{S002} §1.4: 'After data augmentation with flip, random crop, color jittering, shift, scale' (on the ALL-C of §1)",
+    ),
     *_rows(
         "allcnn_transfer_vehicles.yaml",
         [f for f in _002 if f[0] not in ("dataset.val_size", "train.batch_size")],
