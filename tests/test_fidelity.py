@@ -767,3 +767,16 @@ def test_a_published_number_sits_on_one_recipe_only():
     # different numbers for the same metric.
     clash = {k: v for k, v in numbers.items() if len(v) > 1}
     assert not clash, f"cells with more than one published number: {clash}"
+
+
+@pytest.mark.parametrize(
+    ("grid", "settings"),
+    [("nin_table.yaml", 10), ("allcnn_init_bn.yaml", 6), ("resnet9_pool_first.yaml", 2)],
+)
+def test_seeded_grids_have_three_seeds_and_a_one_seed_table(grid, settings):
+    cells = expand(load_spec(GRIDS_DIR / grid))
+    assert len(cells) == 3 * settings
+    assert {c.config["train"]["seed"] for c in cells} == {0, 1, 2}
+    one = expand(load_spec(GRIDS_DIR / grid, ["seed=[0]"]))
+    assert len(one) == settings and {c.config["train"]["seed"] for c in one} == {0}
+    assert {c.key for c in one} <= {c.key for c in cells}
