@@ -152,6 +152,13 @@ _002 = [
     ),
 ]
 # seeds/003 (Shen Jianzhi).
+_003_SPLIT = [
+    (
+        "dataset.val_size",
+        0,
+        f"{S003} §3: 'It contains 50,000 in training set and 10,000 in test set' (implied: no validation split)",
+    ),
+]
 _003_BN = [
     (
         "model.batch_norm",
@@ -159,6 +166,7 @@ _003_BN = [
         f"{S003} §4.6: batch-normalization, used by every model of §5 and §6",
     ),
     ("model.dropout", 0.0, f"{S003} §4.7: 'the optimal dropout rate is no dropout'"),
+    *_003_SPLIT,
 ]
 # seeds/004 (NIN lab), "Training hyperparameters".
 _004 = [
@@ -514,7 +522,7 @@ FIELDS = [
         True,
         f"{S003} §5.3: 'three phases'",
     ),
-    *_rows("resnet_fast.yaml", _003_BN),
+    *_rows("resnet_fast.yaml", _003_BN[:2]),  # its validation split is ours: it picks the lr
     ("resnet_fast.yaml", None, "train.epochs", 12, f"{S003} §2: '(12 epochs)'"),
     (
         "resnet_fast.yaml",
@@ -650,6 +658,18 @@ FIELDS = [
         f"{S003} §2: '0.9127 in 80 epochs, 59 ConvLayers, 614,850 parameters'",
     ),
     ("densenet.yaml", None, "train.epochs", 80, f"{S003} §2: 'in 80 epochs'"),
+    *(
+        (g, None, "dataset.val_size", 0, _003_SPLIT[0][2])
+        for g in (
+            "densenet.yaml",
+            "toy_kernels.yaml",
+            "toy_channels.yaml",
+            "toy_activations.yaml",
+            "toy_depth.yaml",
+            "toy_deep_mish.yaml",
+            "toy_dropout.yaml",
+        )
+    ),
     ("toy_kernels.yaml", None, "model.depth", 2, f"{S003} Fig. 1: 'a 2-ConvLayer CNN'"),
     ("toy_channels.yaml", None, "model.depth", 2, f"{S003} Fig. 3: 'a 2-ConvLayer CNN'"),
     ("toy_activations.yaml", None, "model.depth", 3, f"{S003} Fig. 6: 'a 3-ConvLayer CNN'"),
