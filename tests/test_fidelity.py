@@ -98,6 +98,11 @@ _001 = [
     ),
     ("train.optimizer.weight_decay", 0.001, f"{S001} §2.2: 'Weight decay with lambda = 0.001'"),
     (
+        "train.optimizer.decay_norm_bias",
+        False,
+        f"{S001} §2.2: 'Lasagne ... was used': its regularization penalises the W tagged regularizable, never b",
+    ),
+    (
         "train.schedule.milestones",
         [200, 250, 300],
         f"{S001} §2.2: 'multiplying it by 0.1 after epochs 200, 250, 300'",
