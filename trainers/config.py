@@ -66,6 +66,10 @@ DEFAULTS: dict[str, Any] = {
         "depth": 3,  # plaincnn: conv layers
         "channels": [64, 128, 256],  # plaincnn: per layer (the last repeats) or one number
         "kernel_size": 3,  # plaincnn: per layer or one number
+        # Batch norm's running-average momentum and epsilon: torch's defaults. Keras'
+        # BatchNormalization (seed 004) is momentum 0.01 here (its 0.99), eps 1e-3.
+        "bn_momentum": 0.1,
+        "bn_eps": 1e-5,
     },
     "train": {
         "epochs": 350,
@@ -144,7 +148,7 @@ NON_IDENTITY = (
 )
 
 DATASETS = ("cifar10", "cifar100", "synthetic")
-AUGMENTS = ("crop", "flip", "cutout", "jitter", "rotate", "scale")
+AUGMENTS = ("crop", "flip", "cutout", "jitter", "rotate", "scale", "resized_crop")
 PROBES = ("filters", "weight_norms", "grad_norms")
 PREPROCESS = ("none", "standardize", "gcn_zca", "stretch", "raw", "center")
 OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta", "radam", "ranger")
@@ -222,6 +226,8 @@ CHECKS: dict[str, Callable[[Any], tuple[str | None, Any]]] = {
     "model.depth": number(0, integer=True),
     "model.channels": count_or_counts,
     "model.kernel_size": count_or_counts,
+    "model.bn_momentum": number(0, hi=1),
+    "model.bn_eps": number(0),
     "train.epochs": number(0, integer=True),
     "train.batch_size": number(0, integer=True),
     "train.lr": number(0),

@@ -334,7 +334,8 @@ def train_batches(
     draws = draw_augment(total, data.cfg, gen, device, tuple(data.train_x.shape[-2:]))
     extra = None
     if augment_extra.enabled(data.cfg):  # jitter, rotate, scale, mixup: drawn after the rest
-        extra = augment_extra.draw_extra(total, total // batch_size, data.cfg, gen, device)
+        size = tuple(data.train_x.shape[-2:])
+        extra = augment_extra.draw_extra(total, total // batch_size, data.cfg, gen, device, size)
     chunk = max(1, AUGMENT_CHUNK // batch_size) * batch_size  # whole batches per chunk
     for start in range(0, total, chunk):
         idx = order[start : start + chunk]
@@ -363,11 +364,14 @@ def _augmented(data: Data, idx: torch.Tensor, draws: Draws) -> torch.Tensor:
 def _augmented_extra(
     data: Data, idx: torch.Tensor, draws: Draws, extra: augment_extra.Extra
 ) -> torch.Tensor:
-    """`_augmented` with colour jitter before the crop and rotation/scale after cutout."""
+    """`_augmented` with colour jitter before the crop, and the random resized crop and
+    rotation/scale after cutout."""
     x = data.preprocess(data.train_x[idx])
     if extra.jitter is not None:
         x = augment_extra.jitter(x, extra.jitter, data.prep)
     x = apply_augment(x, draws, data.cfg)
+    if extra.box is not None:
+        x = augment_extra.resized_crop(x, extra.box)
     return x if extra.affine is None else augment_extra.affine(x, extra.affine)
 
 

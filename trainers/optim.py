@@ -111,6 +111,14 @@ def lr_factor(schedule: dict, epochs: int, steps_per_epoch: int) -> Callable[[in
     def factor(step: int) -> float:
         if step < warm:  # linear warmup: 1/warm .. 1
             return (step + 1) / warm
+        if name != "decay" and decay > 0:
+            # Keras: SGD(decay=d) divides whatever lr the epoch's schedule set (a
+            # LearningRateScheduler's steps) by 1 + d * iterations, counted over the whole
+            # run (seed 000's All-CNN-C: steps at 200/250/300 and the per-iteration decay).
+            return shape(step) / (1.0 + decay * (step - warm))
+        return shape(step)
+
+    def shape(step: int) -> float:
         if name == "multistep":  # milestones count whole epochs done
             epoch = step // steps_per_epoch
             return gamma ** sum(epoch >= m for m in milestones)

@@ -73,6 +73,8 @@ BASELINE: dict[str, Any] = {
     "dataset.classes": None,
     "train.body": "scratch",
     "train.body_lr": 1.0,
+    "model.bn_momentum": 0.1,
+    "model.bn_eps": 1e-5,
 }
 
 

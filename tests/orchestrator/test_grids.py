@@ -47,3 +47,13 @@ def test_quickstart_is_laptop_sized():
     assert len(trials) >= 8
     assert all(t.config["dataset"]["name"] == "synthetic" for t in trials)
     assert spec.resources["gpu"] == 0
+
+
+@pytest.mark.parametrize("path", GRIDS, ids=lambda p: p.name)
+def test_grid_s_override_example_plans(path, capsys):
+    # The header's "Override any key:" command is one a user copies: it must work.
+    import shlex
+
+    line = next(x for x in path.read_text().splitlines() if x.startswith("# Override any key:"))
+    args = shlex.split(line.split("grid launch", 1)[1])
+    assert main(["plan", *args]) == 0

@@ -12,6 +12,7 @@ given it.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +38,11 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "dropout": 0.0,
     "input_dropout": 0.0,
     "width": 1.0,
+    # PyTorch's BatchNorm2d defaults. Keras' BatchNormalization(momentum=0.99, epsilon=1e-3)
+    # is bn_momentum 0.01, bn_eps 1e-3: Keras keeps m * moving + (1 - m) * batch, torch
+    # (1 - momentum) * running + momentum * batch.
+    "bn_momentum": 0.1,
+    "bn_eps": 1e-5,
 }
 # Keys of the `model` section that are no constructor option: the name and the init.
 NOT_OPTIONS = ("arch", "init")
@@ -64,7 +70,9 @@ def create_model(name: str, *, num_classes: int = 10, **options: Any) -> nn.Modu
     factory = MODELS[resolve_name(name)]
     options = {**OPTION_DEFAULTS, **options}
     act_layer = get_activation(options.pop("activation"))
-    norm_layer = nn.BatchNorm2d if options.pop("batch_norm") else None
+    norm_layer = _norm_layer(
+        options.pop("batch_norm"), options.pop("bn_momentum"), options.pop("bn_eps")
+    )
     width, dropout, input_dropout = options["width"], options["dropout"], options["input_dropout"]
     if not width > 0:
         raise GridError(f"model.width: must be > 0, got {width!r}")
@@ -84,6 +92,16 @@ def create_model(name: str, *, num_classes: int = 10, **options: Any) -> nn.Modu
             },
         )
     )
+
+
+def _norm_layer(batch_norm: bool, momentum: float, eps: float) -> Callable | None:
+    """`nn.BatchNorm2d` (with `momentum` and `eps` when they are not torch's defaults), or
+    None without batch norm."""
+    if not batch_norm:
+        return None
+    if (momentum, eps) == (0.1, 1e-5):
+        return nn.BatchNorm2d
+    return functools.partial(nn.BatchNorm2d, momentum=momentum, eps=eps)
 
 
 def count_params(model: nn.Module) -> int:
