@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.expand import expand
-from orchestrator.spec import load_spec
+from orchestrator.spec.expand import expand
+from orchestrator.spec.load import load_spec
 from trainers.config import get_path
 
 GRIDS_DIR = Path(__file__).parents[1] / "grids"
