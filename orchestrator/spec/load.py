@@ -193,7 +193,7 @@ def _validate(doc: dict, path: Path, errors: list[str]) -> Spec | None:
     if "table" in doc and "tables" in doc:
         errors.append("table: give either 'table' (one) or 'tables' (a list), not both")
     tables_doc = doc.get("tables", [doc["table"]] if "table" in doc else [])
-    tables = check_tables(tables_doc, errors)
+    tables = check_tables(tables_doc, errors, lambda p: _axis_values(p, base, axes, include))
     halving = check_halving(doc.get("halving"), base, axes, include, resources, errors)
     stage = check_stage(doc.get("stage"), path, errors)
     description = doc.get("description", "")
@@ -269,6 +269,13 @@ def _axes(grid: Any, errors: list[str]) -> dict[str, list]:
             clean.append(v)
         axes[path] = clean
     return axes
+
+
+def _axis_values(path: str, base: dict, axes: dict[str, list], include: list[dict]) -> list:
+    """Every value config path `path` takes in the spec's cells (the base's when no axis
+    varies it), in the spec's order."""
+    found = list(axes[path]) if path in axes else [config.get_path(base, path)]
+    return list(dict.fromkeys(found + [c[path] for c in include if path in c]))
 
 
 def _cells(entries: Any, where: str, errors: list[str]) -> list[dict]:

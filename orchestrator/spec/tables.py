@@ -7,6 +7,7 @@ which is what `results/` receives. The format is documented in docs/spec.md.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from trainers import config
@@ -35,6 +36,7 @@ TABLE_KEYS = (
     "show",
     "reference",
     "reference_label",
+    "baseline",
 )
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -100,7 +102,52 @@ def _reference(ref: Any, rows: list[str], where: str, errors: list[str]) -> list
     return out
 
 
-def check_table(t: Any, where: str, errors: list[str]) -> dict | None:
+def _baseline(
+    doc: Any,
+    rows: list[str],
+    where: str,
+    errors: list[str],
+    values: Callable[[str], list] | None,
+) -> dict | None:
+    """`baseline` as {row axis path: value}: the row (or, naming some of the row axes, the
+    row of each group of the others) that every other row is compared with."""
+    if doc is None:
+        return None
+    if not isinstance(doc, dict) or not doc:
+        errors.append(
+            f"{where}: expected a mapping of row axis -> value, e.g. {{batch_norm: false}}"
+        )
+        return None
+    out = {}
+    for k, v in doc.items():
+        w = f"{where}.{k}"
+        path = _axis(k, w, errors)
+        if path is None:
+            continue
+        if path not in rows:
+            names = ", ".join(config.SHORT.get(r, r) for r in rows) or "none"
+            errors.append(f"{w}: not a row axis of this table (rows: {names})")
+            continue
+        err, v = config.CHECKS[path](v)
+        if err:
+            errors.append(f"{w}: {err}")
+            continue
+        known = values(path) if values is not None else None
+        if known is not None and v not in known:
+            errors.append(
+                f"{w}: no cell of the spec has {config.SHORT.get(path, path)}={v!r}; "
+                f"its cells have {', '.join(repr(x) for x in known)}"
+            )
+            continue
+        out[path] = v
+    return out
+
+
+def check_table(
+    t: Any, where: str, errors: list[str], values: Callable[[str], list] | None = None
+) -> dict | None:
+    """One normalised table; `values(path)`: the values an axis takes in the spec's cells
+    (None: not checked), for `baseline`."""
     if not isinstance(t, dict):
         errors.append(f"{where}: expected a mapping")
         return None
@@ -153,17 +200,21 @@ def check_table(t: Any, where: str, errors: list[str]) -> dict | None:
         "show": show,
         "reference": _reference(t.get("reference"), rows, f"{where}.reference", errors),
         "reference_label": str(t.get("reference_label", "paper")),
+        "baseline": _baseline(t.get("baseline"), rows, f"{where}.baseline", errors, values),
     }
 
 
-def check_tables(tables: Any, errors: list[str]) -> list[dict]:
-    """Normalised tables; problems are appended to `errors` as 'tables[i].key: message'."""
+def check_tables(
+    tables: Any, errors: list[str], values: Callable[[str], list] | None = None
+) -> list[dict]:
+    """Normalised tables; problems are appended to `errors` as 'tables[i].key: message'.
+    `values(path)`: the values an axis takes in the spec's cells (checks `baseline`)."""
     if not isinstance(tables, list):
         errors.append("tables: expected a list of tables")
         return []
     out, names = [], set()
     for i, t in enumerate(tables):
-        table = check_table(t, f"tables[{i}]", errors)
+        table = check_table(t, f"tables[{i}]", errors, values)
         if table is None:
             continue
         if table["name"] in names:

@@ -3,7 +3,8 @@
 A table (a normalised `tables:` entry of the spec) groups trials by its `rows` axes and its
 `columns` axis. Within each group it may first pick the value of `over` whose mean `best_by`
 is best (e.g. the best lr by validation accuracy); the trials left (several seeds, or any axis
-the table does not name) are averaged: mean, sample std (0 for one trial) and n. A cell with
+the table does not name) are averaged: mean, sample std (none for one trial) and n, and the 95 %
+t-interval (`results.tables.inference`). A cell with
 no completed trial is kept as missing, or as diverged when every trial of it diverged.
 
 No table hides a hole. The pick is made only among the `over` values whose every expected
@@ -29,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from results.store import schema
+from results.tables.inference import attach_statistics
 from results.tables.references import attach_references
 from results.tables.stops import halving_summary, stopped_at, stopped_values
 
@@ -56,6 +58,16 @@ class TableEntry:
     over_stopped: int = 0  # of those, the ones a halving stopped (finished, no candidate)
     missing: int = 0  # expected trials with no row at all (not run yet)
     stopped: list[int] = dataclasses.field(default_factory=list)  # rungs of stopped trials
+    samples: list[tuple[Any, float]] = dataclasses.field(default_factory=list)  # (seed, value)
+    run_s: float | None = None  # mean wall time of a completed run (what a seed more costs)
+    ci: tuple[float, float] | None = None  # the 95 % t-interval of the mean (n >= 2)
+
+    @property
+    def reference_inside(self) -> bool | None:
+        """Whether the published number lies in our 95 % interval; None without either."""
+        if self.ci is None or self.reference is None:
+            return None
+        return self.ci[0] <= self.reference <= self.ci[1]
 
     @property
     def holes(self) -> int:
@@ -94,6 +106,8 @@ class TableData:
     params_by_arch: dict[str, float]
     no_val: bool = False  # the table's trials had no validation set (val_size 0)
     halving: dict | None = None  # what a halving stopped, and the epochs it saved
+    # each compared entry's test against its baseline row (results.tables.inference)
+    comparisons: dict[tuple[tuple, Any], Any] = dataclasses.field(default_factory=dict)
 
 
 def metric_value(row: dict, metric: str, at: str = "final") -> float | None:
@@ -113,24 +127,30 @@ def higher_is_better(metric: str) -> bool:
 
 
 def _stats(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample std; no std for one value (n = 1 has no spread to show)."""
     if not values:
         return None, None
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
 def summarise(trials: list[dict], metric: str, at: str) -> TableEntry:
-    """Mean, std and n of the completed trials' metric; counts of diverged and failed."""
-    values = [
-        v
+    """Mean, std and n of the completed trials' metric, each value with its seed, the mean
+    wall time of a run; counts of diverged and failed."""
+    done = [
+        (t, v)
         for t in trials
         if t.get("status") == "completed"
         if (v := metric_value(t, metric, at)) is not None
     ]
+    values = [v for _, v in done]
     mean, std = _stats(values)
+    walls = [t["wall_s"] for t, _ in done if t.get("wall_s") is not None]
     return TableEntry(
         mean=mean,
         std=std,
         n=len(values),
+        samples=[(t.get("train.seed"), v) for t, v in done],
+        run_s=statistics.fmean(walls) if walls else None,
         diverged=sum(t.get("status") == "diverged" for t in trials),
         failed=sum(t.get("status") == "failed" for t in trials),
         keys=[t["key"] for t in trials],
@@ -286,6 +306,7 @@ def build_table(
         table=table, rows=rows, columns=cols, cells=cells, row_refs={}, extras={}, params_by_arch={}
     )
     attach_references(data, used)
+    attach_statistics(data)
     for row in rows:
         data.extras[row] = _extras([t for c in cols for t in used[(row, c)]], table["show"])
     archs: dict[str, list] = {}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,10 +18,13 @@ from rich.console import Console
 from rich.text import Text
 
 from results.store.reader import StoreWarning
+from results.tables import stat_text
 from results.tables.aggregate import TableData, TableEntry, build_table
 from results.tables.formats import (
     Layout,
     fmt_duration,
+    fmt_number,
+    fmt_value,
     to_csv,
     to_html,
     to_latex,
@@ -50,20 +52,6 @@ PARAM_NOTES = {
 }
 
 
-def fmt_value(value: Any) -> str:
-    """An axis value for display: yes/no, 0.05, a JSON list as crop+flip."""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, str) and value.startswith("["):
-        try:
-            return "+".join(str(v) for v in json.loads(value)) or "none"
-        except ValueError:
-            return value
-    return "-" if value is None else str(value)
-
-
 def fmt_params(n: float) -> str:
     """1.37M, 12.3K: millions to compare with the papers' ~1.3 M."""
     if n >= 1e5:
@@ -81,10 +69,6 @@ def fmt_extra(name: str, value: float | None) -> str:
     }.get(name, lambda v: f"{v:g}")(value)
 
 
-def _num(metric: str, v: float) -> str:
-    return f"{v:.4f}" if metric.endswith("_loss") else f"{v:.2f}"
-
-
 def hole_note(cell: TableEntry, over: str = "") -> str:
     """'best of 3/4 lr; 1 failed; 2 missing', or '' for a cell without holes."""
     parts = []
@@ -95,28 +79,38 @@ def hole_note(cell: TableEntry, over: str = "") -> str:
     return "; ".join(parts)
 
 
-def fmt_cell(cell: TableEntry, metric: str, pick: str = "", over: str = "") -> str:
+def fmt_cell(
+    cell: TableEntry, metric: str, pick: str = "", over: str = "", say_n: bool = False
+) -> str:
     """'12.34', '12.34 ± 0.56 (n=3)', 'div', 'stopped @25', 'failed' or 'missing' (+ ' @lr=0.05'
-    for a pick), with the cell's holes: '9.00 (best of 1/2 lr; 1 failed)'."""
+    for a pick), with the cell's holes: '9.00 (best of 1/2 lr; 1 failed)'. `say_n`: an entry
+    of one run says so, '12.34 (n=1)' (in a table whose other entries have intervals)."""
     hole = hole_note(cell, over)
     if cell.status != "ok":  # the holes are news only where part of the cell finished
         text = {"diverged": "div"}.get(cell.status, cell.status)
         if cell.status == "stopped":  # a halving stopped it at that rung
             text += " @" + "/".join(str(r) for r in sorted(set(cell.stopped)))
         return text + (f" ({hole})" if hole and cell.over_done else "")
-    text = _num(metric, cell.mean)
-    counts = [f"n={cell.n}"] if cell.n > 1 or cell.diverged else []
+    text = fmt_number(metric, cell.mean)
+    counts = [f"n={cell.n}"] if cell.n > 1 or cell.diverged or say_n else []
     counts += [f"{cell.diverged} div"] if cell.diverged else []
     counts += [hole] if hole else []
     if cell.n > 1:
-        text += f" ± {_num(metric, cell.std)}"
+        text += f" ± {fmt_number(metric, cell.std)}"
     return text + (f" ({', '.join(counts)})" if counts else "") + pick
+
+
+def entry_name(table: dict, row: tuple, col: Any = None) -> str:
+    """`arch=model_a, lr=0.05`: a table entry by its row (and column) values."""
+    coords = list(zip(table["rows"], row, strict=True))
+    coords += [(table["columns"], col)] if table["columns"] else []
+    return ", ".join(f"{axis_label(p)}={fmt_value(v)}" for p, v in coords)
 
 
 def fmt_reference(value: float | None, label: str | None, metric: str) -> str:
     if value is None:
         return ""
-    return _num(metric, value) + (f" ({label})" if label else "")
+    return fmt_number(metric, value) + (f" ({label})" if label else "")
 
 
 def metric_header(table: dict) -> str:
@@ -132,6 +126,7 @@ def _body(data: TableData) -> tuple[list[str], list[list[str]], list[bool]]:
     }
     header = [axis_label(p) for p in t["rows"]]
     numeric = [False] * len(header)
+    ci = stat_text.has_intervals(data)
 
     def add(name: str, is_number: bool = True) -> None:
         header.append(name)
@@ -144,9 +139,15 @@ def _body(data: TableData) -> tuple[list[str], list[list[str]], list[bool]]:
             if t["best_by"]:
                 add(axis_label(t["over"]), False)
             add(metric_header(t))
+        if ci:
+            add(stat_text.CI_HEADER)
         if col_refs[c]:
             add(t["reference_label"])
             add("Δ")
+            if ci:
+                add(f"{t['reference_label']} in CI", False)
+        for h in stat_text.baseline_headers(t) if t.get("baseline") else []:
+            add(h)
     if data.row_refs:
         add(t["reference_label"])
     for s in t["show"]:
@@ -157,6 +158,7 @@ def _body(data: TableData) -> tuple[list[str], list[list[str]], list[bool]]:
 def _row(data: TableData, row: tuple, col_refs: dict) -> list[str]:
     t, metric = data.table, data.table["metric"]
     out = [fmt_value(v) for v in row]
+    ci = stat_text.has_intervals(data)
     for c in data.columns:
         cell = data.cells[(row, c)]
         if not t["columns"] and t["best_by"]:
@@ -166,12 +168,15 @@ def _row(data: TableData, row: tuple, col_refs: dict) -> list[str]:
             if t["columns"] and t["best_by"] and cell.pick is not None
             else ""
         )
-        out.append(fmt_cell(cell, metric, pick, axis_label(t["over"]) if t["over"] else ""))
+        out.append(fmt_cell(cell, metric, pick, axis_label(t["over"]) if t["over"] else "", ci))
+        out += [stat_text.interval_text(cell, metric)] if ci else []
         if col_refs[c]:
             out += [
                 fmt_reference(cell.reference, cell.reference_label, metric),
                 "" if cell.delta is None else f"{cell.delta:+.2f}",
             ]
+            out += [stat_text.inside_text(cell)] if ci else []
+        out += stat_text.comparison_texts(data, row, c) if t.get("baseline") else []
     if data.row_refs:
         out.append(fmt_reference(*data.row_refs.get(row, (None, None)), metric))
     out += [fmt_extra(s, data.extras[row].get(s)) for s in t["show"]]
@@ -194,6 +199,7 @@ def notes(data: TableData) -> list[str]:
         out.append("mean ± sample std over n runs (seeds and axes the table does not name).")
     if any(c.reference is not None for c in cells):
         out.append(f"Δ = ours - {data.table['reference_label']}.")
+    out += stat_text.stat_notes(data, lambda row, col: entry_name(data.table, row, col))
     t = data.table
     if t["over"] and t["best_by"]:
         over = axis_label(t["over"])

@@ -10,6 +10,7 @@ import csv
 import dataclasses
 import html
 import io
+import json
 from typing import Any
 
 from rich.table import Table
@@ -37,6 +38,25 @@ def fmt_duration(seconds: float, clock: bool = False) -> str:
     if s < 60:
         return f"{s}s"
     return f"{m}m{sec:02d}s" if s < 3600 else f"{h}h{m:02d}m"
+
+
+def fmt_value(value: Any) -> str:
+    """An axis value for display: yes/no, 0.05, a JSON list as crop+flip."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, str) and value.startswith("["):
+        try:
+            return "+".join(str(v) for v in json.loads(value)) or "none"
+        except ValueError:
+            return value
+    return "-" if value is None else str(value)
+
+
+def fmt_number(metric: str, v: float) -> str:
+    """A value of `metric` as the tables write it: losses to 4 decimals, percentages to 2."""
+    return f"{v:.4f}" if metric.endswith("_loss") else f"{v:.2f}"
 
 
 def to_markdown(lay: Layout) -> str:
@@ -152,8 +172,15 @@ def _csv_value(v: Any) -> Any:
     return "" if v is None else v
 
 
+def _p_value(p: float | None) -> str | None:
+    """A p-value to 4 significant digits (a small one must not round to 0)."""
+    return None if p is None else f"{p:.4g}"
+
+
 def to_csv(datas: list) -> str:
-    """All tables as one tidy CSV: a line per cell, axes as columns, numbers unformatted."""
+    """All tables as one tidy CSV: a line per cell, axes as columns, numbers unformatted: the
+    95 % interval, the reference and whether it lies inside, and the baseline comparison
+    (difference, test, raw and Holm-adjusted p, significance, seeds that would separate)."""
     axes = list(
         dict.fromkeys(
             p for d in datas for p in d.table["rows"] + [d.table["columns"], d.table["over"]] if p
@@ -174,8 +201,17 @@ def to_csv(datas: list) -> str:
         "n_missing",
         "over_done",
         "over_total",
+        "ci_low",
+        "ci_high",
         "reference",
         "delta",
+        "reference_in_ci",
+        "vs_baseline",
+        "test",
+        "p",
+        "p_holm",
+        "significant",
+        "seeds_needed",
         *shows,
     ]
     buf = io.StringIO()
@@ -190,6 +226,9 @@ def to_csv(datas: list) -> str:
             if t["over"] and t["best_by"]:
                 vals[t["over"]] = cell.pick
             ref = cell.reference if cell.reference is not None else d.row_refs.get(row, (None,))[0]
+            comp = d.comparisons.get((row, col))
+            test = comp.test if comp is not None else None
+            ci = cell.ci or (None, None)
             w.writerow(
                 [
                     _csv_value(x)
@@ -207,8 +246,16 @@ def to_csv(datas: list) -> str:
                         cell.missing,
                         cell.over_done,
                         cell.over_total,
+                        *ci,
                         ref,
                         cell.delta,
+                        cell.reference_inside,
+                        comp.diff if comp is not None else None,
+                        test.test if test is not None else None,
+                        _p_value(test.p if test is not None else None),
+                        _p_value(comp.p_holm if comp is not None else None),
+                        comp.significant if test is not None else None,
+                        comp.seeds if comp is not None else None,
                         *[d.extras[row].get(s) for s in shows],
                     )
                 ]

@@ -185,6 +185,57 @@ def test_table_reference_mapping_becomes_where_list(tmp_path):
     assert t["reference"] == [{"where": {"model.arch": "allcnn_c"}, "value": 9.08, "label": None}]
 
 
+BASELINE_GRID = "name: t\ngrid: {arch: [model_a, model_b], batch_norm: [false, true]}\n"
+
+
+def test_table_baseline_is_normalised_to_paths(tmp_path):
+    table = "{rows: [arch, batch_norm], baseline: {model.batch_norm: false}}"
+    spec = load_spec(write(tmp_path, BASELINE_GRID + f"tables: [{table}]\n"))
+    assert spec.tables[0]["baseline"] == {"model.batch_norm": False}
+    plain = load_spec(write(tmp_path, BASE + "tables: [{rows: arch}]\n"))
+    assert plain.tables[0]["baseline"] is None
+
+
+@pytest.mark.parametrize(
+    "table,expected",
+    [
+        (
+            "{rows: arch, baseline: {batch_norm: false}}",
+            "tables[0].baseline.batch_norm: not a row axis of this table (rows: arch)",
+        ),
+        (
+            "{rows: arch, baseline: {arch: model_c}}",
+            "tables[0].baseline.arch: no cell of the spec has arch='model_c'; its cells have "
+            "'model_a', 'model_b'",
+        ),
+        (
+            "{rows: arch, baseline: {arch: modle_a}}",
+            "tables[0].baseline.arch: unknown arch 'modle_a' (did you mean 'model_a'?)",
+        ),
+        (
+            "{rows: arch, baseline: {colour: red}}",
+            "tables[0].baseline.colour: unknown key 'colour'",
+        ),
+        (
+            "{rows: [arch, batch_norm], baseline: {batch_norm: maybe}}",
+            "tables[0].baseline.batch_norm: ",
+        ),
+        (
+            "{rows: arch, baseline: model_a}",
+            "tables[0].baseline: expected a mapping of row axis -> value",
+        ),
+        (
+            "{rows: arch, baselin: {arch: model_a}}",
+            "tables[0].baselin: unknown key (did you mean 'baseline'?)",
+        ),
+    ],
+)
+def test_bad_baseline_is_one_line_naming_file_and_key(tmp_path, table, expected):
+    message = errors_of(tmp_path, BASELINE_GRID + f"tables: [{table}]\n")
+    assert message.count("\n") == 0, message
+    assert message.startswith(f"{tmp_path / 'spec.yaml'}: {expected}"), message
+
+
 def test_smoke_renames_and_caps(tmp_path):
     spec = smoke(load_spec(write(tmp_path, BASE)))
     assert spec.name == "t-smoke"

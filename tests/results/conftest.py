@@ -148,6 +148,7 @@ def table_spec(**kw) -> dict:
         "show": [],
         "reference_label": "paper",
         "reference": [],
+        "baseline": None,
     }
     t.update(kw)
     return t

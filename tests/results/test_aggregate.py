@@ -47,8 +47,11 @@ def test_seeds_average_with_sample_std(make_trial, summary, table):
     )
     cell = aggregate.build_table(table(rows=["model.arch"]), data).cells[(("allcnn_c",), None)]
     assert cell.n == 3 and cell.mean == pytest.approx(92.0) and cell.std == pytest.approx(2.0)
+    # 92 ± t(0.975, 2) 2 / sqrt(3), t(0.975, 2) = 4.303 (any t table)
+    assert cell.ci == pytest.approx((92 - 4.9683, 92 + 4.9683), abs=1e-4)
+    assert cell.samples == [(0, pytest.approx(90.0)), (1, pytest.approx(92.0)), (2, 94.0)]
     one = aggregate.build_table(table(), data[:1]).cells[(("allcnn_c",), None)]
-    assert one.n == 1 and one.std == 0.0
+    assert one.n == 1 and one.std is None and one.ci is None  # one run: no spread, no interval
 
 
 def test_best_by_picks_over_value_per_row(make_trial, summary, table):

@@ -18,43 +18,46 @@ from trainers.errors import GridError
 GOLDEN_MARKDOWN = """\
 ### Best lr per model: test error (%)
 
-| arch | lr | test error (%) | paper | Δ | params | wall time |
-| --- | --- | ---: | ---: | ---: | ---: | ---: |
-| model_a | 0.05 | 11.00 ± 1.41 (n=2) | 12.47 | -1.47 | 0.84M | 1h02m |
-| model_b | - | div (best of 1/2 lr; 1 failed) | 10.20 |  | 0.89M | 2m05s |
-| model_c | - | missing | 9.74 (Springenberg) |  | - | - |
+| arch | lr | test error (%) | 95% CI | paper | Δ | paper in CI | params | wall time |
+| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |
+| model_a | 0.05 | 11.00 ± 1.41 (n=2) | [-1.71, 23.71] | 12.47 | -1.47 | yes | 0.84M | 1h02m |
+| model_b | - | div (best of 1/2 lr; 1 failed) |  | 10.20 |  |  | 0.89M | 2m05s |
+| model_c | - | missing |  | 9.74 (Springenberg) |  |  | - | - |
 
-- model_b: 0.89M parameters, following the papers' layer tables; the papers state ~1.0M, \
-which disagrees with their own tables.
+- model_b: 0.89M parameters, following the papers' layer tables; the papers state ~1.0M, which disagrees with their own tables.
 - mean ± sample std over n runs (seeds and axes the table does not name).
 - Δ = ours - paper.
+- 95% CI: Student's t-interval of the mean over the n runs, mean ± t(0.975, n-1) · std / √n; an entry with n = 1 has none.
+- paper in CI: whether the published number lies inside our 95% CI.
 - The best lr is picked by val_acc among the lrs whose every run finished; a diverged run makes its lr the worst.
 - Incomplete: 2 of 3 cells have failed, missing or unfinished runs; rerun `grid launch` to fill them (`grid table --strict` exits 1).
 
 ### Test accuracy (%) per lr
 
-| arch | lr=0.1 | lr=0.05 | paper | Δ |
-| --- | ---: | ---: | ---: | ---: |
-| model_a | 85.50 ± 0.71 (n=2) | 89.00 ± 1.41 (n=2) | 88.50 | +0.50 |
-| model_b | 91.00 (1 failed) | div |  |  |
-| model_c | missing | missing |  |  |
+| arch | lr=0.1 | 95% CI | lr=0.05 | 95% CI | paper | Δ | paper in CI |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |
+| model_a | 85.50 ± 0.71 (n=2) | [79.15, 91.85] | 89.00 ± 1.41 (n=2) | [76.29, 101.71] | 88.50 | +0.50 | yes |
+| model_b | 91.00 (n=1, 1 failed) | - | div |  |  |  |  |
+| model_c | missing |  | missing |  |  |  |  |
 
 - mean ± sample std over n runs (seeds and axes the table does not name).
 - Δ = ours - paper.
+- 95% CI: Student's t-interval of the mean over the n runs, mean ± t(0.975, n-1) · std / √n; an entry with n = 1 has none.
+- paper in CI: whether the published number lies inside our 95% CI.
 - Incomplete: 4 of 6 cells have failed, missing or unfinished runs; rerun `grid launch` to fill them (`grid table --strict` exits 1).
 """
 
 GOLDEN_CSV = """\
-table,model.arch,train.lr,metric,at,status,mean,std,n,diverged,n_failed,n_missing,over_done,over_total,reference,delta,params,wall_s
-best_lr,model_a,0.05,test_error,final,ok,11,1.4142,2,0,0,0,2,2,12.47,-1.47,839242,3725
-best_lr,model_b,,test_error,final,diverged,,,0,2,1,0,1,2,10.2,,885610,125
-best_lr,model_c,,test_error,final,missing,,,0,0,0,4,0,2,9.74,,,
-lr_sweep,model_a,0.1,test_acc,final,ok,85.5,0.7071,2,0,0,0,0,0,,,,
-lr_sweep,model_a,0.05,test_acc,final,ok,89,1.4142,2,0,0,0,0,0,88.5,0.5,,
-lr_sweep,model_b,0.1,test_acc,final,ok,91,0,1,0,1,0,0,0,,,,
-lr_sweep,model_b,0.05,test_acc,final,diverged,,,0,2,0,0,0,0,,,,
-lr_sweep,model_c,0.1,test_acc,final,missing,,,0,0,0,2,0,0,,,,
-lr_sweep,model_c,0.05,test_acc,final,missing,,,0,0,0,2,0,0,,,,
+table,model.arch,train.lr,metric,at,status,mean,std,n,diverged,n_failed,n_missing,over_done,over_total,ci_low,ci_high,reference,delta,reference_in_ci,vs_baseline,test,p,p_holm,significant,seeds_needed,params,wall_s
+best_lr,model_a,0.05,test_error,final,ok,11,1.4142,2,0,0,0,2,2,-1.7062,23.7062,12.47,-1.47,true,,,,,,,839242,3725
+best_lr,model_b,,test_error,final,diverged,,,0,2,1,0,1,2,,,10.2,,,,,,,,,885610,125
+best_lr,model_c,,test_error,final,missing,,,0,0,0,4,0,2,,,9.74,,,,,,,,,,
+lr_sweep,model_a,0.1,test_acc,final,ok,85.5,0.7071,2,0,0,0,0,0,79.1469,91.8531,,,,,,,,,,,
+lr_sweep,model_a,0.05,test_acc,final,ok,89,1.4142,2,0,0,0,0,0,76.2938,101.7062,88.5,0.5,true,,,,,,,,
+lr_sweep,model_b,0.1,test_acc,final,ok,91,,1,0,1,0,0,0,,,,,,,,,,,,,
+lr_sweep,model_b,0.05,test_acc,final,diverged,,,0,2,0,0,0,0,,,,,,,,,,,,,
+lr_sweep,model_c,0.1,test_acc,final,missing,,,0,0,0,2,0,0,,,,,,,,,,,,,
+lr_sweep,model_c,0.05,test_acc,final,missing,,,0,0,0,2,0,0,,,,,,,,,,,,,
 """
 
 
@@ -85,15 +88,18 @@ def test_csv_golden_is_tidy_and_parses(golden, tmp_path):
 def test_latex_golden(golden, tmp_path):
     text, _ = run(*golden, "latex", tmp_path)
     for part in (
-        r"\begin{tabular}{llrrrrr}",
+        r"\begin{tabular}{llrrrrlrr}",
         r"\toprule",
         r"\midrule",
         r"\bottomrule",
         r"\caption{Best lr per model: test error (\%)}",
         r"\label{tab:best_lr}",
-        r"arch & lr & test error (\%) & paper & $\Delta$ & params & wall time \\",
-        r"model\_a & 0.05 & 11.00 $\pm$ 1.41 (n=2) & 12.47 & -1.47 & 0.84M & 1h02m \\",
-        r"model\_c & missing & missing &  &  \\",
+        r"arch & lr & test error (\%) & 95\% CI & paper & $\Delta$ & paper in CI & params & "
+        r"wall time \\",
+        r"model\_a & 0.05 & 11.00 $\pm$ 1.41 (n=2) & [-1.71, 23.71] & 12.47 & -1.47 & yes & "
+        r"0.84M & 1h02m \\",
+        r"model\_b & 91.00 (n=1, 1 failed) & - & div &  &  &  &  \\",
+        r"model\_c & missing &  & missing &  &  &  &  \\",
         r"\textasciitilde{}1.0M",
     ):
         assert part in text, part
