@@ -85,11 +85,14 @@ LATEX_ESCAPES = {
     "^": r"\textasciicircum{}",
     "±": r"$\pm$",
     "Δ": r"$\Delta$",
+    "α": r"$\alpha$",
+    "·": r"$\cdot$",
+    "√": r"$\surd$",
 }
 
 
 def latex_escape(text: str) -> str:
-    """`text` safe inside a LaTeX table cell (± and Δ as math)."""
+    """`text` safe inside a LaTeX table cell (±, Δ, α, · and √ as math)."""
     return "".join(LATEX_ESCAPES.get(ch, ch) for ch in text)
 
 

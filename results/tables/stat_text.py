@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from results.tables import stats
-from results.tables.formats import fmt_duration, fmt_number, fmt_value
+from results.tables.formats import fmt_number, fmt_value
 from trainers.config import axis_label
 
 CI_HEADER = "95% CI"
@@ -88,11 +88,17 @@ def _test_note(data: Any) -> str:
         "(marked W) where their seeds differ"
     )
     untested = sum(c.test is None and c.diff is not None for c in data.comparisons.values())
+    if not comps:
+        return (
+            f"Δ vs {baseline_name(data.table)}: our mean minus the baseline row's (the row "
+            f"with {baseline_name(data.table)} and the same other values); not tested: "
+            f"a test needs two runs or more on each side."
+        )
     return (
         f"Δ vs {baseline_name(data.table)}: our mean minus the baseline row's (the row with "
         f"{baseline_name(data.table)} and the same other values); p: {how}, Holm-corrected "
         f"over the {len(comps)} comparisons of this table; * p < {stats.ALPHA:g}."
-        + (f" {untested} comparisons with n = 1 on a side are not tested." if untested else "")
+        + (f" Not tested (n = 1 on a side): {untested} of the comparisons." if untested else "")
     )
 
 
@@ -102,7 +108,7 @@ def _seeds_note(name: str, comp: Any) -> str:
     if comp.seeds is None:
         return head + "; no number of seeds would separate the observed means."
     cost = (
-        f", about {fmt_duration(comp.cost_s)} of device time at their measured time per run"
+        f", about {comp.cost_s / 3600:,.1f} device-hours at the measured time per run"
         if comp.cost_s is not None
         else ""
     )

@@ -249,3 +249,64 @@ def golden(local_store, put, make_trial):
     stale = make_trial("golden", **{"model.arch": "model_c", "train.epochs": 1})
     put(local_store, stale, fake_summary(test_acc=0.99, val_acc=0.99))
     return spec, local_store
+
+
+# A table over seeds 0-2 with a baseline (tests/results/test_table_stats.py): test accuracy
+# (%) per (arch, batch norm) and seed; None: that seed has no result. model_a: 3 seeds each
+# side (paired); model_b with batch norm: a missing seed (Welch); model_c without: 1 seed.
+SEED_ACC = {
+    ("model_a", False): [90.0, 91.0, 92.0],
+    ("model_a", True): [92.5, 93.0, 94.0],
+    ("model_b", False): [88.0, 89.0, 90.5],
+    ("model_b", True): [89.5, 91.0, None],
+    ("model_c", False): [89.0, None, None],
+    ("model_c", True): [91.0, 91.5, 93.0],
+}
+SEED_TABLE = table_spec(
+    name="bn",
+    title="Batch norm: test accuracy (%)",
+    rows=["model.arch", "model.batch_norm"],
+    baseline={"model.batch_norm": False},
+    show=["wall_s"],
+    reference=[
+        {
+            "where": {"model.arch": "model_a", "model.batch_norm": True},
+            "value": 93.5,
+            "label": None,
+        },
+        {
+            "where": {"model.arch": "model_b", "model.batch_norm": False},
+            "value": 95.0,
+            "label": None,
+        },
+        {
+            "where": {"model.arch": "model_c", "model.batch_norm": False},
+            "value": 90.0,
+            "label": None,
+        },
+    ],
+)
+
+
+@pytest.fixture
+def seeds(local_store, put):
+    """(spec, store): SEED_ACC written, each run one hour of wall time."""
+    import dataclasses
+
+    from orchestrator.spec.expand import expand
+
+    spec = dataclasses.replace(
+        golden_spec([SEED_TABLE]),
+        name="bn",
+        axes={
+            "model.arch": ["model_a", "model_b", "model_c"],
+            "model.batch_norm": [False, True],
+            "train.seed": [0, 1, 2],
+        },
+    )
+    for trial in expand(spec):
+        model = trial.config["model"]
+        acc = SEED_ACC[(model["arch"], model["batch_norm"])][trial.config["train"]["seed"]]
+        if acc is not None:
+            put(local_store, trial, fake_summary(test_acc=acc / 100, wall_s=3600.0))
+    return spec, local_store
