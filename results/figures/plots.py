@@ -1,6 +1,8 @@
 """`grid plot`: the figures of each table of a spec, as PNG, SVG or PDF.
 
 Per table (`figures`):
+- `intervals`: each table entry's mean with its 95 % interval as an error bar and the
+  published number beside it (`results.figures.intervals`);
 - `curves`: the table's metric per epoch, one line per table cell, averaged over the trials
   the cell averages (seeds, and the picked `over` value when the table picks one);
 - `panels`: small multiples, one panel per table row, one line per learning rate (or `over`
@@ -22,6 +24,7 @@ from matplotlib.ticker import FuncFormatter, NullLocator
 from rich.console import Console
 from rich.text import Text
 
+from results.figures.intervals import intervals_figure
 from results.figures.panels import epoch_series, panels_figure
 from results.figures.style import (
     epoch_axis,
@@ -167,10 +170,11 @@ def figures(
     size: str = "two",
     titled: bool = True,
 ) -> dict[str, Figure]:
-    """Every figure of one table, by kind (`curves`, `panels`, `lr`); kinds with nothing to
-    draw are left out. `titled`: the table's title on each (a page shows it once instead).
-    Call inside `figstyle.paper_style()`."""
+    """Every figure of one table, by kind (`intervals`, `curves`, `panels`, `lr`); kinds with
+    nothing to draw are left out. `titled`: the table's title on each (a page shows it once
+    instead). Call inside `figstyle.paper_style()`."""
     out = {
+        "intervals": intervals_figure(data, size, titled),
         "curves": curves_figure(data, epochs, size, titled),
         "panels": panels_figure(data, trials, epochs, size, titled),
     }

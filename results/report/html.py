@@ -49,6 +49,7 @@ td.missing { color: var(--missing); font-style: italic; }
 td.diverged { color: #8a5a00; font-weight: 600; }
 td.failed { color: #a33a00; font-weight: 600; }
 td.stopped { color: var(--stopped); }
+h3.outside { color: #a33a00; }
 .grid-note { font-size: 13px; color: var(--muted); margin: 2px 0; }
 .scroll { overflow-x: auto; }
 figure { margin: 16px 0 8px; }

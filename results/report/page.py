@@ -1,7 +1,9 @@
 """`grid report`: one static HTML page per grid, the page a researcher shares.
 
-It holds each table of the spec as `grid table` gives it (reference, Δ, marks), the learning
-curves as small multiples and the lr-sensitivity figure per table, the grid's status (done,
+It holds each table of the spec as `grid table` gives it (reference, Δ, 95 % intervals,
+baseline comparisons), the entries whose published number lies outside our interval, the
+table as intervals (error bars), the learning curves as small multiples and the
+lr-sensitivity figure per table, the grid's status (done,
 diverged, failed with the errors, missing) and where the results came from. The page is one
 file with no script and no network (`results.report.html`). `watch` rewrites it while a
 launch runs; the page then reloads itself in the browser, so no server is needed.
@@ -28,8 +30,16 @@ from results.report.html import chips, definitions, esc, figure, page, simple_ta
 from results.report.probes import probe_section
 from results.report.provenance import provenance_items
 from results.tables.aggregate import build_table
-from results.tables.build import axis_label, fmt_value, full_view, layout, metric_header
-from results.tables.formats import to_html
+from results.tables.build import (
+    axis_label,
+    entry_name,
+    fmt_reference,
+    fmt_value,
+    full_view,
+    layout,
+    metric_header,
+)
+from results.tables.formats import fmt_number, to_html
 
 STATUS_ORDER = ("done", "stopped", "diverged", "failed", "missing")
 STORE_STATUS = {
@@ -115,6 +125,9 @@ def status_section(status: dict[str, list[dict]]) -> str:
 
 
 CAPTIONS = {
+    "intervals": "The table as intervals: each entry's mean over its runs with the 95 % "
+    "t-interval as an error bar{ref}; an entry of one run (n = 1) is a hollow marker with no "
+    "bar.",
     "panels": "Learning curves, one panel per table row: {metric} per epoch (solid) and the "
     "training {kind} (dashed), one line per {vary} and seed{pick}. "
     "A cross ends a diverged run.",
@@ -137,6 +150,33 @@ def _caption(kind: str, table: dict) -> str:
         if best
         else "",
         ring=f"; ringed: the lr picked by {table['best_by']}" if best else "",
+        ref=f", and the published number ({table['reference_label']}) as a diamond"
+        if table["reference"]
+        else "",
+    )
+
+
+def outside_section(data: Any) -> str:
+    """The entries whose published number lies outside our 95 % interval, as a list under
+    the table ('' when every reference is inside, or none can be judged)."""
+    outside = [
+        (coord, cell) for coord, cell in data.cells.items() if cell.reference_inside is False
+    ]
+    if not outside:
+        return ""
+    metric, label = data.table["metric"], data.table["reference_label"]
+    rows = [
+        [
+            entry_name(data.table, row, col),
+            f"{fmt_number(metric, cell.mean)} (n={cell.n})",
+            f"[{fmt_number(metric, cell.ci[0])}, {fmt_number(metric, cell.ci[1])}]",
+            fmt_reference(cell.reference, cell.reference_label, metric),
+            f"{cell.delta:+.2f}",
+        ]
+        for (row, col), cell in outside
+    ]
+    return f'<h3 class="outside">{esc(label)} outside our 95% interval</h3>' + simple_table(
+        ["entry", "ours", "95% CI", label, "Δ"], rows, cls="outside"
     )
 
 
@@ -168,6 +208,7 @@ def table_section(
     parts = [
         f'<section id="table-{esc(name)}"><h2>Table <code>{esc(name)}</code></h2>',
         f'<div class="scroll">{to_html(layout(data))}</div>',
+        outside_section(data),
     ]
     if data.halving and table["over"]:  # every value of `over`, stopped ones with their rung
         full = build_table(full_view(table), trials, expected, getattr(spec, "axes", {}) or {})
@@ -180,7 +221,7 @@ def table_section(
         return "\n".join(parts + ["</section>"])
     with paper_style():
         figs = figures(data, trials, epochs, "two", titled=False)
-        for kind in ("panels", "lr"):
+        for kind in ("intervals", "panels", "lr"):
             if kind in figs:
                 parts.append(
                     figure(

@@ -50,9 +50,11 @@ def test_plot_command_writes_valid_pngs(golden, tmp_path):
     console = quiet()
     assert plot_command(*golden, out, console=console, expected=expected_cells(golden[0])) == 0
     names = sorted(p.name for p in out.iterdir())
-    # both tables vary the lr (over, columns): curves, panels and metric vs lr for each
+    # both tables vary the lr (over, columns): intervals, curves, panels and metric vs lr
     assert names == [
-        f"{t}_{k}.png" for t in ("best_lr", "lr_sweep") for k in ("curves", "lr", "panels")
+        f"{t}_{k}.png"
+        for t in ("best_lr", "lr_sweep")
+        for k in ("curves", "intervals", "lr", "panels")
     ]
     for path in out.iterdir():
         assert path.read_bytes().startswith(PNG)
@@ -65,7 +67,7 @@ def test_pdf_is_a_one_page_paper_figure(golden, tmp_path):
     pypdf = pytest.importorskip("pypdf")
     assert plot_command(*golden, tmp_path, console=quiet(), fmt="pdf", size="one") == 0
     pdfs = sorted(tmp_path.glob("*.pdf"))
-    assert len(pdfs) == 6 and not list(tmp_path.glob("*.png"))
+    assert len(pdfs) == 8 and not list(tmp_path.glob("*.png"))
     for path in pdfs:
         assert path.read_bytes().startswith(b"%PDF-")
         reader = pypdf.PdfReader(path)
@@ -78,7 +80,7 @@ def test_pdf_is_a_one_page_paper_figure(golden, tmp_path):
 def test_svg_is_valid_xml_with_the_paper_width(golden, tmp_path):
     assert plot_command(*golden, tmp_path, console=quiet(), fmt="svg") == 0
     svgs = sorted(tmp_path.glob("*.svg"))
-    assert len(svgs) == 6
+    assert len(svgs) == 8
     for path in svgs:
         root = ET.parse(path).getroot()
         assert root.tag == "{http://www.w3.org/2000/svg}svg"
@@ -174,13 +176,17 @@ def test_panels_one_per_row_picked_lr_bold(golden):
     assert "lr=0.05" in labels and "test error" in labels and "train error" in labels
 
 
-def test_plot_command_without_lr_axis_draws_curves_and_panels(
+def test_plot_command_without_lr_axis_draws_intervals_curves_and_panels(
     local_store, make_trial, summary, put, table, tmp_path
 ):
     put(local_store, make_trial("p", **{"model.arch": "nin"}), summary())
     spec = SimpleNamespace(name="p", axes={}, tables=[table(name="t")])
     assert plot_command(spec, local_store, tmp_path / "f", console=quiet()) == 0
-    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == ["t_curves.png", "t_panels.png"]
+    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == [
+        "t_curves.png",
+        "t_intervals.png",
+        "t_panels.png",
+    ]
 
 
 def test_plot_command_on_an_empty_store(spec_factory, tmp_path):
@@ -197,3 +203,24 @@ def test_formats_are_the_cli_choices():
     plot = parser()._subparsers._group_actions[0].choices["plot"]
     fmt = next(a for a in plot._actions if a.dest == "format")
     assert tuple(fmt.choices) == FORMATS
+
+
+def test_intervals_figure_draws_the_95_ci_and_no_bar_for_one_seed(seeds):
+    """Each entry's error bar spans its t-interval; the n = 1 entry is a bare hollow point."""
+    from results.figures.intervals import intervals_figure
+
+    spec, store = seeds
+    trials, _ = load_results(spec, store, expected_cells(spec), quiet())
+    data = build_table(spec.tables[0], trials, expected_cells(spec), spec.axes)
+    with paper_style():
+        fig = intervals_figure(data, titled=False)
+    ax = fig.axes[0]
+    bars = [c for c in ax.containers if hasattr(c, "has_xerr") and c.has_xerr]
+    assert len(bars) == 5  # six entries, one of them a single run
+    spans = sorted(
+        tuple(round(x, 2) for x in seg[:, 0]) for b in bars for seg in b.lines[2][0].get_segments()
+    )
+    assert (88.52, 93.48) in spans  # model_a without batch norm: 91 ± 4.303 / sqrt(3)
+    assert [t.get_text() for t in ax.get_yticklabels()][4] == "model_c, no"
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["mean, 95% CI", "n = 1: no interval", "paper"]

@@ -62,8 +62,10 @@ def test_page_holds_tables_status_figures_and_provenance(golden):
     assert '<pre class="error">CUDA error</pre>' in text  # the failed cell's error
     imgs = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)"', text)
     assert [alt for alt, _ in imgs] == [
+        "best_lr intervals",
         "best_lr panels",
         "best_lr lr",
+        "lr_sweep intervals",
         "lr_sweep panels",
         "lr_sweep lr",
     ]
@@ -71,6 +73,29 @@ def test_page_holds_tables_status_figures_and_provenance(golden):
     # provenance: host, device-hours (4 x 3725 s + 3 x 125 s), dates
     assert "test-host" in text and "4.24 device-hours" in text
     assert "2024-01-01 00:00 to 2024-01-01 01:00 UTC" in text
+
+
+def test_page_lists_the_references_outside_the_interval(seeds):
+    spec, store = seeds
+    expected = expected_cells(spec)
+    trials, epochs = load_results(spec, store, expected, quiet())
+    text, _ = render_report(spec, trials, epochs, expected, now=NOW)
+    head = '<h3 class="outside">paper outside our 95% interval</h3>'
+    assert text.count(head) == 1
+    listed = text.split(head)[1].split("</table>")[0]
+    # model_b without batch norm: 95.00 above [86.04, 92.29]; model_a's 93.50 lies inside
+    # [91.27, 95.06] and model_c's 90.00 has no interval to judge (n = 1): neither is listed
+    assert listed.count("<tr>") == 2  # the header and one entry
+    for cell in ("arch=model_b, batch_norm=no", "89.17 (n=3)", "[86.04, 92.29]", "95.00", "-5.83"):
+        assert f"<td>{cell}</td>" in listed, cell
+    assert "<td>0.012 *</td>" not in listed and '<td class="num">0.012 *</td>' in text
+    assert re.search(r'<img alt="bn intervals" src="data:image/png;base64,', text)
+    assert "95 % t-interval as an error bar, and the published number (paper)" in text
+
+
+def test_no_list_when_every_reference_is_inside(golden):
+    text, _ = golden_page(golden)
+    assert 'class="outside"' not in text  # 12.47 and 88.50 lie in their (wide, n = 2) CIs
 
 
 def test_tables_with_the_same_figures_draw_them_once(spec_factory, golden):
@@ -81,7 +106,7 @@ def test_tables_with_the_same_figures_draw_them_once(spec_factory, golden):
     spec = spec_factory(tables=[GOLDEN_TABLES[0], twin])
     trials, epochs = load_results(spec, store, expected_cells(spec), quiet())
     text, _ = render_report(spec, trials, epochs, expected_cells(spec), now=NOW)
-    assert text.count('<table class="grid-table">') == 2 and text.count("<img") == 2
+    assert text.count('<table class="grid-table">') == 2 and text.count("<img") == 3
     assert 'Its figures are those of <a href="#table-best_lr">' in text
 
 
@@ -218,7 +243,7 @@ def test_chromium_renders_the_report(golden, tmp_path):
     dom = _browse(tmp_path, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri())
     assert 'data-probe="done"' in dom
     decoded = [int(w) for w in re.findall(r'data-decoded="(\d+)"', dom)]
-    assert len(decoded) == 4 and all(w == 1440 for w in decoded)  # 7.2 in at 200 dpi
+    assert len(decoded) == 6 and all(w == 1440 for w in decoded)  # 7.2 in at 200 dpi
     for value in TABLE_VALUES:
         assert value in dom, value
     shot = tmp_path / "page.png"
