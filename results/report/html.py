@@ -44,6 +44,7 @@ caption { caption-side: top; text-align: left; font-weight: 600; padding: 0 0 6p
 th, td { padding: 4px 10px; border-bottom: 1px solid var(--rule); vertical-align: top; }
 thead th { border-bottom: 2px solid var(--ink); text-align: left; white-space: nowrap; }
 th.num, td.num { text-align: right; }
+td.num { white-space: nowrap; }
 tbody tr:nth-child(even) { background: var(--band); }
 td.missing { color: var(--missing); font-style: italic; }
 td.diverged { color: #8a5a00; font-weight: 600; }

@@ -254,3 +254,19 @@ def test_chromium_renders_the_report(golden, tmp_path):
     # The figures' sky blue (Okabe-Ito, second series) is painted: the page CSS never uses it.
     sky = np.abs(pixels - (0x56, 0xB4, 0xE9)).max(axis=1) < 12
     assert sky.sum() > 200
+
+
+def test_chromium_shows_the_error_bars_and_the_references_outside(seeds, tmp_path):
+    spec, store = seeds
+    path, _ = write_report(spec, store, tmp_path, expected_cells(spec), quiet())
+    probe = tmp_path / "probe.html"
+    probe.write_text(path.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"))
+    dom = _browse(tmp_path, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri())
+    assert 'data-probe="done"' in dom
+    images = re.findall(r'<img alt="([^"]+)"[^>]*data-decoded="(\d+)"', dom)
+    assert images == [("bn intervals", "1440"), ("bn panels", "1440")]
+    assert "paper outside our 95% interval" in dom
+    assert "<td>arch=model_b, batch_norm=no</td><td>89.17 (n=3)</td>" in dom
+    shot = tmp_path / "page.png"
+    _browse(tmp_path, "--window-size=1200,2400", f"--screenshot={shot}", path.as_uri())
+    assert shot.stat().st_size > 10_000
