@@ -111,3 +111,68 @@ def test_no_import_circle_between_files():
 
 def test_the_cycle_finder_finds_one():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+# Ray stays behind the orchestrator: the code that runs on Ray (orchestrator/execution) and
+# the halving's Tune scheduler, which is Tune's interface by definition.
+RAY_ALLOWED = ("orchestrator.execution", "orchestrator.halving.scheduler")
+
+
+def _imports_of(path: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            out.add(node.module or "")
+    return out
+
+
+def test_only_the_code_that_runs_on_ray_imports_ray():
+    importers = sorted(
+        module
+        for module, path in source_files().items()
+        if any(m == "ray" or m.startswith("ray.") for m in _imports_of(path))
+    )
+    assert importers  # the scan sees the executor's imports
+    outside = [m for m in importers if not m.startswith(RAY_ALLOWED)]
+    assert outside == [], f"import ray outside {RAY_ALLOWED}: {outside}"
+
+
+def _store_private_methods() -> set[str]:
+    from results.store.base import Store
+    from results.store.local import LocalStore
+    from results.store.s3 import S3Store
+
+    return {
+        name
+        for cls in (Store, LocalStore, S3Store)
+        for name in vars(cls)
+        if name.startswith("_") and not name.startswith("__")
+    }
+
+
+def test_no_code_outside_the_store_calls_its_private_methods():
+    """The store is one interface: its callers (the product, benchmarks and tests) use its
+    public methods; only results/store/ itself reaches inside."""
+    private = _store_private_methods()
+    assert {"_fence", "_listing"} <= private  # the scan sees the store's private names
+    files = [
+        p
+        for folder in (*PACKAGES, "benchmarks", "tests")
+        for p in sorted((ROOT / folder).rglob("*.py"))
+        if not p.is_relative_to(ROOT / "results" / "store") and p != Path(__file__).resolve()
+    ]
+    found = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            reached = (
+                isinstance(node, ast.Attribute)
+                and node.attr in private
+                and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+            )
+            if reached:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} .{node.attr}")
+            if isinstance(node, ast.Constant) and node.value == "_memo":
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} '_memo'")
+    assert found == []

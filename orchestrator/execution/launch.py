@@ -130,7 +130,7 @@ def _tidy(store: Store, grid: str, seen: tuple[int, bool] | None, console: Conso
 
     if seen is None or seen[1]:
         return  # the usual case: the last launch released the lease, nothing is left
-    if not checkpoints.listed(store, grid) and not store._list(f"{grid}/{prune.TUNE_DIR}"):
+    if not checkpoints.listed(store, grid) and not store.list_objects(f"{grid}/{prune.TUNE_DIR}"):
         return
     try:
         with held(Lease(store, grid), say=lambda s: console.print(Text(s))):

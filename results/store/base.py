@@ -40,6 +40,10 @@ class StoreUnreachable(StoreError):
     `final`)."""
 
 
+class NotFound(StoreError):
+    """The object asked for does not exist (a folder: no such file; S3: NoSuchKey, 404)."""
+
+
 class Fenced(StoreError):
     """A write refused because the grid's lease moved past the writer's generation."""
 
@@ -52,17 +56,25 @@ class Store:
     def __str__(self) -> str:
         return self.uri
 
+    @property
+    def memo(self) -> dict:
+        """What this store object has read in this command (listings, rows, the index),
+        which later reads reuse; `forget` drops it. The one in-process cache: the reading
+        machine's cache (results/store/reader.py) keeps rows across commands."""
+        return self.__dict__.setdefault("_memo", {})
+
     # -- backend primitives (relative names like "grid/trials/key.parquet") --------------
-    def _put(self, name: str, data: bytes) -> None:
+    def put_object(self, name: str, data: bytes) -> None:
         raise NotImplementedError
 
-    def _get(self, name: str) -> bytes | str:
+    def get_object(self, name: str) -> bytes:
+        """The object's bytes; `NotFound` when there is none."""
         raise NotImplementedError
 
-    def _list(self, folder: str) -> list[str]:
+    def list_objects(self, folder: str) -> list[str]:
         raise NotImplementedError
 
-    def _delete(self, name: str) -> None:
+    def delete_object(self, name: str) -> None:
         raise NotImplementedError
 
     def list_grids(self) -> list[str]:
@@ -91,8 +103,8 @@ class Store:
         """Write and delete a probe object; GridError naming the store and why if that fails."""
         name = f".grid-probe-{uuid.uuid4().hex}"
         try:
-            self._put(name, b"probe")
-            self._delete(name)
+            self.put_object(name, b"probe")
+            self.delete_object(name)
         except StoreError as e:
             raise StoreError(self.uri, "not writable", e.reason) from None
 
@@ -113,10 +125,10 @@ class Store:
         curves = [{**e, "run_id": run_id} for e in epochs]
         table = schema.to_table(curves, meta, columns=(*schema.EPOCH_TYPES, "run_id"))
         curve = layout.curve_name(grid, key, run_id)
-        self._put(curve, _parquet(table))
+        self.put_object(curve, _parquet(table))
         name = layout.row_name(grid, key)
         if row.get("generation") is None:  # an outside tool's write: not fenced
-            self._put(name, _parquet(schema.to_table([row], meta)))
+            self.put_object(name, _parquet(schema.to_table([row], meta)))
             self._clear_failure(grid, key)
             return
         data = _parquet(schema.to_table([row], meta))
@@ -131,13 +143,13 @@ class Store:
             else:
                 raise Fenced(self.uri, f"commit {name}", "other writers kept committing it first")
         except Fenced:
-            self._delete(curve)  # garbage now; a kill here leaves it to `prune`
+            self.delete_object(curve)  # garbage now; a kill here leaves it to `prune`
             raise
         self._clear_failure(grid, key)
 
     def _clear_failure(self, grid: str, key: str) -> None:
-        self._delete(layout.failure_name(grid, key))
-        self._delete(layout.legacy_failure_name(grid, key))  # a store of the previous release
+        self.delete_object(layout.failure_name(grid, key))
+        self.delete_object(layout.legacy_failure_name(grid, key))  # a store of the previous release
         self.forget()
 
     def write_failure(self, grid: str, key: str, row: dict) -> None:
@@ -145,7 +157,7 @@ class Store:
         which stays as it is; refused (`Fenced`) under a lost lease. The driver's failures
         carry the generation as the trials' do (`row["generation"]`)."""
         self._fence(grid, row.get("generation"))
-        self._put(
+        self.put_object(
             layout.failure_name(grid, key),
             _parquet(schema.to_table([row], schema.file_metadata(row))),
         )
@@ -187,7 +199,7 @@ class Store:
     def write_stop(self, grid: str, key: str, decision: dict) -> None:
         """A halving's decision to stop cell `key` (orchestrator/halving/scheduler.py), which the
         cell's trial reads back to write itself as stopped."""
-        self._put(f"{grid}/stops/{key}.json", json.dumps(decision, sort_keys=True).encode())
+        self.put_object(f"{grid}/stops/{key}.json", json.dumps(decision, sort_keys=True).encode())
 
     def read_stop(self, grid: str, key: str) -> dict | None:
         """The halving's decision to stop cell `key`, or None."""
@@ -196,7 +208,7 @@ class Store:
 
     def clear_stop(self, grid: str, key: str) -> None:
         """Forget a decision: the cell runs again and is judged again."""
-        self._delete(f"{grid}/stops/{key}.json")
+        self.delete_object(f"{grid}/stops/{key}.json")
 
     def read_trials(self, grid: str, columns: list[str] | None = None) -> pa.Table:
         """One row per cell of `grid`: its finished row, else its last failure; only
@@ -244,7 +256,7 @@ class Store:
     def _rows(self, grid: str, kind: str, columns: list[str] | None = None) -> pa.Table:
         """Rows of a kind, through the reading machine's cache (results/store/reader.py). A
         command lists `trials/` once: later reads reuse the first one's table."""
-        memo = self.__dict__.setdefault("_memo", {})
+        memo = self.memo
         if (grid, kind) not in memo:
             memo[(grid, kind)] = reader.read_rows(self, grid, kind, listing=self._tags(grid, kind))
         table = memo[(grid, kind)]
@@ -261,13 +273,13 @@ class Store:
         """{name: tag} under `<grid>/trials/` (finished rows and failures: one listing), and
         under the previous release's `<grid>/failures/` until a launch moved them
         (results/store/layout.py); once per command, or from `usage`'s listing of the grid."""
-        memo = self.__dict__.setdefault("_memo", {})
+        memo = self.memo
         if (grid, "listing") not in memo:
             scan = memo.get((grid, "*"))
             if scan is None:
-                scan = self._scan(f"{grid}/trials")
+                scan = self.scan_objects(f"{grid}/trials")
                 if not reader.failures_moved(self, grid):
-                    scan.update(self._scan(f"{grid}/{layout.LEGACY_FAILURES}"))
+                    scan.update(self.scan_objects(f"{grid}/{layout.LEGACY_FAILURES}"))
             memo[(grid, "listing")] = {n: tag for n, (tag, _) in scan.items()}
         return memo[(grid, "listing")]
 
@@ -280,18 +292,18 @@ class Store:
 
     def _scan_grid(self, grid: str) -> dict[str, tuple[str | None, int]]:
         """One listing of the whole grid, which this command's reads of rows then reuse."""
-        scan = self._scan(grid)
-        self.__dict__.setdefault("_memo", {})[(grid, "*")] = scan
+        scan = self.scan_objects(grid)
+        self.memo[(grid, "*")] = scan
         return dict(scan)
 
     def forget(self) -> None:
         """Drop what this object read: the next read lists the store again."""
         self.__dict__.pop("_memo", None)
 
-    def _scan(self, folder: str) -> dict[str, tuple[str | None, int]]:
+    def scan_objects(self, folder: str) -> dict[str, tuple[str | None, int]]:
         """{name: (version tag, bytes)} of every file under `folder`; a backend with no
         cheap tag gives None (its rows are never cached)."""
-        return {n: (None, 0) for n in self._list(folder)}
+        return {n: (None, 0) for n in self.list_objects(folder)}
 
 
 def _parquet(table: pa.Table) -> bytes:

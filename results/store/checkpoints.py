@@ -1,5 +1,5 @@
 """The grid's own checkpoints: one object per cell at `<grid>/checkpoints/<key>`, in the
-store (a folder or S3), through the store's primitives: `_put` is atomic (a folder: a
+store (a folder or S3), through the store's primitives: `put_object` is atomic (a folder: a
 temporary file then a rename; S3: one PUT), so a reader sees a whole checkpoint or the one
 before it, never a torn one.
 
@@ -10,7 +10,7 @@ launch lists the folder once, to say how many cells resume and to drop what is l
 
 from __future__ import annotations
 
-from results.store.base import Store, StoreError
+from results.store.base import NotFound, Store
 
 FOLDER = "checkpoints"
 
@@ -22,7 +22,7 @@ def name(grid: str, key: str) -> str:
 
 def write(store: Store, grid: str, key: str, data: bytes) -> None:
     """Write (or replace) cell `key`'s checkpoint, atomically."""
-    store._put(name(grid, key), data)
+    store.put_object(name(grid, key), data)
 
 
 def read(store: Store, grid: str, key: str) -> bytes | None:
@@ -33,25 +33,16 @@ def read(store: Store, grid: str, key: str) -> bytes | None:
 def read_object(store: Store, name: str) -> bytes | None:
     """The bytes of the store's object `name`, or None when there is none (one GET)."""
     try:
-        source = store._get(name)
-    except StoreError as e:  # S3: a GET of a missing object fails
-        if "NoSuchKey" in e.reason or "Not Found" in e.reason or "404" in e.reason:
-            return None
-        raise
-    if isinstance(source, str):  # a folder store hands back the file's path
-        try:
-            with open(source, "rb") as f:
-                return f.read()
-        except FileNotFoundError:
-            return None
-    return source
+        return store.get_object(name)
+    except NotFound:
+        return None
 
 
 def delete(store: Store, grid: str, key: str) -> None:
     """Forget cell `key`'s checkpoint (its result is committed, or it trains from scratch)."""
-    store._delete(name(grid, key))
+    store.delete_object(name(grid, key))
 
 
 def listed(store: Store, grid: str) -> set[str]:
     """The keys of the cells with a checkpoint (one listing of the grid's folder)."""
-    return {n.rsplit("/", 1)[-1] for n in store._list(f"{grid}/{FOLDER}") if "/." not in n}
+    return {n.rsplit("/", 1)[-1] for n in store.list_objects(f"{grid}/{FOLDER}") if "/." not in n}

@@ -50,10 +50,10 @@ def write(store, grid: str, rows: pa.Table, epochs: list[int]) -> int | None:
     runs = [n for n in reader.curve_names(grid, rows) if _is_run(grid, n)]
     entries = _entries(store, grid, runs, epochs)
     if entries is None:
-        store._delete(f"{grid}/{NAME}")
+        store.delete_object(f"{grid}/{NAME}")
         return None
     data = _bytes(entries, sorted(set(epochs)))
-    store._put(f"{grid}/{NAME}", data)
+    store.put_object(f"{grid}/{NAME}", data)
     return len(data)
 
 

@@ -28,7 +28,7 @@ import os
 import uuid
 from pathlib import Path
 
-from results.store.base import Store, StoreError
+from results.store.base import NotFound, Store, StoreError
 
 
 class LocalStore(Store):
@@ -38,7 +38,7 @@ class LocalStore(Store):
         self.root = Path(root)
         self.uri = uri or str(root)
 
-    def _put(self, name: str, data: bytes) -> None:
+    def put_object(self, name: str, data: bytes) -> None:
         path = self.root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         # Hidden name: readers (ours and pyarrow.dataset) ignore files starting with '.'.
@@ -50,13 +50,18 @@ class LocalStore(Store):
             tmp.unlink(missing_ok=True)
             raise StoreError(self.uri, f"cannot write {name}", e.strerror or str(e)) from None
 
-    def _get(self, name: str) -> str:
-        return str(self.root / name)
+    def get_object(self, name: str) -> bytes:
+        try:
+            return (self.root / name).read_bytes()
+        except FileNotFoundError:
+            raise NotFound(self.uri, f"cannot read {name}", "no such object") from None
+        except OSError as e:
+            raise StoreError(self.uri, f"cannot read {name}", e.strerror or str(e)) from None
 
-    def _list(self, folder: str) -> list[str]:
-        return sorted(self._scan(folder))
+    def list_objects(self, folder: str) -> list[str]:
+        return sorted(self.scan_objects(folder))
 
-    def _scan(self, folder: str) -> dict[str, tuple[str, int]]:
+    def scan_objects(self, folder: str) -> dict[str, tuple[str, int]]:
         # every file under `folder`, as an S3 listing of its prefix gives them; the tag
         # (size, mtime, inode) changes with each os.replace
         out = {}
@@ -76,7 +81,7 @@ class LocalStore(Store):
                     out[f"{name}/{e.name}"] = (tag, st.st_size)
         return out
 
-    def _delete(self, name: str) -> None:
+    def delete_object(self, name: str) -> None:
         (self.root / name).unlink(missing_ok=True)
 
     def check_writable(self) -> None:
@@ -122,7 +127,7 @@ class LocalStore(Store):
             now = self.read_tagged(name)
             if now is None or now[1] != tag:
                 return False
-            self._put(name, data)
+            self.put_object(name, data)
             return True
 
     def delete_if(self, name: str, tag: str) -> bool:
@@ -130,7 +135,7 @@ class LocalStore(Store):
             now = self.read_tagged(name)
             if now is None or now[1] != tag:
                 return False
-            self._delete(name)
+            self.delete_object(name)
             return True
 
     def list_grids(self) -> list[str]:

@@ -42,7 +42,7 @@ def stale_curves(store: Store, grid: str, listed: list[str] | None = None) -> li
     )
     committed = {layout.curve_name(grid, k, r) for k, r in zip(keys, runs, strict=True)}
     if listed is None:
-        listed = store._list(f"{grid}/epochs")
+        listed = store.list_objects(f"{grid}/epochs")
     return sorted(
         n
         for n in listed
@@ -59,7 +59,7 @@ def dead_temp_files(
         return []
     now = time.time() if now is None else now
     out = []
-    for name in store._list(grid) if listed is None else listed:
+    for name in store.list_objects(grid) if listed is None else listed:
         base = name.rsplit("/", 1)[-1]
         if not (base.startswith(".") and base.endswith(".tmp")):
             continue
@@ -127,7 +127,7 @@ def prune(
     }
     for names in found.values():
         for name in names:
-            store._delete(name)
+            store.delete_object(name)
             _drop_empty_dirs(store, grid, name)
             scan.pop(name, None)
     written = reader.write_index(store, grid, moved=True)
@@ -145,7 +145,7 @@ def prune(
         "bytes": sum(size for _, size in scan.values()),
         "counted": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    store._put(f"{grid}/{USAGE}", json.dumps(record).encode())
+    store.put_object(f"{grid}/{USAGE}", json.dumps(record).encode())
     return {what: len(names) for what, names in found.items()} | ({"moved": moved} if moved else {})
 
 
@@ -163,9 +163,9 @@ def _move_legacy_failures(store: Store, grid: str, scan: dict) -> int:
         new = layout.failure_name(grid, key)
         found = store.read_tagged(name)
         if found is not None and new not in scan:
-            store._put(new, found[0])
+            store.put_object(new, found[0])
             scan[new] = (None, len(found[0]))
-        store._delete(name)
+        store.delete_object(name)
         scan.pop(name, None)
     if legacy:
         store.forget()  # the rows moved: read them again

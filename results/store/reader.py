@@ -50,14 +50,13 @@ def read_file(
     """One result file, only `columns` (and only the rows of `epochs`); None with a
     StoreWarning naming it when it is corrupt, foreign or gone."""
     try:
-        source = store._get(name)
+        source = store.get_object(name)
     except Exception as e:  # noqa: BLE001 - a file deleted since the listing: skip it
         warnings.warn(f"{store.uri}/{name}: skipped ({_one_line(e)})", StoreWarning, stacklevel=2)
         return None
-    where = source if isinstance(source, str) else f"{store.uri}/{name}"
+    where = f"{store.uri}/{name}"
     try:
-        src = source if isinstance(source, str) else pa.BufferReader(source)
-        table = _read_parquet(src, kind, columns, epochs)
+        table = _read_parquet(pa.BufferReader(source), kind, columns, epochs)
     except (pa.ArrowException, OSError, ValueError) as e:
         warnings.warn(
             f"{where}: skipped, not a readable Parquet file ({_one_line(e)})",
@@ -171,7 +170,7 @@ MOVED = b"grid.failures_moved"  # the trials index's metadata: no failures/ fold
 
 def _load_index(store, grid: str, kind: str) -> pa.Table | None:
     """The store's index of `kind` (one GET, once per command: the store object keeps it)."""
-    memo = store.__dict__.setdefault("_memo", {})
+    memo = store.memo
     if (grid, INDEX, kind) not in memo:
         found = store.read_tagged(f"{grid}/{INDEX}/{kind}.parquet")
         table = None
@@ -212,7 +211,7 @@ def write_index(store, grid: str, moved: bool = False) -> dict[str, int | None]:
         if table is None and kind == "trials" and moved:  # no rows, but the flag
             table = pa.schema([(c, pa.string()) for c in (*KINDS[kind], _FILE, _TAG)]).empty_table()
         if table is None:
-            store._delete(name)
+            store.delete_object(name)
             out[name] = None
             continue
         if kind == "trials" and moved:
@@ -220,7 +219,7 @@ def write_index(store, grid: str, moved: bool = False) -> dict[str, int | None]:
             _save_cache_bytes(_cache_path(store, grid, "moved"), b"1")
         sink = io.BytesIO()
         pq.write_table(table, sink)
-        store._put(name, sink.getvalue())
+        store.put_object(name, sink.getvalue())
         out[name] = len(sink.getvalue())
     return out
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from results.store.base import Store, StoreError, StoreUnreachable
+from results.store.base import NotFound, Store, StoreError, StoreUnreachable
 from results.store.reader import _one_line
 from trainers.errors import GridError
 
@@ -51,12 +51,14 @@ class S3Store(Store):
         except (BotoCoreError, ClientError) as e:
             raise self._error(f"cannot {what}", e) from None
 
-    def _put(self, name: str, data: bytes) -> None:
+    def put_object(self, name: str, data: bytes) -> None:
         self._call(f"write {name}", self.client.put_object, Key=self._key(name), Body=data)
 
-    def _get(self, name: str) -> bytes:
-        resp = self._call(f"read {name}", self.client.get_object, Key=self._key(name))
-        return resp["Body"].read()
+    def get_object(self, name: str) -> bytes:
+        found = self.read_tagged(name)
+        if found is None:
+            raise NotFound(self.uri, f"cannot read {name}", "no such object")
+        return found[0]
 
     def create(self, name: str, data: bytes) -> bool:
         # If-None-Match: * makes S3 (since 2024), MinIO and moto refuse to overwrite
@@ -75,7 +77,7 @@ class S3Store(Store):
             resp = self.client.get_object(Bucket=self.bucket, Key=self._key(name))
             return resp["Body"].read(), resp["ETag"]
         except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            if _missing(e):
                 return None
             raise self._error(f"cannot read {name}", e) from None
         except BotoCoreError as e:  # the endpoint unreachable (found by the fault campaign)
@@ -119,26 +121,29 @@ class S3Store(Store):
         cls = StoreUnreachable if not isinstance(e, ClientError) or status >= 500 else StoreError
         return cls(self.uri, action, _one_line(e))
 
-    def _delete(self, name: str) -> None:
+    def delete_object(self, name: str) -> None:
         self._call(f"delete {name}", self.client.delete_object, Key=self._key(name))
 
     def _pages(self, prefix: str, **kw) -> Iterable[dict]:
-        token: dict = {}
-        while True:
-            page = self._call("list", self.client.list_objects_v2, Prefix=prefix, **kw, **token)
-            yield page
-            if not page.get("IsTruncated"):
-                return
-            token = {"ContinuationToken": page["NextContinuationToken"]}
+        """The listing of `prefix`, a page of up to 1,000 keys per request (boto3's paginator)."""
+        from botocore.exceptions import BotoCoreError, ClientError
 
-    def _list(self, folder: str) -> list[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix, **kw
+        )
+        try:
+            yield from pages
+        except (BotoCoreError, ClientError) as e:
+            raise self._error("cannot list", e) from None
+
+    def list_objects(self, folder: str) -> list[str]:
         prefix = self._key(folder) + "/"
         cut = len(self._key(""))
         return sorted(
             obj["Key"][cut:] for page in self._pages(prefix) for obj in page.get("Contents", [])
         )
 
-    def _scan(self, folder: str) -> dict[str, tuple[str, int]]:
+    def scan_objects(self, folder: str) -> dict[str, tuple[str, int]]:
         prefix = self._key(folder) + "/"
         cut = len(self._key(""))
         return {
@@ -161,3 +166,9 @@ class S3Store(Store):
                 "list", self.client.list_objects_v2, Prefix=self._key(f"{g}/trials/"), MaxKeys=1
             ).get("KeyCount", 0)
         )
+
+
+def _missing(e) -> bool:
+    """Whether botocore's ClientError says the object does not exist (by code, not text)."""
+    status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404") or status == 404

@@ -27,7 +27,7 @@ def name(grid: str, key: str, weights_id: str) -> str:
 def write(store: Store, grid: str, key: str, data: bytes) -> str:
     """Write a run's weights (atomically, under a new id); returns the id."""
     weights_id = uuid.uuid4().hex[:16]
-    store._put(name(grid, key, weights_id), data)
+    store.put_object(name(grid, key, weights_id), data)
     return weights_id
 
 
@@ -38,8 +38,8 @@ def read(store: Store, grid: str, key: str, weights_id: str) -> bytes | None:
 
 def prune_cell(store: Store, grid: str, key: str, keep: str | None) -> int:
     """Delete cell `key`'s weights but `keep` (the committed row's); returns how many."""
-    names = [n for n in store._list(f"{grid}/{FOLDER}/{key}") if "/." not in n]
+    names = [n for n in store.list_objects(f"{grid}/{FOLDER}/{key}") if "/." not in n]
     old = [n for n in names if n.rsplit("/", 1)[-1] != f"{keep}.pt"]
     for n in old:
-        store._delete(n)
+        store.delete_object(n)
     return len(old)

@@ -42,6 +42,6 @@ def test_a_launch_that_loses_its_lease_stops_and_exits_1(
     assert "lost the grid's lease to another launch and stopped" in out
     store.forget()
     assert store.statuses("lost") == {}  # the held cell's late row was refused
-    assert [n for n in store._list("lost/epochs") if n.endswith(".parquet")] == []
+    assert [n for n in store.list_objects("lost/epochs") if n.endswith(".parquet")] == []
     assert not (tmp_path / "second-ran").exists()  # no trial started after the loss
     thief.release()

@@ -112,8 +112,8 @@ def test_a_launch_reads_the_statuses_once_before_its_trials(
 
     def counted(u):
         store = real(u)
-        scan = store._scan
-        store._scan = lambda folder: (scans.append(folder), scan(folder))[1]
+        scan = store.scan_objects
+        store.scan_objects = lambda folder: (scans.append(folder), scan(folder))[1]
         return store
 
     monkeypatch.setattr(launch, "open_store", counted)

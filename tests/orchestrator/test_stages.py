@@ -277,7 +277,7 @@ def test_two_stages_on_s3(tmp_path, data_root, s3_uri, ray_cluster, capsys):
     assert {r["parent_run_id"] for r in _rows(s3_uri, "sub").values()} == {picked["run_id"]}
     assert set(_status(capsys, child, s3_uri).values()) == {"completed"}
     # the parents' older weights are gone: one object per cell
-    kept = [n for n in store._list("c10/weights") if n.endswith(".pt")]
+    kept = [n for n in store.list_objects("c10/weights") if n.endswith(".pt")]
     assert sorted(kept) == sorted(
         stored_weights.name("c10", r["key"], r["weights_id"]) for r in again.values()
     )

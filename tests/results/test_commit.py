@@ -49,7 +49,12 @@ def whole(store, trial, summ) -> bool:
 def kill_at(monkeypatch, store, point: str) -> None:
     """Make the store stop at `point` of a commit: before the curves, between the curves
     and the row, or after the row (before the failure is cleared)."""
-    put, create, replace_if, delete = store._put, store.create, store.replace_if, store._delete
+    put, create, replace_if, delete = (
+        store.put_object,
+        store.create,
+        store.replace_if,
+        store.delete_object,
+    )
 
     def guard(name: str) -> None:
         if point == "curves" and "/epochs/" in name:
@@ -59,10 +64,10 @@ def kill_at(monkeypatch, store, point: str) -> None:
         if point == "after" and "failures/" in name:
             raise Killed(name)
 
-    monkeypatch.setattr(store, "_put", lambda n, d: (guard(n), put(n, d))[1])
+    monkeypatch.setattr(store, "put_object", lambda n, d: (guard(n), put(n, d))[1])
     monkeypatch.setattr(store, "create", lambda n, d: (guard(n), create(n, d))[1])
     monkeypatch.setattr(store, "replace_if", lambda n, d, t: (guard(n), replace_if(n, d, t))[1])
-    monkeypatch.setattr(store, "_delete", lambda n: (guard(n), delete(n))[1])
+    monkeypatch.setattr(store, "delete_object", lambda n: (guard(n), delete(n))[1])
 
 
 @pytest.mark.parametrize("generation", [None, 1])
@@ -104,7 +109,9 @@ def test_a_late_writer_under_a_lost_lease_replaces_nothing(store, make_trial, su
     assert whole(store, trial, good)
     assert store.read_failures(trial.grid).num_rows == 0
     # the refused run's curves are gone: only the committed run's remain
-    assert len([n for n in store._list(f"{trial.grid}/epochs") if n.endswith(".parquet")]) == 1
+    assert (
+        len([n for n in store.list_objects(f"{trial.grid}/epochs") if n.endswith(".parquet")]) == 1
+    )
     new.release()  # the generation survives the release: the late writer stays fenced
     with pytest.raises(Fenced):
         write(store, trial, late, old.generation)
@@ -135,11 +142,11 @@ def write_previous_release(store, trial, summ) -> None:
     generation) and epochs/<key>.parquet."""
     row = schema.trial_row(trial, summ, FAKE_PROVENANCE)
     meta = schema.file_metadata(row)
-    store._put(
+    store.put_object(
         f"{trial.grid}/epochs/{trial.key}.parquet",
         _parquet(schema.epoch_rows(trial, summ["history"]), meta),
     )
-    store._put(f"{trial.grid}/trials/{trial.key}.parquet", _parquet([row], meta))
+    store.put_object(f"{trial.grid}/trials/{trial.key}.parquet", _parquet([row], meta))
 
 
 def test_a_store_of_the_previous_release_still_reads(store, make_trial, summary):

@@ -43,7 +43,7 @@ def test_a_command_lists_trials_once_and_finds_the_failures_there(
     writer = open_store(s3_uri)
     write(writer, done, summary())
     fail(writer, failed)
-    assert writer._list("g/trials") == sorted(
+    assert writer.list_objects("g/trials") == sorted(
         [f"g/trials/{done.key}.parquet", f"g/trials/_failures/{failed.key}.parquet"]
     )
     prune.prune(writer, "g")  # what a launch does under its lease: the index
@@ -66,15 +66,15 @@ def test_failures_of_the_previous_release_read_and_a_prune_moves_them(store, mak
     done, failed = make_trial(**{"train.lr": 0.1}), make_trial(**{"train.lr": 0.2})
     write(store, done, summary())
     old = schema.trial_row(failed, None, {}, error="old release: died")
-    store._put(  # where the previous release wrote it
+    store.put_object(  # where the previous release wrote it
         f"g/failures/{failed.key}.parquet",
         schema.to_table([old], schema.file_metadata(old)).to_pandas().to_parquet(),
     )
     store.forget()
     assert store.statuses("g") == {done.key: "completed", failed.key: "failed"}
     assert prune.prune(store, "g")["moved"] == 1
-    assert store._list("g/failures") == []
-    assert f"g/trials/_failures/{failed.key}.parquet" in store._list("g/trials")
+    assert store.list_objects("g/failures") == []
+    assert f"g/trials/_failures/{failed.key}.parquet" in store.list_objects("g/trials")
     store.forget()
     assert store.statuses("g") == {done.key: "completed", failed.key: "failed"}
     assert store.read_failures("g").column("error").to_pylist() == ["old release: died"]
@@ -103,15 +103,15 @@ def test_a_thousand_rows_list_in_one_page(s3_uri, make_trial, monkeypatch, tmp_p
     keys = [f"{i:012x}" for i in range(1000)]
     table = schema.to_table([{**row, "key": k} for k in keys], schema.file_metadata(row))
     for i, key in enumerate(keys):  # rows only: the curves live outside trials/
-        writer._put(f"g/trials/{key}.parquet", parquet(table.slice(i, 1)))
+        writer.put_object(f"g/trials/{key}.parquet", parquet(table.slice(i, 1)))
     # the index as a launch's pruning leaves it (built here from the listing's tags, not by
     # reading back the 1,000 rows: that would be the test's minute)
-    listed = writer._scan("g/trials")
+    listed = writer.scan_objects("g/trials")
     names = [f"g/trials/{k}.parquet" for k in keys]
     index = table.append_column(reader._FILE, pa.array(names)).append_column(
         reader._TAG, pa.array([listed[n][0] for n in names])
     )
-    writer._put(
+    writer.put_object(
         "g/_index/trials.parquet", parquet(index.replace_schema_metadata({reader.MOVED: b"1"}))
     )
     monkeypatch.setenv("GRID_CACHE_DIR", str(tmp_path / "another-machine"))

@@ -14,7 +14,7 @@ from tests.results.test_commit import write, write_previous_release
 
 def names(store, grid="g") -> set[str]:
     """The grid's files but the rows' index, which each prune rewrites."""
-    return {n for n in store._list(grid) if not n.startswith(f"{grid}/_index/")}
+    return {n for n in store.list_objects(grid) if not n.startswith(f"{grid}/_index/")}
 
 
 def test_pruning_removes_stale_curves_and_the_tune_folder_only(store, make_trial, summary):
@@ -29,12 +29,12 @@ def test_pruning_removes_stale_curves_and_the_tune_folder_only(store, make_trial
     final_c = summary(test_acc=0.3)
     write_previous_release(store, c, final_c)  # still committed: kept
     killed = f"g/epochs/{a.key}/0123456789abcdef.parquet"  # curves whose row never came
-    store._put(killed, b"PAR1")
+    store.put_object(killed, b"PAR1")
     Lease(store, "g").acquire()
     store.write_stop("g", c.key, {"rung": 1})
     store.write_failure("g", c.key, schema.trial_row(c, None, {}, error="boom"))
     tune = "g/_tune/g/trial_1/checkpoint_000001/state.pt"
-    store._put(tune, b"x")
+    store.put_object(tune, b"x")
     before = names(store)
     stale = {
         f"g/epochs/{a.key}/{first_run}.parquet",
@@ -45,7 +45,7 @@ def test_pruning_removes_stale_curves_and_the_tune_folder_only(store, make_trial
 
     assert prune.prune(store, "g") == {"curves": 3, "temp": 0, "tune": 0}
     assert names(store) == before - stale
-    assert set(store._list("g/_index")) == {
+    assert set(store.list_objects("g/_index")) == {
         *(f"g/_index/{k}.parquet" for k in ("trials", "failures")),
         "g/_index/usage.json",
     }

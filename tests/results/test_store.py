@@ -133,8 +133,8 @@ def test_corrupt_and_foreign_files_are_skipped_by_name(store, make_trial, summar
     put(store, make_trial(), summary())
     foreign = pa.BufferOutputStream()
     pq.write_table(pa.table({"a": [1, 2]}), foreign)
-    store._put("g/trials/garbage.parquet", b"PAR1 this is not parquet")
-    store._put("g/trials/foreign.parquet", foreign.getvalue().to_pybytes())
+    store.put_object("g/trials/garbage.parquet", b"PAR1 this is not parquet")
+    store.put_object("g/trials/foreign.parquet", foreign.getvalue().to_pybytes())
     with pytest.warns(StoreWarning) as caught:
         trials = store.read_trials("g")
     assert trials.num_rows == 1
