@@ -89,10 +89,10 @@ def _test_note(data: Any) -> str:
     )
     untested = sum(c.test is None and c.diff is not None for c in data.comparisons.values())
     if not comps:
+        why = "; not tested: a test needs two runs or more on each side" if untested else ""
         return (
             f"Δ vs {baseline_name(data.table)}: our mean minus the baseline row's (the row "
-            f"with {baseline_name(data.table)} and the same other values); not tested: "
-            f"a test needs two runs or more on each side."
+            f"with {baseline_name(data.table)} and the same other values){why}."
         )
     return (
         f"Δ vs {baseline_name(data.table)}: our mean minus the baseline row's (the row with "

@@ -140,3 +140,15 @@ def test_one_seed_everywhere_says_n_1_and_nothing_more(seeds):
     assert "95% CI" not in text and "±" not in text and "*" not in text
     assert "| model_a | yes | 92.50 | 93.50 | -1.00 | +2.50 | - | 1h00m |" in text
     assert "One run per entry (n = 1): no spread, so no interval and no test." in text
+
+
+def test_an_empty_store_claims_no_test(seeds, tmp_path):
+    from results.store import open_store
+
+    spec, _ = seeds
+    console = Console(file=io.StringIO(), width=250)
+    empty = open_store(str(tmp_path / "empty"))
+    assert tables.table_command(spec, empty, fmt="markdown", console=console) == 0
+    text = console.file.getvalue()
+    assert "| model_a | no | missing |  |  | baseline |  | - |" in text
+    assert "95% CI" not in text and "not tested" not in text and "seeds per row" not in text
