@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     if program and args.command in READ_ONLY:
         from orchestrator.cli import no_pandas  # pyarrow's pandas import: a fifth of the start-up
 
-        no_pandas.block()
+        no_pandas.skip()
     try:
         return COMMANDS[args.command](args)
     except GridError as e:
