@@ -37,7 +37,10 @@ class StoreError(GridError):
 class StoreUnreachable(StoreError):
     """The store could not be reached or did not answer (a connection refused or timed out,
     a 5xx): an outage that passes, which a trial retries (orchestrator/execution/slot.py,
-    `final`)."""
+    `final`). Not bad input: the `grid` program exits 3, not 2, so that a script or the
+    engineer on call can tell "try again later" from "fix the spec"."""
+
+    exit_status = 3
 
 
 class Fenced(StoreError):
@@ -93,8 +96,9 @@ class Store:
         try:
             self._put(name, b"probe")
             self._delete(name)
-        except StoreError as e:
-            raise StoreError(self.uri, "not writable", e.reason) from None
+        except StoreError as e:  # an outage stays one (exit 3, not 2)
+            cls = StoreUnreachable if isinstance(e, StoreUnreachable) else StoreError
+            raise cls(self.uri, "not writable", e.reason) from None
 
     def write_trial(self, grid: str, key: str, row: dict, epochs: list[dict]) -> None:
         """Commit a finished cell's result (a failed row goes to `write_failure`: it never

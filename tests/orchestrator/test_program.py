@@ -12,6 +12,7 @@ program too: `grid launch` that trains (test_launch.py, test_halving_sync.py), `
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -42,12 +43,12 @@ def store(tmp_path_factory) -> Path:
     return root
 
 
-def grid(root: Path, *args: str) -> subprocess.CompletedProcess:
+def grid(root: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """`grid ARGS` in a fresh process, in `root`, as the installed program runs."""
     return subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", *args],
         cwd=root,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(root)},
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(root), **(env or {})},
         capture_output=True,
         text=True,
         timeout=240,
@@ -96,3 +97,26 @@ def test_bad_input_is_one_line_and_exit_2(store):
     done = grid(store, "plan", "no-such.yaml", "--estimate")
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith("grid: error: ")
+
+
+def test_a_store_that_cannot_be_reached_is_exit_3_not_bad_input(store):
+    """Exit 2 says "fix your input"; an S3 endpoint that does not answer is an outage,
+    which a script or the engineer on call retries later: its own status and one line."""
+    with socket.socket() as s:  # a loopback port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_MAX_ATTEMPTS": "1",
+        "AWS_CONFIG_FILE": str(store / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(store / "no-aws-credentials"),
+    }
+    for command in (("status", SPEC), ("launch", SPEC, "--dry-run")):
+        done = grid(store, *command, "--store", "s3://bucket/prefix", env=env)
+        assert done.returncode == 3, done.stderr
+        assert done.stderr.startswith("grid: error: store s3://bucket/prefix: ")
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "3  the store could not be reached" in ok(grid(store, "--help"))
