@@ -104,6 +104,7 @@ class GridSlot(tune.Trainable):
     def _start(self, config: dict) -> None:
         cells = [Cell.from_dict(d) for d in config["unit"]]
         self.cells, self.restored = cells, None
+        self.newest_ok: dict[str, bool] = {}  # per cell: its newest checkpoint is whole
         self.shown.epochs = cells[0].config["train"]["epochs"]
         print(f"starts {monitor.unit_title(self.grid, cells)}", flush=True)
         self.unit = trial.UnitRun(
@@ -167,8 +168,7 @@ class GridSlot(tune.Trainable):
         key (an earlier attempt or launch); none: the cell starts from scratch."""
         found = dict(self.restored or {})
         for t in self.cells:
-            data = stored.read(self.store, self.grid, t.key)
-            state = None if data is None else checkpoints.load_state(t.key, data, "store")
+            state, self.newest_ok[t.key] = checkpoints.newest_state(self.store, self.grid, t.key)
             if state is not None and state["epoch"] >= found.get(t.key, {}).get("epoch", -1):
                 found[t.key] = state
         return found
@@ -193,7 +193,13 @@ class GridSlot(tune.Trainable):
 
     def _checkpoint(self, metrics: dict, files: dict[str, bytes]) -> None:
         for key, data in files.items():
-            stored.write(self.store, self.grid, key, data)
+            self._write(key, data)
+
+    def _write(self, key: str, data: bytes) -> None:
+        """A cell's checkpoint to the store; the one it replaces is kept as the previous
+        one, unless that is torn (then the previous one stays: `checkpoints.newest_state`)."""
+        stored.write(self.store, self.grid, key, data, keep=self.newest_ok.get(key, False))
+        self.newest_ok[key] = True
 
     def _forget(self) -> None:
         for t in self.cells:
@@ -203,7 +209,7 @@ class GridSlot(tune.Trainable):
         # Tune saves one at a PAUSE (a halving's rung): the store gets it too, so a relaunch
         # after a kill resumes the waiting cell at its rung
         for key, data in self.unit.states().items():
-            stored.write(self.store, self.grid, key, data)
+            self._write(key, data)
             with open(os.path.join(checkpoint_dir, checkpoints.state_file(key)), "wb") as f:
                 f.write(data)
         return checkpoint_dir

@@ -68,6 +68,14 @@ class Store:
     def _delete(self, name: str) -> None:
         raise NotImplementedError
 
+    def _copy(self, source: str, name: str) -> None:
+        """Write `name` with `source`'s bytes, atomically (S3: a copy on the server)."""
+        data = self._get(source)
+        if isinstance(data, str):  # a folder store hands back the file's path
+            with open(data, "rb") as f:
+                data = f.read()
+        self._put(name, data)
+
     def list_grids(self) -> list[str]:
         """The grids that have a trials folder in this store, sorted."""
         raise NotImplementedError

@@ -58,6 +58,12 @@ class S3Store(Store):
         resp = self._call(f"read {name}", self.client.get_object, Key=self._key(name))
         return resp["Body"].read()
 
+    def _copy(self, source: str, name: str) -> None:
+        source = {"Bucket": self.bucket, "Key": self._key(source)}  # no upload: one request
+        self._call(
+            f"copy to {name}", self.client.copy_object, Key=self._key(name), CopySource=source
+        )
+
     def create(self, name: str, data: bytes) -> bool:
         # If-None-Match: * makes S3 (since 2024), MinIO and moto refuse to overwrite
         return self._precondition(

@@ -664,7 +664,8 @@ def test_a_corrupt_checkpoint_of_an_earlier_launch_is_discarded(
         launch.launch(spec, store_uri=store, address=ray_cluster.address, console=console()[0]) == 1
     )
     assert stored_checkpoints.listed(open_store(store), "corrupt") == {key}
-    stored_checkpoints.write(open_store(store), "corrupt", key, b"not a checkpoint")
+    # the only checkpoint (none before it to fall back to) replaced by a torn one
+    stored_checkpoints.write(open_store(store), "corrupt", key, b"not a checkpoint", keep=False)
     con, buf = console()
     assert launch.launch(spec, store_uri=store, address=ray_cluster.address, console=con) == 0
     assert "resuming 1 cells" in buf.getvalue()  # found, then discarded by the trial
