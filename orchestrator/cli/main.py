@@ -24,8 +24,8 @@ EXIT_STATUSES = """exit statuses:
   1  not done: cells did not finish, another launch holds the grid, or a hole (--strict)
   2  bad input: a spec, a flag, a data root or a store's address (fix it, then rerun)
   3  the store could not be reached (no answer, a timeout, a 5xx): rerun once it answers
-  130  interrupted (Ctrl-C) before a launch's trials started (after: 1, and how far each
-       cell got; the next launch resumes them from their checkpoints)"""
+  130  interrupted (Ctrl-C); a launch whose trials had started exits 1, saying how far
+       each cell got (the next launch resumes them from their checkpoints)"""
 
 
 def command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
