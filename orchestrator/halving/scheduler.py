@@ -5,16 +5,16 @@ table needs the ranking per row. `SyncRowHalving` (`rule: sync`, the default) pa
 at each rung until its row has reached it, as Tune's HyperBandScheduler pauses a bracket,
 and chooses which paused trial runs next; `RowHalving` (`rule: async`) is a FIFO scheduler
 whose `on_trial_result` judges a trial at each rung against its group's records only, and
-answers STOP when it falls below the group's cutoff.
+stops it when it falls below the group's cutoff.
 
-How an asynchronous stop reaches the store: before answering STOP, the scheduler writes its
-decision to the store (`Store.write_stop`). Tune then takes the trial away from its actor, which it
-either keeps for the next trial (`reset_config`) or ends (`cleanup`); in both, the slot
-ends the unit it was training (`orchestrator/execution/slot.py`, `GridSlot._end`): it finds the
-decision in the store and writes the cell as `stopped` (a trial taken away without one was
-paused or interrupted, e.g. by Ctrl-C, and writes nothing). A relaunch clears the decisions
-of the cells it runs, so a decision whose cell never wrote its row is taken again, against
-the same records.
+How a stop reaches the store, under both rules: the decision is written to the store first
+(`Store.write_stop`), then the trial is PAUSED (Tune saves its state, at the rung) and
+resumed; its first step finds the decision and writes the cell as `stopped` from that state
+without training (`orchestrator/execution/slot.py`, `_written_stopped`), and the trial ends
+as done. Decided, written, then ended, as any result: never from the actor's clean-up,
+which Ray cuts short when the experiment ends (an async stop written there was lost, and the
+cell reported as interrupted: issue 33). A relaunch clears the decisions of the cells it
+runs, so a decision whose cell never wrote its row is taken again, against the same records.
 
 A decision that the store refuses for a while (an outage: `StoreUnreachable`) is written
 again after waits that double (`write_decision`); one that could never be written is not
@@ -104,7 +104,7 @@ class RowHalving(FIFOScheduler):
             self.rungs.judged[decision["key"]].discard(decision["rung"])  # again next result
             return TrialScheduler.CONTINUE
         self.stops[decision["key"]] = decision
-        return TrialScheduler.STOP
+        return TrialScheduler.PAUSE  # resumed by FIFO's choice: it writes itself as stopped
 
     def debug_string(self) -> str:
         rule = self.rungs.rule

@@ -23,6 +23,7 @@ from orchestrator.halving.rule import Rungs, cell_epochs, cutoff, group_of, halv
 from orchestrator.halving.scheduler import STOP_WAITS, RowHalving, SyncRowHalving, write_decision
 from orchestrator.spec.expand import expand
 from orchestrator.spec.load import load_spec
+from results.store import open_store
 from results.store.base import StoreError, StoreUnreachable
 from tests.orchestrator.conftest import write_spec
 from tests.orchestrator.halving_grid import (
@@ -248,7 +249,8 @@ def test_an_async_stop_that_cannot_be_written_lets_the_cell_go_on_and_is_taken_l
     assert f"g: cell {cells[1].key}: the halving's decision to stop it at epoch 2" in err
     assert "(store s3://b/p: cannot write" in err and err.count("\n") == 1
     third = {"rungs/2": 0.1, "epoch": 3}  # the store answers again
-    assert halving.on_trial_result(None, loser, third) == TrialScheduler.STOP
+    # paused, then resumed to write itself as stopped (as under the sync rule)
+    assert halving.on_trial_result(None, loser, third) == TrialScheduler.PAUSE
     assert store.written[cells[1].key]["rung"] == 2 and cells[1].key in halving.stops
 
 
@@ -277,3 +279,29 @@ def test_a_sync_stop_that_cannot_be_written_lets_the_loser_go_on(tmp_path, capsy
         t.status = Trial.RUNNING
         resumed.append(t.trial_id)
     assert resumed == [c.key for c in cells[:5]]  # losers too: none waits forever
+
+
+@pytest.mark.ray
+def test_the_async_rule_runs_to_the_end_each_loser_written_by_its_own_step(tmp_path, ray_cluster):
+    """`rule: async` under Ray: a loser's decision is written, the trial paused and resumed,
+    and its step writes it as stopped at its rung; the launch ends with every cell's row
+    (its stops were written from the actors' clean-up, which Ray cuts short at the end of
+    the experiment: a stop could be lost and its cell reported interrupted, exit 1)."""
+    spec = six_lrs(tmp_path / "specs", "asyncr", halving={**HALVING, "rule": "async"})
+    store = tmp_path / "runs"
+    con, buf = console()
+    assert (
+        launch.launch(
+            spec, store_uri=str(store), address=ray_cluster.address, max_concurrent=2, console=con
+        )
+        == 0
+    ), buf.getvalue()
+    found = rows(store, "asyncr")
+    assert set(found) == {c.key for c in expand(spec)}
+    stopped = {k: r for k, r in found.items() if r["status"] == "stopped"}
+    assert stopped and len(stopped) < len(found)
+    opened = open_store(str(store))
+    for key, row in stopped.items():
+        decision = opened.read_stop("asyncr", key)
+        assert decision is not None and row["epochs"] == decision["rung"], (row, decision)
+    assert "did not run" not in buf.getvalue() and "interrupted" not in buf.getvalue()
