@@ -1,7 +1,8 @@
 """The one user-facing error type and its did-you-mean hint, at the bottom layer.
 
 Trainers, results and the orchestrator all raise `GridError` for bad input; the CLI prints
-it and exits 2, without a traceback. It lives here, in the lowest layer, so that no layer
+it and exits with its `exit_status` (2; a store that could not be reached: 3), without a
+traceback. It lives here, in the lowest layer, so that no layer
 imports upward to raise it.
 """
 
@@ -17,6 +18,8 @@ class GridError(Exception):
 
     The message names the file and the key, one problem per line.
     """
+
+    exit_status = 2  # the `grid` program's status for it (README, "Exit statuses")
 
 
 def did_you_mean(name: Any, choices: Iterable[Any]) -> str:

@@ -1,7 +1,8 @@
 """The `grid` command. Each subcommand is a few lines: parse, load, call the part that works.
 
 Bad input (a GridError) is printed as one line per problem on stderr with exit status 2,
-never as a traceback.
+never as a traceback; a store that could not be reached (results/store/base.py,
+`StoreUnreachable`) as one line with exit status 3 (EXIT_STATUSES).
 """
 
 from __future__ import annotations
@@ -17,6 +18,14 @@ from rich.table import Table
 from trainers.errors import GridError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+EXIT_STATUSES = """exit statuses:
+  0  done: every cell finished (launch), the command did what it was asked
+  1  not done: cells did not finish, another launch holds the grid, or a hole (--strict)
+  2  bad input: a spec, a flag, a data root or a store's address (fix it, then rerun)
+  3  the store could not be reached (no answer, a timeout, a 5xx): rerun once it answers
+  130  interrupted (Ctrl-C); a launch whose trials had started exits 1, saying how far
+       each cell got (the next launch resumes them from their checkpoints)"""
 
 
 def command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -231,6 +240,8 @@ def parser() -> argparse.ArgumentParser:
         prog="grid",
         description="Deep-learning benchmark grids as "
         "Ray Tune trials, with Parquet results and the papers' tables.",
+        epilog=EXIT_STATUSES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -375,13 +386,13 @@ def main(argv: list[str] | None = None) -> int:
     if program and args.command in READ_ONLY:
         from orchestrator.cli import no_pandas  # pyarrow's pandas import: a fifth of the start-up
 
-        no_pandas.block()
+        no_pandas.skip()
     try:
         return COMMANDS[args.command](args)
-    except GridError as e:
+    except GridError as e:  # bad input (2), a store that could not be reached (3)
         for line in str(e).splitlines():
             print(f"grid: error: {line}", file=sys.stderr)
-        return 2
+        return e.exit_status
     except KeyboardInterrupt:
         print("grid: interrupted", file=sys.stderr)
         return 130

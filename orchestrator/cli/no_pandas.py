@@ -3,11 +3,15 @@
 time it converts Python values, only to ask whether they are pandas objects. Ours never are:
 nothing in `results/` or `orchestrator/` uses pandas.
 
-`block()` makes `import pandas` fail for the rest of the process, so pyarrow records that
-it has no pandas (and its C++ side skips pandas' null types) without importing it. Only the
-`grid` program's own read-only commands call it (orchestrator/cli/main.py), as the whole process:
-a program that imported `main` and calls it keeps pandas, and so does any process that
-imported pandas already.
+pyarrow asks once and remembers the answer. `skip()` has it ask now, while a finder on
+`sys.meta_path` makes `import pandas` fail, and takes the finder away again at once: pyarrow
+goes on without pandas, and every other library imports or looks up pandas as usual. A
+finder left in place broke them: torch._dynamo asks `importlib.util.find_spec("pandas")`
+when `grid plan --estimate` trains a few steps, and got the finder's exception (issue 33).
+
+Only the `grid` program's own read-only commands call it (orchestrator/cli/main.py), as the
+whole process: a program that imported `main` and calls it keeps pandas, and so does any
+process that imported pandas already.
 """
 
 from __future__ import annotations
@@ -23,8 +27,16 @@ class _Blocked(importlib.abc.MetaPathFinder):
         return None
 
 
-def block() -> None:
-    """Make `import pandas` fail in this process, unless pandas is imported already."""
-    if "pandas" in sys.modules or any(isinstance(f, _Blocked) for f in sys.meta_path):
+def skip() -> None:
+    """Have pyarrow decide, once for this process, that there is no pandas (unless pandas
+    is imported already); pandas itself stays importable."""
+    if "pandas" in sys.modules:
         return
-    sys.meta_path.insert(0, _Blocked())
+    blocked = _Blocked()
+    sys.meta_path.insert(0, blocked)
+    try:
+        import pyarrow
+
+        pyarrow.array([])  # its first conversion asks for pandas (pyarrow/pandas-shim.pxi)
+    finally:
+        sys.meta_path.remove(blocked)

@@ -11,7 +11,9 @@ Two copies of a cell's state exist while it trains (docs/design.md, "A trial's l
   resumes it, under `<store>/<grid>/_tune` (`tune_storage`), so that another node can.
 
 A checkpoint that cannot be loaded (a torn file, an older format) is discarded with a
-warning and the cell starts over, instead of failing every retry of every launch.
+warning, instead of failing every retry of every launch: the cell resumes from the store's
+checkpoint before it (`newest_state`: a torn checkpoint costs one checkpoint interval), else
+starts over.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from urllib.parse import urlsplit
 
 from pyarrow import fs as pafs
 
+from results.store import checkpoints as stored
 from results.store.base import Store
 
 TUNE_DIR = "_tune"  # <store>/<grid>/_tune: Tune's experiment state and pause checkpoints
@@ -50,9 +53,12 @@ def serialise(state: dict) -> bytes:
     return buf.getvalue()
 
 
-def load_state(key: str, data: bytes, where: str) -> dict | None:
+def load_state(
+    key: str, data: bytes, where: str, then: str = "training from epoch 1"
+) -> dict | None:
     """The trainer state in a checkpoint's bytes; None, with a CheckpointWarning, when it
-    cannot be loaded (that cell starts over). `where`: what to name in the warning."""
+    cannot be loaded (that cell starts over). `where`: what to name in the warning; `then`:
+    what happens instead."""
     import torch
 
     try:
@@ -67,7 +73,7 @@ def load_state(key: str, data: bytes, where: str) -> dict | None:
             )
         return saved["state"]
     except Exception as e:  # noqa: BLE001 - any unreadable checkpoint: start over
-        discard(key, f"{where}: {type(e).__name__}: {' '.join(str(e).split())}")
+        discard(key, f"{where}: {type(e).__name__}: {' '.join(str(e).split())}", then)
         return None
 
 
@@ -84,13 +90,29 @@ def load_states(directory: str | Path, keys: list[str]) -> dict[str, dict]:
     return out
 
 
-def discard(key: str, why: str) -> None:
-    """Say that cell `key` starts over because its checkpoint cannot be used."""
+def discard(key: str, why: str, then: str = "training from epoch 1") -> None:
+    """Say that cell `key`'s checkpoint cannot be used, and what happens `then`."""
     warnings.warn(
-        f"cell {key}: checkpoint discarded, training from epoch 1 ({why})",
-        CheckpointWarning,
-        stacklevel=2,
+        f"cell {key}: checkpoint discarded, {then} ({why})", CheckpointWarning, stacklevel=2
     )
+
+
+def newest_state(store: Store, grid: str, key: str) -> tuple[dict | None, bool]:
+    """Cell `key`'s newest loadable state in the store (None: none, it starts over), and
+    whether it came from the newest checkpoint: False when that one is torn and the one
+    before it is used (the next write must then keep that one, not copy the torn one over
+    it: `results/store/checkpoints.py`, `write(keep=)`). One GET; two when it is torn."""
+    data = stored.read(store, grid, key)
+    if data is None:
+        return None, False
+    state = load_state(key, data, "store", then="resuming from the one before it")
+    if state is not None:
+        return state, True
+    previous = stored.read_previous(store, grid, key)
+    if previous is None:
+        discard(key, "store: no checkpoint before it")
+        return None, False
+    return load_state(key, previous, "store, the one before"), False
 
 
 def store_location(store: Store) -> str:

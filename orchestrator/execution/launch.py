@@ -192,7 +192,7 @@ def _run(
         if warning:
             console.print(f"[yellow]{warning}[/]")
         if not local and any(d["name"] != "synthetic" for d in datasets):
-            session.preflight_nodes(datasets)
+            _say_nodes(session.preflight_nodes(datasets), console)
         resume = _earlier_checkpoints(store, spec.name, todo, force, rerun)
         if resume:
             console.print(f"resuming {resume} cells from the checkpoints of an earlier launch")
@@ -284,6 +284,14 @@ def _datasets(cells: list[Cell]) -> list[dict]:
     return list(found.values())
 
 
+def _say_nodes(lines: list[str], console: Console) -> None:
+    """The pre-flight check's line per node and data set; a node that left the cluster
+    before its check in yellow (it trains nothing in this launch)."""
+    for line in lines:
+        gone = "left the cluster" in line
+        console.print(Text(f"data: {line}", style="yellow" if gone else ""))
+
+
 def _check_data_here(datasets: list[dict], console: Console) -> None:
     from trainers.data import check_data
 
@@ -335,6 +343,7 @@ def _finish(
             if r.error is None and (r.metrics or {}).get(GRID_ERROR)
         }
     )
+    reached = {_result_label(r): r.metrics or {} for r in results}
     statuses = store.statuses(spec.name)
     failures = _recent_failures(store, spec.name, started)
     problems: list[tuple[Cell, str]] = []
@@ -345,7 +354,7 @@ def _finish(
             if label not in errors and status in FINISHED:
                 continue
             if label not in errors:
-                problems.append((t, "did not run (interrupted)"))
+                problems.append((t, _interrupted(t, reached.get(label, {}))))
                 continue
             if t.key not in failures:  # its trial died before it could write a failure
                 row = trial.failed_row(t, spec.sha256, errors[label])
@@ -375,6 +384,21 @@ def _finish(
             )
         )
     return 1
+
+
+def _interrupted(cell: Cell, metrics: dict) -> str:
+    """How far an interrupted cell got (its trial's last report) and what the next launch
+    does with it."""
+    total, done = cell.config["train"]["epochs"], int(metrics.get("epoch") or 0)
+    if not done:
+        return "interrupted before its first epoch; the next launch runs it"
+    saved = int(metrics.get("checkpoint_epoch") or 0)
+    then = (
+        f"the next launch resumes it from its checkpoint of epoch {saved}"
+        if saved
+        else "no checkpoint yet: the next launch trains it from epoch 1"
+    )
+    return f"interrupted after {done} of {total} epochs; {then}"
 
 
 def _result_label(result) -> str:

@@ -22,13 +22,12 @@ instead of starting a process that imports torch again. Its lifecycle, in Tune's
   PAUSE saves one and the resumed trial loads it, on this actor or another).
 - `cleanup()`: the actor ends; a unit still open is ended (`_end`).
 
-`_end`: a unit that Tune took away before its end was either stopped by the asynchronous
-halving (its decision is in the store: the cells are written as `stopped`,
-orchestrator/halving/scheduler.py), or paused, or interrupted: then nothing is written (a paused
-trial resumes from Tune's checkpoint; an interrupted one from the store's). Under the
-synchronous halving a loser is paused at its rung, then resumed: its first step finds the
-decision and writes the cell as `stopped` from the restored state, training nothing
-(`_written_stopped`): the row and its curves come from the same run.
+`_end`: a unit that Tune took away before its end was paused or interrupted: nothing is
+written (a paused trial resumes from Tune's checkpoint; an interrupted one from the store's).
+Under either halving rule a loser is paused at its rung, then resumed: its first step finds
+the decision and writes the cell as `stopped` from the restored state, training nothing
+(`_written_stopped`): the row and its curves come from the same run, written by a step, never
+by the clean-up (orchestrator/halving/scheduler.py).
 
 The dashboard names an actor by its repr, read once when the actor starts (`_raylet.pyx`,
 Ray 2.60): `GridSlot(<grid>)`. Which cell a slot trains now is in its log (a line per unit
@@ -104,6 +103,7 @@ class GridSlot(tune.Trainable):
     def _start(self, config: dict) -> None:
         cells = [Cell.from_dict(d) for d in config["unit"]]
         self.cells, self.restored = cells, None
+        self.newest_ok: dict[str, bool] = {}  # per cell: its newest checkpoint is whole
         self.shown.epochs = cells[0].config["train"]["epochs"]
         print(f"starts {monitor.unit_title(self.grid, cells)}", flush=True)
         self.unit = trial.UnitRun(
@@ -167,14 +167,13 @@ class GridSlot(tune.Trainable):
         key (an earlier attempt or launch); none: the cell starts from scratch."""
         found = dict(self.restored or {})
         for t in self.cells:
-            data = stored.read(self.store, self.grid, t.key)
-            state = None if data is None else checkpoints.load_state(t.key, data, "store")
+            state, self.newest_ok[t.key] = checkpoints.newest_state(self.store, self.grid, t.key)
             if state is not None and state["epoch"] >= found.get(t.key, {}).get("epoch", -1):
                 found[t.key] = state
         return found
 
     def _written_stopped(self, resumes: dict[str, dict]) -> bool:
-        """A halving's loser resumed from its pause at the rung (`rule: sync`): marks its
+        """A halving's loser resumed from its pause at the rung (either rule): marks its
         state to be written as `stopped` by the first step, without training; True when its
         row is written already (its old actor ended the paused unit after the decision)."""
         if not self.run.get("halving") or len(self.cells) != 1:
@@ -193,7 +192,13 @@ class GridSlot(tune.Trainable):
 
     def _checkpoint(self, metrics: dict, files: dict[str, bytes]) -> None:
         for key, data in files.items():
-            stored.write(self.store, self.grid, key, data)
+            self._write(key, data)
+
+    def _write(self, key: str, data: bytes) -> None:
+        """A cell's checkpoint to the store; the one it replaces is kept as the previous
+        one, unless that is torn (then the previous one stays: `checkpoints.newest_state`)."""
+        stored.write(self.store, self.grid, key, data, keep=self.newest_ok.get(key, False))
+        self.newest_ok[key] = True
 
     def _forget(self) -> None:
         for t in self.cells:
@@ -203,7 +208,7 @@ class GridSlot(tune.Trainable):
         # Tune saves one at a PAUSE (a halving's rung): the store gets it too, so a relaunch
         # after a kill resumes the waiting cell at its rung
         for key, data in self.unit.states().items():
-            stored.write(self.store, self.grid, key, data)
+            self._write(key, data)
             with open(os.path.join(checkpoint_dir, checkpoints.state_file(key)), "wb") as f:
                 f.write(data)
         return checkpoint_dir
@@ -217,16 +222,9 @@ class GridSlot(tune.Trainable):
         self._end()
 
     def _end(self) -> None:
-        """End the unit Tune took away before its last epoch (module docstring)."""
+        """End the unit Tune took away before its last epoch (module docstring): nothing is
+        written (a halving's loser is paused, then resumed to write itself as stopped,
+        `_written_stopped`)."""
         unit, self.unit = self.unit, None
-        if unit is None or unit.done or unit.steps is None:
-            return
-        decision, halving = None, self.run.get("halving")
-        # sync: a loser is paused, then resumed to write itself (`_written_stopped`)
-        if halving and halving.get("rule") == "async":
-            decision = self.store.read_stop(self.grid, self.cells[0].key)
-        if decision is None:
+        if unit is not None and not unit.done and unit.steps is not None:
             unit.close()
-            return
-        unit.stop(decision)
-        self._forget()

@@ -183,7 +183,8 @@ class UnitRun:
                 self.stop(stop)
             elif self._final():
                 self._finish(self._advance(False))
-            return {**out, "done": self.done}
+            # how far a relaunch would resume it from: said when a launch is interrupted
+            return {**out, "checkpoint_epoch": self.cadence.last_epoch, "done": self.done}
         except Exception as exc:  # not KeyboardInterrupt: a stopped launch leaves no row
             self._write_failed(error_text(exc))
             raise

@@ -5,19 +5,28 @@ table needs the ranking per row. `SyncRowHalving` (`rule: sync`, the default) pa
 at each rung until its row has reached it, as Tune's HyperBandScheduler pauses a bracket,
 and chooses which paused trial runs next; `RowHalving` (`rule: async`) is a FIFO scheduler
 whose `on_trial_result` judges a trial at each rung against its group's records only, and
-answers STOP when it falls below the group's cutoff.
+stops it when it falls below the group's cutoff.
 
-How an asynchronous stop reaches the store: before answering STOP, the scheduler writes its
-decision to the store (`Store.write_stop`). Tune then takes the trial away from its actor, which it
-either keeps for the next trial (`reset_config`) or ends (`cleanup`); in both, the slot
-ends the unit it was training (`orchestrator/execution/slot.py`, `GridSlot._end`): it finds the
-decision in the store and writes the cell as `stopped` (a trial taken away without one was
-paused or interrupted, e.g. by Ctrl-C, and writes nothing). A relaunch clears the decisions
-of the cells it runs, so a decision whose cell never wrote its row is taken again, against
-the same records.
+How a stop reaches the store, under both rules: the decision is written to the store first
+(`Store.write_stop`), then the trial is PAUSED (Tune saves its state, at the rung) and
+resumed; its first step finds the decision and writes the cell as `stopped` from that state
+without training (`orchestrator/execution/slot.py`, `_written_stopped`), and the trial ends
+as done. Decided, written, then ended, as any result: never from the actor's clean-up,
+which Ray cuts short when the experiment ends (an async stop written there was lost, and the
+cell reported as interrupted: issue 33). A relaunch clears the decisions of the cells it
+runs, so a decision whose cell never wrote its row is taken again, against the same records.
+
+A decision that the store refuses for a while (an outage: `StoreUnreachable`) is written
+again after waits that double (`write_decision`); one that could never be written is not
+fatal to the launch: the cell trains on (a longer run, no lost result), the async rule judges
+it again at its next result, and a line says so.
 """
 
 from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
 
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
@@ -25,7 +34,42 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from orchestrator.halving.rule import Rungs
 from orchestrator.halving.sync import decide
-from results.store.base import Store
+from results.store.base import Store, StoreError, StoreUnreachable
+
+# Seconds between tries of a decision's write: 15.5 s in all, three times the longest S3
+# outage of the fault campaign (2-5 s, docs/reliability.md); Tune's loop waits meanwhile.
+STOP_WAITS = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def write_decision(
+    store: Store,
+    grid: str,
+    decision: dict,
+    waits: Sequence[float] = STOP_WAITS,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
+    """Write a halving's decision to stop a cell (`Store.write_stop`), again after each of
+    `waits` while the store cannot be reached; False (with a line on stderr) when it could
+    not be written, and the cell goes on."""
+    key = decision["key"]
+    for wait in (*waits, None):
+        try:
+            store.write_stop(grid, key, decision)
+            return True
+        except StoreUnreachable as e:
+            error = e
+            if wait is not None:
+                sleep(wait)
+        except StoreError as e:  # not an outage: another try would fail the same way
+            error = e
+            break
+    print(
+        f"{grid}: cell {key}: the halving's decision to stop it at epoch {decision['rung']} "
+        f"could not be written ({error}); it trains on",
+        file=sys.stderr,
+        flush=True,
+    )
+    return False
 
 
 def reported_scores(result: dict) -> dict[int, float]:
@@ -47,6 +91,7 @@ class RowHalving(FIFOScheduler):
         super().__init__()
         self.rungs, self.store, self.grid = rungs, store, grid
         self.stops: dict[str, dict] = {}  # {cell key: decision} of this launch
+        self.sleep = time.sleep  # between a decision's tries (a test's own clock)
 
     def __getstate__(self):  # Tune may pickle its scheduler; the store stays in the driver
         return {**self.__dict__, "store": None}
@@ -55,9 +100,11 @@ class RowHalving(FIFOScheduler):
         decision = self.rungs.judge(trial.config["cell"], reported_scores(result))
         if decision is None:
             return TrialScheduler.CONTINUE
-        self.store.write_stop(self.grid, decision["key"], decision)
+        if not write_decision(self.store, self.grid, decision, sleep=self.sleep):
+            self.rungs.judged[decision["key"]].discard(decision["rung"])  # again next result
+            return TrialScheduler.CONTINUE
         self.stops[decision["key"]] = decision
-        return TrialScheduler.STOP
+        return TrialScheduler.PAUSE  # resumed by FIFO's choice: it writes itself as stopped
 
     def debug_string(self) -> str:
         rule = self.rungs.rule
@@ -114,6 +161,7 @@ class SyncRowHalving(FIFOScheduler):
         super().__init__()
         self.rungs, self.store, self.grid = rungs, store, grid
         self.stops: dict[str, dict] = {}  # {cell key: decision} of this launch
+        self.sleep = time.sleep  # between a decision's tries (a test's own clock)
         self.decisions: dict[tuple[str, int], dict] = {}  # {(group, rung): rowsync.decide}
         self.ended: set[str] = set()  # cells whose trial ended in this launch
         self.slots = SlotLimit()
@@ -217,8 +265,8 @@ class SyncRowHalving(FIFOScheduler):
                     "peers": decision["ranked"] - 1,
                     "rule": "sync",
                 }
-                self.store.write_stop(self.grid, key, stop)
-                self.stops[key] = stop
+                if write_decision(self.store, self.grid, stop, sleep=self.sleep):
+                    self.stops[key] = stop  # else it goes on as if kept
 
     def debug_string(self) -> str:
         rule = self.rungs.rule

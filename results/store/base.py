@@ -37,7 +37,10 @@ class StoreError(GridError):
 class StoreUnreachable(StoreError):
     """The store could not be reached or did not answer (a connection refused or timed out,
     a 5xx): an outage that passes, which a trial retries (orchestrator/execution/slot.py,
-    `final`)."""
+    `final`). Not bad input: the `grid` program exits 3, not 2, so that a script or the
+    engineer on call can tell "try again later" from "fix the spec"."""
+
+    exit_status = 3
 
 
 class NotFound(StoreError):
@@ -77,6 +80,11 @@ class Store:
     def delete_object(self, name: str) -> None:
         raise NotImplementedError
 
+    def copy_object(self, source: str, name: str) -> None:
+        """Write `name` with `source`'s bytes, atomically (S3: a copy on the server);
+        `NotFound` when there is no `source`."""
+        self.put_object(name, self.get_object(source))
+
     def list_grids(self) -> list[str]:
         """The grids that have a trials folder in this store, sorted."""
         raise NotImplementedError
@@ -105,8 +113,9 @@ class Store:
         try:
             self.put_object(name, b"probe")
             self.delete_object(name)
-        except StoreError as e:
-            raise StoreError(self.uri, "not writable", e.reason) from None
+        except StoreError as e:  # an outage stays one (exit 3, not 2)
+            cls = StoreUnreachable if isinstance(e, StoreUnreachable) else StoreError
+            raise cls(self.uri, "not writable", e.reason) from None
 
     def write_trial(self, grid: str, key: str, row: dict, epochs: list[dict]) -> None:
         """Commit a finished cell's result (a failed row goes to `write_failure`: it never

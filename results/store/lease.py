@@ -196,11 +196,16 @@ class Lease:
         if self.tag is None or not self.store.replace_if(self.name, self._data(), self.tag):
             self.lost.set()
             return False
+        # The swap's new tag, read back. A takeover may land between the two requests: keep
+        # a tag only with our own token in its body, else another launch's lease would be
+        # taken for ours (and our release would then free it, issue 33).
         found = self.store.read_tagged(self.name)
-        self.tag = found[1] if found else None
-        if found is None:
+        if found is None or _parse(found[0]).get("token") != self.token:
+            self.tag = None
             self.lost.set()
-        return found is not None
+            return False
+        self.tag = found[1]
+        return True
 
     def check(self) -> bool:
         """Whether the lease is still ours, by one read of it; sets `lost` when not."""

@@ -22,13 +22,36 @@ columns differ (a newer version added one) into one table.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
 import uuid
 from pathlib import Path
 
-from results.store.base import NotFound, Store, StoreError
+from results.store.base import NotFound, Store, StoreError, StoreUnreachable
+
+# A folder on a network file system (NFS, a FUSE mount of a bucket) whose server is gone
+# answers with these: an outage that passes (exit 3), not a wrong path or a permission (2).
+UNREACHABLE = {
+    errno.EIO,
+    errno.ESTALE,
+    errno.ENOTCONN,
+    errno.ETIMEDOUT,
+    errno.EHOSTDOWN,
+    errno.EHOSTUNREACH,
+    errno.ENETDOWN,
+    errno.ENETUNREACH,
+    errno.ECONNREFUSED,
+    errno.ECONNRESET,
+}
+
+
+def os_error(uri: str, action: str, e: OSError) -> StoreError:
+    """An OSError of the folder as the store's error: `StoreUnreachable` for a network file
+    system that does not answer, else `StoreError`."""
+    cls = StoreUnreachable if e.errno in UNREACHABLE else StoreError
+    return cls(uri, action, e.strerror or str(e))
 
 
 class LocalStore(Store):
@@ -40,15 +63,16 @@ class LocalStore(Store):
 
     def put_object(self, name: str, data: bytes) -> None:
         path = self.root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
         # Hidden name: readers (ours and pyarrow.dataset) ignore files starting with '.'.
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_bytes(data)
             os.replace(tmp, path)
         except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise StoreError(self.uri, f"cannot write {name}", e.strerror or str(e)) from None
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise os_error(self.uri, f"cannot write {name}", e) from None
 
     def get_object(self, name: str) -> bytes:
         try:
@@ -56,7 +80,7 @@ class LocalStore(Store):
         except FileNotFoundError:
             raise NotFound(self.uri, f"cannot read {name}", "no such object") from None
         except OSError as e:
-            raise StoreError(self.uri, f"cannot read {name}", e.strerror or str(e)) from None
+            raise os_error(self.uri, f"cannot read {name}", e) from None
 
     def list_objects(self, folder: str) -> list[str]:
         return sorted(self.scan_objects(folder))
@@ -88,7 +112,7 @@ class LocalStore(Store):
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise StoreError(self.uri, "not writable", e.strerror or str(e)) from None
+            raise os_error(self.uri, "not writable", e) from None
         super().check_writable()
 
     def create(self, name: str, data: bytes) -> bool:

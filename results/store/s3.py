@@ -60,6 +60,19 @@ class S3Store(Store):
             raise NotFound(self.uri, f"cannot read {name}", "no such object")
         return found[0]
 
+    def copy_object(self, source: str, name: str) -> None:
+        from botocore.exceptions import ClientError
+
+        copied = {"Bucket": self.bucket, "Key": self._key(source)}  # no upload: one request
+        try:
+            self.client.copy_object(Bucket=self.bucket, Key=self._key(name), CopySource=copied)
+        except ClientError as e:
+            if _missing(e):
+                raise NotFound(self.uri, f"cannot copy {source}", "no such object") from None
+            raise self._error(f"cannot copy to {name}", e) from None
+        except Exception as e:  # BotoCoreError: the endpoint unreachable
+            raise self._error(f"cannot copy to {name}", e) from None
+
     def create(self, name: str, data: bytes) -> bool:
         # If-None-Match: * makes S3 (since 2024), MinIO and moto refuse to overwrite
         return self._precondition(

@@ -37,6 +37,17 @@ def test_a_sparse_cadence_checkpoints_every_n_epochs_and_after_the_last(tiny_spe
     assert calls == [(1, []), (2, ckpt), (3, ckpt)]
 
 
+def test_each_report_says_the_epoch_a_relaunch_would_resume_from(tiny_spec, tmp_path):
+    """What an interrupted launch tells of each cell (orchestrator/execution/launch.py)."""
+    cells = expand(
+        tiny_spec("said", [0.05], train={"epochs": 3, "checkpoint_every": 2, "checkpoint_s": 3600})
+    )
+    unit = trial.UnitRun(cells, store=open_store(str(tmp_path / "runs")), spec_sha256="x")
+    unit.start()
+    reports = [unit.step() for _ in range(3)]
+    assert [(r["epoch"], r["checkpoint_epoch"]) for r in reports] == [(1, 0), (2, 2), (3, 3)]
+
+
 def test_a_retry_from_an_older_checkpoint_redoes_epochs_without_duplicates(tiny_spec, tmp_path):
     spec = tiny_spec(
         "retry", [0.05, 0.1], train={"epochs": 3, "checkpoint_every": 2, "checkpoint_s": 3600}

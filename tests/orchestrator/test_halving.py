@@ -11,13 +11,20 @@ of a launch without halving).
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import TrialScheduler
 
 from orchestrator.cli.main import main
 from orchestrator.execution import launch
 from orchestrator.halving.rule import Rungs, cell_epochs, cutoff, group_of, halving_plan
+from orchestrator.halving.scheduler import STOP_WAITS, RowHalving, SyncRowHalving, write_decision
 from orchestrator.spec.expand import expand
 from orchestrator.spec.load import load_spec
+from results.store import open_store
+from results.store.base import StoreError, StoreUnreachable
 from tests.orchestrator.conftest import write_spec
 from tests.orchestrator.halving_grid import (
     GRID,
@@ -200,3 +207,101 @@ def test_a_grown_grid_judges_its_new_lr_against_the_stored_rungs(halved, tmp_pat
         for p in (grown_store / "halved" / "trials").iterdir()
         if p.name in before
     } == before
+
+
+# -- a decision the store refuses for a while --------------------------------------------
+class Outage:
+    """A store whose `write_stop` cannot reach it `fails` times, then writes."""
+
+    def __init__(self, fails: int, error: type = StoreUnreachable):
+        self.fails, self.error, self.written = fails, error, {}
+
+    def write_stop(self, grid: str, key: str, decision: dict) -> None:
+        if self.fails:
+            self.fails -= 1
+            raise self.error("s3://b/p", f"cannot write {grid}/stops/{key}.json", "no answer")
+        self.written[key] = decision
+
+
+def test_a_decision_is_written_again_after_waits_that_double():
+    store, waited = Outage(fails=3), []
+    decision = {"key": "k", "rung": 2}
+    assert write_decision(store, "g", decision, sleep=waited.append)
+    assert store.written == {"k": decision} and waited == [0.5, 1.0, 2.0]
+
+
+def test_an_async_stop_that_cannot_be_written_lets_the_cell_go_on_and_is_taken_later(
+    tmp_path, capsys
+):
+    """The store down for longer than the waits: the launch goes on (it ended with the
+    store's error through Tune's callback), the loser trains on, and its next result is
+    judged again and stopped once the store answers."""
+    spec = six_lrs(tmp_path, "g", halving={**HALVING, "rule": "async"})
+    cells = expand(spec)
+    stored = [{"key": cells[0].key, "epoch": 2, "val_acc": 0.6}]
+    store, waited = Outage(fails=len(STOP_WAITS) + 1), []
+    halving = RowHalving(Rungs.from_epochs(spec.halving, cells, stored), store, "g")
+    halving.sleep = waited.append
+    loser = SimpleNamespace(config={"cell": cells[1].key})
+    assert halving.on_trial_result(None, loser, {"rungs/2": 0.1}) == TrialScheduler.CONTINUE
+    assert waited == list(STOP_WAITS) and not store.written and not halving.stops
+    err = capsys.readouterr().err
+    assert f"g: cell {cells[1].key}: the halving's decision to stop it at epoch 2" in err
+    assert "(store s3://b/p: cannot write" in err and err.count("\n") == 1
+    third = {"rungs/2": 0.1, "epoch": 3}  # the store answers again
+    # paused, then resumed to write itself as stopped (as under the sync rule)
+    assert halving.on_trial_result(None, loser, third) == TrialScheduler.PAUSE
+    assert store.written[cells[1].key]["rung"] == 2 and cells[1].key in halving.stops
+
+
+def test_a_decision_refused_for_another_reason_is_not_tried_again(capsys):
+    store, waited = Outage(fails=1, error=StoreError), []
+    assert not write_decision(store, "g", {"key": "k", "rung": 2}, sleep=waited.append)
+    assert waited == [] and "it trains on" in capsys.readouterr().err
+
+
+def test_a_sync_stop_that_cannot_be_written_lets_the_loser_go_on(tmp_path, capsys):
+    spec = six_lrs(tmp_path, "g", halving={**HALVING, "rungs": [2]})
+    cells = expand(spec)[:6]  # one row
+    store = Outage(fails=100)
+    rungs = Rungs.from_epochs(spec.halving, expand(spec), [])
+    halving = SyncRowHalving(rungs, store, "g")
+    halving.sleep = lambda s: None
+    rungs.running = {c.key for c in cells}
+    trials = [SimpleNamespace(config={"cell": c.key}, trial_id=c.key) for c in cells]
+    answers = [halving.on_trial_result(None, t, {"rungs/2": 0.1 * i}) for i, t in enumerate(trials)]
+    assert answers == [TrialScheduler.PAUSE] * 5 + [TrialScheduler.CONTINUE]  # row decided
+    assert not halving.stops and capsys.readouterr().err.count("it trains on") == 3
+    for t in trials[:5]:
+        t.status = Trial.PAUSED
+    controller, resumed = SimpleNamespace(get_trials=lambda: trials[:5]), []
+    while (t := halving.choose_trial_to_run(controller)) is not None:
+        t.status = Trial.RUNNING
+        resumed.append(t.trial_id)
+    assert resumed == [c.key for c in cells[:5]]  # losers too: none waits forever
+
+
+@pytest.mark.ray
+def test_the_async_rule_runs_to_the_end_each_loser_written_by_its_own_step(tmp_path, ray_cluster):
+    """`rule: async` under Ray: a loser's decision is written, the trial paused and resumed,
+    and its step writes it as stopped at its rung; the launch ends with every cell's row
+    (its stops were written from the actors' clean-up, which Ray cuts short at the end of
+    the experiment: a stop could be lost and its cell reported interrupted, exit 1)."""
+    spec = six_lrs(tmp_path / "specs", "asyncr", halving={**HALVING, "rule": "async"})
+    store = tmp_path / "runs"
+    con, buf = console()
+    assert (
+        launch.launch(
+            spec, store_uri=str(store), address=ray_cluster.address, max_concurrent=2, console=con
+        )
+        == 0
+    ), buf.getvalue()
+    found = rows(store, "asyncr")
+    assert set(found) == {c.key for c in expand(spec)}
+    stopped = {k: r for k, r in found.items() if r["status"] == "stopped"}
+    assert stopped and len(stopped) < len(found)
+    opened = open_store(str(store))
+    for key, row in stopped.items():
+        decision = opened.read_stop("asyncr", key)
+        assert decision is not None and row["epochs"] == decision["rung"], (row, decision)
+    assert "did not run" not in buf.getvalue() and "interrupted" not in buf.getvalue()

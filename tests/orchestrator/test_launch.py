@@ -664,9 +664,37 @@ def test_a_corrupt_checkpoint_of_an_earlier_launch_is_discarded(
         launch.launch(spec, store_uri=store, address=ray_cluster.address, console=console()[0]) == 1
     )
     assert stored_checkpoints.listed(open_store(store), "corrupt") == {key}
-    stored_checkpoints.write(open_store(store), "corrupt", key, b"not a checkpoint")
+    # the only checkpoint (none before it to fall back to) replaced by a torn one
+    stored_checkpoints.write(open_store(store), "corrupt", key, b"not a checkpoint", keep=False)
     con, buf = console()
     assert launch.launch(spec, store_uri=store, address=ray_cluster.address, console=con) == 0
     assert "resuming 1 cells" in buf.getvalue()  # found, then discarded by the trial
     row = rows(tmp_path / "runs", "corrupt")[key]
     assert row["status"] == "completed" and row["resumed_epoch"] == 0 and row["epochs"] == 2
+
+
+@pytest.mark.ray
+def test_ctrl_c_says_how_far_each_cell_got_and_that_the_next_launch_resumes_it(
+    tiny_spec, tmp_path, monkeypatch, ray_cluster
+):
+    """Ctrl-C (SIGINT to `grid launch`) while the cell is held after its first epoch's
+    checkpoint: the end report says it trained 1 of 3 epochs and resumes from epoch 1."""
+    spec = tiny_spec("ctrlc", [0.05], train={"epochs": 3})
+    (key,) = (t.key for t in expand(spec))
+    folder = arm_hold(monkeypatch, tmp_path, key, epoch=1)
+    cmd = [sys.executable, "-m", "orchestrator.cli", "launch", spec.path, "--store"]
+    cmd += [str(tmp_path / "runs"), "--address", ray_cluster.address]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert wait_held(folder) == f"{key}:1"
+        proc.send_signal(signal.SIGINT)
+    finally:
+        release(folder)
+        out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 1  # the cell did not finish (README, "Exit statuses")
+    said = " ".join(out.split())
+    assert (
+        f"{key} lr=0.05: interrupted after 1 of 3 epochs; the next launch resumes it from "
+        "its checkpoint of epoch 1" in said
+    ), out

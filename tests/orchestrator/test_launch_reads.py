@@ -157,3 +157,40 @@ def test_status_lists_trials_once_and_shows_the_size_the_last_launch_counted(
     assert "store: 6 objects, " in text and "(counted by the last launch, " in text
     # one listing of trials/; the usage record, the lease, the rows' index (a new machine)
     assert sorted(calls) == ["GetObject"] * 3 + ["ListObjectsV2"], calls
+
+
+def test_an_interrupted_launch_says_how_far_each_cell_got_and_that_it_resumes(tiny_spec, tmp_path):
+    """Ctrl-C: Tune ends the trials and returns their last reports; each unfinished cell is
+    listed with the epochs it trained and what the next launch does with it (it said "did
+    not run (interrupted)" of a cell 119 epochs into 120)."""
+    spec = tiny_spec("ctrlc", [0.05, 0.1, 0.2], train={"epochs": 120})
+    a, b, c = expand(spec)
+    store = open_store(str(tmp_path / "runs"))
+
+    def stopped(cell, **metrics):  # Tune's result of a trial ended by the interrupt
+        return SimpleNamespace(error=None, metrics=metrics, config={"cell": cell.key})
+
+    results = [
+        stopped(a, epoch=119, epochs=120, checkpoint_epoch=118),
+        stopped(b, epoch=2, epochs=120, checkpoint_epoch=0),
+        stopped(c),
+    ]
+    out, buf = quiet()
+    assert launch._finish(spec, store, [[a], [b], [c]], results, "2000", out) == 1
+    said = buf.getvalue()
+    assert (
+        f"{a.key} lr=0.05: interrupted after 119 of 120 epochs; the next launch resumes it "
+        "from its checkpoint of epoch 118" in said
+    )
+    assert f"{b.key} lr=0.1: interrupted after 2 of 120 epochs; no checkpoint yet" in said
+    assert f"{c.key} lr=0.2: interrupted before its first epoch; the next launch runs it" in said
+    assert "did not run" not in said
+
+
+def test_a_node_that_left_before_its_data_check_is_said():
+    out, buf = quiet()
+    launch._say_nodes(["10.0.0.1: cifar10 at /data: ok", "10.0.0.2: left the cluster (X)"], out)
+    assert buf.getvalue().splitlines() == [
+        "data: 10.0.0.1: cifar10 at /data: ok",
+        "data: 10.0.0.2: left the cluster (X)",
+    ]

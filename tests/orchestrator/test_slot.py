@@ -15,13 +15,20 @@ import signal
 import pytest
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from orchestrator.execution import experiment, hooks, launch, raycompat, slot
+from orchestrator.execution import checkpoints, experiment, hooks, launch, raycompat, slot
 from orchestrator.spec.expand import expand
 from results.store import checkpoints as stored_checkpoints
 from results.store import open_store
 from results.store.base import Fenced, StoreError, StoreUnreachable
 from tests.orchestrator.chaos_events import ChaosEvents
-from tests.orchestrator.test_launch import console, rows
+from tests.orchestrator.test_launch import (
+    arm_hold,
+    console,
+    launch_in_thread,
+    release,
+    rows,
+    wait_held,
+)
 from trainers.errors import GridError
 
 
@@ -65,6 +72,61 @@ def test_a_cells_checkpoint_on_s3(s3_uri):
     assert stored_checkpoints.read(store, "g", "abc") == b"state"
     stored_checkpoints.delete(store, "g", "abc")
     assert stored_checkpoints.listed(store, "g") == set()
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_torn_checkpoint_falls_back_to_the_one_before_it(where, tmp_path, request):
+    """A new checkpoint keeps the one it replaces until it is whole: a torn newest costs one
+    checkpoint interval. After a fall back, the next write keeps the good one, not the
+    torn one."""
+    uri = str(tmp_path / "runs") if where == "local" else request.getfixturevalue("s3_uri")
+    store = open_store(uri)
+    assert checkpoints.newest_state(store, "g", "abc") == (None, False)
+    for epoch in (1, 2):
+        stored_checkpoints.write(store, "g", "abc", checkpoints.serialise({"epoch": epoch}))
+    assert checkpoints.newest_state(store, "g", "abc") == ({"epoch": 2}, True)
+    newest = stored_checkpoints.read(store, "g", "abc")
+    store.put_object(stored_checkpoints.name("g", "abc"), newest[: len(newest) // 2])  # torn
+    with pytest.warns(checkpoints.CheckpointWarning, match="resuming from the one before it"):
+        assert checkpoints.newest_state(store, "g", "abc") == ({"epoch": 1}, False)
+    stored_checkpoints.write(store, "g", "abc", checkpoints.serialise({"epoch": 2}), keep=False)
+    store.put_object(stored_checkpoints.name("g", "abc"), b"torn again")
+    with pytest.warns(checkpoints.CheckpointWarning):
+        assert checkpoints.newest_state(store, "g", "abc") == ({"epoch": 1}, False)
+    assert stored_checkpoints.listed(store, "g") == {"abc"}
+    stored_checkpoints.delete(store, "g", "abc")
+    assert stored_checkpoints.read_previous(store, "g", "abc") is None
+    assert stored_checkpoints.listed(store, "g") == set()
+
+
+@pytest.mark.ray
+def test_a_torn_newest_checkpoint_resumes_from_the_one_before_not_from_scratch(
+    tiny_spec, tmp_path, monkeypatch, ray_cluster
+):
+    """The fault campaign's `checkpoint` fault, by hooks: held right after epoch 2's
+    checkpoint (GRID_HOLD), the test truncates it; the trial then dies inside epoch 3
+    (GRID_KILL). The retry resumes from epoch 1's checkpoint (it retrained from epoch 1)."""
+    spec = tiny_spec("torn", [0.05], train={"epochs": 3})
+    (key,) = (t.key for t in expand(spec))
+    folder = arm_hold(monkeypatch, tmp_path, key, epoch=2)
+    (tmp_path / "kill").mkdir()
+    monkeypatch.setenv(hooks.KILL_ENV, f"{key}:3:{tmp_path / 'kill'}")
+    store = tmp_path / "runs"
+    thread, result, buf = launch_in_thread(
+        spec=spec, store_uri=str(store), address=ray_cluster.address
+    )
+    try:
+        assert wait_held(folder) == f"{key}:2"
+        newest = store / "torn" / "checkpoints" / key
+        newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    finally:
+        release(folder)
+        thread.join()
+    assert result["rc"] == 0 and (tmp_path / "kill" / f"killed-{key}").exists()
+    row = rows(store, "torn")[key]
+    assert row["status"] == "completed" and row["resumed_epoch"] == 1 and row["epochs"] == 3
+    assert epochs_of(store, "torn") == {key: [1, 2, 3]}
+    assert stored_checkpoints.listed(open_store(str(store)), "torn") == set()
 
 
 @pytest.mark.ray

@@ -49,6 +49,30 @@ def test_stale_heartbeat_is_taken_over_and_the_old_holder_knows(store):
     assert read_holder(store, "g")["token"] == new.token
 
 
+def test_a_takeover_between_a_refreshs_swap_and_its_read_back_is_a_lost_lease(store, monkeypatch):
+    """The heartbeat's compare-and-swap succeeds, then another launch takes the lease over
+    before the refresh reads the new tag back: the refresh must not keep the taker's tag
+    (it did, and its release then freed the taker's lease)."""
+    now = [1000.0]
+    old = Lease(store, "g", clock=lambda: now[0])
+    old.acquire()
+    taker = Lease(store, "g", clock=lambda: now[0] + STALE_S + 1)  # old's heartbeat: stale
+    swap, done = store.replace_if, []
+
+    def replace_if(name, data, tag):
+        ok = swap(name, data, tag)
+        if ok and not done and json.loads(data)["token"] == old.token:
+            done.append(taker.acquire())  # between the swap and the read back
+        return ok
+
+    monkeypatch.setattr(store, "replace_if", replace_if)
+    assert not old.refresh() and old.lost.is_set()
+    assert done[0].startswith("took over the lease of ")
+    old.release()  # not ours: leaves the taker's lease alone
+    assert read_holder(store, "g")["token"] == taker.token
+    assert not old.check() and taker.check() and taker.refresh()
+
+
 def test_dead_holder_on_this_host_is_taken_over_at_once(store):
     proc = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],

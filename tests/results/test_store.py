@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -173,6 +174,26 @@ def test_local_check_writable_fails_with_the_path(tmp_path):
     with pytest.raises(GridError) as e:
         store.check_writable()
     assert str(blocker / "runs") in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "code, unreachable", [(errno.EIO, True), (errno.ESTALE, True), (errno.EACCES, False)]
+)
+def test_a_local_folder_whose_file_server_is_gone_is_unreachable(
+    local_store, monkeypatch, code, unreachable
+):
+    """A folder on NFS whose server went away answers EIO or ESTALE: an outage (exit 3),
+    which a trial retries; a permission refused is the user's to fix (exit 2)."""
+
+    def refuse(self, data):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(Path, "write_bytes", refuse)
+    with pytest.raises(GridError) as e:
+        local_store.check_writable()
+    assert isinstance(e.value, StoreUnreachable) == unreachable
+    assert e.value.exit_status == (3 if unreachable else 2)
+    assert str(e.value) == f"store {local_store.uri}: not writable: {os.strerror(code)}"
 
 
 def test_local_check_writable_leaves_no_probe(local_store):
