@@ -1,12 +1,12 @@
 """The grid's own checkpoints: per cell, the newest at `<grid>/checkpoints/<key>` and the one
 before it at `<grid>/checkpoints/<key>.prev`, in the store (a folder or S3), through the
 store's public interface. `put_object` is atomic (a folder: a temporary file then a rename;
-S3: one PUT), so a reader sees a whole object or the one before it; but an object can still be torn after
-it was written (a disk or a file system that lost its end: the fault campaign's `checkpoint`
-fault truncates one). A new checkpoint therefore never replaces the last good one before it
-is complete: the newest is first copied to `.prev` (S3: a copy on the server, no upload),
-then replaced. A torn newest costs one checkpoint interval, not the whole cell
-(orchestrator/execution/checkpoints.py, `newest_state`).
+S3: one PUT), so a reader sees a whole object or the one before it; but an object can still
+be torn after it was written (a disk or a file system that lost its end: the fault
+campaign's `checkpoint` fault truncates one). A new checkpoint therefore never replaces the
+last good one before it is complete: the newest is first copied to `.prev` (S3: a copy on
+the server, no upload), then replaced. A torn newest costs one checkpoint interval, not the
+whole cell (orchestrator/execution/checkpoints.py, `newest_state`).
 
 A trial reads its cell's checkpoint with one GET by key when it starts (no listing; a second
 GET, of `.prev`, only when the newest cannot be loaded); it writes it on the checkpoint

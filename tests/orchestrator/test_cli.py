@@ -227,6 +227,7 @@ def test_plot_format_and_size(tmp_path):
     )
     assert sorted(p.name for p in out.iterdir()) == [
         "lrs_curves.svg",
+        "lrs_intervals.svg",
         "lrs_lr.svg",
         "lrs_panels.svg",
     ]
