@@ -85,7 +85,8 @@ def launch(
                 console.print(f"{spec.name}: all {len(cells)} cells are finished; nothing to run")
                 return 0
             rungs = spec.halving and list(spec.halving["rungs"])  # their rows' index too
-            prune.prune(store, spec.name, rungs=rungs)  # under the lease: no commit in flight
+            # under the lease: no commit of ours in flight (and none of another launch's lost)
+            prune.prune(store, spec.name, rungs=rungs, settled=lease.settled())
             status = _run(
                 spec,
                 store,
@@ -109,7 +110,13 @@ def launch(
                 )
                 return 1
             store.forget()  # the trials wrote: prune reads the rows again
-            prune.prune(store, spec.name, tune=status == 0, rungs=rungs)
+            prune.prune(
+                store,
+                spec.name,
+                tune=status == 0,
+                rungs=rungs,
+                settled=lease.settled(ended=True),
+            )
             return status
     except LeaseHeld as e:
         console.print(Text(f"{e}", style="red"))

@@ -124,11 +124,20 @@ class Store:
         lease generation it was written under (`row["generation"]`, set by the launch), and
         is the commit: readers take a cell's curves only from the run its row names. A
         commit whose generation is older than the grid's lease, or than the row it would
-        replace, is refused (`Fenced`): a launch that lost its lease replaces nothing."""
+        replace, is refused (`Fenced`): a launch that lost its lease replaces nothing.
+
+        Fencing in one request: the lease check first is only the early refusal; a takeover
+        may land after it. What cannot be split is the row's compare-and-swap (S3:
+        `If-None-Match: *` / `If-Match: <ETag>`; a folder: a link / a swap under a lock):
+        it replaces only the row it read, and only when that row's generation is not newer.
+        And pruning deletes a curve file only once no writer that can still commit names it
+        (its run id carries its generation: results/store/prune.py, `stale_curves`), so a
+        fenced-out writer's late commit can neither replace a newer row nor name curves that
+        are gone."""
         if row.get("status") not in schema.FINISHED:
             self.write_failure(grid, key, row)
             return
-        run_id = uuid.uuid4().hex[:16]
+        run_id = layout.new_run_id(row.get("generation"))
         row = {**row, "run_id": run_id}
         meta = schema.file_metadata(row)
         curves = [{**e, "run_id": run_id} for e in epochs]

@@ -3,6 +3,7 @@
     <grid>/trials/<key>.parquet               a finished cell's row: the commit
     <grid>/trials/_failures/<key>.parquet     a cell's last failed attempt
     <grid>/epochs/<key>/<run_id>.parquet      the curves of the run a row names
+                                              (run_id `g<generation>-<random>`)
     <grid>/_index/                            the rows compacted, the store's size counted
 
 Failures sit under `trials/` so that one listing of `trials/` (one request per 1,000 files
@@ -17,6 +18,9 @@ cost an eleventh page of 1,000 keys.
 """
 
 from __future__ import annotations
+
+import re
+import uuid
 
 FAILURES = "trials/_failures"
 LEGACY_FAILURES = "failures"
@@ -59,3 +63,17 @@ def kind_of(grid: str, name: str) -> str | None:
     if folder in (FAILURES, LEGACY_FAILURES):
         return "failures"
     return None
+
+
+def new_run_id(generation: int | None) -> str:
+    """A new run's id: random, after `g<generation>-` where the write is fenced, so that a
+    listing says which launch wrote a curve file (results/store/prune.py, `stale_curves`)."""
+    rand = uuid.uuid4().hex[:16]
+    return rand if generation is None else f"g{int(generation)}-{rand}"
+
+
+def run_generation(curve: str) -> int | None:
+    """The lease generation a curve file's name carries; None for an unfenced write or one
+    of an earlier release."""
+    found = re.fullmatch(r"g(\d+)-[0-9a-f]+\.parquet", curve.rsplit("/", 1)[-1])
+    return int(found.group(1)) if found else None

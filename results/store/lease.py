@@ -149,6 +149,16 @@ class Lease:
         """This launch's generation: what its writes carry."""
         return int(self.body["generation"])
 
+    def settled(self, *, ended: bool = False) -> Callable[[int], bool]:
+        """Which lease generations have no writer left, as far as this launch knows (for
+        pruning: results/store/prune.py, `stale_curves`): every one before its own when the
+        lease it took had been released (or there was none), none when it took over a stale
+        lease (that launch may still be writing somewhere); and its own once its trials
+        `ended`."""
+        clean = self.found is None or self.found[1]
+        mine = self.generation
+        return lambda g: (clean and g < mine) or (ended and g == mine)
+
     def _data(self) -> bytes:
         return json.dumps(self.body, sort_keys=True).encode()
 

@@ -1,7 +1,8 @@
 """Pruning: what a store accumulates and no reader needs, removed under the grid's lease.
 
-- Stale curves: `epochs/<key>/<run_id>.parquet` files that no committed row names (a rerun's
-  predecessor, a run killed between its curves and its row, a writer refused by the lease),
+- Stale curves: `epochs/<key>/<run_id>.parquet` files that no committed row names and no
+  writer can still commit (a rerun's predecessor, a run killed between its curves and its
+  row, a writer refused by the lease; see `stale_curves`),
   and `epochs/<key>.parquet` of the previous release once a newer row replaced it.
 - Temp files of killed local writes: `.<name>.<pid>.<rand>.tmp`, whose writer (a process of
   this machine: a local store is one machine's folder) is gone.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 from results.store import curve_index, layout, reader
@@ -32,21 +34,52 @@ TUNE_DIR = "_tune"
 ORPHAN_TMP_S = 3600.0  # a temp file without a readable pid: removed once an hour old
 
 
-def stale_curves(store: Store, grid: str, listed: list[str] | None = None) -> list[str]:
-    """The curve files of `grid` that no committed row names (`listed`: the grid's files,
-    when the caller listed them already)."""
-    rows = reader.latest_per_key(store._rows(grid, "trials", ["run_id"]))
+def stale_curves(
+    store: Store,
+    grid: str,
+    listed: list[str] | None = None,
+    settled: Callable[[int], bool] | None = None,
+) -> list[str]:
+    """The curve files of `grid` that no committed row names and no writer can still
+    commit (`listed`: the grid's files, when the caller listed them already).
+
+    A curve's writer may be a launch that lost the lease and does not know it yet: it wrote
+    its curves, and its row's compare-and-swap is still to come. Deleting those curves would
+    let that commit name curves that are gone. So a curve of generation g (its run id says
+    it: results/store/layout.py, `new_run_id`) goes only when its writer can no longer
+    commit: its cell's row is of a newer generation than g (the row's swap refuses an older
+    writer), or of g itself (the launch of generation g committed that cell by another
+    attempt: it trains a cell once at a time and never again once committed), or
+    `settled(g)` (every writer of generation g has ended: the caller knows, e.g. this
+    launch's own trials after they ended, or a launch that released its lease). A curve
+    without a generation (an unfenced write, an earlier release) goes once unnamed."""
+    rows = reader.latest_per_key(store._rows(grid, "trials", ["run_id", "generation"]))
     keys = rows.column("key").to_pylist()
-    runs = (
-        rows.column("run_id").to_pylist() if "run_id" in rows.column_names else [None] * len(keys)
-    )
-    committed = {layout.curve_name(grid, k, r) for k, r in zip(keys, runs, strict=True)}
+
+    def column(name: str) -> list:
+        return rows.column(name).to_pylist() if name in rows.column_names else [None] * len(keys)
+
+    committed = {layout.curve_name(grid, k, r) for k, r in zip(keys, column("run_id"), strict=True)}
+    row_generation = dict(zip(keys, column("generation"), strict=True))
     if listed is None:
         listed = store.list_objects(f"{grid}/epochs")
+
+    def writer_done(name: str) -> bool:
+        generation = layout.run_generation(name)
+        if generation is None:
+            return True
+        newer = row_generation.get(name.rsplit("/", 2)[-2])
+        if newer is not None and int(newer) >= generation:
+            return True
+        return settled is not None and settled(generation)
+
     return sorted(
         n
         for n in listed
-        if n.startswith(f"{grid}/epochs/") and layout.is_result(n) and n not in committed
+        if n.startswith(f"{grid}/epochs/")
+        and layout.is_result(n)
+        and n not in committed
+        and writer_done(n)
     )
 
 
@@ -109,19 +142,25 @@ def _drop_empty_dirs(store: Store, grid: str, name: str) -> None:
 
 
 def prune(
-    store: Store, grid: str, *, tune: bool = False, rungs: list[int] | None = None
+    store: Store,
+    grid: str,
+    *,
+    tune: bool = False,
+    rungs: list[int] | None = None,
+    settled: Callable[[int], bool] | None = None,
 ) -> dict[str, int]:
     """Delete `grid`'s stale curves and dead temp files, and with `tune` its Tune folder;
     move the previous release's failures under `trials/` (results/store/layout.py); compact the
     rows into the index, and with `rungs` (a halving's epochs) the rung rows
     (results/store/curve_index.py); record what the store holds. {what: how many objects}. Call
     it under the grid's lease. One listing of the grid; the rows are those this store object
-    read already, if it did (the caller forgets them when they may have changed)."""
+    read already, if it did (the caller forgets them when they may have changed). `settled`:
+    the lease generations whose writers have all ended (see `stale_curves`)."""
     scan = store._scan_grid(grid)  # the rows' reads below reuse it, unless read already
     moved = _move_legacy_failures(store, grid, scan)
     listed = sorted(scan)
     found = {
-        "curves": stale_curves(store, grid, listed),
+        "curves": stale_curves(store, grid, listed, settled),
         "temp": dead_temp_files(store, grid, listed=listed),
         "tune": [n for n in listed if n.startswith(f"{grid}/{TUNE_DIR}/")] if tune else [],
     }

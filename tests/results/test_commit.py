@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from results.store import schema
-from results.store.base import Fenced
+from results.store import layout, prune, schema
+from results.store.base import LEASE, Fenced
 from results.store.lease import Lease
 from tests.results.conftest import FAKE_PROVENANCE
 
@@ -245,3 +245,113 @@ def test_a_corrupt_cache_costs_a_full_read_and_nothing_else(
     local_store.forget()
     assert local_store.read_trials("g").column("final_test_acc").to_pylist() == [0.4]
     assert pa.types.is_string(local_store.read_trials("g").schema.field("run_id").type)
+
+
+def _takeover_after_the_lease_check(monkeypatch, store, grid: str, then) -> list:
+    """Run `then()` once, right after the next read of `grid`'s lease: between a commit's
+    lease check and its compare-and-swap of the row, where a takeover can land."""
+    read, done = store.read_tagged, []
+
+    def read_tagged(name):
+        found = read(name)
+        if name == f"{grid}/{LEASE}" and not done:
+            done.append(None)  # once: `then` reads the lease too
+            done[0] = then()
+        return found
+
+    monkeypatch.setattr(store, "read_tagged", read_tagged)
+    return done
+
+
+def _curves(store, grid: str) -> list[str]:
+    return [n for n in store.list_objects(f"{grid}/epochs") if n.endswith(".parquet")]
+
+
+def test_a_takeover_between_the_lease_check_and_the_commit_prunes_no_curve_it_names(
+    store, make_trial, summary, monkeypatch
+):
+    """The old launch's check passes; the new launch takes the grid over and prunes before
+    the old commit's swap lands. The late row may land (no newer row to refuse it), but
+    never naming curves that are gone; the new launch's own commit then replaces it, and
+    its pruning removes the old curves only then."""
+    trial = make_trial()
+    now = [1000.0]
+    old = Lease(store, trial.grid, clock=lambda: now[0], stale_s=10)
+    old.acquire()
+    new = Lease(store, trial.grid, clock=lambda: now[0] + 11, stale_s=10)
+
+    def takeover():
+        said = new.acquire()  # the old launch's heartbeat is stale: taken over
+        pruned = prune.prune(store, trial.grid, settled=new.settled())
+        store.forget()
+        return said, pruned
+
+    done = _takeover_after_the_lease_check(monkeypatch, store, trial.grid, takeover)
+    late = summary(test_acc=0.6, epochs=3)
+    write(store, trial, late, old.generation)
+    monkeypatch.undo()
+    assert done[0][0].startswith("took over the lease") and done[0][1]["curves"] == 0
+    assert whole(store, trial, late)  # its row names its own curves, still there
+    good = summary(test_acc=0.7, epochs=4)
+    write(store, trial, good, new.generation)  # the new launch's run of the cell
+    assert prune.prune(store, trial.grid, settled=new.settled(ended=True))["curves"] == 1
+    assert whole(store, trial, good) and len(_curves(store, trial.grid)) == 1
+    with pytest.raises(Fenced):  # and the old launch can no longer replace it
+        write(store, trial, summary(test_acc=0.99), old.generation)
+    assert whole(store, trial, good)
+
+
+def test_a_takeover_and_a_newer_commit_between_the_check_and_the_swap_win(
+    store, make_trial, summary, monkeypatch
+):
+    """The new launch takes over and commits the cell between the old commit's lease check
+    and its swap: the swap finds a newer row and is refused; the newer result stays whole."""
+    trial = make_trial()
+    now = [1000.0]
+    old = Lease(store, trial.grid, clock=lambda: now[0], stale_s=10)
+    old.acquire()
+    new = Lease(store, trial.grid, clock=lambda: now[0] + 11, stale_s=10)
+    good = summary(test_acc=0.7, epochs=4)
+
+    def takeover_and_commit():
+        new.acquire()
+        monkeypatch.undo()  # the new launch's own commit runs unhooked
+        write(store, trial, good, new.generation)
+
+    _takeover_after_the_lease_check(monkeypatch, store, trial.grid, takeover_and_commit)
+    with pytest.raises(Fenced, match="newer than 1"):
+        write(store, trial, summary(test_acc=0.99, epochs=2), old.generation)
+    assert whole(store, trial, good) and len(_curves(store, trial.grid)) == 1
+    assert prune.prune(store, trial.grid, settled=new.settled(ended=True))["curves"] == 0
+    assert whole(store, trial, good)
+
+
+def test_pruning_keeps_a_lost_writers_curves_until_it_can_no_longer_commit(
+    store, make_trial, summary
+):
+    """Curves of generation 1 with no row yet: kept by a launch that took a stale lease
+    over (their writer may still commit), removed by one that took a released lease, and
+    by any once the cell has a row of their generation or newer."""
+    trial = make_trial()
+    orphan = f"{trial.grid}/epochs/{trial.key}/{layout.new_run_id(1)}.parquet"
+    store.put_object(orphan, b"PAR1")
+    now = [1000.0]
+    Lease(store, trial.grid, clock=lambda: now[0], stale_s=10).acquire()
+    taker = Lease(store, trial.grid, clock=lambda: now[0] + 11, stale_s=10)
+    taker.acquire()
+    assert prune.prune(store, trial.grid, settled=taker.settled())["curves"] == 0
+    assert prune.prune(store, trial.grid, settled=taker.settled(ended=True))["curves"] == 0
+    taker.release()
+    after = Lease(store, trial.grid)
+    after.acquire()  # a released lease: every writer before it has ended
+    assert after.generation == 3
+    assert prune.prune(store, trial.grid, settled=after.settled())["curves"] == 1
+    # a grid with no lease object (a copied store): no generation is settled, rows decide
+    cell = make_trial("h")
+    orphan = f"h/epochs/{cell.key}/{layout.new_run_id(1)}.parquet"
+    store.put_object(orphan, b"PAR1")
+    assert prune.prune(store, "h")["curves"] == 0
+    write(store, cell, summary(test_acc=0.5), 1)  # generation 1 committed the cell
+    assert prune.prune(store, "h")["curves"] == 1
+    run = store.read_trials("h").to_pylist()[0]["run_id"]
+    assert run.startswith("g1-") and _curves(store, "h") == [layout.curve_name("h", cell.key, run)]
