@@ -3,7 +3,7 @@ with faults drawn from a seed and timed from the grid's own events, and the stor
 invariants checked after every round (docs/reliability.md).
 
     python benchmarks/chaos.py [--seed N|random ...] [--faults F] [--gap K] [--epochs E]
-                               [--grids G] [--budget-s S]
+                               [--grids G] [--budget-s S] [--halving none,sync,async]
 
 The world (benchmarks/chaos_world.py): `ray start --head` (no CPUs) and two 1-CPU worker
 nodes, a moto S3 server in this process, a 12-cell grid on synthetic CIFAR-10 files with a
@@ -269,7 +269,12 @@ class Campaign:
 
     def run_grid(self, g: int) -> None:
         self.grid = f"chaos{g}"
-        self.spec = world.write_spec(self.root, self.grid, self.root / "data", self.args.epochs)
+        rule = self.args.halving[g % len(self.args.halving)]
+        halving = None if rule == "none" else rule
+        self.spec = world.write_spec(
+            self.root, self.grid, self.root / "data", self.args.epochs, halving
+        )
+        print(f"{self.grid}: halving {rule}", flush=True)
         self.store = f"s3://{BUCKET}/{PREFIX}"
         from orchestrator.spec.expand import expand
         from orchestrator.spec.load import load_spec
@@ -370,10 +375,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kinds", default=",".join(KINDS), help="the faults to draw from")
     p.add_argument("--gap", type=int, default=4, help="at most this many events between faults")
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument(
+        "--halving",
+        default="none",
+        help="the grids' halving rules in turn, from none, sync, async (e.g. none,sync,async); "
+        "a halved grid needs --epochs 2 or more (its rung is epoch 1)",
+    )
     p.add_argument("--max-grids", type=int, default=1000)
     p.add_argument("--max-rounds", type=int, default=40)
     p.add_argument("--round-s", type=float, default=900, help="a launch's safety timeout")
     args = p.parse_args(argv)
+    args.halving = args.halving.split(",")
+    if not set(args.halving) <= {"none", "sync", "async"} or (
+        args.epochs < 2 and set(args.halving) != {"none"}
+    ):
+        p.error(f"--halving {','.join(args.halving)}: from none, sync, async; with --epochs >= 2")
     seeds = [
         random.SystemRandom().randrange(10**6) if s == "random" else int(s)
         for s in args.seed or ["random"]

@@ -265,9 +265,12 @@ def write_cifar(root: Path, n_train: int = 200, n_test: int = 100) -> None:
         pickle.dump(meta, f)
 
 
-def write_spec(folder: Path, name: str, data: Path, epochs: int) -> Path:
+def write_spec(
+    folder: Path, name: str, data: Path, epochs: int, halving: str | None = None
+) -> Path:
     """12 cells (width x lr x seed), `epochs` each, a checkpoint every epoch, a table that
-    picks the lr of each row by val_acc."""
+    picks the lr of each row by val_acc; with `halving` (sync or async), its lrs halved at a
+    rung after the first epoch (each group: one width and seed, 3 lrs; 2 go on)."""
     text = f"""\
     name: {name}
     dataset: {{name: cifar10, root: "{data}", download: false, augment: [], val_size: 40}}
@@ -289,6 +292,10 @@ def write_spec(folder: Path, name: str, data: Path, epochs: int) -> Path:
         metric: test_error
         best_by: val_acc
         over: train.lr
+    """
+    if halving:
+        text += f"""\
+    halving: {{over: lr, metric: val_acc, rungs: [1], keep: 0.5, rule: {halving}}}
     """
     path = folder / f"{name}.yaml"
     path.write_text(textwrap.dedent(text))

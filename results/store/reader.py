@@ -31,6 +31,10 @@ from results.store.layout import curve_name, is_result
 
 # kind -> required columns
 KINDS = {"trials": ("key", "status"), "epochs": ("key", "epoch"), "failures": ("key", "status")}
+# Files read before their one-row tables are copied into one: each keeps the buffers its
+# Parquet read allocated (~170 KB for a row of ~100 columns), so a cold read of 10,000
+# uncompacted rows held 1.7 GB; in batches it holds ~300 MB (BENCHMARKS.md).
+BATCH = 500
 READ_THREADS = 16  # parallel GETs: an S3 grid of hundreds of cells reads in seconds
 CACHE_ENV = "GRID_CACHE_DIR"
 _FILE, _TAG = "_file", "_tag"  # the cache's own columns
@@ -79,7 +83,12 @@ def _read_parquet(src, kind: str, columns: list[str] | None, epochs: list[int] |
     pf = pq.ParquetFile(src)
     names = pf.schema_arrow.names
     want = None if columns is None else [c for c in dict.fromkeys([*KINDS[kind], *columns])]
-    table = pf.read(columns=None if want is None else [c for c in want if c in names])
+    # One thread: a result file is one row group of tiny column chunks, where a thread per
+    # column costs more than it reads, and each thread's arena kept ~140 KB per file
+    # (1.7 GB for a cold read of 10,000 uncompacted rows; BENCHMARKS.md, "The store at scale").
+    table = pf.read(
+        columns=None if want is None else [c for c in want if c in names], use_threads=False
+    )
     if epochs is not None and "epoch" in table.column_names:
         import pyarrow.compute as pc  # 70 ms of start-up: only where an epoch filter is asked
 
@@ -132,13 +141,17 @@ def indexed_rows(store, grid: str, kind: str, listing: dict | None = None) -> pa
         more, known = _matching(index, listing, known)
         parts += more
     new = sorted(n for n in listing if n not in known)
-    parts += [
-        t.append_column(_FILE, pa.array([n] * t.num_rows, pa.string())).append_column(
-            _TAG, pa.array([listing[n]] * t.num_rows, pa.string())
-        )
-        for n, t in zip(new, read_each(store, new, kind), strict=True)
-        if t is not None
-    ]
+    for i in range(0, len(new), BATCH):  # a batch's one-row tables, copied into one
+        batch = new[i : i + BATCH]
+        read = [(n, t) for n, t in zip(batch, read_each(store, batch, kind), strict=True) if t]
+        if read:  # the files' names and tags as two columns, added once to the batch
+            fresh = unify([t for _, t in read]).combine_chunks()
+            files = [n for n, t in read for _ in range(t.num_rows)]
+            parts.append(
+                fresh.append_column(_FILE, pa.array(files, pa.string())).append_column(
+                    _TAG, pa.array([listing[n] for n in files], pa.string())
+                )
+            )
     if not parts:
         return None
     table = unify(parts)
