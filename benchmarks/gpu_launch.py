@@ -36,8 +36,8 @@ def run_launch(device, timeout_s: float = 600) -> dict:
         path = Path(tmp) / "gpu-check.yaml"
         path.write_text(yaml.safe_dump(spec(device), sort_keys=False))
         # The checkout first, then what the caller has (a Ray bundle's site: gpu_session.sh)
-        path = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+        python_path = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(python_path)}
         command = [sys.executable, "-m", "orchestrator.cli", "launch", str(path)]
         command += ["--store", str(Path(tmp) / "runs"), "--yes"]
         try:

@@ -126,3 +126,26 @@ def test_the_loss_check_passes_a_float_equivalent_path_and_flags_an_lr_a_quarter
         off.lr = args.lr * scale
         problems = gpu_check.judge(gpu_check.train_one("strided_a", "eager", off, cpu), eager)
         assert len(problems) == 1 and "vs eager" in problems[0], (scale, problems)
+
+
+def test_the_launch_check_runs_grid_on_its_spec_with_the_callers_python_path(tmp_path, monkeypatch):
+    # gpu_session.sh puts an installed Ray bundle on PYTHONPATH: the launch's child keeps it,
+    # after the checkout, and is given the spec file it wrote.
+    import subprocess as sp
+
+    import torch
+
+    from benchmarks import gpu_launch
+
+    seen = {}
+
+    def fake_run(command, env, **kw):
+        seen.update(command=command, env=env, spec=Path(command[4]).is_file())
+        return sp.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "bundle-site"))
+    monkeypatch.setattr(gpu_launch.subprocess, "run", fake_run)
+    got = gpu_launch.run_launch(torch.device("cpu"))
+    assert seen["command"][2:4] == ["orchestrator.cli", "launch"] and seen["spec"]
+    assert seen["env"]["PYTHONPATH"].split(":") == [str(REPO), str(tmp_path / "bundle-site")]
+    assert not got["ok"] and got["rows"] == 0  # nothing ran: no rows
