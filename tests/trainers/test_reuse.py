@@ -115,3 +115,19 @@ def test_a_cell_is_copied_into_the_kept_step_and_an_other_key_is_not(small_confi
     other = copy.deepcopy(cfg)
     other["train"]["optimizer"]["weight_decay"] = 0.0
     assert reuse.step_key(setup(other)) != reuse.step_key(kept)
+
+
+def test_a_resumed_cells_optimizer_state_is_copied_into_the_kept_buffers(small_config):
+    import copy
+
+    kept = setup(_cell(copy.deepcopy(small_config), seed=0, lr=0.05))
+    new = setup(_cell(copy.deepcopy(small_config), seed=1, lr=0.05))
+    first, theirs = next(kept.model.parameters()), next(new.model.parameters())
+    buffer = torch.zeros_like(first)
+    kept.optimizer.state[first]["momentum_buffer"] = buffer  # what a CUDA graph replays on
+    new.optimizer.state[theirs]["momentum_buffer"] = torch.full_like(theirs, 2.0)  # resumed
+    reuse.adopt(new, kept.model, kept.optimizer)
+    assert new.optimizer.state[first]["momentum_buffer"] is buffer  # the same tensor, in place
+    assert bool((buffer == 2.0).all())
+    second = list(kept.model.parameters())[1]  # no state yet in either: none made up
+    assert not new.optimizer.state.get(second)
