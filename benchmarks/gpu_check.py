@@ -4,10 +4,11 @@ Modes: eager (fp32, contiguous), compiled (`train.compile`: the captured step), 
 (autocast), channels_last, and a pack of two cells, vmapped and looped. Each run trains on a
 fixed set of two batches (no augmentation, no dropout), so that the losses must fall and
 every mode starts from the eager run's weights: its first loss must equal eager's (to
-float, or bf16, tolerance) and its last loss agree with eager's; a pack's first cell is the
-eager cell. Prints img/s per model and mode with the device, driver and versions; exit 1
-when a check fails. Where Ray is installed, it then runs a real 4-cell `grid launch` with
-`resources.gpu: 0.5` (0 on a CPU).
+float, or bf16, tolerance) and at every later step its loss must stay within a share of the
+loss eager has shed so far (`tolerance`); a pack's first cell is the eager cell. Prints
+img/s per model and mode with the device, driver and versions; exit 1 when a check fails.
+Where Ray is installed, it then runs a real 4-cell `grid launch` with `resources.gpu: 0.5`
+(0 on a CPU).
 
 Compiling is the slow part (inductor: tens of seconds per model): the fast modes run for
 every model first, then the compiled mode model by model while `--budget-s` lasts; the
@@ -39,9 +40,11 @@ from trainers.setup import setup
 from trainers.step import make_step
 
 FAST_MODES = ("eager", "bf16", "channels_last", "pack_vmap", "pack_loop")
-# Tolerances against the eager run: the first loss (same weights, same batch) and the last.
+# Tolerances against the eager run. FIRST: relative, on every loss (the first one has the same
+# weights and batch: only rounding separates the paths). DRIFT: beyond that, a share of the
+# loss eager has shed so far (`judge`).
 FIRST = {"fp32": 1e-3, "bf16": 5e-2}
-LAST = {"fp32": 5e-2, "bf16": 0.25}
+DRIFT = {"fp32": 0.1, "bf16": 0.25}
 FALL = 0.995  # the last two steps' mean loss below 99.5 % of the first two's
 
 
@@ -143,7 +146,7 @@ def train_one(model: str, mode: str, args, device) -> dict:
 
 
 def judge(run: dict, eager: dict | None) -> list[str]:
-    """What is wrong with a run: its losses do not fall, or disagree with eager's."""
+    """What is wrong with a run: its losses do not fall, or stray from eager's (`tolerance`)."""
     bad = []
     losses = run["losses"]
     if not all(v == v and abs(v) != float("inf") for v in losses):
@@ -152,14 +155,39 @@ def judge(run: dict, eager: dict | None) -> list[str]:
         bad.append(f"loss did not fall ({losses[0]:.3f} -> {losses[-1]:.3f})")
     if eager is not None and run is not eager:
         kind = "bf16" if run["mode"] == "bf16" else "fp32"
-        for at, tol in ((0, FIRST[kind]), (-1, LAST[kind])):
-            want, got = eager["losses"][at], losses[at]
-            if abs(got - want) > tol * abs(want):
-                which = "first" if at == 0 else "last"
-                bad.append(f"{which} loss {got:.4f} vs eager {want:.4f} (tolerance {tol:g})")
+        want = eager["losses"]
+        for t, (got, tol) in enumerate(zip(losses, tolerance(want, kind), strict=False)):
+            if abs(got - want[t]) > tol:
+                bad.append(f"step {t} loss {got:.4f} vs eager {want[t]:.4f} (tolerance {tol:.3g})")
+                break  # the first step that strays says it; the later ones follow from it
     if "->" in str(run["step_mode"]):
         bad.append(f"fell back: {run['step_mode']}")
     return bad
+
+
+def tolerance(eager: list[float], kind: str) -> list[float]:
+    """How far a mode's loss at each step may be from eager's: FIRST (relative) plus DRIFT of
+    the loss eager has shed by that step.
+
+    Two float-equivalent paths (another summation order: channels_last kernels, inductor's
+    fusions, a vmapped pack) start one rounding apart, and training amplifies that
+    difference step by step: on a net that memorises its two batches the trajectories
+    part visibly after a few steps (torch 2.14.1, CPU, resnet18: channels_last and compiled
+    agree with eager to 3e-4 over the first 3 losses, then end at 0.707 against eager's
+    0.745, 5 % of the last loss). The last loss is the worst yardstick: it shrinks towards
+    0 while the difference grows with the training done, so a tolerance relative to it
+    raises false alarms on exactly the models that learn best. What the amplified rounding
+    does stay within is a small share of the loss shed so far (<= 3 % of it in every
+    mode of that run), while a real error of a path (a wrong gradient, a step that ignores
+    momentum or its lr, an lr 25 % off: `tests/test_gpu_box.py`) changes how much is
+    learned, by more than DRIFT of it, from the first steps on. Every step is checked, so
+    the early steps, where the shed loss is small, hold a path to FIRST's tight tolerance."""
+    shed = 0.0
+    out = []
+    for t, loss in enumerate(eager):
+        shed = max(shed, eager[0] - loss) if t else 0.0
+        out.append(FIRST[kind] * abs(loss) + DRIFT[kind] * shed)
+    return out
 
 
 def environment(device) -> dict:

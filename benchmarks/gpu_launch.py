@@ -35,7 +35,9 @@ def run_launch(device, timeout_s: float = 600) -> dict:
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         path = Path(tmp) / "gpu-check.yaml"
         path.write_text(yaml.safe_dump(spec(device), sort_keys=False))
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        # The checkout first, then what the caller has (a Ray bundle's site: gpu_session.sh)
+        python_path = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(python_path)}
         command = [sys.executable, "-m", "orchestrator.cli", "launch", str(path)]
         command += ["--store", str(Path(tmp) / "runs"), "--yes"]
         try:

@@ -7,6 +7,12 @@
 #   benchmarks/gpu_session.sh OUT [SAMPLE]        # SAMPLE: a folder holding cifar-10-batches-py
 #   benchmarks/gpu_session.sh OUT [SAMPLE] --cpu  # the same, tiny, on a CPU (a dry run)
 #   PARTS="gpu_check epoch" benchmarks/gpu_session.sh OUT   # only these parts
+#   RAY_BUNDLE=DIR/ray-bundle-2.60.0-cp312-linux_x86_64.tar.xz benchmarks/gpu_session.sh OUT
+#
+# Where this Python has no Ray, the Ray bundle (benchmarks/ray_bundle.sh: RAY_BUNDLE, else the
+# one in the checkout's bundles/ folder) is installed offline into OUT/ray and put on
+# PYTHONPATH, so that gpu_check's real `grid launch` (4 cells, gpu: 0.5) runs; without Ray
+# or a bundle that launch is skipped, as before.
 #
 # 1. gpu_check: every model in every mode, losses checked (benchmarks/gpu_check.py);
 # 2. grid bench: ours vs the seeds' pipeline at width 1 and 0.25, 4 cells packed vs one after
@@ -42,6 +48,13 @@ part() {  # part NAME LIMIT_S COMMAND...: run it under `timeout`, keep its outpu
 }
 
 want() { [[ " ${PARTS:-gpu_check bench epoch learn} " == *" $1 "* ]]; }
+
+bundle=${RAY_BUNDLE:-$(ls bundles/ray-bundle-*.tar.xz 2>/dev/null | head -n 1)}
+if ! python3 -c "import ray" 2>/dev/null && [[ -n $bundle ]]; then
+    site=$(python3 -m benchmarks.ray_bundle install "$bundle" "$out/ray") || exit 2
+    export PYTHONPATH="$site:$PYTHONPATH"
+    echo "== Ray from $bundle, installed in $site"
+fi
 
 { date -u; nvidia-smi 2>&1 | head -15; } >"$out/machine.txt"
 cat "$out/machine.txt"

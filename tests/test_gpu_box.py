@@ -101,3 +101,51 @@ def test_gpu_check_runs_without_ray_and_checks_the_losses(tmp_path):
     first = {mode: runs[("resnet9", mode)]["losses"][0] for mode in modes}
     assert first["channels_last"] == pytest.approx(first["eager"], rel=1e-3)
     assert first["pack_loop"] == first["eager"]
+
+
+def test_the_loss_check_passes_a_float_equivalent_path_and_flags_an_lr_a_quarter_off():
+    # `judge` bounds each step's loss by a share of the loss eager has shed so far: a path
+    # that is eager's in another summation order passes; one whose update is 25 % too
+    # large or too small (what a compiled optimizer step with a stale lr would do) fails
+    # at the first steps, where the old last-loss check could not see it.
+    import copy
+
+    import torch
+
+    from benchmarks import gpu_check
+
+    args = gpu_check.parse_args(["--device", "cpu", "--models", "strided_a"])
+    cpu = torch.device("cpu")
+    eager = gpu_check.train_one("strided_a", "eager", args, cpu)
+    assert gpu_check.judge(eager, eager) == []
+    assert (
+        gpu_check.judge(gpu_check.train_one("strided_a", "channels_last", args, cpu), eager) == []
+    )
+    for scale in (1.25, 0.8):
+        off = copy.copy(args)
+        off.lr = args.lr * scale
+        problems = gpu_check.judge(gpu_check.train_one("strided_a", "eager", off, cpu), eager)
+        assert len(problems) == 1 and "vs eager" in problems[0], (scale, problems)
+
+
+def test_the_launch_check_runs_grid_on_its_spec_with_the_callers_python_path(tmp_path, monkeypatch):
+    # gpu_session.sh puts an installed Ray bundle on PYTHONPATH: the launch's child keeps it,
+    # after the checkout, and is given the spec file it wrote.
+    import subprocess as sp
+
+    import torch
+
+    from benchmarks import gpu_launch
+
+    seen = {}
+
+    def fake_run(command, env, **kw):
+        seen.update(command=command, env=env, spec=Path(command[4]).is_file())
+        return sp.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "bundle-site"))
+    monkeypatch.setattr(gpu_launch.subprocess, "run", fake_run)
+    got = gpu_launch.run_launch(torch.device("cpu"))
+    assert seen["command"][2:4] == ["orchestrator.cli", "launch"] and seen["spec"]
+    assert seen["env"]["PYTHONPATH"].split(":") == [str(REPO), str(tmp_path / "bundle-site")]
+    assert not got["ok"] and got["rows"] == 0  # nothing ran: no rows

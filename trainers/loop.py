@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainers import probes, runtime
+from trainers import probes, reuse, runtime
 from trainers.cadence import evaluates
 from trainers.checkpoint import capture_state
 from trainers.data import Data, load_data, train_batches
@@ -170,8 +170,7 @@ def epochs(
     data = (load or load_data)(config["dataset"], device, tcfg["seed"])
     run: Run = setup(config, resume, device=device, data=data, weights=weights)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=tcfg["label_smoothing"])
-    captured = {"captured": bool(tcfg["compile"]), "device": run.device, **run.fmt}
-    step = make_step(run.model, run.optimizer, run.scheduler, loss_fn, **captured)
+    step = _make_step(run, loss_fn)  # may swap in the slot's kept model (trainers/reuse.py)
     forward = step.forward  # evaluation: the step's forward, falling back with it
     asked = tcfg.get("probes", [])
     grads = probes.GradNorms(run.model) if "grad_norms" in asked else None
@@ -183,7 +182,8 @@ def epochs(
     for epoch in range(first, tcfg["epochs"] + 1):
         wall0 = time.perf_counter()
         if switch_optimizer(run, epoch):  # train.optimizer_switch: a new optimizer's step
-            step = make_step(run.model, run.optimizer, run.scheduler, loss_fn, **captured)
+            step = _make_step(run, loss_fn)
+            forward = step.forward
         metrics = run_epoch(epoch, run, step, forward, evaluates(epoch, tcfg), grads)
         run.history.append(metrics)
         # A true answer stops the cell early: the caller's halving ranked it out of its
@@ -210,6 +210,13 @@ def epochs(
     if asked:
         summary["probes"] = probes.final_probes(run.model, asked)
     return {**summary, "step_mode": step.mode}
+
+
+def _make_step(run: Run, loss_fn) -> Step:
+    """`run`'s step: eager, or captured on the slot's kept step (`trainers.reuse`)."""
+    if run.config["train"]["compile"]:
+        return reuse.captured_step(run, loss_fn)
+    return make_step(run.model, run.optimizer, run.scheduler, loss_fn, **run.fmt)
 
 
 def drive(steps: Generator, report: Callable[[Any], Any]) -> Any:

@@ -15,6 +15,12 @@ captured step's optimizer (`trainers.optim.build_optimizer(captured=True)`), so 
 schedule changing it every step does not recompile; it lives on the parameters' device, as a
 CUDA graph admits no CPU input.
 
+One compile per slot: `make_step` alone compiles afresh each time (after
+`torch.compiler.reset()`); a cell trained by `trainers.loop` goes through `trainers.reuse`,
+which keeps the compiled pieces (`Captured`) of the process's last captured step and hands
+them to the next cell of the same architecture and options, so that a slot compiles (and,
+on CUDA, captures its graphs) once for all its cells.
+
 Fallback: a captured step that fails to compile or capture (an inductor, dynamo or CUDA-graph
 error, raised at its first call) falls back to the eager step once, with a `StepFallback`
 warning in the trial's log; `step.mode` (eager | compiled | compiled->eager) goes into the
@@ -25,6 +31,7 @@ neither failed nor retried. An error of the eager step itself is raised as alway
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import warnings
 from collections.abc import Callable
 
@@ -118,6 +125,35 @@ def _captured(fn, eager, device, state: dict, what: str) -> Fallback:
     return Fallback(compiled, eager, state, what)
 
 
+@dataclasses.dataclass
+class Captured:
+    """The compiled pieces of a captured step, bound to one model and optimizer: the forward
+    (training and evaluation), the optimizer step, and the mode they share (whichever fails
+    first turns them all eager)."""
+
+    forward: Fallback
+    opt_step: Fallback
+    state: dict
+
+
+def capture(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    device: torch.device | None = None,
+    autocast=contextlib.nullcontext,
+    memory_format=torch.contiguous_format,
+) -> Captured:
+    """`torch.compile` of `model`'s forward and `optimizer`'s step (compiled at first call)."""
+    forward = make_forward(model, autocast=autocast, memory_format=memory_format)
+    state = {"mode": COMPILED}
+    return Captured(
+        _captured(forward, forward, device, state, "forward"),
+        _captured(_optimizer_step(optimizer), optimizer.step, device, state, "step"),
+        state,
+    )
+
+
 def make_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -128,32 +164,37 @@ def make_step(
     device: torch.device | None = None,
     autocast=contextlib.nullcontext,
     memory_format=torch.contiguous_format,
+    parts: Captured | None = None,
 ) -> Step:
     """`step(x, y) -> (loss, correct)`: one optimizer step of `model` on a batch, with the
     schedule stepped after it; loss and the number correct as 0-dim device tensors (no
     host sync). `step.mode`: eager | compiled | compiled->eager (so far); `step.forward`:
-    its forward, for evaluation (the captured one falls back with the step)."""
+    its forward, for evaluation (the captured one falls back with the step). `parts`: the
+    captured pieces to use, already compiled for this model and optimizer (`capture`;
+    `trainers.reuse`); without them a captured step compiles its own (`step.parts`)."""
     forward = make_forward(model, autocast=autocast, memory_format=memory_format)
     eager = _step(forward, optimizer.step, optimizer, scheduler, loss_fn)
     if not captured:
         eager.mode, eager.forward = EAGER, forward
         return eager
-    # A new cell in a process that trained others (a reused slot): dynamo guards the compiled
-    # optimizer step on the optimizer object, so each cell added cache entries until
-    # `recompile_limit` (8) was hit at the 5th cell, and from then on the optimizer step ran
-    # eagerly with no error and no fallback to see. PyTorch's advice for an unrelated
-    # compilation: start from a clean state (torch.compiler.reset). A pack never compiles, so
-    # no other captured step lives in this process.
-    torch.compiler.reset()
-    # One mode for the step, its optimizer step and the evaluation forward (`step.forward`):
-    # whichever fails first turns them all eager.
-    state = {"mode": COMPILED}
-    compiled_forward = _captured(forward, forward, device, state, "forward")
-    opt_step = _captured(_optimizer_step(optimizer), optimizer.step, device, state, "step")
+    if parts is None:
+        # A new cell in a process that trained others: dynamo guards the compiled optimizer
+        # step on the optimizer object, so each cell added cache entries until
+        # `recompile_limit` (8) was hit at the 5th cell, and from then on the optimizer step
+        # ran eagerly with no error and no fallback to see. PyTorch's advice for an
+        # unrelated compilation: start from a clean state (torch.compiler.reset). A pack
+        # never compiles, so no other captured step lives in this process.
+        torch.compiler.reset()
+        parts = capture(
+            model, optimizer, device=device, autocast=autocast, memory_format=memory_format
+        )
     step = Fallback(
-        _step(compiled_forward, opt_step, optimizer, scheduler, loss_fn), eager, state, "step"
+        _step(parts.forward, parts.opt_step, optimizer, scheduler, loss_fn),
+        eager,
+        parts.state,
+        "step",
     )
-    step.forward = compiled_forward
+    step.forward, step.parts = parts.forward, parts
     return step
 
 

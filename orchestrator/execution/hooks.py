@@ -21,11 +21,11 @@ GRID_HOLD="<key prefix>:<epoch>:<folder>"
 
 GRID_RENDEZVOUS="<folder>"
     what a trial sees, and a gate that holds trials together: after epoch 1 each cell writes
-    <folder>/seen-<key>.json (its process id and CUDA_VISIBLE_DEVICES, as Ray set them for
-    the trial); the first cell to get there in each process then writes its key to the
-    named pipe <folder>/arrived and takes a shared flock on <folder>/gate, which blocks while
-    the test holds it exclusively. The test knows every trial runs at once (what it reads
-    from `arrived`) before it opens the gate.
+    <folder>/seen-<key>.json (its process id, CUDA_VISIBLE_DEVICES and OMP_NUM_THREADS, as
+    Ray set them for the trial); the first cell to get there in each process then writes its
+    key to the named pipe <folder>/arrived and takes a shared flock on <folder>/gate, which
+    blocks while the test holds it exclusively. The test knows every trial runs at once
+    (what it reads from `arrived`) before it opens the gate.
 GRID_KILL="<key prefix>:<epoch>:<folder>"
     the trial process of a matching cell SIGKILLs itself inside the step that trains epoch
     <epoch>, before that epoch ends (`in_step`): a worker killed mid-epoch, with no chance to
@@ -154,7 +154,12 @@ def maybe_hold(key: str, epoch: int) -> None:
 
 def rendezvous(key: str, folder: Path) -> None:
     """GRID_RENDEZVOUS (module docstring)."""
-    seen = {"key": key, "pid": os.getpid(), "cuda": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    seen = {
+        "key": key,
+        "pid": os.getpid(),
+        "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "threads": os.environ.get("OMP_NUM_THREADS"),
+    }
     (folder / f"seen-{key}.json").write_text(json.dumps(seen))
     if os.getpid() in _arrived:
         return

@@ -174,7 +174,7 @@ def _run(
     from orchestrator.execution import checkpoints, experiment, raycompat, session
     from orchestrator.execution.monitor import job_metadata
     from orchestrator.planning import preflight
-    from orchestrator.planning.resources import check_placement, decide_gpu
+    from orchestrator.planning.resources import check_placement, decide_cpu, decide_gpu
 
     raycompat.check_ray()
     units = group_cells(todo, spec.resources["pack"])
@@ -193,7 +193,9 @@ def _run(
         session.check_shared_store(store)
         cluster = session.describe_cluster(local)
         gpu, why = decide_gpu(spec.resources["gpu"], cluster)
-        resources = {"cpu": float(spec.resources["cpu"]), "gpu": gpu}
+        cpu, cpu_why = decide_cpu(spec.resources["cpu"], gpu, cluster)
+        cpu_why = f"; {cpu_why}" if spec.resources["cpu"] == "auto" else ""  # said when decided
+        resources = {"cpu": cpu, "gpu": gpu}
         preflight.check(spec, todo, gpu, cluster)
         warning = check_placement({"CPU": resources["cpu"], "GPU": gpu}, cluster)
         if warning:
@@ -205,7 +207,7 @@ def _run(
             console.print(f"resuming {resume} cells from the checkpoints of an earlier launch")
         console.print(
             f"{spec.name}: running {len(todo)} cells as {len(units)} Tune trials, "
-            f"{resources['cpu']:g} CPU + {gpu:g} GPU each ({why})"
+            f"{resources['cpu']:g} CPU + {gpu:g} GPU each ({why}{cpu_why})"
         )
         run = {
             "store": checkpoints.store_location(store),

@@ -146,7 +146,8 @@ def scrape_urls() -> list[str]:
     return [
         f"http://{n['NodeManagerAddress']}:{n['MetricsExportPort']}/metrics"
         for n in ray.nodes()
-        if n.get("Alive") and n.get("MetricsExportPort")
+        # A Ray without its dashboard packages runs no metrics agent: port -1.
+        if n.get("Alive") and (n.get("MetricsExportPort") or 0) > 0
     ]
 
 

@@ -39,6 +39,18 @@ def check_ray(version: str | None = None) -> None:
         )
 
 
+def dashboard_missing() -> str | None:
+    """Why this Ray cannot start its dashboard, or None when it can: a Ray without its
+    `default` extra (aiohttp and the rest; benchmarks/ray_bundle.py's bundle for a bare GPU
+    node) refuses `ray.init(include_dashboard=True)` with "Cannot include dashboard with
+    missing packages". The test is Ray's own (`ray._private.utils`, Ray 2.60)."""
+    try:
+        import ray.dashboard.optional_deps  # noqa: F401
+    except ImportError as e:
+        return str(e)
+    return None
+
+
 def session_dir() -> Path | None:
     """This node's Ray session folder, where Ray's metrics module provisions Grafana
     dashboards (monitor.grafana_folder). Private: Ray has no public call for the session

@@ -104,9 +104,13 @@ def ray_session(
     kw["runtime_env"] = {"env_vars": {k: v for k, v in forwarded_env().items() if k not in in_job}}
     kw["job_config"] = JobConfig(metadata=dict(metadata or {}))
     try:
+        missing = raycompat.dashboard_missing() if address is None else None
         if address is None:  # "local": a new Ray, never one `ray start` left running
             ctx = ray.init(
-                address="local", include_dashboard=True, dashboard_host=dashboard_host, **kw
+                address="local",
+                include_dashboard=missing is None,
+                dashboard_host=dashboard_host,
+                **kw,
             )
         else:
             ctx = ray.init(address=address, **kw)
@@ -115,7 +119,10 @@ def ray_session(
         raise GridError(f"{where}: cannot start or join Ray: {' '.join(str(e).split())}") from None
     try:
         _quiet_loggers()  # again: ray.init configures the "ray" logger
-        _print_dashboard(console, ctx.dashboard_url, local=address is None, host=dashboard_host)
+        if missing is not None:  # a Ray without its dashboard: the launch runs all the same
+            console.print(f"Ray dashboard: not started: this Ray lacks its packages ({missing})")
+        else:
+            _print_dashboard(console, ctx.dashboard_url, local=address is None, host=dashboard_host)
         for line in monitor.where_lines():
             console.print(line, highlight=False, soft_wrap=True)
         yield address is None

@@ -70,13 +70,20 @@ def unit_seconds(unit: list[Cell], timing: dict[str, float], epochs: float | Non
     )
 
 
+def cpus_per_trial(spec) -> int:
+    """Whole CPUs a trial on this machine's CPU gets: `resources.cpu`, at least 1 (`auto`
+    is 1 for trials on CPUs, `orchestrator.planning.resources.decide_cpu`)."""
+    cpu = spec.resources.get("cpu") or 1
+    return 1 if cpu == "auto" else max(1, int(cpu))
+
+
 def default_slots(spec, device) -> int:
     """Trials this machine runs at once: its GPUs, or its CPUs over `resources.cpu`."""
     import torch
 
     if device.type == "cuda":
         return max(1, torch.cuda.device_count())
-    return max(1, (os.cpu_count() or 1) // max(1, int(spec.resources.get("cpu") or 1)))
+    return max(1, (os.cpu_count() or 1) // cpus_per_trial(spec))
 
 
 def wall_time(units: list[float], slots: int) -> float:
@@ -100,7 +107,7 @@ def estimate(
     units = group_cells(trials, int(spec.resources.get("pack") or 1))
     threads = torch.get_num_threads()
     if device.type == "cpu":  # a trial gets as many threads as CPUs (Ray's OMP_NUM_THREADS)
-        torch.set_num_threads(max(1, int(spec.resources.get("cpu") or 1)))
+        torch.set_num_threads(cpus_per_trial(spec))
     from orchestrator.halving.rule import cell_epochs
 
     epochs = cell_epochs(spec.halving, trials)

@@ -40,6 +40,36 @@ def decide_gpu(setting, cluster: dict) -> tuple[float, str]:
     return 0.0, f"gpu auto -> 0: {where} has no GPU{extra}; trials train on CPUs"
 
 
+def decide_cpu(setting, gpu: float, cluster: dict) -> tuple[float, str]:
+    """(CPUs per trial, why). `auto` with a fraction of a GPU per trial gives each trial its
+    share of a GPU node's CPUs, so that all the trials its GPUs hold fit at once and its
+    CPUs are spread over them (16 CPUs, 8 GPUs, `gpu: 0.25`: 32 trials of 0.5 CPU; 1 GPU,
+    `gpu: 0.25`: 4 trials of 4 CPUs). A fixed `cpu: 1` would leave 0.25-GPU trials waiting
+    for CPUs on that 8-GPU node, its GPUs a quarter used. Whole trials per GPU node: the
+    smallest share over the GPU nodes up (else those the autoscaler can add), whole CPUs
+    from 1 up (Ray takes fractions only below 1). Without GPUs `auto` is 1 CPU per trial.
+    A trial's threads follow its CPUs: Ray sets OMP_NUM_THREADS to them (at least 1)."""
+    if setting != "auto":
+        return float(setting), f"resources.cpu: {float(setting):g} (from the spec)"
+    nodes = [n for n in cluster["nodes"] if _gpus(n) > 0 and float(n.get("CPU", 0) or 0) > 0]
+    if not nodes:
+        nodes = [
+            t["resources"] for t in cluster.get("node_types") or [] if _gpus(t["resources"]) > 0
+        ]
+    if gpu <= 0 or not nodes:
+        return 1.0, "cpu auto -> 1 per trial: trials on CPUs"
+    shares = []
+    for node in nodes:
+        trials = int(_gpus(node) / gpu + 1e-9)
+        shares.append((float(node.get("CPU", 0) or 0) / max(trials, 1), node, trials))
+    share, node, trials = min(shares, key=lambda s: s[0])
+    cpu = float(int(share)) if share >= 1 else max(int(share * 1e4) / 1e4, 1e-4)
+    return cpu, (
+        f"cpu auto -> {cpu:g} per trial: {float(node.get('CPU', 0)):g} CPUs over the "
+        f"{trials} trials of {gpu:g} GPU that a node's {_gpus(node):g} GPUs hold"
+    )
+
+
 def _fits(want: dict[str, float], resources: dict) -> bool:
     return all(float(resources.get(name, 0) or 0) >= v for name, v in want.items() if v > 0)
 

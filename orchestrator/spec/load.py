@@ -312,8 +312,8 @@ def _resources(res: Any, errors: list[str]) -> dict:
             f"resources.gpu: a trial trains on one device: give a fraction in (0, 1], "
             f"0 for CPU only, or auto; got {gpu!r}"
         )
-    if not (config._is_number(cpu) and cpu > 0):
-        errors.append(f"resources.cpu: expected a number > 0, got {cpu!r}")
+    if cpu != "auto" and not (config._is_number(cpu) and cpu > 0):
+        errors.append(f"resources.cpu: expected a number > 0 or auto, got {cpu!r}")
     if not (isinstance(pack, int) and not isinstance(pack, bool) and pack >= 1):
         errors.append(f"resources.pack: expected a whole number >= 1, got {pack!r}")
     return out
@@ -354,7 +354,8 @@ def smoke(spec: Spec, cpus: int | None = None) -> Spec:
         "model.width": 0.25,
     }
     cpus = cpus or os.cpu_count() or 1
-    resources = {**spec.resources, "cpu": min(spec.resources["cpu"], float(cpus))}
+    cpu = spec.resources["cpu"]
+    resources = {**spec.resources, "cpu": cpu if cpu == "auto" else min(cpu, float(cpus))}
     return dataclasses.replace(
         spec, name=f"{spec.name}-smoke", forced=forced, resources=resources, halving=None
     )

@@ -7,6 +7,7 @@ What each trial saw is read from its `GRID_RENDEZVOUS` record (`orchestrator/exe
 written inside the trial; every trial of a test is held at the hook's gate until all of
 them have arrived, so "running at once" is an event the test observed, not a timing:
 - `gpu: 0.5`: four trials at once on two GPUs, two per GPU;
+- `gpu: 0.25` with `cpu: auto`: eight trials of half a CPU at once, four per GPU;
 - `gpu: auto`: resolved from the cluster (1 per trial), one GPU each;
 - packs: one trial per GPU, the cells of a pack on their trial's one GPU.
 """
@@ -111,6 +112,31 @@ def test_half_gpu_trials_run_two_per_gpu(gpu_cluster, tiny_spec, tmp_path, monke
     assert sorted(per_gpu) == ["0", "1"] and set(per_gpu.values()) == {2}
     assert {r["status"] for r in rows.values()} == {"completed"} and len(rows) == 4
     assert {r["device"] for r in rows.values()} == {"cpu"}  # Ray's GPUs, the CPU's work
+
+
+def test_cpu_auto_fits_every_quarter_gpu_trial_the_node_holds(
+    gpu_cluster, tiny_spec, tmp_path, monkeypatch
+):
+    # 2 GPUs at 0.25 each hold 8 trials; with `cpu: 1` only 4 would fit the node's 4 CPUs
+    # and the GPUs would stay half used. `cpu: auto` gives each 0.5 CPU: all 8 run at once.
+    rc, saw, arrived, out, rows = run(
+        gpu_cluster,
+        tiny_spec,
+        tmp_path,
+        monkeypatch,
+        8,
+        "quarter",
+        [0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08],
+        resources={"cpu": "auto", "gpu": 0.25},
+    )
+    text = " ".join(out.split())
+    assert rc == 0, out
+    assert "0.5 CPU + 0.25 GPU each" in text and "cpu auto -> 0.5 per trial" in text
+    assert len({pid for _, pid in arrived}) == 8  # eight trials, all running at once
+    per_gpu = collections.Counter(s["cuda"] for s in saw.values())
+    assert sorted(per_gpu) == ["0", "1"] and set(per_gpu.values()) == {4}
+    assert {s["threads"] for s in saw.values()} == {"1"}  # Ray: at least one thread
+    assert {r["status"] for r in rows.values()} == {"completed"} and len(rows) == 8
 
 
 def test_gpu_auto_is_decided_from_the_cluster(gpu_cluster, tiny_spec, tmp_path, monkeypatch):

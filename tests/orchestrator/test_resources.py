@@ -2,7 +2,7 @@
 
 import pytest
 
-from orchestrator.planning.resources import check_placement, decide_gpu
+from orchestrator.planning.resources import check_placement, decide_cpu, decide_gpu
 from trainers.errors import GridError
 
 LAPTOP = {"nodes": [{"CPU": 2.0}], "node_types": None, "local": True}
@@ -51,3 +51,30 @@ def test_on_a_cluster_an_autoscaler_node_type_counts_and_else_it_warns():
     assert check_placement({"CPU": 8.0, "GPU": 1.0}, AUTOSCALING) is None
     said = check_placement({"CPU": 16.0, "GPU": 1.0}, AUTOSCALING)
     assert said.startswith("no node of the cluster has 16 CPUs and 1 GPUs")
+
+
+@pytest.mark.parametrize(
+    ("gpu", "cpus", "gpus", "want"),
+    [
+        (0.25, 16, 1, 4.0),  # one GPU, 4 trials: 4 CPUs each
+        (0.5, 16, 8, 1.0),  # 16 trials on 16 CPUs
+        (0.25, 16, 8, 0.5),  # 32 trials: half a CPU each, so that all of them fit
+        (1.0, 16, 8, 2.0),
+        (0.3, 16, 1, 5.0),  # 3 whole trials per GPU: 16 / 3, whole CPUs above 1
+    ],
+)
+def test_cpu_auto_spreads_a_gpu_nodes_cpus_over_the_trials_its_gpus_hold(gpu, cpus, gpus, want):
+    node = {"nodes": [{"CPU": float(cpus), "GPU": float(gpus)}], "node_types": None}
+    cpu, why = decide_cpu("auto", gpu, node)
+    assert cpu == want and why.startswith(f"cpu auto -> {want:g} per trial")
+    trials = int(gpus / gpu + 1e-9)
+    assert cpu * trials <= cpus  # every trial the GPUs hold fits the node's CPUs at once
+
+
+def test_cpu_auto_takes_the_smallest_share_the_autoscaler_and_a_fixed_cpu():
+    assert decide_cpu("auto", 0.5, AUTOSCALING)[0] == 4.0  # the GPU worker type: 8 CPUs, 2 trials
+    two = {"nodes": [{"CPU": 16.0, "GPU": 2.0}, {"CPU": 8.0, "GPU": 2.0}], "node_types": None}
+    assert decide_cpu("auto", 1.0, two)[0] == 4.0  # fits both nodes
+    assert decide_cpu("auto", 0.0, GPU_NODE) == (1.0, "cpu auto -> 1 per trial: trials on CPUs")
+    assert decide_cpu("auto", 0.5, LAPTOP)[0] == 1.0
+    assert decide_cpu(3, 0.5, GPU_NODE) == (3.0, "resources.cpu: 3 (from the spec)")

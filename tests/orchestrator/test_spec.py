@@ -102,6 +102,7 @@ def test_int_lr_is_the_same_value_as_float(tmp_path):
         ("name: t\nresources: {gpu: 1.5}", "resources.gpu: a trial trains on one device"),
         ("name: t\nresources: {gpu: -0.5}", "resources.gpu: a trial trains on one device"),
         ("name: t\nresources: {gpus: 1}", "resources.gpus: unknown key (did you mean 'gpu'?)"),
+        ("name: t\nresources: {cpu: many}", "resources.cpu: expected a number > 0 or auto"),
         ("name: t\nmax_failures: -1", "max_failures: expected a whole number >= 0"),
         ("name: 'My Grid!'", "name: must be a folder-safe id"),
         ("description: no name", "name: missing"),
@@ -268,3 +269,8 @@ def test_model_aliases_of_the_registry_are_accepted_as_one_cell(tmp_path):
     spec = load_spec(write(tmp_path, "name: t\ngrid: {arch: [all-cnn-c, allcnn_c, All_CNN_C]}\n"))
     (cell,) = expand(spec)  # one table of aliases: the three spellings are one cell, one key
     assert cell.config["model"]["arch"] == ALIASES["all-cnn-c"] == "allcnn_c"
+
+
+def test_cpu_auto_loads_and_smoke_keeps_it(tmp_path):
+    spec = load_spec(write(tmp_path, BASE), ["resources.cpu=auto", "resources.gpu=0.25"])
+    assert spec.resources["cpu"] == "auto" and smoke(spec).resources["cpu"] == "auto"

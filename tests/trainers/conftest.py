@@ -136,3 +136,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def no_kept_step():
+    """A test that trains a captured cell leaves its compiled step kept for the process's
+    next cell of the same key (trainers/reuse.py); the next test starts without it."""
+    yield
+    from trainers import reuse
+
+    reuse.forget()
