@@ -217,11 +217,12 @@ def _tuner(
     scheduler=None,
     guard: LeaseGuard | None = None,
 ) -> tune.Tuner:
-    """One trial per unit (a cell or a pack), named by its label, in the grid's order
-    (Tune's FIFO, or the halving's scheduler); retried from its last checkpoint up to
-    spec.max_failures times. Each trial's config carries its unit's cells and the launch's
-    `run` (plain values in Tune's search space, resolved per trial: nothing is put in the
-    object store, so nothing outlives the launch in this process)."""
+    """One trial per unit (a cell or a pack), named by its label, in the order of `units`
+    (the longest first: `launch.start_order`; Tune's FIFO, or the halving's scheduler);
+    retried from its last checkpoint up to spec.max_failures times. Each trial's config
+    carries its unit's cells and the launch's `run` (plain values in Tune's search space,
+    resolved per trial: nothing is put in the object store, so nothing outlives the launch
+    in this process)."""
     path, fs = tune_storage(store, spec.name)
     # the synchronous halving counts the slots itself: a paused trial frees its slot
     searcher = scheduler.searcher(max_concurrent) if hasattr(scheduler, "searcher") else None
