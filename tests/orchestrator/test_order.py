@@ -105,3 +105,14 @@ def test_start_order_of_a_launch_counts_flops_then_the_store(tiny_spec, tmp_path
     units = launch.start_order(spec, store, cells, cells)  # --force: every cell runs again
     # the 0.25 kind, never measured, takes the median factor of the two: far above 1.0's
     assert [u[0].params["model.width"] for u in units] == [0.5, 0.25, 1.0]
+
+
+def test_the_simulation_starts_each_cell_on_the_first_free_slot():
+    """benchmarks/share_sim.py's scheduler, on Graham's example of LPT at 7/6 of the
+    optimum: 3, 3, 2, 2, 2 on two slots ends at 7, the bound (and the best order) at 6."""
+    from benchmarks import share_sim
+
+    end, spans = share_sim.end_time([3.0, 3.0, 2.0, 2.0, 2.0], 2)
+    assert end == 7.0 and spans == [(0, 3), (0, 3), (3, 5), (3, 5), (5, 7)]
+    assert share_sim.lower_bound([3.0, 3.0, 2.0, 2.0, 2.0], 2) == 6.0
+    assert share_sim.lower_bound([9.0, 1.0], 4) == 9.0  # the longest cell bounds it
