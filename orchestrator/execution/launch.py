@@ -47,13 +47,16 @@ def launch(
     yes: bool = True,
     cells: list[Cell] | None = None,
     rerun: frozenset[str] = frozenset(),
+    share: dict | None = None,
 ) -> int:
     """Run the spec's unfinished cells as Tune trials; 0 when every cell is completed or
     diverged, 1 when some did not finish (listed with their errors), another launch holds
     the grid (unless `wait`) or a costly launch was not confirmed (`yes` False: the CLI
     asks, `orchestrator/planning/cost.py`). A stage (`orchestrator/stages/launch.py`) passes its
     `cells` (their parents attached; default: the spec's) and `rerun`, the keys that run
-    even when finished (stale children, parents without kept weights)."""
+    even when finished (stale children, parents without kept weights). `share`: the
+    launch's part in the cluster's fair share (owner, weight, priority; default: the
+    caller, weight 1, priority 0: `orchestrator/execution/fairshare.py`)."""
     console = console or Console()
     store = open_store(store_uri)
     store.check_writable()
@@ -100,6 +103,7 @@ def launch(
                 lease=lease,
                 rerun=rerun,
                 cells=cells,
+                share=share if share is not None else {},
             )
             if lease.lost.is_set() or not lease.check():
                 console.print(
@@ -166,6 +170,7 @@ def _run(
     lease: Lease | None = None,
     rerun: frozenset[str] = frozenset(),
     cells: list[Cell] | None = None,
+    share: dict | None = None,
 ) -> int:
     from orchestrator.execution import checkpoints, experiment, raycompat, session
     from orchestrator.execution.monitor import job_metadata
@@ -219,6 +224,7 @@ def _run(
             console,
             _rungs(spec, store, todo, console),
             lease=lease,
+            share=share,
         )
         store.forget()  # the trials wrote: read the store again
         if lease is not None and not lease.check():  # its trials' rows were refused

@@ -71,8 +71,3 @@ def _fill(claims: list[Claim], left: float) -> dict[str, int]:
             out[pick.grid] += 1
             left -= pick.size
     return out
-
-
-def over_share(held: int, allowed: int) -> int:
-    """How many running trials a grid must yield: those it holds past its share."""
-    return max(0, held - allowed)

@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from orchestrator.planning.share import Claim, allocate, over_share
+from orchestrator.planning.share import Claim, allocate
 
 
 def shares(capacity: float, *claims: Claim, pool: str = "CPU") -> dict[str, int]:
@@ -101,8 +101,3 @@ def test_every_allocation_is_within_demand_and_capacity_and_idles_nothing(capaci
             for c, d in itertools.permutations(claims, 2):
                 if got[c.grid] < c.demand:
                     assert got[d.grid] / d.weight <= (got[c.grid] + 1) / c.weight + 1e-9
-
-
-def test_over_share_counts_what_a_grid_must_yield():
-    assert over_share(held=3, allowed=1) == 2
-    assert over_share(held=1, allowed=3) == 0
