@@ -48,7 +48,15 @@ class Arbiter:
         self.reports: collections.deque = collections.deque(maxlen=HISTORY)
 
     def report(self, entry: dict[str, Any]) -> int:
-        """Record a launch's report; the trials it may run now."""
+        """Record a launch's report; the trials it may run now. A launch of the same grid
+        and store replaces any earlier one: the grid's lease allows one at a time, so the
+        earlier was killed (its slots go back at once, not after `EXPIRE_S`)."""
+        for key in [
+            k
+            for k, e in self.launches.items()
+            if k != entry["id"] and (e["grid"], e["store"]) == (entry["grid"], entry["store"])
+        ]:
+            del self.launches[key]
         self.launches[entry["id"]] = {**entry, "seen": time.time()}
         allowed = self._allowed()[entry["id"]]
         self.reports.append({**entry, "seen": time.time(), "allowed": allowed})

@@ -14,7 +14,8 @@ launch to the share it gets back.
   (it counts among the live ones while it waits), as soon as the share has room again.
 
 The share is asked again at each trial's result and at least every `REFRESH_S` (Tune asks
-the scheduler what to run at every step of its loop). While the arbiter cannot be reached
+the scheduler what to run at every step of its loop, and the search for a trial every
+second while none of the launch's trials is live). While the arbiter cannot be reached
 the launch runs alone (no share), and reports again at the next refresh.
 """
 
@@ -63,6 +64,9 @@ class FairShare(TrialScheduler):
             self.slots = self.inner.searcher(max_concurrent)
         else:
             self.slots = SlotLimit(max_concurrent=max_concurrent or 0)
+        # Tune waits for the search alone while none of its trials is live: the search
+        # asks for the share then (else a launch held at 0 would never hear it grew)
+        self.slots.ask = self.refresh
         self.refresh(force=True)  # the share before Tune creates its first trials
         return self.slots
 

@@ -134,6 +134,7 @@ class SlotLimit(BasicVariantGenerator):
         # trial starts before it resumes.
         self.share: int | None = None
         self.yielded: set[str] = set()
+        self.ask = None  # asks the arbiter again (FairShare.refresh)
 
     def free(self, trial_id: str) -> None:
         self._live_trials.discard(trial_id)
@@ -157,6 +158,8 @@ class SlotLimit(BasicVariantGenerator):
         return self.share is not None and len(self._live_trials) >= self.share
 
     def next_trial(self):
+        if self.blocked() and self.ask is not None:
+            self.ask()  # Tune waits here, asking every second, while no trial is live
         return None if self.blocked() else super().next_trial()
 
     def is_finished(self) -> bool:

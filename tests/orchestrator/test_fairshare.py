@@ -5,13 +5,18 @@ the arbiter is away) is checked step by step. The Ray tests are test_share_clust
 
 from __future__ import annotations
 
+import json
+import time
+import unittest.mock
 from dataclasses import dataclass, field
 
+import ray
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
 from orchestrator.cli.cluster import cluster_command, rows
 from orchestrator.cli.main import main
+from orchestrator.execution.arbiter import Arbiter
 from orchestrator.execution.fairshare import FairShare
 from orchestrator.execution.submit import entrypoint
 
@@ -120,8 +125,6 @@ def test_the_estimated_finish_follows_the_rate_of_finished_units():
     now[0] = 100.0
     trial = FakeTrial("t0", status=Trial.TERMINATED)
     scheduler.on_trial_complete(FakeController([trial]), trial, {})
-    import time
-
     left_s = client.reports[-1]["finish"] - time.time()
     assert 290 < left_s <= 300  # 3 units left at 100 s each
 
@@ -169,8 +172,6 @@ def test_status_cluster_lists_every_grid(capsys):
     assert "small" in out and "bo" in out and "3 (3 GPU)" in out
     assert "2033-05-18T03:33:20+00:00" in out  # the finish, in UTC
     assert cluster_command(LAUNCHES, as_json=True) == 0
-    import json
-
     found = json.loads(capsys.readouterr().out)
     assert found == rows(LAUNCHES) and found[1]["finish"] is None
     assert cluster_command(None) == 0
@@ -206,3 +207,28 @@ def test_a_submitted_launch_carries_its_share(tiny_spec):
         share=share,
     )
     assert command.endswith("--owner ada --weight 2.5 --priority 1")
+
+
+def test_while_tune_waits_for_its_search_the_share_is_asked_again():
+    """With no trial live, Tune asks only the search (every second): a launch held at 0
+    must still hear that its share grew."""
+    now = [0.0]
+    scheduler, client = launch((0, 2), clock=lambda: now[0])
+    slots = scheduler.slots
+    assert slots.share == 0 and slots.blocked()
+    now[0] = 10.0  # past REFRESH_S
+    slots.next_trial()
+    assert slots.share == 2 and not slots.blocked()
+
+
+def test_a_relaunch_of_the_same_grid_and_store_replaces_the_killed_one():
+    arbiter = Arbiter.__ray_actor_class__()  # the class itself, without a cluster
+    base = {"weight": 1.0, "priority": 0, "size": 1.0, "pool": "CPU", "since": 0.0}
+    ray_resources = {"CPU": 2.0}
+    with unittest.mock.patch.object(ray, "cluster_resources", lambda: ray_resources):
+        killed = {**base, "id": "k", "grid": "g", "store": "s", "demand": 4}
+        other = {**base, "id": "o", "grid": "g", "store": "elsewhere", "demand": 4}
+        assert arbiter.report(killed) == 2
+        assert arbiter.report(other) == 1  # the same grid in another store: its own launch
+        assert arbiter.report({**killed, "id": "again"}) == 1
+        assert {e["id"] for e in arbiter.snapshot()} == {"o", "again"}

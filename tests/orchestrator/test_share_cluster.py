@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import getpass
+import json
 import os
 import subprocess
 import sys
@@ -190,6 +192,19 @@ def test_a_launch_goes_on_when_the_arbiter_dies_and_registers_again(
         proc = start(four_slots, Path(spec.path), store, hold=tmp_path / "hold")
         assert len(arrive(4)) == 4
         before = [r for r in history() if r["grid"] == "alone"]
+        # `grid status --cluster --json`, as the program: the grid, its owner and counts
+        listed = subprocess.run(
+            [sys.executable, "-m", "orchestrator.cli", "status", "--cluster", "--json"]
+            + ["--address", four_slots.address],
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            capture_output=True,
+            text=True,
+        )
+        assert listed.returncode == 0, listed.stderr
+        (row,) = [r for r in json.loads(listed.stdout) if r["grid"] == "alone"]
+        assert row["owner"] == getpass.getuser() and row["weight"] == 1 and row["priority"] == 0
+        assert row["cells_done"] == 0 and row["cells_left"] == 4 and row["allowed"] == 4
         killed = time.time()
         ray.kill(arbiter.connect(create=False), no_restart=False)  # Ray restarts it, empty
     finish(proc)
