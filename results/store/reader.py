@@ -143,7 +143,11 @@ def indexed_rows(store, grid: str, kind: str, listing: dict | None = None) -> pa
     new = sorted(n for n in listing if n not in known)
     for i in range(0, len(new), BATCH):  # a batch's one-row tables, copied into one
         batch = new[i : i + BATCH]
-        read = [(n, t) for n, t in zip(batch, read_each(store, batch, kind), strict=True) if t]
+        read = [
+            (n, t)
+            for n, t in zip(batch, read_each(store, batch, kind), strict=True)
+            if t is not None
+        ]
         if read:  # the files' names and tags as two columns, added once to the batch
             fresh = unify([t for _, t in read]).combine_chunks()
             files = [n for n, t in read for _ in range(t.num_rows)]
