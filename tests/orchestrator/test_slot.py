@@ -185,14 +185,8 @@ def test_a_paused_trial_frees_its_slot_and_resumes_from_its_checkpoint(
     monkeypatch.setattr(experiment, "make_scheduler", lambda rungs, store, grid: scheduler)
     store = tmp_path / "runs"
     con, buf = console()
-    # Ahead of any other grid on the session's shared Ray (an earlier test's killed launch
-    # stays registered with the arbiter for a minute): its fair share must not pause it.
-    share = {"priority": 100}
     assert (
-        launch.launch(
-            spec, store_uri=str(store), address=ray_cluster.address, console=con, share=share
-        )
-        == 0
+        launch.launch(spec, store_uri=str(store), address=ray_cluster.address, console=con) == 0
     ), buf.getvalue()
     assert scheduler.paused
     found = rows(store, "pause")
