@@ -74,10 +74,11 @@ def cmd_launch(args: argparse.Namespace) -> int:
     from orchestrator.stages.launch import launcher  # a stage (stage: in the spec): parents first
 
     launch = launcher(spec, args)
+    share = launch_share(args)
     if args.submit or args.follow:  # a Ray Job on a running cluster
         from orchestrator.execution.submit import submit_command
 
-        return submit_command(spec, args)
+        return submit_command(spec, args, share)
     return launch(
         spec,
         store_uri=args.store,
@@ -88,7 +89,22 @@ def cmd_launch(args: argparse.Namespace) -> int:
         wait=args.wait,
         dashboard_host=args.dashboard_host,
         yes=args.yes,
+        share=share,
     )
+
+
+def launch_share(args: argparse.Namespace) -> dict:
+    """The launch's part in a shared cluster: owner, weight, priority (checked)."""
+    import getpass
+    import math
+
+    if not (math.isfinite(args.weight) and args.weight > 0):
+        raise GridError(f"--weight {args.weight:g}: a weight is a number above 0 (default 1)")
+    return {
+        "owner": args.owner or getpass.getuser(),
+        "weight": args.weight,
+        "priority": args.priority,
+    }
 
 
 @command
@@ -96,6 +112,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     from orchestrator.cli.status import status_command
     from results.store import open_store
 
+    if args.cluster:
+        if args.spec is not None:
+            raise GridError("status --cluster lists every grid on the cluster: give no spec")
+        from orchestrator.cli.cluster import cluster_command
+        from orchestrator.execution.arbiter import cluster_launches
+
+        return cluster_command(cluster_launches(args.address), as_json=args.json)
+    if args.spec is None:
+        raise GridError("status: give a spec (grids/NAME.yaml), or --cluster")
     return status_command(
         _load(args), open_store(args.store), as_json=args.json, all_cells=args.all
     )
@@ -245,9 +270,13 @@ def parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def spec_cmd(name: str, help: str) -> argparse.ArgumentParser:
+    def spec_cmd(name: str, help: str, optional: bool = False) -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help, description=help)
-        s.add_argument("spec", help="grid spec YAML, e.g. grids/quickstart.yaml")
+        s.add_argument(
+            "spec",
+            nargs="?" if optional else None,
+            help="grid spec YAML, e.g. grids/quickstart.yaml",
+        )
         s.add_argument(
             "--set",
             action="append",
@@ -314,10 +343,32 @@ def parser() -> argparse.ArgumentParser:
         default="127.0.0.1",
         help="interface the local Ray dashboard binds to (default: localhost only)",
     )
+    s.add_argument(
+        "--weight",
+        type=float,
+        default=1.0,
+        help="this grid's share of a shared cluster against the other grids' weights "
+        "(default 1; docs/cluster.md, Sharing a cluster)",
+    )
+    s.add_argument(
+        "--priority",
+        type=int,
+        default=0,
+        help="a grid of higher priority gets the slots it can use before any of lower "
+        "priority (default 0)",
+    )
     s.add_argument("--submit", action="store_true", help="as a Ray Job: --address http://HEAD:8265")
     s.add_argument("--follow", action="store_true", help="with --submit: stream its log")
     s.add_argument("--from-submit", action="store_true", help=argparse.SUPPRESS)
-    s = spec_cmd("status", "per-cell status from the result store (no Ray)")
+    s.add_argument("--owner", help=argparse.SUPPRESS)  # a --submit job's: who submitted it
+    s = spec_cmd("status", "per-cell status from the result store (no Ray)", optional=True)
+    s.add_argument(
+        "--cluster",
+        action="store_true",
+        help="instead: every grid on the Ray cluster (--address, default RAY_ADDRESS or "
+        "auto), its owner, weight, priority, slots held, cells done and left, its finish",
+    )
+    s.add_argument("--address", help="with --cluster: the Ray cluster (host:port)")
     s.add_argument("--store")
     s.add_argument("--smoke", action="store_true")
     s.add_argument("--json", action="store_true")

@@ -6,7 +6,9 @@ status metrics (`orchestrator/execution/monitor.py`).
 
 from __future__ import annotations
 
+import getpass
 import os
+import uuid
 from datetime import datetime
 from pathlib import Path
 
@@ -15,7 +17,9 @@ from rich.console import Console
 from rich.live import Live
 
 from orchestrator.execution import hooks, monitor
+from orchestrator.execution.arbiter import Client
 from orchestrator.execution.checkpoints import tune_storage
+from orchestrator.execution.fairshare import FairShare
 from orchestrator.execution.progress import GridProgress
 from orchestrator.execution.slot import GRID_ERROR, GridSlot
 from orchestrator.execution.units import unit_label
@@ -155,12 +159,15 @@ def fit(
     console: Console,
     rungs=None,
     lease=None,
+    share: dict | None = None,
 ):
     """Run the units as one Tune experiment with the live display; Tune's ResultGrid.
     `run`: what every trial needs (store location, spec hash, checkpoints to resume, the
     halving section); `rungs`: the halving's records (`orchestrator.halving.rule.Rungs`), which
     make the experiment's scheduler a `SyncRowHalving` or a `RowHalving`; `lease`: the
-    launch's, whose loss ends the experiment (LeaseGuard)."""
+    launch's, whose loss ends the experiment (LeaseGuard); `share`: the launch's part in the
+    cluster's fair share ({"owner", "weight", "priority"}: `fairshare.FairShare`), None to
+    run alone."""
     labels = {unit_label(u): u for u in units}
     run = {**run, "env": {k: os.environ[k] for k in hooks.ENV if k in os.environ}}
     if lease is not None:
@@ -175,6 +182,11 @@ def fit(
     # qualified name, which the dashboard shows: keep it "GridSlot"
     trainable.__name__ = trainable.__qualname__ = GridSlot.__name__
     scheduler = make_scheduler(rungs, store, spec.name)
+    client = None
+    if share is not None:
+        client = sharing_client(spec, store, resources, share, console)
+        sizes = {lab: len(u) for lab, u in labels.items()}
+        scheduler = FairShare(scheduler, client, sizes, skipped)
     callback = TuneProgress(progress, console, getattr(scheduler, "stops", {}))
     tuner = _tuner(
         spec,
@@ -187,12 +199,32 @@ def fit(
         scheduler,
         LeaseGuard(lease),
     )
-    if not console.is_terminal:  # a log file: the per-trial lines and one summary
-        results = tuner.fit()
-        console.print(progress.summary_line(), highlight=False)
-        return results
-    with Live(get_renderable=progress.render, console=console, refresh_per_second=1):
-        return tuner.fit()
+    try:
+        if not console.is_terminal:  # a log file: the per-trial lines and one summary
+            results = tuner.fit()
+            console.print(progress.summary_line(), highlight=False)
+            return results
+        with Live(get_renderable=progress.render, console=console, refresh_per_second=1):
+            return tuner.fit()
+    finally:
+        if client is not None:
+            client.leave()
+
+
+def sharing_client(spec, store: Store, resources: dict, share: dict, console: Console):
+    """The launch's client of the cluster's arbiter: what it reports besides its counts."""
+    gpu = float(resources.get("gpu") or 0)
+    info = {
+        "id": uuid.uuid4().hex[:12],
+        "grid": spec.name,
+        "store": store.uri,
+        "owner": share.get("owner") or getpass.getuser(),
+        "weight": float(share.get("weight", 1.0)),
+        "priority": int(share.get("priority", 0)),
+        "pool": "GPU" if gpu > 0 else "CPU",
+        "size": gpu if gpu > 0 else float(resources.get("cpu") or 1),
+    }
+    return Client(info, say=lambda text: console.print(f"{spec.name}: {text}", highlight=False))
 
 
 def make_scheduler(rungs, store: Store, grid: str):
@@ -217,11 +249,12 @@ def _tuner(
     scheduler=None,
     guard: LeaseGuard | None = None,
 ) -> tune.Tuner:
-    """One trial per unit (a cell or a pack), named by its label, in the grid's order
-    (Tune's FIFO, or the halving's scheduler); retried from its last checkpoint up to
-    spec.max_failures times. Each trial's config carries its unit's cells and the launch's
-    `run` (plain values in Tune's search space, resolved per trial: nothing is put in the
-    object store, so nothing outlives the launch in this process)."""
+    """One trial per unit (a cell or a pack), named by its label, in the order of `units`
+    (the longest first: `launch.start_order`; Tune's FIFO, or the halving's scheduler);
+    retried from its last checkpoint up to spec.max_failures times. Each trial's config
+    carries its unit's cells and the launch's `run` (plain values in Tune's search space,
+    resolved per trial: nothing is put in the object store, so nothing outlives the launch
+    in this process)."""
     path, fs = tune_storage(store, spec.name)
     # the synchronous halving counts the slots itself: a paused trial frees its slot
     searcher = scheduler.searcher(max_concurrent) if hasattr(scheduler, "searcher") else None

@@ -1,7 +1,8 @@
 """`grid launch`: the grid's unfinished cells as Ray Tune trials.
 
 The steps, in order, each in its own module:
-1. select the cells without a result (`units.select_cells`), and group them into units;
+1. select the cells without a result (`units.select_cells`), group them into units, and
+   order them longest first (`orchestrator/planning/order.py`, `start_order` below);
 2. take the grid's lease in the store (`results/store/lease.py`): one launch per grid and store;
 3. pre-flight, before any trial starts: the store is writable, the data set is readable or
    downloadable where trials run, and one trial fits a node (`resources.py`, `session.py`);
@@ -46,13 +47,16 @@ def launch(
     yes: bool = True,
     cells: list[Cell] | None = None,
     rerun: frozenset[str] = frozenset(),
+    share: dict | None = None,
 ) -> int:
     """Run the spec's unfinished cells as Tune trials; 0 when every cell is completed or
     diverged, 1 when some did not finish (listed with their errors), another launch holds
     the grid (unless `wait`) or a costly launch was not confirmed (`yes` False: the CLI
     asks, `orchestrator/planning/cost.py`). A stage (`orchestrator/stages/launch.py`) passes its
     `cells` (their parents attached; default: the spec's) and `rerun`, the keys that run
-    even when finished (stale children, parents without kept weights)."""
+    even when finished (stale children, parents without kept weights). `share`: the
+    launch's part in the cluster's fair share (owner, weight, priority; default: the
+    caller, weight 1, priority 0: `orchestrator/execution/fairshare.py`)."""
     console = console or Console()
     store = open_store(store_uri)
     store.check_writable()
@@ -66,7 +70,7 @@ def launch(
             _tidy(store, spec.name, seen, console)
         return 0
     if dry_run:
-        _print_plan(console, spec, group_cells(todo, spec.resources["pack"]), len(skipped))
+        _print_plan(console, spec, start_order(spec, store, todo, cells), len(skipped))
     if not _cost(spec, todo, address, console, yes=yes or dry_run) or dry_run:
         return 0 if dry_run else 1
     try:
@@ -99,6 +103,8 @@ def launch(
                 dashboard_host=dashboard_host,
                 lease=lease,
                 rerun=rerun,
+                cells=cells,
+                share=share if share is not None else {},
             )
             if lease.lost.is_set() or not lease.check():
                 console.print(
@@ -170,6 +176,8 @@ def _run(
     dashboard_host: str,
     lease: Lease | None = None,
     rerun: frozenset[str] = frozenset(),
+    cells: list[Cell] | None = None,
+    share: dict | None = None,
 ) -> int:
     from orchestrator.execution import checkpoints, experiment, raycompat, session
     from orchestrator.execution.monitor import job_metadata
@@ -177,7 +185,7 @@ def _run(
     from orchestrator.planning.resources import check_placement, decide_cpu, decide_gpu
 
     raycompat.check_ray()
-    units = group_cells(todo, spec.resources["pack"])
+    units = start_order(spec, store, todo, cells if cells is not None else todo)
     datasets = _datasets(todo)
     if spec.resources["gpu"] != "auto":  # checked before Ray starts; `auto` once it is up
         preflight.check_devices(spec, todo, float(spec.resources["gpu"]))
@@ -225,11 +233,41 @@ def _run(
             console,
             _rungs(spec, store, todo, console),
             lease=lease,
+            share=share,
         )
         store.forget()  # the trials wrote: read the store again
         if lease is not None and not lease.check():  # its trials' rows were refused
             return 1
     return _finish(spec, store, units, results, started, console, lease)
+
+
+def start_order(spec, store: Store, todo: list[Cell], cells: list[Cell]) -> list[list[Cell]]:
+    """The units of `todo` in the order they start: the longest first, by the cost model
+    corrected by the measured wall time of the finished cells among `cells` (the launch's,
+    finished or not), a halving's rows kept together (`orchestrator/planning/order.py`)."""
+    from orchestrator.halving.rule import cell_epochs, group_of
+    from orchestrator.planning import order
+    from orchestrator.planning.cost import CPU_FLOPS, cell_flops
+    from orchestrator.planning.estimate import signature
+
+    rows = store.read_trials(spec.name, columns=["wall_s", "epochs"]).to_pylist()
+    measured = {r["key"]: r for r in rows if r["status"] in FINISHED}
+    finished = {
+        c.key: (c, measured[c.key]["wall_s"], measured[c.key]["epochs"])
+        for c in cells
+        if c.key in measured
+    }
+    costs = order.predicted_costs(
+        todo,
+        cell_epochs(spec.halving, cells),
+        finished,
+        lambda config, epochs: cell_flops(config, epochs) / CPU_FLOPS,
+        lambda cell: signature([cell]),
+    )
+    groups = (
+        {c.key: group_of(c.params, spec.halving["over"]) for c in todo} if spec.halving else None
+    )
+    return order.longest_first(group_cells(todo, spec.resources["pack"]), costs, groups)
 
 
 def _earlier_checkpoints(

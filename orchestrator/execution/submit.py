@@ -155,8 +155,10 @@ def entrypoint(
     force: bool,
     wait: bool,
     max_concurrent: int | None,
+    share: dict | None = None,
 ) -> str:
-    """The job's command: `grid launch` on the head, reading the spec from SPEC_ENV."""
+    """The job's command: `grid launch` on the head, reading the spec from SPEC_ENV; its
+    `share` (owner, weight, priority: `main.launch_share`) goes with it."""
     parts = [
         "python",
         "-m",
@@ -172,10 +174,13 @@ def entrypoint(
     parts += [flag for flag, on in (("--smoke", smoke), ("--force", force), ("--wait", wait)) if on]
     if max_concurrent:
         parts += ["--max-concurrent", str(max_concurrent)]
+    if share:
+        parts += ["--owner", share["owner"], "--weight", f"{share['weight']:g}"]
+        parts += ["--priority", str(share["priority"])]
     return shlex.join(parts)
 
 
-def submit_command(spec, args) -> int:
+def submit_command(spec, args, share: dict | None = None) -> int:
     """`grid launch --submit [--follow] [--dry-run]` from its parsed arguments."""
     if not args.submit:
         raise GridError("--follow: only with --submit (a launch here follows itself)")
@@ -185,6 +190,7 @@ def submit_command(spec, args) -> int:
         force=args.force,
         wait=args.wait,
         max_concurrent=args.max_concurrent,
+        share=share,
     )
     if args.dry_run:
         store = store_for_job(args.store)
@@ -275,6 +281,7 @@ def submit(
     force: bool = False,
     wait: bool = False,
     max_concurrent: int | None = None,
+    share: dict | None = None,
     follow: bool = False,
     console: Console | None = None,
 ) -> int:
@@ -306,6 +313,7 @@ def submit(
                 force=force,
                 wait=wait,
                 max_concurrent=max_concurrent,
+                share=share,
             ),
             submission_id=job_id,
             runtime_env=env,

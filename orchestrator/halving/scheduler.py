@@ -128,6 +128,13 @@ class SlotLimit(BasicVariantGenerator):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.waiting: set[str] = set()  # trials paused at a rung, not yet resumed or ended
+        # The cluster's fair share (orchestrator/execution/fairshare.py): the trials this
+        # launch may run now (None: as many as it likes), and those paused to yield a slot
+        # to another grid. A yielded trial keeps its place among the live ones, so no new
+        # trial starts before it resumes.
+        self.share: int | None = None
+        self.yielded: set[str] = set()
+        self.ask = None  # asks the arbiter again (FairShare.refresh)
 
     def free(self, trial_id: str) -> None:
         self._live_trials.discard(trial_id)
@@ -136,15 +143,40 @@ class SlotLimit(BasicVariantGenerator):
     def take(self, trial_id: str) -> None:
         self._live_trials.add(trial_id)
         self.waiting.discard(trial_id)
+        self.yielded.discard(trial_id)
 
     def ended(self, trial_id: str) -> None:
         self.waiting.discard(trial_id)
+        self.yielded.discard(trial_id)
+
+    def running(self) -> int:
+        """The trials that hold or want a slot now: live and not yielded."""
+        return len(self._live_trials - self.yielded)
+
+    def blocked(self) -> bool:
+        """No new trial: the share is taken by the live ones (yielded included)."""
+        return self.share is not None and len(self._live_trials) >= self.share
+
+    def next_trial(self):
+        if self.blocked() and self.ask is not None:
+            self.ask()  # Tune waits here, asking every second, while no trial is live
+        return None if self.blocked() else super().next_trial()
 
     def is_finished(self) -> bool:
-        return super().is_finished() and not self.waiting
+        # Held back by the share while a trial yielded, with no room to resume it: say
+        # finished, so that Tune lets the yielded trial's actor go instead of keeping it idle
+        # for the next trial (Tune keeps one actor, which holds a slot another grid waits
+        # for). The experiment cannot end while the yielded trial is paused; once the share
+        # grows, the search goes on.
+        if self.yielded and not self.has_room():
+            return True
+        return super().is_finished() and not self.waiting and not self.yielded
 
     def has_room(self) -> bool:
-        return not self.max_concurrent or len(self._live_trials) < self.max_concurrent
+        running = self.running()
+        if self.share is not None and running >= self.share:
+            return False
+        return not self.max_concurrent or running < self.max_concurrent
 
 
 class SyncRowHalving(FIFOScheduler):

@@ -6,6 +6,7 @@ held at a barrier (GRID_HOLD), and every cell in the store."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import re
@@ -98,7 +99,9 @@ def test_submit_dry_run_says_what_it_would_send(tiny_spec, tmp_path, capsys):
     assert main(["launch", spec.path, "--submit", "--dry-run", "--store", str(store)]) == 0
     out = capsys.readouterr().out
     assert f"would submit dry as Ray job {submit.submission_prefix('dry', str(store))}-<n>: " in out
-    assert f"launch dry.yaml --store {store} --from-submit (dry run" in out
+    # the job carries who submitted it and the grid's share (docs/cluster.md)
+    share = f"--owner {getpass.getuser()} --weight 1 --priority 0"
+    assert f"launch dry.yaml --store {store} --from-submit {share} (dry run" in out
 
 
 def test_submit_needs_a_dashboard_address(tiny_spec, monkeypatch, capsys):
