@@ -107,6 +107,11 @@ class FairShare(TrialScheduler):
             self.slots.yielded.add(trial.trial_id)  # still live: it keeps its place
             self.yields += 1
             return TrialScheduler.PAUSE
+        if decision == TrialScheduler.PAUSE and trial.trial_id not in self.slots.waiting:
+            # paused by the inner scheduler for its own reasons (a halving frees its own):
+            # its slot is free for the next cell, as under Tune alone, where a pending trial
+            # runs before a paused one
+            self.slots.free(trial.trial_id)
         return decision
 
     def choose_trial_to_run(self, tune_controller):
@@ -118,7 +123,10 @@ class FairShare(TrialScheduler):
                     return None
                 self.slots.take(trial.trial_id)  # resumed first: its place in the order
                 return trial
-        return self.inner.choose_trial_to_run(tune_controller)
+        trial = self.inner.choose_trial_to_run(tune_controller)
+        if trial is not None and trial.trial_id in self.slots.waiting:
+            self.slots.take(trial.trial_id)  # a paused trial resumed: it holds a slot again
+        return trial
 
     def debug_string(self) -> str:
         return f"FairShare(share {self.slots.share}): {self.inner.debug_string()}"
@@ -133,8 +141,8 @@ class FairShare(TrialScheduler):
         self.last = now
         left = len(self.units) - len(self.done)
         demand = max(0, left - len(self.slots.waiting))  # a trial at a rung wants no slot
-        if self.slots.max_concurrent:
-            demand = min(demand, self.slots.max_concurrent)
+        if self.slots.limit:
+            demand = min(demand, self.slots.limit)
         done = sum(self.units[label] for label in self.done)
         share = self.client.report(
             demand=demand,

@@ -2,13 +2,13 @@
 why: everything else goes through Ray's and Tune's public APIs (the trial is a
 `tune.Trainable`, orchestrator/execution/slot.py).
 
-Elsewhere: `scheduler.SlotLimit` frees and takes a paused trial's place in
-`BasicVariantGenerator._live_trials` (Tune's slot count has no public call to free a paused
-trial's slot; tests/orchestrator/test_rowsync.py and test_halving_sync.py exercise it).
-For the cluster's fair share (`fairshare.py`) it also says its search is finished while a
-yielded trial waits with no room: Tune 2.60 then gives back the one idle actor it keeps for
-reuse (`TuneController._cleanup_cached_actors`), which would hold a slot another grid waits
-for (tests/orchestrator/test_share_cluster.py).
+Elsewhere: `scheduler.SlotLimit` keeps its own count of the trials that hold a slot (Tune's
+`max_concurrent` counts a paused trial until it ends) and, for the cluster's fair share
+(`fairshare.py`), says its search is finished while a yielded trial waits with no room:
+Tune 2.60 then gives back the one idle actor it keeps for reuse
+(`TuneController._cleanup_cached_actors`), which would hold a slot another grid waits for
+(tests/orchestrator/test_share_cluster.py). Both are public methods of a search algorithm,
+but the second leans on what Tune does with their answers.
 
 `check_ray()` runs first in every launch: another Ray fails at once with one line, before
 any trial starts, instead of a trial failing later on a changed internal.

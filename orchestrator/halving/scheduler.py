@@ -115,18 +115,22 @@ class RowHalving(FIFOScheduler):
 
 
 class SlotLimit(BasicVariantGenerator):
-    """Tune's grid search with its `max_concurrent` counting the trials that hold a slot:
-    a trial paused at a rung frees its slot for the next cell, so a row wider than the slots
-    reaches its rung instead of waiting forever (Tune's own limit counts a paused trial as
-    live until it ends). `SyncRowHalving` frees and takes the slots.
+    """Tune's grid search with a limit that counts the trials that hold a slot (`live`): a
+    trial paused at a rung, or by any scheduler's PAUSE, frees its slot for the next cell, so
+    a row wider than the slots reaches its rung instead of waiting forever (Tune's own
+    `max_concurrent` counts a paused trial as live until it ends). `SyncRowHalving` and
+    `fairshare.FairShare` free and take the slots. The base search is given no limit of its
+    own: the count is this class's, not Tune's private one.
 
     The search is not finished while a trial waits at a rung: Tune keeps a stopped trial's
     actor for the next trial (`reuse_actors`) only while more trials may come, so a search
     that ended when its last cell was created would make each resume start a new process
     (and import torch: seconds per resume, most of a small halved grid's time)."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, max_concurrent: int = 0, **kwargs):
         super().__init__(**kwargs)
+        self.limit = max_concurrent  # 0: no limit but the share's
+        self.live: set[str] = set()  # created, not ended, and not paused
         self.waiting: set[str] = set()  # trials paused at a rung, not yet resumed or ended
         # The cluster's fair share (orchestrator/execution/fairshare.py): the trials this
         # launch may run now (None: as many as it likes), and those paused to yield a slot
@@ -137,30 +141,43 @@ class SlotLimit(BasicVariantGenerator):
         self.ask = None  # asks the arbiter again (FairShare.refresh)
 
     def free(self, trial_id: str) -> None:
-        self._live_trials.discard(trial_id)
+        self.live.discard(trial_id)
         self.waiting.add(trial_id)
 
     def take(self, trial_id: str) -> None:
-        self._live_trials.add(trial_id)
+        self.live.add(trial_id)
         self.waiting.discard(trial_id)
         self.yielded.discard(trial_id)
 
     def ended(self, trial_id: str) -> None:
+        self.live.discard(trial_id)
         self.waiting.discard(trial_id)
         self.yielded.discard(trial_id)
 
+    def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+        self.live.discard(trial_id)
+        super().on_trial_complete(trial_id, result=result, error=error)
+
     def running(self) -> int:
         """The trials that hold or want a slot now: live and not yielded."""
-        return len(self._live_trials - self.yielded)
+        return len(self.live - self.yielded)
 
     def blocked(self) -> bool:
-        """No new trial: the share is taken by the live ones (yielded included)."""
-        return self.share is not None and len(self._live_trials) >= self.share
+        """No new trial: the limit, or the share, is taken by the live ones (yielded
+        included: they keep their place)."""
+        if self.limit and len(self.live) >= self.limit:
+            return True
+        return self.share is not None and len(self.live) >= self.share
 
     def next_trial(self):
         if self.blocked() and self.ask is not None:
             self.ask()  # Tune waits here, asking every second, while no trial is live
-        return None if self.blocked() else super().next_trial()
+        if self.blocked():
+            return None
+        trial = super().next_trial()
+        if trial is not None:
+            self.live.add(trial.trial_id)
+        return trial
 
     def is_finished(self) -> bool:
         # Held back by the share while a trial yielded, with no room to resume it: say
@@ -176,7 +193,7 @@ class SlotLimit(BasicVariantGenerator):
         running = self.running()
         if self.share is not None and running >= self.share:
             return False
-        return not self.max_concurrent or running < self.max_concurrent
+        return not self.limit or running < self.limit
 
 
 class SyncRowHalving(FIFOScheduler):

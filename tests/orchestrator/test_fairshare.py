@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 
 import ray
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import TrialScheduler
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from orchestrator.cli.cluster import cluster_command, rows
 from orchestrator.cli.main import main
 from orchestrator.execution.arbiter import Arbiter
 from orchestrator.execution.fairshare import FairShare
 from orchestrator.execution.submit import entrypoint
+from orchestrator.halving.scheduler import SlotLimit
 
 
 @dataclass
@@ -63,7 +64,7 @@ def test_the_share_is_asked_before_tune_creates_a_trial_and_limits_creation():
     assert client.reports[0]["cells_done"] == 2 and client.reports[0]["cells_left"] == 4
     slots = scheduler.slots
     assert slots.share == 2
-    slots._live_trials |= {"t0", "t1"}
+    slots.live |= {"t0", "t1"}
     assert slots.blocked() and slots.next_trial() is None  # no third trial past the share
 
 
@@ -71,7 +72,7 @@ def test_over_its_share_a_trial_yields_at_its_epoch_end_and_resumes_first():
     scheduler, client = launch((4, 1))
     trials = [FakeTrial(f"t{i}") for i in range(3)]
     controller = FakeController(trials)
-    scheduler.slots._live_trials |= {t.trial_id for t in trials}
+    scheduler.slots.live |= {t.trial_id for t in trials}
     # the arbiter now says 1: the first two to report an epoch yield, the third goes on
     assert scheduler.on_trial_result(controller, trials[0], {}) == TrialScheduler.PAUSE
     assert scheduler.on_trial_result(controller, trials[1], {}) == TrialScheduler.PAUSE
@@ -89,6 +90,51 @@ def test_over_its_share_a_trial_yields_at_its_epoch_end_and_resumes_first():
     scheduler.on_trial_complete(controller, trials[2], {})
     assert scheduler.choose_trial_to_run(controller) is trials[0]
     assert scheduler.slots.yielded == {"t1"}
+
+
+class PauseFirst(FIFOScheduler):
+    """An inner scheduler that pauses t0 at its first result, for its own reasons."""
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        return TrialScheduler.PAUSE if trial.trial_id == "t0" else TrialScheduler.CONTINUE
+
+
+def test_a_trial_its_own_scheduler_pauses_frees_its_slot_for_the_next_cell():
+    """Under Tune alone a pending trial runs before a paused one (FIFO). A share of 1 must
+    not turn that around: the paused trial frees its slot, the search creates the next
+    trial, and FIFO runs that one first; the paused one takes its slot back on resuming."""
+    client = FakeClient(1)
+    scheduler = FairShare(PauseFirst(), client, {"t0": 1, "t1": 1})
+    slots = scheduler.searcher(None)
+    slots.live |= {"t0"}
+    assert slots.blocked()
+    first = FakeTrial("t0")
+    controller = FakeController([first])
+    assert scheduler.on_trial_result(controller, first, {}) == TrialScheduler.PAUSE
+    first.status = Trial.PAUSED
+    assert not slots.blocked() and slots.waiting == {"t0"}
+    second = FakeTrial("t1", status=Trial.PENDING)
+    slots.live.add("t1")  # the search created it
+    controller.trials.append(second)
+    assert scheduler.choose_trial_to_run(controller) is second
+    second.status = Trial.TERMINATED
+    slots.on_trial_complete("t1")
+    scheduler.on_trial_complete(controller, second, {})
+    assert scheduler.choose_trial_to_run(controller) is first
+    assert slots.live == {"t0"} and slots.waiting == set()
+
+
+def test_the_slot_limit_counts_its_own_live_trials():
+    """`--max-concurrent` through the search's own count (not Tune's private one): a trial
+    freed at a rung no longer counts, one taken back does."""
+    slots = SlotLimit(max_concurrent=2)
+    slots.live |= {"a", "b"}
+    assert slots.blocked() and not slots.has_room()
+    slots.free("a")
+    assert not slots.blocked() and slots.has_room()
+    slots.take("a")
+    slots.on_trial_complete("b")
+    assert slots.live == {"a"} and not slots.blocked()
 
 
 def test_without_the_arbiter_the_launch_runs_alone():
@@ -111,7 +157,7 @@ def test_with_nothing_left_to_start_the_share_no_longer_limits():
 def test_a_yielded_trial_with_no_room_lets_tune_give_its_actor_back():
     scheduler, _ = launch(1)
     slots = scheduler.slots
-    slots._live_trials |= {"t0", "t1"}
+    slots.live |= {"t0", "t1"}
     slots.yielded.add("t0")
     assert not slots.has_room() and slots.is_finished()  # Tune flushes its idle actor
     slots.share = 2
