@@ -309,8 +309,10 @@ class Campaign:
             }
             if final:
                 found["table_has_every_row_and_pick"] = checks.table_has_every_row_and_pick(
-                    str(self.spec), self.store, self.env, widths=2
+                    str(self.spec), self.store, self.env, widths=2, halved=halving is not None
                 )
+                if halving:
+                    found["halving_held"] = checks.halving_held(snap, self.args.epochs, rung=1)
                 found["no_orphans"] = checks.no_orphans(snap)
             self.checked += len(found)
             broken = {k: v for k, v in found.items() if v}

@@ -26,7 +26,8 @@ class Snapshot:
     curves: dict[tuple[str, str], list[dict]] = field(default_factory=dict)  # (key, run_id)
     checkpoints: set[str] = field(default_factory=set)
     lease: dict | None = None
-    other: list[str] = field(default_factory=list)  # _tune/, stops/, anything else
+    stops: dict[str, dict] = field(default_factory=dict)  # a halving's decisions, by key
+    other: list[str] = field(default_factory=list)  # _tune/, anything else
     names: list[str] = field(default_factory=list)
 
 
@@ -57,6 +58,8 @@ def snapshot(client, bucket: str, prefix: str, grid: str) -> Snapshot:
             snap.checkpoints.add(rel.rsplit("/", 1)[-1])
         elif rel == "_lease.json":
             snap.lease = json.loads(get(name))
+        elif rel.startswith("stops/") and rel.endswith(".json"):
+            snap.stops[rel[len("stops/") : -len(".json")]] = json.loads(get(name))
         else:
             snap.other.append(rel)
     return snap
@@ -136,9 +139,12 @@ def lease_released(snap: Snapshot, exited_itself: bool) -> list[str]:
     return [f"the lease is still held after the launch exited: {snap.lease}"]
 
 
-def table_has_every_row_and_pick(spec_path: str, store: str, env: dict, widths: int) -> list[str]:
+def table_has_every_row_and_pick(
+    spec_path: str, store: str, env: dict, widths: int, halved: bool = False
+) -> list[str]:
     """`grid table --strict` (exit 1 on a hole) gives a row per width, each with its value
-    and its pick, as a fault-free run's table does."""
+    and its pick, as a fault-free run's table does (under a halving, the pick is among the
+    lrs that ran to the end: at least one, the others stopped at the rung)."""
     done = subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", "table", spec_path, "--store", store]
         + ["--format", "csv", "--strict"],
@@ -156,17 +162,47 @@ def table_has_every_row_and_pick(spec_path: str, store: str, env: dict, widths: 
         or not r.get("mean")
         or not r.get("train.lr")
         or r.get("n_missing") != "0"
-        or r.get("over_done") != r.get("over_total")
+        or (r.get("over_done") != r.get("over_total") and not halved)
+        or int(r.get("over_done") or 0) < 1
     ]
     if len(rows) != widths or holes:
         return [f"the table is not a row per width with its value and pick: {done.stdout}"]
     return []
 
 
+def halving_held(snap: Snapshot, epochs: int, rung: int) -> list[str]:
+    """A halved grid, once finished: every `stopped` row stopped at the rung, with the
+    decision that stopped it in the store (`stops/<key>.json`, naming that rung); every
+    `completed` row trained every epoch; and no cell has a decision but another status (a
+    stop written and then lost, or a cell trained on past its stop)."""
+    out = []
+    for key, row in snap.rows.items():
+        decision = snap.stops.get(key)
+        if row.get("status") == "stopped":
+            if row.get("epochs") != rung:
+                out.append(f"{key}: stopped after {row.get('epochs')} epochs, its rung is {rung}")
+            if decision is None or decision.get("rung") != rung:
+                out.append(f"{key}: stopped, but its decision is {decision}")
+        elif row.get("status") == "completed" and row.get("epochs") != epochs:
+            out.append(f"{key}: completed after {row.get('epochs')} of {epochs} epochs")
+        if decision is not None and row.get("status") != "stopped":
+            out.append(
+                f"{key}: a decision to stop it at rung {decision.get('rung')}, yet it is "
+                f"{row.get('status')}"
+            )
+    if not any(r.get("status") == "stopped" for r in snap.rows.values()):
+        out.append("a halved grid with no stopped cell: the halving never decided")
+    return out
+
+
 def no_orphans(snap: Snapshot) -> list[str]:
     """Once every cell finished: no checkpoint, no curves that no row names, nothing of
-    Tune's (`_tune/`) or the halving's left (failures stay: the record of what failed)."""
+    Tune's (`_tune/`) left, and no halving decision but a stopped cell's (it stays as that
+    cell's record, docs/results.md; failures stay too: the record of what failed)."""
     out = []
+    stray = sorted(k for k in snap.stops if snap.rows.get(k, {}).get("status") != "stopped")
+    if stray:
+        out.append(f"decisions of cells not stopped: {stray}")
     if snap.checkpoints:
         out.append(f"checkpoints left: {sorted(snap.checkpoints)}")
     named = {(k, r.get("run_id")) for k, r in snap.rows.items()}

@@ -293,10 +293,9 @@ def write_spec(
         best_by: val_acc
         over: train.lr
     """
-    if halving:
-        text += f"""\
-    halving: {{over: lr, metric: val_acc, rungs: [1], keep: 0.5, rule: {halving}}}
-    """
+    text = textwrap.dedent(text)
+    if halving:  # top level, after the dedented body
+        text += f"halving: {{over: lr, metric: val_acc, rungs: [1], keep: 0.5, rule: {halving}}}\n"
     path = folder / f"{name}.yaml"
-    path.write_text(textwrap.dedent(text))
+    path.write_text(text)
     return path
