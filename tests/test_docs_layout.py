@@ -1,6 +1,6 @@
 """The docs' pictures of the tree match the tree: README's Layout block names every
-sub-package (and nothing that is gone), docs/design.md's tree names every module, and every
-code path the docs name exists."""
+sub-package (and nothing that is gone), and docs/design.md's tree names every module. That
+every path and command the docs name exists: tests/test_docs.py."""
 
 from __future__ import annotations
 
@@ -8,12 +8,6 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [
-    ROOT / "README.md",
-    ROOT / "BENCHMARKS.md",
-    ROOT / "CHANGELOG.md",
-    *(ROOT / "docs").glob("*.md"),
-]
 
 
 def fenced_block_after(path: Path, heading: str) -> str:
@@ -71,21 +65,3 @@ def test_design_tree_names_every_module_and_only_modules_that_exist():
     listed = design_tree_modules()
     assert sorted(modules - listed) == []
     assert sorted(listed - modules) == []
-
-
-CODE_PATH = re.compile(r"\b((?:orchestrator|results|trainers|benchmarks|tests)/[\w/.-]*\w)")
-
-
-def test_every_code_path_the_docs_name_exists():
-    missing = []
-    for doc in DOCS:
-        for m in CODE_PATH.finditer(doc.read_text(encoding="utf-8")):
-            path = m.group(1)
-            if "*" in path or "<" in path:
-                continue
-            # a dotted name after a module (`slot.GridSlot`) or a test id (`test_x.py::t`)
-            found = ROOT / path
-            stem = path.split(".")[0]
-            if not (found.exists() or (ROOT / f"{stem}.py").exists() or (ROOT / stem).exists()):
-                missing.append(f"{doc.relative_to(ROOT)}: {path}")
-    assert missing == []

@@ -54,8 +54,8 @@ QUICK = {
 MAX_ROUNDS = 25
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    """The benchmark's flags, with the device-dependent defaults filled in."""
+def parser() -> argparse.ArgumentParser:
+    """`grid bench`'s flags (tests/test_docs.py checks the docs' flags against them)."""
     p = argparse.ArgumentParser(prog="grid bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", default="allcnn_c")
     p.add_argument("--width", default="1.0,0.25", help="comma-separated width multipliers")
@@ -89,6 +89,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument("--quick", action="store_true", help="a tiny run, for tests")
+    return p
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The benchmark's flags, with the device-dependent defaults filled in."""
+    p = parser()
     args = p.parse_args(argv)
     if args.quick:
         for key, value in QUICK.items():

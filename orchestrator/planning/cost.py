@@ -29,7 +29,7 @@ from trainers.errors import GridError
 # device-hours at 2 CPUs a trial) 56 (BENCHMARKS.md). Within ~1.5x of the timed estimate.
 CPU_FLOPS = 40e9
 # A launch longer than this much CPU time on a machine without a GPU is confirmed first: the
-# README's quickstart is 136 s, the smallest shipped table grid hundreds of CPU-hours.
+# quickstart is 136 s (docs/grids.md), the smallest shipped table grid hundreds of CPU-hours.
 CONFIRM_ABOVE_S = 8 * 3600.0
 
 

@@ -1,19 +1,19 @@
 """The result store: Parquet files in a folder or under an S3 prefix (this module: the folder
 backend; `results/store/s3.py`: S3; `results/store/base.py`: what both share).
 
-Layout: `<store>/<grid>/trials/<key>.parquet` (one row, the commit) and
-`<store>/<grid>/epochs/<key>/<run_id>.parquet` (one row per epoch of the run the row names)
-for a finished cell (completed, diverged or stopped); `<store>/<grid>/failures/<key>.parquet`
-(one row, with the error) for its last failed attempt. A file is named by the cell's key (and
-its curves by the run), so concurrent trials never write the same file and a rerun replaces
-its row instead of adding one. Writes are atomic: a local temp file renamed into place, or
-one S3 PUT of the whole file. A store of the previous release (`epochs/<key>.parquet`, rows
-without a run id) reads as before.
+Layout (`results/store/layout.py`): `<store>/<grid>/trials/<key>.parquet` (one row, the
+commit) and `<store>/<grid>/epochs/<key>/<run_id>.parquet` (one row per epoch of the run the
+row names) for a finished cell (completed, diverged or stopped);
+`<store>/<grid>/trials/_failures/<key>.parquet` (one row, with the error) for its last failed
+attempt. A file is named by the cell's key (and its curves by the run), so concurrent trials
+never write the same file and a rerun replaces its row instead of adding one. Writes are
+atomic: a local temp file renamed into place, or one S3 PUT of the whole file. A store
+written before run ids (`epochs/<key>.parquet`, rows without a run id) reads as before.
 
-Never lose a result: a failure is kept in its own folder, so a failed or interrupted attempt
-(a `--force` rerun, say) never replaces a finished row; only a finished attempt replaces one,
-and it clears the cell's failure. A write under a lost lease is refused (`Fenced`). Reads show
-a cell's finished row where it has one, else its failure.
+Never lose a result: a failure is kept in its own file, never over the row, so a failed or
+interrupted attempt (a `--force` rerun, say) never replaces a finished row; only a finished
+attempt replaces one, and it clears the cell's failure. A write under a lost lease is refused
+(`Fenced`). Reads show a cell's finished row where it has one, else its failure.
 
 Reading skips a corrupt or foreign file with a warning that names it, and unifies files whose
 columns differ (a newer version added one) into one table.

@@ -2,7 +2,7 @@
 (and of its --smoke variant), and a new option with a neutral default moves no key.
 
 When a change moves a golden key on purpose (a new key SCHEME), regenerate the file with
-`python -m tests.orchestrator.test_keys` and say so in the README: every stored result of
+`python -m tests.orchestrator.test_keys` and say so in CHANGELOG.md: every stored result of
 every user reads as missing after it.
 """
 
