@@ -400,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="gch", dir="/tmp"))  # short: socket paths are bounded
     campaign = Campaign(args, root)
     started, passed = time.monotonic(), False
+    # a campaign stopped with SIGTERM (kill, a CI timeout) stops its nodes and S3 server too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         campaign.start()
         for group in [seeds] if args.chain else [[s] for s in seeds]:
