@@ -313,6 +313,8 @@ class Campaign:
                 )
                 if halving:
                     found["halving_held"] = checks.halving_held(snap, self.args.epochs, rung=1)
+                    stopped = sum(r.get("status") == "stopped" for r in snap.rows.values())
+                    print(f"{self.grid}: {stopped} of {len(expected)} cells stopped at the rung")
                 found["no_orphans"] = checks.no_orphans(snap)
             self.checked += len(found)
             broken = {k: v for k, v in found.items() if v}

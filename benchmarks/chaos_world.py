@@ -270,7 +270,8 @@ def write_spec(
 ) -> Path:
     """12 cells (width x lr x seed), `epochs` each, a checkpoint every epoch, a table that
     picks the lr of each row by val_acc; with `halving` (sync or async), its lrs halved at a
-    rung after the first epoch (each group: one width and seed, 3 lrs; 2 go on)."""
+    rung after the first epoch by val_loss (val_acc on 40 images ties often, and ties all go
+    on); each group: one width and seed, 3 lrs."""
     text = f"""\
     name: {name}
     dataset: {{name: cifar10, root: "{data}", download: false, augment: [], val_size: 40}}
@@ -295,7 +296,7 @@ def write_spec(
     """
     text = textwrap.dedent(text)
     if halving:  # top level, after the dedented body
-        text += f"halving: {{over: lr, metric: val_acc, rungs: [1], keep: 0.5, rule: {halving}}}\n"
+        text += f"halving: {{over: lr, metric: val_loss, rungs: [1], keep: 0.5, rule: {halving}}}\n"
     path = folder / f"{name}.yaml"
     path.write_text(text)
     return path
