@@ -31,6 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 START, END = "<!-- quickstart-output -->", "<!-- /quickstart-output -->"
 WIDTH = 100  # longer lines end in " ..." (the dashboard's login hint, the progress line)
+RAY_SESSION = re.compile(r"\S*/session_[\w.-]+")
+NODE_URL = re.compile(r"http://(?!127\.0\.0\.1)[\d.]+:(\d+)")
+DONE = re.compile(r"^done\s+[0-9a-f]{12}$")
 PROGRESS = re.compile(r"^\S+: \d+/\d+ cells done \|")  # a launch's progress, printed repeatedly
 
 
@@ -47,8 +50,15 @@ def condense(output: str, folder: str) -> list[str]:
     lines = [line.rstrip() for line in output.replace(folder, ".").splitlines() if line.strip()]
     home = str(Path.home())
     lines = [line.replace(home, "~") if len(home) > 1 else line for line in lines]
+    # Ray's session folder and this node's address are this machine's, not the reader's
+    lines = [RAY_SESSION.sub("<Ray's session folder>", line) for line in lines]
+    lines = [NODE_URL.sub(r"http://<node>:\1", line) for line in lines]
     progress = [i for i, line in enumerate(lines) if PROGRESS.match(line)]
     drop = set(progress[:-1])
+    done = [i for i, line in enumerate(lines) if DONE.match(line)]  # a line per cell: keep one
+    if len(done) > 1:
+        lines[done[0]] += f"   (and {len(done) - 1} more cells done)"
+        drop |= set(done[1:])
     kept = [line for i, line in enumerate(lines) if i not in drop]
     return [line if len(line) <= WIDTH else line[: WIDTH - 4] + " ..." for line in kept]
 

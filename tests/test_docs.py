@@ -159,3 +159,13 @@ def test_the_quickstart_output_is_condensed_without_machine_paths():
     )
     assert lines[:2] == ["q: 8/8 cells done | 0 running", "wrote ./r.html"]
     assert len(lines[2]) == quickstart.WIDTH and lines[2].endswith(" ...")
+    lines = quickstart.condense(
+        "Metrics: http://10.1.2.3:35641/metrics\nGrafana: /var/t/ray/session_2026-12-06_04-51/m/\n"
+        + "Ray dashboard: http://127.0.0.1:8265",
+        "/scratch/q1",
+    )
+    assert lines == [
+        "Metrics: http://<node>:35641/metrics",
+        "Grafana: <Ray's session folder>/m/",
+        "Ray dashboard: http://127.0.0.1:8265",
+    ]
