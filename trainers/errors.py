@@ -19,7 +19,7 @@ class GridError(Exception):
     The message names the file and the key, one problem per line.
     """
 
-    exit_status = 2  # the `grid` program's status for it (README, "Exit statuses")
+    exit_status = 2  # the `grid` program's status for it (docs/launching.md, "Exit statuses")
 
 
 def did_you_mean(name: Any, choices: Iterable[Any]) -> str:

@@ -692,7 +692,7 @@ def test_ctrl_c_says_how_far_each_cell_got_and_that_the_next_launch_resumes_it(
     finally:
         release(folder)
         out, _ = proc.communicate(timeout=240)
-    assert proc.returncode == 1  # the cell did not finish (README, "Exit statuses")
+    assert proc.returncode == 1  # the cell did not finish (docs/launching.md, "Exit statuses")
     said = " ".join(out.split())
     assert (
         f"{key} lr=0.05: interrupted after 1 of 3 epochs; the next launch resumes it from "
