@@ -169,3 +169,8 @@ def test_the_quickstart_output_is_condensed_without_machine_paths():
         "Grafana: <Ray's session folder>/m/",
         "Ray dashboard: http://127.0.0.1:8265",
     ]
+    # a line per cell done: the first kept, the others counted on it
+    lines = quickstart.condense(
+        "done    67428cfb676c\ndone    db067efd97a7\nq: all 2 cells finished", "/x"
+    )
+    assert lines == ["done    67428cfb676c   (and 1 more cells done)", "q: all 2 cells finished"]
