@@ -133,7 +133,7 @@ class GridSlot(tune.Trainable):
             if self._written_stopped(resumes):
                 return {"epoch": self.unit.epoch_of(resumes), "done": True}
             self.unit.start(resumes)
-            waits = self.unit.at_rung()  # its row decides first (orchestrator/halving/sync.py)
+            waits = self.unit.at_rung()  # judged at its rung before it trains past it
             if waits is not None:
                 return waits
         try:

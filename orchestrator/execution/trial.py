@@ -135,12 +135,15 @@ class UnitRun:
             return end.value
 
     def at_rung(self) -> dict | None:
-        """Under the synchronous halving, a cell resumed exactly at a rung (a pause, or a
-        relaunch after a kill while its row waited) must not train past it before its row's
-        decision: its metrics for Tune then, with the rungs' scores from its history, and no
-        epoch trained. None otherwise (the next `step()` trains)."""
+        """A cell resumed exactly at a rung (a pause, a retry, or a relaunch after a kill)
+        must not train past it before it is judged there: its metrics for Tune then, with
+        the rungs' scores from its history, and no epoch trained. The sync rule waits for
+        the cell's row; the async rule judges it (a cell it judged already in this launch
+        goes on at once). Without this report a relaunched cell's next result was its
+        last, past the rung, and the async rule could stop none of them (found by the
+        fault campaign, docs/reliability.md). None otherwise (the next `step()` trains)."""
         rule, key = self.halving, self.cells[0].key
-        if not rule or rule.get("rule") != "sync" or len(self.cells) != 1:
+        if not rule or len(self.cells) != 1:
             return None
         if self.epoch[key] not in rule["rungs"] or self.stopped[key] or key in self.stops:
             return None  # not at a rung, diverged, or a loser to be written (its first step)
