@@ -173,7 +173,12 @@ class Campaign:
         if self.countdown > 0 or (kind in ON_EPOCH_ONLY and event != "epoch"):
             return True
         with self.lock:
-            if kind == "driver" and (self.driver is None or self.driver.poll() is not None):
+            # a driver kill, or a second launch, is a fault only while the round's launch
+            # runs: a trial of a launch just killed can still report for a moment, and a
+            # second launch then would not be refused but take the grid over (legitimately)
+            if kind in ("driver", "second") and (
+                self.driver is None or self.driver.poll() is not None
+            ):
                 return True
             done = self.inject(kind, event, key, epoch, pid)
         if done is None:
@@ -232,13 +237,22 @@ class Campaign:
             self.waiting.append((kind, None, t0))
             return True
         if kind == "second":
-            with open(self.root / "logs" / f"second-{len(self.log)}.log", "w") as out:
-                proc = subprocess.Popen(self.launch_cmd(), env=self.env, stdout=out, stderr=out)
-                self.second_rcs.append(proc.wait(timeout=300))
-            if self.second_rcs[-1] != 1:
-                self.broken_events.append(
-                    f"a second launch mid-run exited {self.second_rcs[-1]}, not 1 (refused)"
-                )
+            # Awaited here, in the thread that answers the trials' events: the second launch
+            # gets no events socket, so that if it ever trains (the first launch died just
+            # now and it took the grid over) its trials never wait on this thread.
+            env = {k: v for k, v in self.env.items() if k != "GRID_CHAOS"}
+            log = self.root / "logs" / f"second-{len(self.log)}.log"
+            with open(log, "w") as out:
+                proc = subprocess.Popen(self.launch_cmd(), env=env, stdout=out, stderr=out)
+                try:
+                    rc = proc.wait(timeout=300)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    rc = proc.wait()
+            self.second_rcs.append(rc)
+            took_over = "took over the lease" in log.read_text() and self.driver.poll() is not None
+            if rc != 1 and not (rc == 0 and took_over):
+                self.broken_events.append(f"a second launch mid-run exited {rc}, not 1 (refused)")
             self.waiting.append((kind, None, t0))
             return True
         if kind == "checkpoint":
@@ -340,7 +354,9 @@ class Campaign:
         seeds = " ".join(f"--seed {s}" for s in self.seeds)
         return (
             f"python benchmarks/chaos.py {seeds} --faults {a.faults} --kinds {a.kinds} "
-            f"--gap {a.gap} --epochs {a.epochs}" + (" --chain" if len(self.seeds) > 1 else "")
+            f"--gap {a.gap} --epochs {a.epochs}"
+            + (f" --halving {a.halving}" if a.halving != "none" else "")
+            + (" --chain" if len(self.seeds) > 1 else "")
         )
 
     def report(self, started: float) -> None:

@@ -96,11 +96,11 @@ def block(commands: list[str]) -> str:
             walls.append(wall)
     minutes, seconds = divmod(round(walls[0]), 60)
     today = datetime.date.today().isoformat()
-    head = [
-        f"What it printed on {os.cpu_count()} CPU cores ({today}, commit {git_commit()}; the",
-        f"launch took {minutes} min {seconds:02d} s; `benchmarks/readme_quickstart.py` reruns it):",
-    ]
-    return "\n".join([*head, "", "```", *lines, "```"])
+    head = (
+        f"Its output on {os.cpu_count()} CPU cores ({today}, commit {git_commit()}, launch "
+        f"{minutes} min {seconds:02d} s; `benchmarks/readme_quickstart.py` reruns it):"
+    )
+    return "\n".join([head, "", "```", *lines, "```"])
 
 
 def replace_block(readme: str, text: str) -> str:
