@@ -323,7 +323,11 @@ class Campaign:
             }
             if final:
                 found["table_has_every_row_and_pick"] = checks.table_has_every_row_and_pick(
-                    str(self.spec), self.store, self.env, widths=2, halved=halving is not None
+                    str(self.spec),
+                    self.store,
+                    self.env,
+                    widths=4 if halving == "async" else 2,
+                    halved=halving is not None,
                 )
                 if halving:
                     found["halving_held"] = checks.halving_held(snap, self.args.epochs, rung=1)
@@ -355,7 +359,7 @@ class Campaign:
         return (
             f"python benchmarks/chaos.py {seeds} --faults {a.faults} --kinds {a.kinds} "
             f"--gap {a.gap} --epochs {a.epochs}"
-            + (f" --halving {a.halving}" if a.halving != "none" else "")
+            + (f" --halving {','.join(a.halving)}" if a.halving != ["none"] else "")
             + (" --chain" if len(self.seeds) > 1 else "")
         )
 

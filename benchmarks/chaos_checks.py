@@ -153,7 +153,19 @@ def table_has_every_row_and_pick(
         text=True,
     )
     if done.returncode != 0:
-        return [f"grid table --strict exited {done.returncode}: {done.stderr.strip()[-300:]}"]
+        # every lr of every row with its status, so that a hole can be read from the log
+        # after the campaign's store is gone
+        full = subprocess.run(
+            [sys.executable, "-m", "orchestrator.cli", "table", spec_path, "--store", store]
+            + ["--format", "csv", "--full"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        return [
+            f"grid table --strict exited {done.returncode}: "
+            f"{(done.stdout + done.stderr).strip()[-600:]}\n--full:\n{full.stdout.strip()}"
+        ]
     rows = list(csv.DictReader(io.StringIO(done.stdout)))
     holes = [
         r

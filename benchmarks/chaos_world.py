@@ -268,10 +268,15 @@ def write_cifar(root: Path, n_train: int = 200, n_test: int = 100) -> None:
 def write_spec(
     folder: Path, name: str, data: Path, epochs: int, halving: str | None = None
 ) -> Path:
-    """12 cells (width x lr x seed), `epochs` each, a checkpoint every epoch, a table that
-    picks the lr of each row by val_acc; with `halving` (sync or async), its lrs halved at a
-    rung after the first epoch by val_loss (val_acc on 40 images ties often, and ties all go
-    on); each group: one width and seed, 3 lrs."""
+    """12 cells, `epochs` each, a checkpoint every epoch, a table that picks the lr of each
+    row by val_acc: 2 widths x 3 lrs x 2 seeds; with `halving`, its lrs halved at a rung
+    after the first epoch by val_loss (val_acc on 40 images ties often, and ties all go on).
+    Sync: each width's lrs ranked by their mean over the seeds (`over: [lr, seed]`). Async
+    judges each seed alone (the spec refuses it with several seeds), so its grid is 4 widths
+    x 3 lrs, one seed."""
+    widths, seeds, over = ("[0.125, 0.25]", "[0, 1]", "[lr, seed]")
+    if halving == "async":
+        widths, seeds, over = ("[0.125, 0.1875, 0.25, 0.3125]", "[0]", "lr")
     text = f"""\
     name: {name}
     dataset: {{name: cifar10, root: "{data}", download: false, augment: [], val_size: 40}}
@@ -282,9 +287,9 @@ def write_spec(
       schedule: {{name: constant}}
       checkpoint_s: 0
     grid:
-      model.width: [0.125, 0.25]
+      model.width: {widths}
       lr: [0.02, 0.05, 0.1]
-      seed: [0, 1]
+      seed: {seeds}
     resources: {{cpu: 1, gpu: 0}}
     max_failures: 3
     tables:
@@ -296,7 +301,9 @@ def write_spec(
     """
     text = textwrap.dedent(text)
     if halving:  # top level, after the dedented body
-        text += f"halving: {{over: lr, metric: val_loss, rungs: [1], keep: 0.5, rule: {halving}}}\n"
+        text += (
+            f"halving: {{over: {over}, metric: val_loss, rungs: [1], keep: 0.5, rule: {halving}}}\n"
+        )
     path = folder / f"{name}.yaml"
     path.write_text(text)
     return path

@@ -88,12 +88,38 @@ def check_halving(
             f"row waits at each rung: same picks whatever the order), async (never waits)"
         )
     out["rule"] = rule
+    _check_seeds(out, _values("train.seed", base, axes, include), errors)
     if resources.get("pack", 1) != 1:
         errors.append(
             "halving: needs resources.pack: 1 (a pack trains its cells as one "
             "model, so one of them cannot stop alone)"
         )
     return out
+
+
+def _check_seeds(halving: dict, seeds: set, errors: list[str]) -> None:
+    """Several seeds: a table averages an lr over its seeds and picks among the lrs that ran
+    every seed, so the halving must stop an lr with all its seeds (`over: [lr, seed]`, the
+    sync rule's candidates). A group per seed (seed not in `over`), or the async rule (which
+    judges each seed alone), can stop a different lr in each seed and leave a row with no lr
+    that ran them all: no pick, a hole in the table (found by the fault campaign,
+    docs/reliability.md)."""
+    if len(seeds) < 2:
+        return
+    values = ", ".join(map(str, sorted(seeds, key=str)))
+    if halving["rule"] == "async":
+        errors.append(
+            f"halving.rule: async judges each seed alone, so with several seeds (seed: "
+            f"{values}) a row can end with every lr stopped in some seed and no lr for its "
+            f"table to pick; use rule: sync with over: [lr, seed]"
+        )
+    elif "train.seed" not in halving["over"]:
+        errors.append(
+            f"halving.over: the grid runs several seeds (seed: {values}) and a table "
+            f"averages them; add seed (over: [lr, seed]) so that an lr goes on or stops with "
+            f"all its seeds (else each seed stops its own lrs, and a row can end with no lr "
+            f"that ran every seed)"
+        )
 
 
 def _over(value: Any, axes: dict[str, list], errors: list[str]) -> list[str]:

@@ -55,6 +55,45 @@ BAD = [
 ]
 
 
+@pytest.mark.parametrize(
+    "section,error",
+    [
+        (
+            {"rungs": [2]},
+            "halving.over: the grid runs several seeds (seed: 0, 1) and a table averages "
+            "them; add seed (over: [lr, seed])",
+        ),
+        (
+            {"over": ["lr", "seed"], "rungs": [2], "rule": "async"},
+            "halving.rule: async judges each seed alone, so with several seeds (seed: 0, 1)",
+        ),
+    ],
+)
+def test_a_halving_over_seeds_stops_an_lr_with_all_its_seeds(tmp_path, capsys, section, error):
+    """A group per seed, or the async rule, can stop a different lr in each seed: a row with
+    no lr that ran every seed has no pick (the fault campaign's hole, docs/reliability.md)."""
+    path = write_spec(
+        tmp_path,
+        "seeds",
+        [0.1, 0.05],
+        grid={"lr": [0.1, 0.05], "seed": [0, 1]},
+        halving=section,
+        train={"epochs": 8},
+    )
+    assert main(["plan", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: {error}" in err and "Traceback" not in err
+    fine = write_spec(
+        tmp_path,
+        "fine",
+        [0.1, 0.05],
+        grid={"lr": [0.1, 0.05], "seed": [0, 1]},
+        halving={"over": ["lr", "seed"], "rungs": [2]},
+        train={"epochs": 8},
+    )
+    assert main(["plan", str(fine)]) == 0
+
+
 @pytest.mark.parametrize("section,error", BAD)
 def test_a_bad_halving_section_is_one_line_per_problem_and_exit_2(tmp_path, capsys, section, error):
     path = write_spec(tmp_path, "bad", [0.1, 0.05], halving=section, train={"epochs": 8})
