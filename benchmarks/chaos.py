@@ -293,7 +293,9 @@ class Campaign:
         from orchestrator.spec.expand import expand
         from orchestrator.spec.load import load_spec
 
-        expected = {c.key for c in expand(load_spec(self.spec))}
+        cells = expand(load_spec(self.spec))
+        expected = {c.key for c in cells}
+        widths = len({c.params["model.width"] for c in cells})  # the table's rows
         seen: dict[str, tuple] = {}
         for r in range(1, self.args.max_rounds + 1):
             self.s3_up.wait()
@@ -326,7 +328,7 @@ class Campaign:
                     str(self.spec),
                     self.store,
                     self.env,
-                    widths=4 if halving == "async" else 2,
+                    widths=widths,
                     halved=halving is not None,
                 )
                 if halving:

@@ -145,23 +145,21 @@ def table_has_every_row_and_pick(
     """`grid table --strict` (exit 1 on a hole) gives a row per width, each with its value
     and its pick, as a fault-free run's table does (under a halving, the pick is among the
     lrs that ran to the end: at least one, the others stopped at the rung)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "table", spec_path, "--store", store]
-        + ["--format", "csv", "--strict"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        # every lr of every row with its status, so that a hole can be read from the log
-        # after the campaign's store is gone
-        full = subprocess.run(
+
+    def table(flag: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
             [sys.executable, "-m", "orchestrator.cli", "table", spec_path, "--store", store]
-            + ["--format", "csv", "--full"],
+            + ["--format", "csv", flag],
             env=env,
             capture_output=True,
             text=True,
         )
+
+    done = table("--strict")
+    if done.returncode != 0:
+        # every lr of every row with its status, so that a hole can be read from the log
+        # after the campaign's store is gone
+        full = table("--full")
         return [
             f"grid table --strict exited {done.returncode}: "
             f"{(done.stdout + done.stderr).strip()[-600:]}\n--full:\n{full.stdout.strip()}"

@@ -21,6 +21,7 @@ import json
 import math
 from typing import Any
 
+from orchestrator.halving.sync import SEED
 from trainers import config
 
 KEYS = ("over", "metric", "rungs", "keep", "rule")
@@ -88,7 +89,7 @@ def check_halving(
             f"row waits at each rung: same picks whatever the order), async (never waits)"
         )
     out["rule"] = rule
-    _check_seeds(out, _values("train.seed", base, axes, include), errors)
+    _check_seeds(out, _values(SEED, base, axes, include), errors)
     if resources.get("pack", 1) != 1:
         errors.append(
             "halving: needs resources.pack: 1 (a pack trains its cells as one "
@@ -113,7 +114,7 @@ def _check_seeds(halving: dict, seeds: set, errors: list[str]) -> None:
             f"{values}) a row can end with every lr stopped in some seed and no lr for its "
             f"table to pick; use rule: sync with over: [lr, seed]"
         )
-    elif "train.seed" not in halving["over"]:
+    elif SEED not in halving["over"]:
         errors.append(
             f"halving.over: the grid runs several seeds (seed: {values}) and a table "
             f"averages them; add seed (over: [lr, seed]) so that an lr goes on or stops with "
