@@ -210,6 +210,7 @@ def _run(
             console.print(f"[yellow]{warning}[/]")
         if not local and any(d["name"] != "synthetic" for d in datasets):
             _say_nodes(session.preflight_nodes(datasets), console)
+        running = frozenset(t.key for t in todo)
         resume = _earlier_checkpoints(store, spec.name, todo, force, rerun)
         if resume:
             console.print(f"resuming {resume} cells from the checkpoints of an earlier launch")
@@ -231,7 +232,7 @@ def _run(
             skipped,
             max_concurrent,
             console,
-            _rungs(spec, store, todo, console),
+            _rungs(spec, store, todo, console, fresh=running if force else rerun),
             lease=lease,
             share=share,
         )
@@ -290,10 +291,13 @@ def _earlier_checkpoints(
     return 0 if force else len(found & running)
 
 
-def _rungs(spec, store: Store, todo: list[Cell], console: Console):
+def _rungs(spec, store: Store, todo: list[Cell], console: Console, fresh: frozenset[str]):
     """The halving's records (orchestrator/halving/rule.py): every cell of the spec in its group,
-    the rung scores of the finished ones from the store's epoch rows. The decisions of the
-    cells about to run are cleared: each is judged again as it reaches its rungs."""
+    the rung scores of the finished ones from the store's epoch rows and, under the async
+    rule, those an earlier launch recorded for the cells about to run (it was killed before
+    they finished; `fresh`: cells that train from scratch, whose records are dropped). The
+    decisions of the cells about to run are cleared: each is judged again at a rung it did
+    not pass."""
     if not spec.halving:
         return None
     from orchestrator.halving.rule import Rungs, halving_warnings
@@ -312,10 +316,15 @@ def _rungs(spec, store: Store, todo: list[Cell], console: Console):
     rungs = Rungs.from_epochs(spec.halving, cells, rows.to_pylist())
     rungs.running = {t.key for t in todo}
     recorded = sum(len(s) for s in rungs.scores.values())
+    unfinished = ""
+    if spec.halving["rule"] == "async":
+        records = store.read_rungs(spec.name, rungs.running - fresh, stale=fresh)
+        taken = rungs.add_records(records)
+        unfinished = f" (and {taken} of unfinished cells)" if taken else ""
     console.print(
         f"halving: rungs at epochs {', '.join(map(str, spec.halving['rungs']))}, "
         f"keep {spec.halving['keep']:g} of each row by {spec.halving['metric']}; "
-        f"{recorded} rung records from earlier launches"
+        f"{recorded} rung records from earlier launches{unfinished}"
     )
     return rungs
 

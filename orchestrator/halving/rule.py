@@ -240,8 +240,10 @@ def rung_scores(history: list[dict], halving: dict) -> dict[int, float]:
 class Rungs:
     """A launch's rung records and the decisions taken on them. The records of finished
     cells come from the store's epoch rows (what an earlier launch trained, or the old
-    cells of a grown grid); the cells of this launch add theirs as they report. A cell is
-    judged once per rung and launch, against its group's other records at that rung."""
+    cells of a grown grid), those of cells an earlier launch judged but did not finish (it
+    was killed) from the async rule's rung records (`add_records`); the cells of this launch
+    add theirs as they report. A cell is judged once per rung, against its group's other
+    records at that rung."""
 
     def __init__(self, halving: dict, groups: dict[str, str]):
         self.rule, self.groups = halving, groups  # groups: {cell key: group} of the spec
@@ -264,6 +266,40 @@ class Rungs:
                 if value is not None:
                     rungs.scores.setdefault(row["key"], {})[row["epoch"]] = value
         return rungs
+
+    def add_records(self, records: dict[str, dict]) -> int:
+        """Take the rung records that the async rule wrote in an earlier launch for cells
+        that have not committed their rows yet (`Store.read_rungs`): their scores are peers
+        at once, and a rung a cell passed stays passed (ASHA promotes a cell once), so a
+        relaunch after a kill judges against what the killed launch recorded, not only
+        against the committed rows. A record of another metric is left out. The number of
+        scores taken."""
+        taken = 0
+        for key, record in records.items():
+            if key not in self.groups or record.get("metric") != self.rule["metric"]:
+                continue
+            try:
+                scores = {int(r): float(v) for r, v in record.get("scores", {}).items()}
+                passed = {int(r) for r in record.get("passed", [])}
+            except (TypeError, ValueError, AttributeError):
+                continue  # not a record this release wrote
+            scores = {r: v for r, v in scores.items() if r in self.rule["rungs"]}
+            self.scores.setdefault(key, {}).update(scores)
+            self.judged.setdefault(key, set()).update(passed & set(scores))
+            taken += len(scores)
+        return taken
+
+    def record(self, key: str, stopped_at: int | None = None) -> dict:
+        """Cell `key`'s rung record for `Store.write_rungs`: its scores at the rungs judged
+        (in this launch, or passed in an earlier one) and the rungs it passed (all but
+        `stopped_at`)."""
+        judged = self.judged.get(key, set())
+        scores = {r: v for r, v in self.scores.get(key, {}).items() if r in judged}
+        return {
+            "metric": self.rule["metric"],
+            "scores": {str(r): v for r, v in sorted(scores.items())},
+            "passed": sorted(r for r in judged if r != stopped_at),
+        }
 
     def peers(self, key: str, rung: int) -> list[float]:
         """The scores at `rung` of the other cells of `key`'s group."""

@@ -97,14 +97,34 @@ class RowHalving(FIFOScheduler):
         return {**self.__dict__, "store": None}
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        decision = self.rungs.judge(trial.config["cell"], reported_scores(result))
+        key = trial.config["cell"]
+        before = set(self.rungs.judged.get(key, ()))
+        decision = self.rungs.judge(key, reported_scores(result))
+        if decision is not None and not write_decision(
+            self.store, self.grid, decision, sleep=self.sleep
+        ):
+            self.rungs.judged[key].discard(decision["rung"])  # judged again next result
+            decision = None
+        if self.rungs.judged.get(key, set()) - before:
+            stopped_at = decision["rung"] if decision else None
+            self._write_record(key, self.rungs.record(key, stopped_at))
         if decision is None:
             return TrialScheduler.CONTINUE
-        if not write_decision(self.store, self.grid, decision, sleep=self.sleep):
-            self.rungs.judged[decision["key"]].discard(decision["rung"])  # again next result
-            return TrialScheduler.CONTINUE
-        self.stops[decision["key"]] = decision
+        self.stops[key] = decision
         return TrialScheduler.PAUSE  # resumed by FIFO's choice: it writes itself as stopped
+
+    def _write_record(self, key: str, record: dict) -> None:
+        """The cell's rung record (`Store.write_rungs`), for a relaunch after a kill: one
+        try, as it only informs later judgements; a line says when it could not be written."""
+        try:
+            self.store.write_rungs(self.grid, key, record)
+        except StoreError as e:
+            print(
+                f"{self.grid}: cell {key}: its rung record could not be written ({e}); a "
+                f"relaunch after a kill judges without it",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def debug_string(self) -> str:
         rule = self.rungs.rule

@@ -7,6 +7,7 @@ compare-and-swap. The backends are `results/store/local.py` (a folder, and `open
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import uuid
@@ -19,6 +20,7 @@ from trainers.errors import GridError
 
 COMMIT_TRIES = 5
 LEASE = "_lease.json"  # <grid>/_lease.json (results/store/lease.py); '_': readers skip it
+RUNGS = "rungs"  # <grid>/rungs/<key>.json: the async halving's records (Store.write_rungs)
 
 
 class StoreError(GridError):
@@ -227,6 +229,29 @@ class Store:
     def clear_stop(self, grid: str, key: str) -> None:
         """Forget a decision: the cell runs again and is judged again."""
         self.delete_object(f"{grid}/stops/{key}.json")
+
+    def write_rungs(self, grid: str, key: str, record: dict) -> None:
+        """The async halving's rung record of cell `key` in the launch running now ({metric,
+        scores: {rung: score}, passed: [rungs]}): what a relaunch after a kill judges against
+        before the cell has committed its epoch rows (orchestrator/halving/rule.py)."""
+        self.put_object(f"{grid}/{RUNGS}/{key}.json", json.dumps(record, sort_keys=True).encode())
+
+    def read_rungs(self, grid: str, keys: set[str], stale: set[str]) -> dict[str, dict]:
+        """{key: rung record} of the cells of `keys` that have one: one listing of the
+        grid's `rungs/`, one GET per record of `keys`, and one DELETE per record of `stale`
+        (cells that train from scratch). Pruning deletes the records of finished cells
+        (results/store/prune.py)."""
+        out = {}
+        for name in self.list_objects(f"{grid}/{RUNGS}"):
+            key = name.rsplit("/", 1)[-1].removesuffix(".json")
+            if "/." in name:  # a folder store's write in progress
+                continue
+            if key in stale:
+                self.delete_object(name)
+            elif key in keys:
+                with contextlib.suppress(NotFound, ValueError):  # gone, or torn: judged without
+                    out[key] = json.loads(self.get_object(name))
+        return out
 
     def read_trials(self, grid: str, columns: list[str] | None = None) -> pa.Table:
         """One row per cell of `grid`: its finished row, else its last failure; only

@@ -6,6 +6,8 @@
   and `epochs/<key>.parquet` of the previous release once a newer row replaced it.
 - Temp files of killed local writes: `.<name>.<pid>.<rand>.tmp`, whose writer (a process of
   this machine: a local store is one machine's folder) is gone.
+- The async halving's rung records of cells whose result is committed
+  (`<grid>/rungs/<key>.json`: a relaunch after a kill needs them only for unfinished cells).
 - Tune's folder `<grid>/_tune` of a launch that finished every cell (`tune=True`): its
   experiment state and checkpoints are of no further use.
 
@@ -28,7 +30,8 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 
 from results.store import curve_index, layout, reader
-from results.store.base import Store
+from results.store.base import RUNGS, Store
+from results.store.schema import FINISHED
 
 TUNE_DIR = "_tune"
 ORPHAN_TMP_S = 3600.0  # a temp file without a readable pid: removed once an hour old
@@ -81,6 +84,18 @@ def stale_curves(
         and n not in committed
         and writer_done(n)
     )
+
+
+def finished_rung_records(store: Store, grid: str, listed: list[str]) -> list[str]:
+    """The async halving's rung records (`Store.write_rungs`) of cells whose result is
+    committed: their epoch rows hold the same scores."""
+    statuses = store.statuses(grid)
+    return [
+        n
+        for n in listed
+        if n.startswith(f"{grid}/{RUNGS}/")
+        and statuses.get(n.rsplit("/", 1)[-1].removesuffix(".json")) in FINISHED
+    ]
 
 
 def dead_temp_files(
@@ -149,7 +164,8 @@ def prune(
     rungs: list[int] | None = None,
     settled: Callable[[int], bool] | None = None,
 ) -> dict[str, int]:
-    """Delete `grid`'s stale curves and dead temp files, and with `tune` its Tune folder;
+    """Delete `grid`'s stale curves, dead temp files and finished cells' rung records, and
+    with `tune` its Tune folder;
     move the previous release's failures under `trials/` (results/store/layout.py); compact the
     rows into the index, and with `rungs` (a halving's epochs) the rung rows
     (results/store/curve_index.py); record what the store holds. {what: how many objects}. Call
@@ -163,6 +179,7 @@ def prune(
         "curves": stale_curves(store, grid, listed, settled),
         "temp": dead_temp_files(store, grid, listed=listed),
         "tune": [n for n in listed if n.startswith(f"{grid}/{TUNE_DIR}/")] if tune else [],
+        "rungs": finished_rung_records(store, grid, listed),
     }
     for names in found.values():
         for name in names:

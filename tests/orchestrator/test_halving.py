@@ -253,7 +253,10 @@ class Outage:
     """A store whose `write_stop` cannot reach it `fails` times, then writes."""
 
     def __init__(self, fails: int, error: type = StoreUnreachable):
-        self.fails, self.error, self.written = fails, error, {}
+        self.fails, self.error, self.written, self.records = fails, error, {}, {}
+
+    def write_rungs(self, grid: str, key: str, record: dict) -> None:
+        self.records[key] = record
 
     def write_stop(self, grid: str, key: str, decision: dict) -> None:
         if self.fails:
@@ -291,6 +294,50 @@ def test_an_async_stop_that_cannot_be_written_lets_the_cell_go_on_and_is_taken_l
     # paused, then resumed to write itself as stopped (as under the sync rule)
     assert halving.on_trial_result(None, loser, third) == TrialScheduler.PAUSE
     assert store.written[cells[1].key]["rung"] == 2 and cells[1].key in halving.stops
+    # its rung record, for a relaunch, says that it was judged at 2 and did not pass
+    assert store.records == {
+        cells[1].key: {"metric": "val_acc", "scores": {"2": 0.1}, "passed": []}
+    }
+
+
+def test_a_relaunch_after_a_kill_judges_against_the_killed_launchs_rung_records(tmp_path):
+    """The async rule writes each judgement as it takes it (`Store.write_rungs`). A relaunch
+    after a kill reads the records of the cells it runs, so its first arrival at a rung is
+    judged against the killed launch's scores, not alone, and a rung a cell passed stays
+    passed (the fault campaign found fewer async stops under kills, docs/reliability.md).
+    The records of finished cells and of cells that train from scratch are deleted."""
+    spec = six_lrs(tmp_path, "g", halving={**HALVING, "rule": "async"})
+    cells = expand(spec)
+    a, b, c, d = (SimpleNamespace(config={"cell": x.key}) for x in cells[:4])
+    store = open_store(str(tmp_path / "runs"))
+    killed = RowHalving(Rungs.from_epochs(spec.halving, cells, []), store, "g")
+    assert killed.on_trial_result(None, a, {"rungs/2": 0.5}) == TrialScheduler.CONTINUE
+    assert killed.on_trial_result(None, b, {"rungs/2": 0.9}) == TrialScheduler.CONTINUE
+    assert killed.on_trial_result(None, d, {"rungs/2": 0.1}) == TrialScheduler.PAUSE
+    # ... then the driver is killed: no cell committed a row. The relaunch runs them all.
+    con, buf = console()
+    rungs = launch._rungs(spec, store, cells, con, fresh=frozenset())
+    assert "(and 3 of unfinished cells)" in buf.getvalue()
+    relaunch = RowHalving(rungs, store, "g")
+    # c's first report meets a and b's scores (cutoff 0.5-0.9's median, 0.7) and stops;
+    # judged alone, as before the records, it went on
+    assert relaunch.on_trial_result(None, c, {"rungs/2": 0.4}) == TrialScheduler.PAUSE
+    assert relaunch.stops[c.config["cell"]]["peers"] == 3
+    # a passed rung 2 in the killed launch: it goes on, though c and d now sit beside it
+    assert relaunch.on_trial_result(None, a, {"rungs/2": 0.5}) == TrialScheduler.CONTINUE
+    # d was stopped there but never wrote itself stopped: judged again, and stopped again
+    assert relaunch.on_trial_result(None, d, {"rungs/2": 0.1}) == TrialScheduler.PAUSE
+    assert store.read_rungs("g", {x.key for x in cells}, stale=set())[a.config["cell"]] == {
+        "metric": "val_acc",
+        "scores": {"2": 0.5},
+        "passed": [2],
+    }
+    # `--force` (every cell from scratch): the records are dropped, and c goes on alone
+    rungs = launch._rungs(spec, store, cells, con, fresh=frozenset(x.key for x in cells))
+    assert not store.list_objects("g/rungs")
+    assert RowHalving(rungs, store, "g").on_trial_result(None, c, {"rungs/2": 0.4}) == (
+        TrialScheduler.CONTINUE
+    )
 
 
 def test_a_decision_refused_for_another_reason_is_not_tried_again(capsys):
@@ -375,3 +422,5 @@ def test_the_async_rule_runs_to_the_end_each_loser_written_by_its_own_step(tmp_p
         decision = opened.read_stop("asyncr", key)
         assert decision is not None and row["epochs"] == decision["rung"], (row, decision)
     assert "did not run" not in buf.getvalue() and "interrupted" not in buf.getvalue()
+    # the rung records written as the cells were judged went with the launch's pruning
+    assert opened.list_objects("asyncr/rungs") == []

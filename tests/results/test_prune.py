@@ -18,7 +18,7 @@ def names(store, grid="g") -> set[str]:
 
 
 def test_pruning_removes_stale_curves_and_the_tune_folder_only(store, make_trial, summary):
-    a, b, c = (make_trial(**{"train.lr": lr}) for lr in (0.1, 0.2, 0.3))
+    a, b, c, d = (make_trial(**{"train.lr": lr}) for lr in (0.1, 0.2, 0.3, 0.4))
     write(store, a, summary(test_acc=0.5))
     first_run = store.read_trials("g", ["run_id"]).to_pylist()[0]["run_id"]
     final_a = summary(test_acc=0.6, epochs=2)
@@ -35,15 +35,19 @@ def test_pruning_removes_stale_curves_and_the_tune_folder_only(store, make_trial
     store.write_failure("g", c.key, schema.trial_row(c, None, {}, error="boom"))
     tune = "g/_tune/g/trial_1/checkpoint_000001/state.pt"
     store.put_object(tune, b"x")
+    record = {"metric": "val_acc", "scores": {"1": 0.5}, "passed": [1]}
+    for t in (a, d):  # the async halving's rung records: a finished since, d did not
+        store.write_rungs("g", t.key, record)
     before = names(store)
     stale = {
         f"g/epochs/{a.key}/{first_run}.parquet",
         killed,
         f"g/epochs/{b.key}.parquet",
+        f"g/rungs/{a.key}.json",
     }
     assert stale < before
 
-    assert prune.prune(store, "g") == {"curves": 3, "temp": 0, "tune": 0}
+    assert prune.prune(store, "g") == {"curves": 3, "temp": 0, "tune": 0, "rungs": 1}
     assert names(store) == before - stale
     assert set(store.list_objects("g/_index")) == {
         *(f"g/_index/{k}.parquet" for k in ("trials", "failures")),
@@ -51,9 +55,10 @@ def test_pruning_removes_stale_curves_and_the_tune_folder_only(store, make_trial
     }
     assert all(whole_of(store, t, s) for t, s in ((a, final_a), (b, final_b), (c, final_c)))
     assert prune.prune(store, "g", tune=True)["tune"] == 1
-    # the lease, the stop, the failure and every committed file stay
+    # the lease, the stop, the failure, d's rung record and every committed file stay
     assert names(store) == before - stale - {tune}
-    assert prune.prune(store, "g", tune=True) == {"curves": 0, "temp": 0, "tune": 0}
+    assert store.read_rungs("g", {d.key}, stale=set()) == {d.key: record}
+    assert prune.prune(store, "g", tune=True) == {"curves": 0, "temp": 0, "tune": 0, "rungs": 0}
 
 
 def whole_of(store, trial, summ) -> bool:
