@@ -57,6 +57,9 @@ class Store:
     """Shared logic over four primitives a backend provides: put, get, list, delete."""
 
     uri: str
+    # Files read at once by a command that reads many (results/store/reader.py): a request
+    # to S3 waits on the network, so 16 GETs overlap; a folder's reads wait on the CPU.
+    read_threads = 16
 
     def __str__(self) -> str:
         return self.uri
@@ -300,12 +303,22 @@ class Store:
         """Rows of a kind, through the reading machine's cache (results/store/reader.py). A
         command lists `trials/` once: later reads reuse the first one's table."""
         memo = self.memo
-        if (grid, kind) not in memo:
-            memo[(grid, kind)] = reader.read_rows(self, grid, kind, listing=self._tags(grid, kind))
-        table = memo[(grid, kind)]
-        if columns is None:
+        want = None if columns is None else dict.fromkeys([*reader.KINDS[kind], *columns])
+        held = memo.get((grid, kind))  # (rows, the columns they hold when not whole)
+        if held is None or (held[1] is not None and (want is None or not set(want) <= held[1])):
+            # The first read may read only the columns asked for (files no cache holds:
+            # reader.py, `_narrow_rows`); a later need of others reads whole rows.
+            first = held is None and want is not None
+            memo[(grid, kind)] = reader.read_rows(
+                self,
+                grid,
+                kind,
+                listing=self._tags(grid, kind),
+                columns=list(want) if first else None,
+            )
+        table = memo[(grid, kind)][0]
+        if want is None:
             return table
-        want = dict.fromkeys([*reader.KINDS[kind], *columns])
         return table.select([c for c in want if c in table.column_names])
 
     def _tags(self, grid: str, kind: str) -> dict[str, str | None]:

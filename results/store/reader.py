@@ -7,7 +7,8 @@ row beside the name and version tag (S3 ETag; size and mtime locally) of the fil
 from. A read lists the folder (one request per 1,000 files on S3), keeps the cached rows
 whose file is unchanged, and reads only the new or changed files: the listing is the truth
 and the cache is never trusted beyond it (Delta Lake's habit). A lost or corrupt cache only
-costs a full read.
+costs a full read. Many files that neither this cache nor the store's index holds are read
+for the columns a command needs only (`_narrow_rows`).
 
 Curves (`epochs/<key>/<run_id>.parquet`) are read only for the rows that name them, with
 pyarrow's column projection and an epoch filter: a halving reads the rung rows it judges,
@@ -35,7 +36,11 @@ KINDS = {"trials": ("key", "status"), "epochs": ("key", "epoch"), "failures": ("
 # Parquet read allocated (~170 KB for a row of ~100 columns), so a cold read of 10,000
 # uncompacted rows held 1.7 GB; in batches it holds ~300 MB (BENCHMARKS.md).
 BATCH = 500
-READ_THREADS = 16  # parallel GETs: an S3 grid of hundreds of cells reads in seconds
+# A command that needs only some columns reads only those of the files no cache holds, when
+# there are at least this many (`_narrow_rows`): a first read of a store whose launch was
+# killed before it compacted the rows. Fewer (the rows a launch added since this machine's
+# last read) are read whole, into the cache every command shares.
+NARROW_FROM = 500
 CACHE_ENV = "GRID_CACHE_DIR"
 _FILE, _TAG = "_file", "_tag"  # the cache's own columns
 
@@ -81,14 +86,12 @@ def read_file(
 
 def _read_parquet(src, kind: str, columns: list[str] | None, epochs: list[int] | None):
     pf = pq.ParquetFile(src)
-    names = pf.schema_arrow.names
-    want = None if columns is None else [c for c in dict.fromkeys([*KINDS[kind], *columns])]
+    want = None if columns is None else list(dict.fromkeys([*KINDS[kind], *columns]))
     # One thread: a result file is one row group of tiny column chunks, where a thread per
     # column costs more than it reads, and each thread's arena kept ~140 KB per file
     # (1.7 GB for a cold read of 10,000 uncompacted rows; BENCHMARKS.md, "The store at scale").
-    table = pf.read(
-        columns=None if want is None else [c for c in want if c in names], use_threads=False
-    )
+    # A column the file lacks is left out by `read` itself (no look at the schema first).
+    table = pf.read(columns=want, use_threads=False)
     if epochs is not None and "epoch" in table.column_names:
         import pyarrow.compute as pc  # 70 ms of start-up: only where an epoch filter is asked
 
@@ -100,7 +103,7 @@ def read_many(store, names: list[str], kind: str, **kw) -> list[pa.Table]:
     """The readable ones of `names`, read in parallel."""
     if not names:
         return []
-    with ThreadPoolExecutor(min(READ_THREADS, len(names))) as pool:
+    with ThreadPoolExecutor(min(store.read_threads, len(names))) as pool:
         tables = list(pool.map(lambda n: read_file(store, n, kind, **kw), names))
     return [t for t in tables if t is not None]
 
@@ -110,25 +113,27 @@ def empty(kind: str) -> pa.Table:
 
 
 def read_rows(
-    store, grid: str, kind: str, columns: list[str] | None = None, listing: dict | None = None
-) -> pa.Table:
-    """Every row of `grid`'s `kind` folder (trials or failures), through the caches; only
-    `columns` (with key and status) when given. `listing`: {name: tag} of the folder, when
-    the caller listed it already."""
-    table = indexed_rows(store, grid, kind, listing)
+    store, grid: str, kind: str, listing: dict | None = None, columns: list[str] | None = None
+) -> tuple[pa.Table, frozenset[str] | None]:
+    """Every row of `grid`'s `kind` folder (trials or failures), through the caches, and the
+    columns it holds when it holds only some (None: whole rows). `listing`: {name: tag} of
+    the folder, when the caller listed it already. `columns`: the columns the caller needs
+    (with key and status), when files that no cache holds must be read (`indexed_rows`)."""
+    want = None if columns is None else list(dict.fromkeys([*KINDS[kind], *columns]))
+    table, narrow = indexed_rows(store, grid, kind, listing, want)
     if table is None:
-        return empty(kind)
-    table = table.drop_columns([_FILE, _TAG])
-    if columns is not None:
-        want = dict.fromkeys([*KINDS[kind], *columns])
-        table = table.select([c for c in want if c in table.column_names])
-    return table
+        return empty(kind), None
+    return table.drop_columns([_FILE, _TAG]), narrow
 
 
-def indexed_rows(store, grid: str, kind: str, listing: dict | None = None) -> pa.Table | None:
+def indexed_rows(
+    store, grid: str, kind: str, listing: dict | None = None, columns: list[str] | None = None
+) -> tuple[pa.Table | None, frozenset[str] | None]:
     """The rows of the listed files, each beside its file's name and tag: from this
     machine's cache, else the store's index (`<grid>/_index/<kind>.parquet`, which a launch
-    writes), for every file whose tag is unchanged; read from the file otherwise."""
+    writes), for every file whose tag is unchanged; read from the file otherwise. With
+    `columns`, files that neither holds are read for those columns only (`_narrow_rows`),
+    and the second value names them (None: whole rows)."""
     if listing is None:
         listing = store._tags(grid, kind)
     listing = {n: t for n, t in listing.items() if is_result(n)}
@@ -140,28 +145,64 @@ def indexed_rows(store, grid: str, kind: str, listing: dict | None = None) -> pa
         index = _load_index(store, grid, kind)
         more, known = _matching(index, listing, known)
         parts += more
+    if columns is not None and len(listing) - len(known) >= NARROW_FROM:
+        return _narrow_rows(store, grid, kind, listing, parts, known, columns)
     new = sorted(n for n in listing if n not in known)
-    for i in range(0, len(new), BATCH):  # a batch's one-row tables, copied into one
-        batch = new[i : i + BATCH]
+    parts += _read_files(store, new, kind, listing)
+    if not parts:
+        return None, None
+    table = unify(parts)
+    if new or index is not None or cached is None or cached.num_rows != table.num_rows:
+        _save_cache(path, table)
+    return table, None
+
+
+def _narrow_rows(
+    store, grid: str, kind: str, listing: dict, parts: list, known: set, columns: list[str]
+) -> tuple[pa.Table | None, frozenset[str]]:
+    """The rows for a command that needs only `columns`, where many files are in no cache
+    and no index (a store whose launch was killed before it compacted the rows): those are
+    read for `columns` only, and kept in a cache of their own for that set of columns. A
+    row file's Parquet footer and its ~100 column chunks cost ~1.7 ms to decode whole and
+    ~0.4 ms for key and status (BENCHMARKS.md), so a first `grid status` of 10,000 such rows
+    decodes 4x less. The whole rows are read when a command needs them (on S3, a second GET
+    of each file: the price of a fast first look at a large uncompacted store)."""
+    keep = [*columns, _FILE, _TAG]
+    parts = [p.select([c for c in keep if c in p.column_names]) for p in parts]
+    path = _cache_path(store, grid, f"{kind}\0{','.join(sorted(columns))}")
+    cached = _load_cache(path)
+    narrow, known = _matching(cached, listing, known)
+    new = sorted(n for n in listing if n not in known)
+    narrow += _read_files(store, new, kind, listing, columns)
+    if narrow and (new or cached is None or cached.num_rows != sum(t.num_rows for t in narrow)):
+        _save_cache(path, unify(narrow))
+    parts += narrow
+    return (unify(parts) if parts else None), frozenset(columns)
+
+
+def _read_files(
+    store, names: list[str], kind: str, listing: dict, columns: list[str] | None = None
+) -> list[pa.Table]:
+    """The rows of `names` (the readable ones), beside their files' names and tags, in
+    batches whose one-row tables are copied into one (each file's read keeps its own
+    buffers until then)."""
+    out = []
+    for i in range(0, len(names), BATCH):
+        batch = names[i : i + BATCH]
         read = [
             (n, t)
-            for n, t in zip(batch, read_each(store, batch, kind), strict=True)
+            for n, t in zip(batch, read_each(store, batch, kind, columns=columns), strict=True)
             if t is not None
         ]
         if read:  # the files' names and tags as two columns, added once to the batch
             fresh = unify([t for _, t in read]).combine_chunks()
             files = [n for n, t in read for _ in range(t.num_rows)]
-            parts.append(
+            out.append(
                 fresh.append_column(_FILE, pa.array(files, pa.string())).append_column(
                     _TAG, pa.array([listing[n] for n in files], pa.string())
                 )
             )
-    if not parts:
-        return None
-    table = unify(parts)
-    if new or index is not None or cached is None or cached.num_rows != table.num_rows:
-        _save_cache(path, table)
-    return table
+    return out
 
 
 def _matching(table: pa.Table | None, listing: dict, known: set) -> tuple[list, set]:
@@ -223,7 +264,7 @@ def write_index(store, grid: str, moved: bool = False) -> dict[str, int | None]:
     {name: bytes written, or None where deleted}."""
     out: dict[str, int | None] = {}
     for kind in ("trials", "failures"):
-        table = indexed_rows(store, grid, kind)
+        table, _ = indexed_rows(store, grid, kind)
         name = f"{grid}/{INDEX}/{kind}.parquet"
         if table is None and kind == "trials" and moved:  # no rows, but the flag
             table = pa.schema([(c, pa.string()) for c in (*KINDS[kind], _FILE, _TAG)]).empty_table()
@@ -242,13 +283,19 @@ def write_index(store, grid: str, moved: bool = False) -> dict[str, int | None]:
 
 
 def read_each(
-    store, names: list[str], kind: str, epochs: list[int] | None = None
+    store,
+    names: list[str],
+    kind: str,
+    epochs: list[int] | None = None,
+    columns: list[str] | None = None,
 ) -> list[pa.Table | None]:
-    """Each of `names` (None where unreadable), read in parallel."""
+    """Each of `names` (None where unreadable), read in parallel; only `columns` when given."""
     if not names:
         return []
-    with ThreadPoolExecutor(min(READ_THREADS, len(names))) as pool:
-        return list(pool.map(lambda n: read_file(store, n, kind, epochs=epochs), names))
+    with ThreadPoolExecutor(min(store.read_threads, len(names))) as pool:
+        return list(
+            pool.map(lambda n: read_file(store, n, kind, columns=columns, epochs=epochs), names)
+        )
 
 
 def _cache_path(store, grid: str, kind: str) -> Path:

@@ -232,6 +232,46 @@ def test_rows_are_read_once_then_only_what_changed(
     assert sorted(calls) == ["GetObject", "ListObjectsV2", "ListObjectsV2"]  # the index only
 
 
+def test_a_first_read_of_many_uncompacted_rows_reads_only_the_columns_asked_for(
+    s3_uri, make_trial, summary, monkeypatch
+):
+    """A store whose launch was killed before it compacted the rows, read on a machine with
+    no cache: `grid status` needs keys and statuses, and reads only those columns of each
+    file (reader.py, `_narrow_rows`; from NARROW_FROM files, here 2). A second status reads
+    no row file again; a command that needs whole rows reads them, with their values."""
+    from results.store import open_store
+    from results.store import reader as rows_reader
+
+    monkeypatch.setattr(rows_reader, "NARROW_FROM", 2)
+    trials = [make_trial(**{"train.lr": lr}) for lr in (0.1, 0.2, 0.3)]
+    writer = open_store(s3_uri)
+    for i, t in enumerate(trials):
+        write(writer, t, summary(test_acc=0.5 + i / 10))
+    read = []  # the columns of each row file read
+    real = rows_reader.read_file
+    monkeypatch.setattr(
+        rows_reader,
+        "read_file",
+        lambda store, name, kind, columns=None, epochs=None: (
+            read.append(columns) or real(store, name, kind, columns=columns, epochs=epochs)
+        ),
+    )
+    assert set(open_store(s3_uri).statuses("g").values()) == {"completed"}
+    assert read == [["key", "status"]] * 3  # 3 files, 2 columns each
+    read.clear()
+    assert set(open_store(s3_uri).statuses("g").values()) == {"completed"}
+    assert read == []  # the narrow read's own cache
+    # a command that needs whole rows reads them, and their values are whole
+    store = open_store(s3_uri)
+    assert set(store.statuses("g").values()) == {"completed"}
+    found = {r["key"]: r["final_test_acc"] for r in store.read_trials("g").to_pylist()}
+    assert found == {t.key: 0.5 + i / 10 for i, t in enumerate(trials)}
+    assert read == [None] * 3
+    read.clear()
+    assert len(open_store(s3_uri).read_trials("g", ["final_test_acc"])) == 3
+    assert read == []  # whole rows now in the cache every command shares
+
+
 def test_a_corrupt_cache_costs_a_full_read_and_nothing_else(
     local_store, make_trial, summary, tmp_path, monkeypatch
 ):
