@@ -153,11 +153,33 @@ def stop_ray_under(temp: str) -> None:
                 pass
 
 
+# Tries of `ray start`: Ray 2.60 gives a new head a fixed 30 s to register its raylet with
+# the GCS (ray/_private/node.py, `raylet_start_wait_time_s`), which a 2-core machine that
+# already runs the session's cluster can miss (seen once in CI: "The current node timed out
+# during startup"). A second try, with what the first left stopped, on fresh ports.
+HEAD_TRIES = 2
+
+
 @pytest.fixture(scope="module")
 def ray_head():
     """A Ray head on loopback with token auth and its dashboard; yields its dashboard URL."""
     ensure_token()
     temp = tempfile.mkdtemp(prefix="gsub", dir="/tmp")  # short: Ray's socket paths are bounded
+    try:
+        for attempt in range(1, HEAD_TRIES + 1):
+            ports, done = _start_head(temp)
+            if done.returncode == 0:
+                break
+            stop_ray_under(temp)
+            assert attempt < HEAD_TRIES, done.stdout + done.stderr
+        yield f"http://127.0.0.1:{ports['dashboard-port']}"
+    finally:
+        stop_ray_under(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _start_head(temp: str) -> tuple[dict, subprocess.CompletedProcess]:
+    """`ray start --head` in `temp`, on free ports: (the ports, what it returned)."""
     names = (
         "port",
         "dashboard-port",
@@ -185,13 +207,7 @@ def ray_head():
         "--disable-usage-stats",
         *[f"--{n}={p}" for n, p in ports.items()],
     ]
-    try:
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-        assert done.returncode == 0, done.stdout + done.stderr
-        yield f"http://127.0.0.1:{ports['dashboard-port']}"
-    finally:
-        stop_ray_under(temp)
-        shutil.rmtree(temp, ignore_errors=True)
+    return ports, subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
 
 
 def unblock_if_it_ends(proc: subprocess.Popen, folder: Path) -> None:
