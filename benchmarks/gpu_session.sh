@@ -1,39 +1,48 @@
 #!/usr/bin/env bash
-# What one short GPU lease runs (about 6 minutes on an H200; the parts' limits add up to 560 s), in order of value, each part
-# under its own time limit so that a hang costs only that part; every part's output is kept
-# in OUT for BENCHMARKS.md. Needs only the checkout and torch, torchvision, pyyaml, rich
-# (no Ray, no boto3, no network):
+# What one short GPU lease runs (under 10 minutes on an H200: the parts' limits add up to
+# 570 s, with ~20 s to install the Ray bundle), in order of value, each part under its own
+# time limit so that a hang costs only that part; every part's output is kept in OUT for
+# BENCHMARKS.md. Needs only the checkout and torch, torchvision, pyyaml, rich (no network;
+# Ray from this Python or the Ray bundle):
 #
-#   benchmarks/gpu_session.sh OUT [SAMPLE]        # SAMPLE: a folder holding cifar-10-batches-py
-#   benchmarks/gpu_session.sh OUT [SAMPLE] --cpu  # the same, tiny, on a CPU (a dry run)
-#   PARTS="gpu_check epoch" benchmarks/gpu_session.sh OUT   # only these parts
+#   benchmarks/gpu_session.sh OUT [SAMPLE] [--cpu]  # SAMPLE: a folder holding cifar-10-batches-py
+#                                                   # --cpu: the same, tiny, on a CPU (a dry run)
+#   PARTS="table gpu_check" benchmarks/gpu_session.sh OUT   # only these parts
 #   RAY_BUNDLE=DIR/ray-bundle-2.60.0-cp312-linux_x86_64.tar.xz benchmarks/gpu_session.sh OUT
 #
 # Where this Python has no Ray, the Ray bundle (benchmarks/ray_bundle.sh: RAY_BUNDLE, else the
-# one in the checkout's bundles/ folder) is installed offline into OUT/ray and put on
-# PYTHONPATH, so that gpu_check's real `grid launch` (4 cells, gpu: 0.5) runs; without Ray
-# or a bundle that launch is skipped, as before.
+# one for this Python in the checkout's bundles/ folder) is installed offline into OUT/ray
+# and put on PYTHONPATH, so that the real `grid launch`es below run; without Ray or a bundle
+# the table part fails and gpu_check skips its launch.
 #
-# 1. gpu_check: every model in every mode, losses checked (benchmarks/gpu_check.py);
-# 2. grid bench: ours vs the seeds' pipeline at width 1 and 0.25, 4 cells packed vs one after
-#    another; then ours with the captured step (train.compile) at width 1;
-# 3. one All-CNN-C cell of grids/allcnn_table.yaml, 3 epochs on 50,000 synthetic images
-#    written as CIFAR-10 files, three times: as the spec says (precision auto: bf16 on CUDA),
-#    in fp32, and with the captured step (train.compile): the real per-epoch time, evaluation
-#    included, of the paper's setting in each;
-# 4. a learning check on real images (SAMPLE): ResNet 9 with batch norm, 40 epochs.
+# Default parts, in order (PARTS picks others):
+# 1. table: the All-CNN table's throughput, launched (benchmarks/gpu_table.py): real
+#    `grid launch`es of allcnn_table's 12 architectures, 2 epochs on 50,000 images, at 8, 4,
+#    2 and 1 trials per GPU with the captured step, then eager at the best; cells/hour,
+#    img/s per GPU, the fraction of the chip's peak, the full table extrapolated, and
+#    `grid plan --estimate` beside them;
+# 2. gpu_check: every model in every mode, losses checked, and a 4-cell launch at gpu: 0.5
+#    (benchmarks/gpu_check.py);
+# 3. bench: grid bench, ours vs the seeds' pipeline at width 1 and 0.25, 4 cells packed vs
+#    one after another; then ours with the captured step (train.compile) at width 1.
+# Not by default (PARTS="epoch learn"; they were measured in the first H200 session):
+# 4. epoch: one All-CNN-C cell of grids/allcnn_table.yaml, 3 epochs on 50,000 synthetic
+#    images written as CIFAR-10 files, as the spec says (bf16 on CUDA), in fp32, and captured;
+# 5. learn: a learning check on real images (SAMPLE): ResNet 9 with batch norm, 40 epochs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-out=${1:?usage: gpu_session.sh OUT [SAMPLE] [--cpu]}
-sample=${2:-}
+cpu=0 args=()
+for a in "$@"; do if [[ $a == --cpu ]]; then cpu=1; else args+=("$a"); fi; done
+out=${args[0]:?usage: gpu_session.sh OUT [SAMPLE] [--cpu]}
+sample=${args[1]:-}
 mkdir -p "$out"
-if [[ ${3:-} == --cpu ]]; then
-    device=cpu check=(--device cpu --models strided_a,resnet9 --budget-s 30)
+if ((cpu)); then
+    device=cpu check=(--device cpu --models strided_a,resnet9 --budget-s 30) table=(--cpu)
     bench=(--device cpu --batch 16 --steps 2 --warmup 3 --repeats 1 --min-time 0)
     widths=0.125 pack=2 images=6000 width=0.125 epochs=2
 else
-    device=cuda check=(--budget-s 330)
+    device=cuda check=(--budget-s 100) table=(--budget-s 250)
     bench=(--device cuda --batch 128 --min-time 3 --repeats 3)
     widths=1.0,0.25 pack=4 images=50000 width=1.0 epochs=40
 fi
@@ -47,9 +56,11 @@ part() {  # part NAME LIMIT_S COMMAND...: run it under `timeout`, keep its outpu
     tail -n 25 "$out/$name.log"
 }
 
-want() { [[ " ${PARTS:-gpu_check bench epoch learn} " == *" $1 "* ]]; }
+want() { [[ " ${PARTS:-table gpu_check bench} " == *" $1 "* ]]; }
 
-bundle=${RAY_BUNDLE:-$(ls bundles/ray-bundle-*.tar.xz 2>/dev/null | head -n 1)}
+# the checkout's bundle for this Python and platform (bundles/ may hold several)
+here=$(python3 -c "from benchmarks.ray_bundle import target; print(target())")
+bundle=${RAY_BUNDLE:-$(ls bundles/ray-bundle-*-"$here".tar.xz 2>/dev/null | head -n 1)}
 if ! python3 -c "import ray" 2>/dev/null && [[ -n $bundle ]]; then
     site=$(python3 -m benchmarks.ray_bundle install "$bundle" "$out/ray") || exit 2
     export PYTHONPATH="$site:$PYTHONPATH"
@@ -58,9 +69,10 @@ fi
 
 { date -u; nvidia-smi 2>&1 | head -15; } >"$out/machine.txt"
 cat "$out/machine.txt"
-want gpu_check && part gpu_check 260 python3 -m benchmarks.gpu_check "${check[@]}" --json "$out/gpu_check.json"
-want bench && part bench 70 python3 -m orchestrator.cli bench "${bench[@]}" --width $widths --pack $pack --json
-want bench && part bench_compiled 50 python3 -m orchestrator.cli bench "${bench[@]}" --width $width --pack 0 \
+want table && part table 360 python3 -m benchmarks.gpu_table "$out/table" "${table[@]}"
+want gpu_check && part gpu_check 120 python3 -m benchmarks.gpu_check "${check[@]}" --json "$out/gpu_check.json"
+want bench && part bench 50 python3 -m orchestrator.cli bench "${bench[@]}" --width $widths --pack $pack --json
+want bench && part bench_compiled 40 python3 -m orchestrator.cli bench "${bench[@]}" --width $width --pack 0 \
     --compile --json
 
 if want epoch; then

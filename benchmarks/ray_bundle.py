@@ -3,12 +3,16 @@ packages Ray needs that a torch image lacks, packed as one `ray-bundle-*.tar.xz`
 60 MB), and the one command that installs it offline into a folder and runs `grid` from it.
 
     benchmarks/ray_bundle.sh DIR                              # build DIR/ray-bundle-*.tar.xz
+    benchmarks/ray_bundle.sh DIR --python 3.12                # ... for another Python, from PyPI
     benchmarks/ray_launch.sh BUNDLE FOLDER launch SPEC --yes  # install offline, run grid
 
 A GPU node may have CUDA, torch and the scientific stack but no network and no Ray (the
 first H200 had neither). The bundle is built where Ray is installed, for that machine's
 Python and platform (Ray's `_raylet.so` is compiled for one: its name says which, and
-`ray_launch.sh` refuses another with exit 2): build it with the node's Python version.
+`ray_launch.sh` refuses another with exit 2): build it with the node's Python version, or,
+where this machine has another Python but reaches PyPI, with `--python X.Y`: the same Ray's
+wheels for that Python (`pip download`, manylinux x86_64), unpacked into the bundle with the
+same parts left out.
 Installing is extracting it into FOLDER (`FOLDER/site`); `grid` then runs with
 `FOLDER/site` first on PYTHONPATH, which Ray's workers inherit. Nothing else is written.
 """
@@ -123,6 +127,65 @@ def build(folder: Path, extra: tuple[str, ...] = ()) -> Path:
     return out
 
 
+def build_for(folder: Path, python: str, extra: tuple[str, ...] = ()) -> Path:
+    """Write `folder/ray-bundle-<ray>-cp<XY>-linux_x86_64.tar.xz` for Python `python` ("3.12")
+    from PyPI's wheels of this machine's Ray version (and `extra`); returns its path."""
+    import subprocess
+    import tempfile
+
+    try:
+        version = metadata.version("ray")
+    except metadata.PackageNotFoundError:
+        _fail("ray is not installed here: its version names the wheels (pip install ray)")
+    tag = "cp" + python.replace(".", "")
+    out = folder / f"ray-bundle-{version}-{tag}-linux_x86_64.tar.xz"
+    with tempfile.TemporaryDirectory(prefix="ray-wheels-") as tmp:
+        got = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", f"{RAY}=={version}", *extra]
+            + ["--python-version", python, "--platform", "manylinux2014_x86_64"]
+            + ["--only-binary=:all:", "-d", tmp],
+            capture_output=True,
+            text=True,
+        )
+        if got.returncode != 0:
+            _fail(f"pip download for Python {python} failed: {got.stderr.strip()[-300:]}")
+        asked = set(map(_key, extra))
+        skip = set(closure([n for n in IMAGE if _key(n) not in asked])) - asked
+        folder.mkdir(parents=True, exist_ok=True)
+        pack_wheels(sorted(Path(tmp).glob("*.whl")), out, skip)
+    return out
+
+
+def pack_wheels(wheels: list[Path], out: Path, skip: set[str]) -> None:
+    """Unpack `wheels` into the bundle `out` under site/, as pip would install them (a
+    wheel's `*.data/purelib` and `platlib` into site; its scripts and headers left out),
+    less the distributions named in `skip` and `DROP`."""
+    import zipfile
+
+    part = out.with_suffix(".part")
+    with tarfile.open(part, "w:xz") as tar:
+        for wheel in wheels:
+            if _key(wheel.name.split("-")[0]) in skip:
+                continue
+            with zipfile.ZipFile(wheel) as z:
+                for info in z.infolist():
+                    name = info.filename
+                    top, _, rest = name.partition("/")
+                    if top.endswith(".data"):
+                        kind, _, name = rest.partition("/")
+                        if kind not in ("purelib", "platlib"):
+                            continue
+                    if info.is_dir() or name.startswith(DROP) or "__pycache__/" in name:
+                        continue
+                    member = tarfile.TarInfo(f"site/{name}")
+                    # the wheel's own modes: Ray's raylet and gcs_server are programs
+                    member.size = info.file_size
+                    member.mode = (info.external_attr >> 16) & 0o777 or 0o644
+                    with z.open(info) as f:
+                        tar.addfile(member, f)
+    os.replace(part, out)
+
+
 def install(bundle: Path, folder: Path) -> Path:
     """Extract `bundle` into `folder` (offline), unless that bundle is there already;
     returns `folder/site`."""
@@ -169,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME",
         help="also bundle this installed distribution (and what it requires)",
     )
+    b.add_argument(
+        "--python",
+        metavar="X.Y",
+        help="for another Python version: from PyPI's wheels of the same Ray (needs PyPI)",
+    )
     i = sub.add_parser("install", help="install BUNDLE into FOLDER offline; print its site")
     i.add_argument("bundle", type=Path)
     i.add_argument("folder", type=Path)
@@ -183,9 +251,21 @@ def main(argv: list[str] | None = None) -> int:
         print(install(args.bundle, args.folder))
         return 0
     t0 = time.perf_counter()
-    out = build(args.dir, tuple(args.extra))
+    if args.python:
+        out = build_for(args.dir, args.python, tuple(args.extra))
+    else:
+        out = build(args.dir, tuple(args.extra))
     mb = out.stat().st_size / 1e6
-    names = ", ".join(sorted(f"{_key(k)}" for k in bundled(tuple(args.extra))))
+    with tarfile.open(out) as tar:
+        names = ", ".join(
+            sorted(
+                {
+                    _key(m.name.split("/")[1].split("-")[0])
+                    for m in tar
+                    if m.name.endswith(".dist-info/METADATA")
+                }
+            )
+        )
     print(f"{out}: {mb:.1f} MB, {time.perf_counter() - t0:.0f}s; {names}")
     if mb > LIMIT_MB:
         print(f"ray_bundle: {out.name} is {mb:.1f} MB, over {LIMIT_MB} MB", file=sys.stderr)

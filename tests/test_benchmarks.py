@@ -20,3 +20,53 @@ def test_the_scale_benchmarks_spec_loads_and_expands_to_n_cells(tmp_path):
     path.write_text(scale.spec_text("scale", 1000))
     spec = load_spec(str(path))
     assert len(expand(spec)) == 1000 and spec.halving["over"] == ["train.lr"]
+
+
+def _gpu_table():
+    from benchmarks import gpu_table
+
+    return gpu_table
+
+
+def test_gpu_tables_launches_are_valid_specs_on_a_gpu_and_on_a_cpu(tmp_path):
+    # a --set the spec refuses would cost a GPU session its table part: found here instead
+    gpu_table = _gpu_table()
+    for argv, per_gpu, cells in ((["out"], 8, 12), (["out", "--cpu"], 2, 2)):
+        args = gpu_table.parse_args(argv)
+        for captured in (True, False):
+            sets = gpu_table.overrides(args, tmp_path, per_gpu, captured)
+            spec = load_spec(gpu_table.SPEC, [*sets, "lr=[0.01]", "train.epochs=2"])
+            got = expand(spec)
+            assert len(got) == cells and {c.config["train"]["compile"] for c in got} == {captured}
+            assert spec.resources["gpu"] == (0 if args.cpu else 1 / per_gpu)
+
+
+def test_gpu_table_figures_come_from_the_rows_and_curves_in_the_store(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from results.store import open_store
+    from results.store.schema import epoch_rows, provenance, trial_row
+
+    gpu_table = _gpu_table()
+    args = gpu_table.parse_args([str(tmp_path), "--cpu", "--epochs", "2"])
+    sets = gpu_table.overrides(args, tmp_path, 2, True)
+    cells = expand(load_spec(gpu_table.SPEC, [*sets, "lr=[0.01]", "train.epochs=2"]))
+    store = open_store(str(tmp_path / "store"))
+    t0 = datetime(2026, 12, 7, tzinfo=timezone.utc)
+    # two cells side by side over 100 s: 10 s to start (the compile), epochs of 60 s and 30 s
+    for cell in cells:
+        history = [{"epoch": e, "val_acc": 0.5, "epoch_wall_s": s} for e, s in ((1, 60), (2, 30))]
+        summary = {"status": "completed", "epochs": 2, "wall_s": 100.0, "history": history}
+        prov = provenance("0" * 64, t0, t0 + timedelta(seconds=100), "cpu")
+        row = trial_row(cell, summary, prov)
+        store.write_trial(cell.grid, cell.key, row, epoch_rows(cell, history))
+    got = gpu_table.figures(args, tmp_path / "store", sets, per_gpu=2)
+    train_n = args.images - args.images // 6
+    assert got["completed"] == got["cells"] == 2 and got["span_s"] == 100
+    assert got["cells_per_hour"] == 2 / 100 * 3600
+    assert got["images_per_s_per_gpu"] == 2 * 2 * train_n / 100
+    # each cell at 350 epochs: 10 s + 350 x 30 s; each architecture's 4 lrs; 2 at once
+    assert got["table_h"] == 4 * 2 * (10 + 350 * 30) / 2 / 3600
+    # the next launch, at 1 trial at a time, takes twice the waves of this one
+    ran = [{**got, "per_gpu": 2, "launch_s": 120.0}]
+    assert gpu_table.expected_s(ran, 1, cells=2) == 240.0

@@ -2,8 +2,9 @@
 installed offline into a fresh folder, and a 2-cell `grid launch` on CIFAR-10 files runs
 from it in a Python that sees only a torch image's packages and the bundle's.
 
-The first test is slow (xz packs ~150 MB: about 2 minutes on 2 cores), so the default suite
-leaves it out: `pytest -m slow` runs it (.ci/run does)."""
+The first test is slow (xz packs ~150 MB: about 2 minutes on 2 cores, for each of the
+bundle's two sources), so the default suite leaves it out: `pytest -m slow` runs it (.ci/run
+does); its "wheels" case downloads Ray's wheels from PyPI."""
 
 from __future__ import annotations
 
@@ -38,11 +39,16 @@ def image_folder(folder: Path) -> Path:
 @pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_the_bundle_fits_installs_offline_and_runs_a_two_cell_launch(tmp_path):
+@pytest.mark.parametrize("source", ["installed", "wheels"])
+def test_the_bundle_fits_installs_offline_and_runs_a_two_cell_launch(tmp_path, source):
+    # "wheels": built as for another Python (`--python X.Y`, from PyPI's wheels), here for
+    # this one, so that the launch below checks what the wheels' unpacking made of Ray
     from benchmarks import ray_bundle
 
+    python = ["--python", f"{sys.version_info.major}.{sys.version_info.minor}"]
     built = subprocess.run(
-        [str(REPO / "benchmarks" / "ray_bundle.sh"), str(tmp_path / "out")],
+        [str(REPO / "benchmarks" / "ray_bundle.sh"), str(tmp_path / "out")]
+        + (python if source == "wheels" else []),
         capture_output=True,
         text=True,
         timeout=600,
@@ -96,3 +102,52 @@ def test_a_bundle_for_another_python_is_refused_with_one_line(tmp_path):
     )
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "not for this Python" in done.stderr
+
+
+def _wheel(folder: Path, name: str, files: dict[str, tuple[bytes, int]]) -> Path:
+    import zipfile
+
+    path = folder / name
+    with zipfile.ZipFile(path, "w") as z:
+        for arcname, (data, mode) in files.items():
+            info = zipfile.ZipInfo(arcname)
+            info.external_attr = (0o100000 | mode) << 16
+            z.writestr(info, data)
+    return path
+
+
+def test_wheels_for_another_python_unpack_as_pip_installs_them_less_the_dropped_parts(tmp_path):
+    # `ray_bundle.sh DIR --python 3.12` downloads the wheels; this is what it makes of them
+    import tarfile
+
+    from benchmarks import ray_bundle
+
+    ray = _wheel(
+        tmp_path,
+        "ray-2.60.0-cp312-cp312-manylinux2014_x86_64.whl",
+        {
+            "ray/__init__.py": (b"", 0o644),
+            "ray/core/src/ray/raylet/raylet": (b"\x7fELF", 0o755),
+            "ray/jars/ray_dist.jar": (b"jar", 0o644),
+            "ray/rllib/__init__.py": (b"", 0o644),
+            "ray-2.60.0.dist-info/METADATA": (b"Name: ray", 0o644),
+            "ray-2.60.0.data/purelib/ray_extra.py": (b"x = 1", 0o644),
+            "ray-2.60.0.data/scripts/ray": (b"#!python", 0o755),
+        },
+    )
+    numpy = _wheel(tmp_path, "numpy-2.2.6-cp312-cp312-manylinux2014_x86_64.whl",
+                   {"numpy/__init__.py": (b"", 0o644)})  # fmt: skip
+    out = tmp_path / "ray-bundle-2.60.0-cp312-linux_x86_64.tar.xz"
+    ray_bundle.pack_wheels([ray, numpy], out, skip={"numpy"})
+    with tarfile.open(out) as tar:
+        modes = {m.name: m.mode for m in tar}
+        assert tar.extractfile("site/ray_extra.py").read() == b"x = 1"
+    assert sorted(modes) == [
+        "site/ray-2.60.0.dist-info/METADATA",
+        "site/ray/__init__.py",
+        "site/ray/core/src/ray/raylet/raylet",
+        "site/ray_extra.py",
+    ]
+    assert modes["site/ray/core/src/ray/raylet/raylet"] == 0o755
+    assert modes["site/ray/__init__.py"] == 0o644
+    assert not out.with_suffix(".part").exists()

@@ -1,0 +1,330 @@
+"""The All-CNN table's throughput, launched: real `grid launch`es of grids/allcnn_table.yaml's
+12 architectures, one lr each, for 2 epochs on 50,000 CIFAR-sized images written in CIFAR-10's
+file layout, with the captured step (`train.compile`) at 8, 4, 2 and 1 trials per GPU
+(`resources.gpu` 1/8 ... 1), then eagerly at the best of those. Each launch prints:
+
+- cells/hour and img/s per GPU, over the span from its first trial's start to its last
+  trial's end (the rows' `started`/`ended`; Ray's start-up is left out, and said apart);
+- the fraction of the chip's dense bf16 peak (PEAK below; precision auto trains in bf16 on
+  CUDA): the cells' training FLOPs (`orchestrator.planning.cost.cell_flops`) over that span;
+- the full table (the same architectures x the spec's 4 lrs x its 350 epochs) extrapolated
+  from the cells' own figures: a cell of 350 epochs costs its start-up (`wall_s` less its
+  epochs) plus 350 x its last epoch's `epoch_wall_s` (past the compile), measured while k
+  trials shared the GPU, and k x GPUs such cells run at once;
+
+then `grid plan --estimate`'s figure for the same table beside them. Ray comes from this
+Python or from the Ray bundle on PYTHONPATH (benchmarks/gpu_session.sh installs it).
+
+    python -m benchmarks.gpu_table OUT            # on a GPU node: ~5 min on an H200
+    python -m benchmarks.gpu_table OUT --cpu      # the same mechanics, tiny, on a CPU (~1 min)
+
+A launch is started only while the budget (`--budget-s`) holds what it should take (from the
+launch before it: waves of trials scale as cells / slots); what is skipped is printed as
+skipped, never left out. Everything printed is also written to OUT/table.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC = REPO / "grids" / "allcnn_table.yaml"
+GRID = "allcnn_table"
+# Dense bf16 tensor-core peaks from NVIDIA's data sheets (FLOP/s, no sparsity), by a part of
+# torch.cuda.get_device_name(); the first match wins, so the PCIe H100 comes before H100.
+PEAK = (
+    ("H100 PCIe", 756e12),
+    ("H100", 989e12),
+    ("H200", 989e12),
+    ("GH200", 989e12),
+    ("A100", 312e12),
+    ("L40S", 362e12),
+)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "out", type=Path, help="folder for the data, the stores, the logs and table.json"
+    )
+    p.add_argument("--cpu", action="store_true", help="a tiny dry run on this machine's CPUs")
+    p.add_argument("--per-gpu", help="trials per GPU (on --cpu: trials at once), in run order")
+    p.add_argument("--archs", help="comma-separated architectures (default: all 12)")
+    p.add_argument("--images", type=int, help="training-file images (50,000 as CIFAR-10)")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--budget-s", type=float, help="seconds for all the launches")
+    p.add_argument("--no-estimate", action="store_true", help="skip `grid plan --estimate`")
+    args = p.parse_args(argv)
+    tiny = {"per_gpu": "2", "archs": "strided_a,allcnn_a", "images": 1200, "budget_s": 150}
+    full = {"per_gpu": "8,4,2,1", "archs": None, "images": 50000, "budget_s": 250}
+    for name, value in (tiny if args.cpu else full).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.per_gpu = [int(k) for k in args.per_gpu.split(",")]
+    return args
+
+
+def overrides(args, root: Path, per_gpu: int, captured: bool) -> list[str]:
+    """The --set list of one launch (and of the table's spec, without its per-launch parts)."""
+    sets = [
+        f"dataset.root={root}",
+        "dataset.download=false",
+        f"train.compile={str(captured).lower()}",
+    ]
+    if args.archs:
+        sets.append(f"arch=[{args.archs}]")
+    if args.cpu:
+        # 1/6 held out, the rest trained; an eighth of the width: seconds per cell on a CPU
+        val = args.images // 6
+        sets += [f"dataset.val_size={val}", f"dataset.subset={args.images - val}"]
+        sets += ["model.width=0.125", "train.device=cpu", "resources.gpu=0", "resources.cpu=1"]
+    else:
+        sets += [f"resources.gpu={1 / per_gpu:.6g}", "resources.cpu=auto"]
+    return sets
+
+
+def write_data(root: Path, images: int) -> None:
+    from trainers.cifar_files import write_cifar10
+    from trainers.data import make_synthetic
+
+    if (root / "cifar-10-batches-py").exists():
+        return
+    x, y, tx, ty, _ = make_synthetic(images, 10000)
+    write_cifar10(root, x, y, tx, ty)
+
+
+def run_launch(args, root: Path, per_gpu: int, captured: bool, limit_s: float) -> dict:
+    """One real `grid launch` in its own store; its figures (see the module's docstring)."""
+    label = f"{per_gpu}-per-gpu-{'captured' if captured else 'eager'}"
+    store = args.out / "stores" / label
+    sets = overrides(args, root, per_gpu, captured)
+    command = [sys.executable, "-m", "orchestrator.cli", "launch", str(SPEC), "--yes"]
+    command += ["--store", str(store), "--set", "lr=[0.01]", "--set", f"train.epochs={args.epochs}"]
+    command += [x for s in sets for x in ("--set", s)]
+    if args.cpu:
+        command += ["--max-concurrent", str(per_gpu)]
+    log = args.out / f"{label}.log"
+    t0 = time.perf_counter()
+    with log.open("w") as f:
+        # its own session: a launch past its limit gets Ctrl-C (the launch stops its local
+        # Ray and says how far each cell got), then a kill of its group
+        # and its own inductor cache: each launch compiles cold, as on a fresh node, rather
+        # than the later launches timing the earlier ones' cached kernels
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(args.out / "inductor" / label)}
+        proc = subprocess.Popen(
+            command,
+            cwd=args.out,
+            env=env,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            rc = proc.wait(timeout=limit_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                rc = proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                rc = proc.wait()
+            rc = f"{rc} (stopped at its limit, {limit_s:.0f}s)"
+    wall = time.perf_counter() - t0
+    return {
+        "label": label,
+        "per_gpu": per_gpu,
+        "captured": captured,
+        "exit": rc,
+        "launch_s": wall,
+        **figures(args, store, sets, per_gpu),
+    }
+
+
+def figures(args, store_path: Path, sets: list[str], per_gpu: int) -> dict:
+    from orchestrator.planning.cost import cell_flops
+    from orchestrator.spec.expand import expand
+    from orchestrator.spec.load import load_spec
+    from results.store import open_store
+    from trainers.timing import sizes
+
+    cells = {
+        c.key: c
+        for c in expand(load_spec(SPEC, [*sets, "lr=[0.01]", f"train.epochs={args.epochs}"]))
+    }
+    store = open_store(str(store_path))
+    cols = ["key", "status", "wall_s", "started", "ended", "step_mode", "device"]
+    rows = [r for r in store.read_trials(GRID, cols).to_pylist() if r["key"] in cells]
+    done = [r for r in rows if r["status"] == "completed"]
+    out = {
+        "cells": len(cells),
+        "completed": len(done),
+        "devices": sorted({r["device"] for r in rows}),
+        "step_modes": sorted({str(r["step_mode"]) for r in done}),
+    }
+    if not done:
+        return out
+    last, spent = {}, {}  # each cell's last epoch, and the seconds of all its epochs
+    for e in store.read_epochs(GRID, ["epoch_wall_s"]).to_pylist():
+        spent[e["key"]] = spent.get(e["key"], 0.0) + (e["epoch_wall_s"] or 0.0)
+        if e["epoch"] >= last.get(e["key"], {"epoch": 0})["epoch"]:
+            last[e["key"]] = e
+    stamp = datetime.fromisoformat
+    span = max(stamp(r["ended"]) for r in done) - min(stamp(r["started"]) for r in done)
+    span_s = max(span.total_seconds(), 1.0)
+    gpus = 1 if args.cpu else gpu_count()  # the local Ray's node holds this machine's GPUs
+    train_n, _ = sizes(next(iter(cells.values())).config["dataset"])
+    flops = sum(cell_flops(cells[r["key"]].config) for r in done)
+    out.update(
+        span_s=span_s,
+        cells_per_hour=len(done) / span_s * 3600,
+        images_per_s_per_gpu=len(done) * args.epochs * train_n / span_s / gpus,
+        tflops_per_s=flops / span_s / 1e12,
+    )
+    peak = chip_peak()
+    if peak and not args.cpu:
+        out["fraction_of_peak"] = flops / span_s / (peak * gpus)
+    # the table: each architecture's 4 lrs at 350 epochs, from this launch's cells
+    table_epochs, lrs = 350, 4
+    cell_s = [
+        (r["wall_s"] - spent[r["key"]]) + table_epochs * last[r["key"]]["epoch_wall_s"]
+        for r in done
+        if last.get(r["key"], {}).get("epoch_wall_s")
+    ]
+    if len(cell_s) == len(cells):
+        out["table_h"] = lrs * sum(cell_s) / (per_gpu * gpus) / 3600
+    return out
+
+
+def gpu_count() -> int:
+    import torch
+
+    return max(torch.cuda.device_count(), 1)
+
+
+def chip_peak() -> float | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name(0)
+    return next((peak for part, peak in PEAK if part in name), None)
+
+
+def plan_estimate(args, root: Path, limit_s: float) -> dict:
+    """`grid plan --estimate --json` of the table the launches extrapolate to."""
+    sets = [s for s in overrides(args, root, 1, captured=True) if not s.startswith("resources.")]
+    command = [sys.executable, "-m", "orchestrator.cli", "plan", str(SPEC), "--estimate", "--json"]
+    command += [x for s in sets for x in ("--set", s)]
+    command += ["--device", "cpu" if args.cpu else "cuda", "--slots", "1"]
+    try:
+        done = subprocess.run(
+            command, cwd=args.out, capture_output=True, text=True, timeout=limit_s
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"stopped at its limit, {limit_s:.0f}s"}
+    if done.returncode != 0:
+        return {"error": (done.stderr.strip().splitlines() or ["?"])[-1]}
+    est = json.loads(done.stdout)["estimate"]
+    return {
+        "device": est["device"],
+        "total_h": est["total_s"] / 3600,
+        "wall_h": est["wall_s"] / 3600,
+    }
+
+
+def expected_s(results: list[dict], per_gpu: int, cells: int) -> float | None:
+    """What a launch at `per_gpu` should take, from the last one that ran: its time scaled by
+    the waves of trials (cells / slots) each needs."""
+    ran = [r for r in results if "span_s" in r]
+    if not ran:
+        return None
+    prev = ran[-1]
+    return prev["launch_s"] * math.ceil(cells / per_gpu) / math.ceil(cells / prev["per_gpu"])
+
+
+def row(r: dict) -> str:
+    step = "captured" if r["captured"] else "eager"
+    if "span_s" not in r:
+        why = (
+            r.get("skipped")
+            or f"exit {r.get('exit')}, {r.get('completed', 0)}/{r.get('cells')} cells"
+        )
+        return f"{r['per_gpu']:>9}  {step:<8}  {why}"
+    frac = f"{100 * r['fraction_of_peak']:.1f}%" if "fraction_of_peak" in r else "-"
+    table = f"{r['table_h']:.2f} h" if "table_h" in r else "-"
+    return (
+        f"{r['per_gpu']:>9}  {step:<8}  {r['completed']:>2}/{r['cells']:<2}  {r['launch_s']:7.0f}"
+        f"  {r['span_s']:6.0f}  {r['cells_per_hour']:8.0f}  {r['images_per_s_per_gpu']:10.0f}"
+        f"  {r['tflops_per_s']:7.2f}  {frac:>6}  {table:>9}"
+    )
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    args.out = args.out.resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    root = args.out / "cifar"
+    write_data(root, args.images)
+    cells = len(args.archs.split(",")) if args.archs else 12
+    where = "this CPU" if args.cpu else device_line()
+    print(f"gpu_table: {cells} cells x {args.epochs} epochs on {args.images} images, on {where}")
+    header = (
+        "trials/GPU  step      cells  launch_s  span_s  cells/h  img/s/GPU  TFLOP/s"
+        "   %peak  table(350ep)"
+    )
+    print(header, flush=True)
+    t0, results = time.perf_counter(), []
+    plan = [(k, True) for k in args.per_gpu] + [(None, False)]
+    for per_gpu, captured in plan:
+        if per_gpu is None:  # eager at the best captured setting
+            best = min(
+                (r for r in results if "table_h" in r), key=lambda r: r["table_h"], default=None
+            )
+            if best is None:
+                break
+            per_gpu = best["per_gpu"]
+        left = args.budget_s - (time.perf_counter() - t0)
+        expect = expected_s(results, per_gpu, cells)
+        if expect is not None and expect > left or left < 10:
+            skip = {
+                "skipped": f"skipped: ~{expect or 0:.0f}s expected, {left:.0f}s of the budget left"
+            }
+            results.append({"per_gpu": per_gpu, "captured": captured, **skip})
+        else:
+            results.append(run_launch(args, root, per_gpu, captured, max(left, 10)))
+        print(row(results[-1]), flush=True)
+    estimate = None if args.no_estimate else plan_estimate(args, root, 240 if args.cpu else 90)
+    if estimate is not None:
+        if "error" in estimate:
+            print(f"grid plan --estimate: {estimate['error']}")
+        else:
+            print(
+                f"grid plan --estimate ({estimate['device']}, one trial at a time): "
+                f"{estimate['total_h']:.2f} device-hours for the table"
+            )
+    (args.out / "table.json").write_text(
+        json.dumps({"results": results, "estimate": estimate}, indent=1, default=str)
+    )
+    ran = [r for r in results if "span_s" in r]
+    return 0 if ran and all(r["completed"] == r["cells"] for r in ran) else 1
+
+
+def device_line() -> str:
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no GPU (CUDA is not available)"
+    return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
