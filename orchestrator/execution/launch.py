@@ -305,8 +305,7 @@ def _rungs(spec, store: Store, todo: list[Cell], console: Console, fresh: frozen
     cells = expand(spec)
     for line in halving_warnings(spec.halving, [c.config for c in cells]):
         console.print(Text(f"warning: {line}", style="yellow"))
-    for t in todo:
-        store.clear_stop(spec.name, t.key)
+    store.clear_stops(spec.name, {t.key for t in todo})
     split, _, kind = spec.halving["metric"].rpartition("_")
     rows = store.read_epochs(  # only the rung rows, only the judged metric (halving.score)
         spec.name,

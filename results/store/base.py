@@ -7,10 +7,10 @@ compare-and-swap. The backends are `results/store/local.py` (a folder, and `open
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -229,9 +229,19 @@ class Store:
         found = self.read_tagged(f"{grid}/stops/{key}.json")
         return json.loads(found[0]) if found else None
 
-    def clear_stop(self, grid: str, key: str) -> None:
-        """Forget a decision: the cell runs again and is judged again."""
-        self.delete_object(f"{grid}/stops/{key}.json")
+    def clear_stops(self, grid: str, keys: set[str]) -> int:
+        """Forget the decisions of the cells `keys`: they run again and are judged again. One
+        listing of the grid's `stops/`, and a DELETE per decision found (`read_threads` at a
+        time), not one per cell: a relaunch of 10,000 cells on S3 would wait on each."""
+        found = [
+            name
+            for name in self.list_objects(f"{grid}/stops")
+            if "/." not in name and name.rsplit("/", 1)[-1].removesuffix(".json") in keys
+        ]
+        if found:
+            with ThreadPoolExecutor(min(self.read_threads, len(found))) as pool:
+                list(pool.map(self.delete_object, found))
+        return len(found)
 
     def write_rungs(self, grid: str, key: str, record: dict) -> None:
         """The async halving's rung record of cell `key` in the launch running now ({metric,
@@ -243,18 +253,28 @@ class Store:
         """{key: rung record} of the cells of `keys` that have one: one listing of the
         grid's `rungs/`, one GET per record of `keys`, and one DELETE per record of `stale`
         (cells that train from scratch). Pruning deletes the records of finished cells
-        (results/store/prune.py)."""
-        out = {}
+        (results/store/prune.py). The GETs and DELETEs run `read_threads` at a time: a
+        relaunch of 10,000 unfinished cells on S3 would otherwise wait on each in turn."""
+        todo = {}
         for name in self.list_objects(f"{grid}/{RUNGS}"):
             key = name.rsplit("/", 1)[-1].removesuffix(".json")
-            if "/." in name:  # a folder store's write in progress
-                continue
+            if "/." not in name and (key in stale or key in keys):  # (a write in progress)
+                todo[key] = name
+
+        def one(key: str) -> dict | None:
             if key in stale:
-                self.delete_object(name)
-            elif key in keys:
-                with contextlib.suppress(NotFound, ValueError):  # gone, or torn: judged without
-                    out[key] = json.loads(self.get_object(name))
-        return out
+                self.delete_object(todo[key])
+                return None
+            try:
+                return json.loads(self.get_object(todo[key]))
+            except (NotFound, ValueError):  # gone, or torn: the cell is judged without it
+                return None
+
+        if not todo:
+            return {}
+        with ThreadPoolExecutor(min(self.read_threads, len(todo))) as pool:
+            got = dict(zip(todo, pool.map(one, todo), strict=True))
+        return {k: r for k, r in got.items() if r is not None}
 
     def read_trials(self, grid: str, columns: list[str] | None = None) -> pa.Table:
         """One row per cell of `grid`: its finished row, else its last failure; only

@@ -265,3 +265,29 @@ def test_a_store_error_survives_pickling_as_ray_sends_it_from_a_trial():
         assert type(e) is cls and isinstance(e, GridError)
         assert str(e) == "store s3://b/p: cannot delete g/checkpoints/k: down"
         assert (e.uri, e.action, e.reason) == ("s3://b/p", "cannot delete g/checkpoints/k", "down")
+
+
+def test_rung_records_read_those_asked_for_skip_torn_ones_and_delete_the_stale(store):
+    records = {f"k{i:03d}": {"metric": "val_acc", "scores": {"5": i / 100}, "passed": [5]}
+               for i in range(40)}  # fmt: skip
+    for key, record in records.items():
+        store.write_rungs("g", key, record)
+    store.put_object("g/rungs/torn.json", b'{"metric": "val_')  # a write cut short
+    asked = {f"k{i:03d}" for i in range(30)} | {"torn", "never-written"}
+    stale = {f"k{i:03d}" for i in range(30, 35)}
+    got = store.read_rungs("g", asked, stale)
+    assert got == {k: records[k] for k in sorted(asked) if k in records}
+    left = {n.rsplit("/", 1)[-1] for n in store.list_objects("g/rungs")}
+    assert left == {f"{k}.json" for k in records if k not in stale} | {"torn.json"}
+
+
+def test_clearing_the_stops_of_cells_that_run_again_deletes_only_theirs(store):
+    for key in ("a", "b", "c"):
+        store.write_stop("g", key, {"rung": 4, "metric": "val_acc"})
+    assert store.clear_stops("g", {"a", "c", "never-stopped"}) == 2
+    assert [store.read_stop("g", k) for k in ("a", "b", "c")] == [
+        None,
+        {"metric": "val_acc", "rung": 4},
+        None,
+    ]
+    assert store.clear_stops("g2", {"a"}) == 0  # a grid without stops: one listing, nothing else
