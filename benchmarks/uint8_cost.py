@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", default=None, help="where gcn_zca caches its matrix")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    device = runtime.resolve_device(args.device)
+    device = runtime.resolve_device(args.device, "--device")
     step_s = step_seconds(config(args, "standardize", "uint8"), device, args.steps)
     rows = []
     for prep in PREPROCESS:

@@ -99,7 +99,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.quick:
         for key, value in QUICK.items():
             setattr(args, key, value)
-    cuda = runtime.resolve_device(args.device).type == "cuda"
+    cuda = runtime.resolve_device(args.device, "--device").type == "cuda"
     for key, on_cuda, on_cpu in (("steps", 20, 2), ("warmup", 3, 1), ("naive_workers", 2, 0)):
         if getattr(args, key) is None:
             setattr(args, key, on_cuda if cuda else on_cpu)
@@ -203,7 +203,7 @@ def measure(
 
 def bench(args: argparse.Namespace, root: str, log: Callable[[str], None]) -> dict:
     """Every comparison of `args` on the CIFAR-10 files under `root`: {"runs", "pack"}."""
-    device = runtime.resolve_device(args.device)
+    device = runtime.resolve_device(args.device, "--device")
     name = runtime.device_name(device)
     runs = []
     for width in args.widths:

@@ -13,12 +13,25 @@ from collections.abc import Callable
 
 import torch
 
+from trainers.errors import GridError
 
-def resolve_device(name: str) -> torch.device:
-    """`train.device`: auto -> cuda when available, else cpu."""
+
+def resolve_device(name: str, what: str = "train.device") -> torch.device:
+    """`train.device` (or the option `what`): auto -> cuda when available, else cpu. A CUDA
+    device this machine does not have is a GridError naming `what`, before any work (torch
+    would raise its driver's error at the first tensor, deep in a traceback)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise GridError(f"{what} {name}: this machine has no CUDA GPU that torch can use; "
+                            "use auto or cpu")  # fmt: skip
+        if device.index is not None and device.index >= count:
+            raise GridError(f"{what} {name}: this machine has {count} CUDA GPU(s), cuda:0 to "
+                            f"cuda:{count - 1}")  # fmt: skip
+    return device
 
 
 def device_name(device: torch.device) -> str:

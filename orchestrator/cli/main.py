@@ -63,6 +63,7 @@ def expected_cells(spec) -> list[dict] | None:
 def cmd_plan(args: argparse.Namespace) -> int:
     from orchestrator.cli.plan import plan_command
 
+    at_least_one("--slots", args.slots)
     return plan_command(
         _load(args), as_json=args.json, estimate=args.estimate, device=args.device, slots=args.slots
     )
@@ -70,6 +71,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 @command
 def cmd_launch(args: argparse.Namespace) -> int:
+    at_least_one("--max-concurrent", args.max_concurrent)
     spec = _load(args)
     from orchestrator.stages.launch import launcher  # a stage (stage: in the spec): parents first
 
@@ -91,6 +93,13 @@ def cmd_launch(args: argparse.Namespace) -> int:
         yes=args.yes,
         share=share,
     )
+
+
+def at_least_one(flag: str, value: int | None) -> None:
+    """A count of trials that is given must be one or more (0 would run nothing, or, passed
+    on as Tune's "no limit", everything at once)."""
+    if value is not None and value < 1:
+        raise GridError(f"{flag} {value}: at least 1 (leave it out for the default)")
 
 
 def launch_share(args: argparse.Namespace) -> dict:

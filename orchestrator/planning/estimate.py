@@ -103,7 +103,7 @@ def estimate(
 
     from trainers import runtime
 
-    device = runtime.resolve_device(device_name)
+    device = runtime.resolve_device(device_name, "--device")
     units = group_cells(trials, int(spec.resources.get("pack") or 1))
     threads = torch.get_num_threads()
     if device.type == "cpu":  # a trial gets as many threads as CPUs (Ray's OMP_NUM_THREADS)

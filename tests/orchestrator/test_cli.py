@@ -5,6 +5,9 @@ import os
 import re
 import socket
 import textwrap
+from pathlib import Path
+
+import pytest
 
 from orchestrator.cli.main import main
 from orchestrator.spec.expand import expand
@@ -12,6 +15,8 @@ from orchestrator.spec.load import load_spec, smoke
 from results.store import open_store
 from results.store.lease import Lease
 from results.store.schema import epoch_rows, trial_row
+
+REPO = Path(__file__).resolve().parents[2]
 
 TINY = """
 name: tiny
@@ -232,3 +237,36 @@ def test_plot_format_and_size(tmp_path):
         "lrs_panels.svg",
     ]
     assert 'width="252pt"' in (out / "lrs_lr.svg").read_text()  # 3.5 in
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["train", "grids/quickstart.yaml", "--set", "train.device=cuda"], "train.device cuda"),
+        (["bench", "--quick", "--device", "cuda"], "--device cuda"),
+        (["plan", "grids/quickstart.yaml", "--estimate", "--device", "cuda:3"], "--device cuda:3"),
+    ],
+)
+def test_a_cuda_device_this_machine_lacks_is_one_line_and_exit_2(args, named, monkeypatch, capsys):
+    import torch
+
+    # as on a machine without a GPU (or with fewer), whatever this one has
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.chdir(REPO)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert named in err and "no CUDA GPU" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["plan", "grids/quickstart.yaml", "--estimate", "--slots", "0"],
+        ["launch", "grids/quickstart.yaml", "--dry-run", "--max-concurrent", "0"],
+    ],
+)
+def test_a_count_of_trials_below_one_is_one_line_and_exit_2(args, monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{args[-2]} 0: at least 1" in err and len(err.strip().splitlines()) == 1
