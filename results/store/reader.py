@@ -100,12 +100,8 @@ def _read_parquet(src, kind: str, columns: list[str] | None, epochs: list[int] |
 
 
 def read_many(store, names: list[str], kind: str, **kw) -> list[pa.Table]:
-    """The readable ones of `names`, read in parallel."""
-    if not names:
-        return []
-    with ThreadPoolExecutor(min(store.read_threads, len(names))) as pool:
-        tables = list(pool.map(lambda n: read_file(store, n, kind, **kw), names))
-    return [t for t in tables if t is not None]
+    """The readable ones of `names`, read in parallel (`read_each`)."""
+    return [t for t in read_each(store, names, kind, **kw) if t is not None]
 
 
 def empty(kind: str) -> pa.Table:
