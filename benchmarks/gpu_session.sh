@@ -18,14 +18,14 @@
 # Default parts, in order (PARTS picks others):
 # 1. table: the All-CNN table's throughput, launched (benchmarks/gpu_table.py): real
 #    `grid launch`es of allcnn_table's 12 architectures, 2 epochs on 50,000 images, at 8, 4,
-#    2 and 1 trials per GPU with the captured step, then eager at the best; cells/hour,
-#    img/s per GPU, the fraction of the chip's peak, the full table extrapolated, and
-#    `grid plan --estimate` beside them;
+#    2 and 1 trials per GPU with the captured step, then eager at the best, as its budget
+#    holds; cells/hour, img/s per GPU, the fraction of the chip's peak, the full table
+#    extrapolated, and `grid plan --estimate` beside them;
 # 2. gpu_check: every model in every mode, losses checked, and a 4-cell launch at gpu: 0.5
-#    (benchmarks/gpu_check.py);
+#    (benchmarks/gpu_check.py), as far as its budget of 70 s goes.
+# Not by default (PARTS="bench epoch learn"; measured in the first H200 session):
 # 3. bench: grid bench, ours vs the seeds' pipeline at width 1 and 0.25, 4 cells packed vs
-#    one after another; then ours with the captured step (train.compile) at width 1.
-# Not by default (PARTS="epoch learn"; they were measured in the first H200 session):
+#    one after another; then ours with the captured step (train.compile) at width 1;
 # 4. epoch: one All-CNN-C cell of grids/allcnn_table.yaml, 3 epochs on 50,000 synthetic
 #    images written as CIFAR-10 files, as the spec says (bf16 on CUDA), in fp32, and captured;
 # 5. learn: a learning check on real images (SAMPLE): ResNet 9 with batch norm, 40 epochs.
@@ -42,7 +42,7 @@ if ((cpu)); then
     bench=(--device cpu --batch 16 --steps 2 --warmup 3 --repeats 1 --min-time 0)
     widths=0.125 pack=2 images=6000 width=0.125 epochs=2
 else
-    device=cuda check=(--budget-s 100) table=(--budget-s 250)
+    device=cuda check=(--budget-s 70) table=(--budget-s 380)
     bench=(--device cuda --batch 128 --min-time 3 --repeats 3)
     widths=1.0,0.25 pack=4 images=50000 width=1.0 epochs=40
 fi
@@ -56,7 +56,7 @@ part() {  # part NAME LIMIT_S COMMAND...: run it under `timeout`, keep its outpu
     tail -n 25 "$out/$name.log"
 }
 
-want() { [[ " ${PARTS:-table gpu_check bench} " == *" $1 "* ]]; }
+want() { [[ " ${PARTS:-table gpu_check} " == *" $1 "* ]]; }
 
 # the checkout's bundle for this Python and platform (bundles/ may hold several)
 here=$(python3 -c "from benchmarks.ray_bundle import target; print(target())")
@@ -69,8 +69,8 @@ fi
 
 { date -u; nvidia-smi 2>&1 | head -15; } >"$out/machine.txt"
 cat "$out/machine.txt"
-want table && part table 360 python3 -m benchmarks.gpu_table "$out/table" "${table[@]}"
-want gpu_check && part gpu_check 120 python3 -m benchmarks.gpu_check "${check[@]}" --json "$out/gpu_check.json"
+want table && part table 480 python3 -m benchmarks.gpu_table "$out/table" "${table[@]}"
+want gpu_check && part gpu_check 90 python3 -m benchmarks.gpu_check "${check[@]}" --json "$out/gpu_check.json"
 want bench && part bench 50 python3 -m orchestrator.cli bench "${bench[@]}" --width $widths --pack $pack --json
 want bench && part bench_compiled 40 python3 -m orchestrator.cli bench "${bench[@]}" --width $width --pack 0 \
     --compile --json

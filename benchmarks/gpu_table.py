@@ -15,8 +15,13 @@ file layout, with the captured step (`train.compile`) at 8, 4, 2 and 1 trials pe
 then `grid plan --estimate`'s figure for the same table beside them. Ray comes from this
 Python or from the Ray bundle on PYTHONPATH (benchmarks/gpu_session.sh installs it).
 
-    python -m benchmarks.gpu_table OUT            # on a GPU node: ~5 min on an H200
-    python -m benchmarks.gpu_table OUT --cpu      # the same mechanics, tiny, on a CPU (~1 min)
+The captured launches share one inductor cache, emptied first: the first compiles cold and
+the later ones find its kernels (their rows say "cold" and "warm"), as a real table's cells
+do after its first cell of each architecture; `--cold` gives each launch its own, so that
+launch times compare, at the price of compiling in every one.
+
+    python -m benchmarks.gpu_table OUT            # on a GPU node: at most ~8 minutes
+    python -m benchmarks.gpu_table OUT --cpu      # the same mechanics, tiny, on a CPU (~1.5 min)
 
 A launch is started only while the budget (`--budget-s`) holds what it should take (from the
 launch before it: waves of trials scale as cells / slots); what is skipped is printed as
@@ -29,6 +34,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -63,9 +69,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--budget-s", type=float, help="seconds for all the launches")
     p.add_argument("--no-estimate", action="store_true", help="skip `grid plan --estimate`")
+    p.add_argument("--cold", action="store_true", help="an inductor cache per launch (cache_dir)")
     args = p.parse_args(argv)
     tiny = {"per_gpu": "2", "archs": "strided_a,allcnn_a", "images": 1200, "budget_s": 150}
-    full = {"per_gpu": "8,4,2,1", "archs": None, "images": 50000, "budget_s": 250}
+    full = {"per_gpu": "8,4,2,1", "archs": None, "images": 50000, "budget_s": 380}
     for name, value in (tiny if args.cpu else full).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -102,9 +109,20 @@ def write_data(root: Path, images: int) -> None:
     write_cifar10(root, x, y, tx, ty)
 
 
-def run_launch(args, root: Path, per_gpu: int, captured: bool, limit_s: float) -> dict:
+def cache_dir(args, label: str) -> Path:
+    """The inductor cache of a launch: one for all of them (the first captured launch
+    compiles cold, the later ones find its kernels, as the cells of a real table do after
+    its first cell of each architecture), or with `--cold` one each (each compiles as on a
+    fresh node: launch times compare, at the price of compiling every time)."""
+    return args.out / "inductor" / (label if args.cold else "shared")
+
+
+def run_launch(
+    args, root: Path, index: int, per_gpu: int, captured: bool, limit_s: float, cache: str
+) -> dict:
     """One real `grid launch` in its own store; its figures (see the module's docstring)."""
-    label = f"{per_gpu}-per-gpu-{'captured' if captured else 'eager'}"
+    # its own store: a label per launch (`index`), so that the same setting twice trains twice
+    label = f"{index}-{per_gpu}-per-gpu-{'captured' if captured else 'eager'}"
     store = args.out / "stores" / label
     sets = overrides(args, root, per_gpu, captured)
     command = [sys.executable, "-m", "orchestrator.cli", "launch", str(SPEC), "--yes"]
@@ -117,9 +135,7 @@ def run_launch(args, root: Path, per_gpu: int, captured: bool, limit_s: float) -
     with log.open("w") as f:
         # its own session: a launch past its limit gets Ctrl-C (the launch stops its local
         # Ray and says how far each cell got), then a kill of its group
-        # and its own inductor cache: each launch compiles cold, as on a fresh node, rather
-        # than the later launches timing the earlier ones' cached kernels
-        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(args.out / "inductor" / label)}
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache_dir(args, label))}
         proc = subprocess.Popen(
             command,
             cwd=args.out,
@@ -141,6 +157,7 @@ def run_launch(args, root: Path, per_gpu: int, captured: bool, limit_s: float) -
     wall = time.perf_counter() - t0
     return {
         "label": label,
+        "cache": cache,
         "per_gpu": per_gpu,
         "captured": captured,
         "exit": rc,
@@ -252,17 +269,17 @@ def expected_s(results: list[dict], per_gpu: int, cells: int) -> float | None:
 
 
 def row(r: dict) -> str:
-    step = "captured" if r["captured"] else "eager"
+    step = f"captured ({r.get('cache', '?')})" if r["captured"] else "eager"
     if "span_s" not in r:
         why = (
             r.get("skipped")
             or f"exit {r.get('exit')}, {r.get('completed', 0)}/{r.get('cells')} cells"
         )
-        return f"{r['per_gpu']:>9}  {step:<8}  {why}"
+        return f"{r['per_gpu']:>9}  {step:<16}  {why}"
     frac = f"{100 * r['fraction_of_peak']:.1f}%" if "fraction_of_peak" in r else "-"
     table = f"{r['table_h']:.2f} h" if "table_h" in r else "-"
     return (
-        f"{r['per_gpu']:>9}  {step:<8}  {r['completed']:>2}/{r['cells']:<2}  {r['launch_s']:7.0f}"
+        f"{r['per_gpu']:>9}  {step:<16}  {r['completed']:>2}/{r['cells']:<2}  {r['launch_s']:7.0f}"
         f"  {r['span_s']:6.0f}  {r['cells_per_hour']:8.0f}  {r['images_per_s_per_gpu']:10.0f}"
         f"  {r['tflops_per_s']:7.2f}  {frac:>6}  {table:>9}"
     )
@@ -274,11 +291,13 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     root = args.out / "cifar"
     write_data(root, args.images)
+    for old in ("inductor", "stores"):  # the first launch compiles cold, each trains afresh
+        shutil.rmtree(args.out / old, ignore_errors=True)
     cells = len(args.archs.split(",")) if args.archs else 12
     where = "this CPU" if args.cpu else device_line()
     print(f"gpu_table: {cells} cells x {args.epochs} epochs on {args.images} images, on {where}")
     header = (
-        "trials/GPU  step      cells  launch_s  span_s  cells/h  img/s/GPU  TFLOP/s"
+        "trials/GPU  step              cells  launch_s  span_s  cells/h  img/s/GPU  TFLOP/s"
         "   %peak  table(350ep)"
     )
     print(header, flush=True)
@@ -300,7 +319,11 @@ def main(argv=None) -> int:
             }
             results.append({"per_gpu": per_gpu, "captured": captured, **skip})
         else:
-            results.append(run_launch(args, root, per_gpu, captured, max(left, 10)))
+            warm = not args.cold and any(r.get("cache") for r in results if r["captured"])
+            cache = ("warm" if warm else "cold") if captured else ""
+            results.append(
+                run_launch(args, root, len(results), per_gpu, captured, max(left, 10), cache)
+            )
         print(row(results[-1]), flush=True)
     estimate = None if args.no_estimate else plan_estimate(args, root, 240 if args.cpu else 90)
     if estimate is not None:
