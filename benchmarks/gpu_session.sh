@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What one short GPU lease runs (under 10 minutes on an H200: the parts' limits add up to
-# 570 s, with ~20 s to install the Ray bundle), in order of value, each part under its own
+# 580 s, with ~20 s to install the Ray bundle), in order of value, each part under its own
 # time limit so that a hang costs only that part; every part's output is kept in OUT for
 # BENCHMARKS.md. Needs only the checkout and torch, torchvision, pyyaml, rich (no network;
 # Ray from this Python or the Ray bundle):
@@ -21,14 +21,16 @@
 #    2 and 1 trials per GPU with the captured step, then eager at the best, as its budget
 #    holds; cells/hour, img/s per GPU, the fraction of the chip's peak, the full table
 #    extrapolated, and `grid plan --estimate` beside them;
-# 2. gpu_check: every model in every mode, losses checked, and a 4-cell launch at gpu: 0.5
-#    (benchmarks/gpu_check.py), as far as its budget of 70 s goes.
+# 2. reuse: a slot's captured step kept across cells (benchmarks/gpu_reuse.py): a second
+#    cell of All-CNN-C in one process compiles nothing and trains as in a fresh process;
+# 3. gpu_check: every model in every mode, losses checked, and a 4-cell launch at gpu: 0.5
+#    (benchmarks/gpu_check.py), as far as its budget of 60 s goes.
 # Not by default (PARTS="bench epoch learn"; measured in the first H200 session):
-# 3. bench: grid bench, ours vs the seeds' pipeline at width 1 and 0.25, 4 cells packed vs
+# 4. bench: grid bench, ours vs the seeds' pipeline at width 1 and 0.25, 4 cells packed vs
 #    one after another; then ours with the captured step (train.compile) at width 1;
-# 4. epoch: one All-CNN-C cell of grids/allcnn_table.yaml, 3 epochs on 50,000 synthetic
+# 5. epoch: one All-CNN-C cell of grids/allcnn_table.yaml, 3 epochs on 50,000 synthetic
 #    images written as CIFAR-10 files, as the spec says (bf16 on CUDA), in fp32, and captured;
-# 5. learn: a learning check on real images (SAMPLE): ResNet 9 with batch norm, 40 epochs.
+# 6. learn: a learning check on real images (SAMPLE): ResNet 9 with batch norm, 40 epochs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -39,10 +41,11 @@ sample=${args[1]:-}
 mkdir -p "$out"
 if ((cpu)); then
     device=cpu check=(--device cpu --models strided_a,resnet9 --budget-s 30) table=(--cpu)
+    reuse=(--device cpu --model strided_a --width 0.125 --images 512)
     bench=(--device cpu --batch 16 --steps 2 --warmup 3 --repeats 1 --min-time 0)
     widths=0.125 pack=2 images=6000 width=0.125 epochs=2
 else
-    device=cuda check=(--budget-s 70) table=(--budget-s 380)
+    device=cuda check=(--budget-s 60) table=(--budget-s 320) reuse=(--device cuda)
     bench=(--device cuda --batch 128 --min-time 3 --repeats 3)
     widths=1.0,0.25 pack=4 images=50000 width=1.0 epochs=40
 fi
@@ -56,7 +59,11 @@ part() {  # part NAME LIMIT_S COMMAND...: run it under `timeout`, keep its outpu
     tail -n 25 "$out/$name.log"
 }
 
-want() { [[ " ${PARTS:-table gpu_check} " == *" $1 "* ]]; }
+# On a CPU the dry run leaves gpu_check out (its own CPU run is `gpu_check.sh --device cpu`),
+# to stay under 3 minutes.
+default_parts="table reuse gpu_check"
+((cpu)) && default_parts="table reuse"
+want() { [[ " ${PARTS:-$default_parts} " == *" $1 "* ]]; }
 
 # the checkout's bundle for this Python and platform (bundles/ may hold several)
 here=$(python3 -c "from benchmarks.ray_bundle import target; print(target())")
@@ -69,8 +76,9 @@ fi
 
 { date -u; nvidia-smi 2>&1 | head -15; } >"$out/machine.txt"
 cat "$out/machine.txt"
-want table && part table 480 python3 -m benchmarks.gpu_table "$out/table" "${table[@]}"
-want gpu_check && part gpu_check 90 python3 -m benchmarks.gpu_check "${check[@]}" --json "$out/gpu_check.json"
+want table && part table 420 python3 -m benchmarks.gpu_table "$out/table" "${table[@]}"
+want reuse && part reuse 80 python3 -m benchmarks.gpu_reuse "${reuse[@]}" --json "$out/reuse.json"
+want gpu_check && part gpu_check 80 python3 -m benchmarks.gpu_check "${check[@]}" --json "$out/gpu_check.json"
 want bench && part bench 50 python3 -m orchestrator.cli bench "${bench[@]}" --width $widths --pack $pack --json
 want bench && part bench_compiled 40 python3 -m orchestrator.cli bench "${bench[@]}" --width $width --pack 0 \
     --compile --json

@@ -72,7 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cold", action="store_true", help="an inductor cache per launch (cache_dir)")
     args = p.parse_args(argv)
     tiny = {"per_gpu": "2", "archs": "strided_a,allcnn_a", "images": 1200, "budget_s": 150}
-    full = {"per_gpu": "8,4,2,1", "archs": None, "images": 50000, "budget_s": 380}
+    full = {"per_gpu": "8,4,2,1", "archs": None, "images": 50000, "budget_s": 320}
     for name, value in (tiny if args.cpu else full).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -250,7 +250,10 @@ def plan_estimate(args, root: Path, limit_s: float) -> dict:
         return {"error": f"stopped at its limit, {limit_s:.0f}s"}
     if done.returncode != 0:
         return {"error": (done.stderr.strip().splitlines() or ["?"])[-1]}
-    est = json.loads(done.stdout)["estimate"]
+    try:
+        est = json.loads(done.stdout)["estimate"]
+    except (ValueError, KeyError) as e:
+        return {"error": f"unreadable output ({type(e).__name__}: {e})"}
     return {
         "device": est["device"],
         "total_h": est["total_s"] / 3600,
