@@ -72,7 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cold", action="store_true", help="an inductor cache per launch (cache_dir)")
     args = p.parse_args(argv)
     tiny = {"per_gpu": "2", "archs": "strided_a,allcnn_a", "images": 1200, "budget_s": 150}
-    full = {"per_gpu": "8,4,2,1", "archs": None, "images": 50000, "budget_s": 320}
+    full = {"per_gpu": "8,4,2,1", "archs": None, "images": 50000, "budget_s": 300}
     for name, value in (tiny if args.cpu else full).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
