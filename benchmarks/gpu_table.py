@@ -337,8 +337,19 @@ def main(argv=None) -> int:
                 f"grid plan --estimate ({estimate['device']}, one trial at a time): "
                 f"{estimate['total_h']:.2f} device-hours for the table"
             )
+    fastest = min((r for r in results if "table_h" in r), key=lambda r: r["table_h"], default=None)
+    if fastest is not None:
+        gpu = 0 if args.cpu else 1 / fastest["per_gpu"]
+        print(
+            f"fastest for the table here: {fastest['per_gpu']} trials per "
+            f"{'device' if args.cpu else 'GPU'}, {'captured' if fastest['captured'] else 'eager'}"
+            f" ({fastest['table_h']:.2f} h): --set resources.gpu={gpu:g} "
+            f"--set train.compile={str(fastest['captured']).lower()}"
+        )
     (args.out / "table.json").write_text(
-        json.dumps({"results": results, "estimate": estimate}, indent=1, default=str)
+        json.dumps(
+            {"results": results, "estimate": estimate, "fastest": fastest}, indent=1, default=str
+        )
     )
     ran = [r for r in results if "span_s" in r]
     return 0 if ran and all(r["completed"] == r["cells"] for r in ran) else 1
