@@ -2,7 +2,8 @@
 after one listing per folder (2026-12-07): the stop decisions of the cells about to run
 (a DELETE per cell of the launch, then `Store.clear_stops`: one listing and a DELETE per
 decision found) and the async rule's rung records (a GET each in turn, then
-`Store.read_rungs`: `read_threads` at a time). On moto's standalone server on loopback, in a
+`Store.read_rungs`: `read_threads` at a time); and what one judgement's record costs the
+launch's Tune loop, which writes it (a PUT). On moto's standalone server on loopback, in a
 process of its own (in this one, its threads would contend with the store's for the GIL):
 
     PYTHONPATH=. python benchmarks/relaunch_requests.py [--cells 2000] [--found 200]
@@ -45,9 +46,12 @@ def main() -> None:
     store = open_store("s3://relaunch-bench/runs")
     keys = [f"{i:012x}" for i in range(args.cells)]
     found = keys[: args.found]
+    t = time.perf_counter()
+    for k in found:  # what the async rule's judgements cost Tune's loop: a PUT each
+        store.write_rungs("g", k, {"metric": "val_acc", "scores": {"4": 0.5}, "passed": []})
+    put_ms = (time.perf_counter() - t) / len(found) * 1000
     for k in found:
         store.write_stop("g", k, {"rung": 4})
-        store.write_rungs("g", k, {"metric": "val_acc", "scores": {"4": 0.5}, "passed": []})
     t = time.perf_counter()
     for k in keys:  # before
         store.delete_object(f"g/stops/{k}.json")
@@ -67,6 +71,7 @@ def main() -> None:
     print(f"{args.cells} cells relaunched, {args.found} with a stop and a rung record:")
     print(f"  stops: a DELETE per cell {before:.2f} s; clear_stops {after:.2f} s")
     print(f"  rung records: a GET each in turn {one_by_one:.2f} s; read_rungs {threads:.2f} s")
+    print(f"  a rung record's write (a judgement, in Tune's loop): {put_ms:.1f} ms")
     server.terminate()
     server.wait()
 
