@@ -98,6 +98,16 @@ class RowHalving(FIFOScheduler):
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         key = trial.config["cell"]
+        taken = self.stops.get(key)
+        if taken is not None:
+            # A loser whose trial failed between the decision and its pause (a node or
+            # worker lost) is retried from its newest checkpoint, which may be older than
+            # the rung: it trains back to the rung, where the decision it got still stands
+            # (its rung is judged already, and judging it again could let it pass: the
+            # stop was lost, and the fault campaign counted fewer async stops under faults).
+            # The decision is in the store: the resumed step writes it stopped.
+            at = result.get("epoch", 0) >= taken["rung"]
+            return TrialScheduler.PAUSE if at else TrialScheduler.CONTINUE
         before = set(self.rungs.judged.get(key, ()))
         decision = self.rungs.judge(key, reported_scores(result))
         if decision is not None and not write_decision(

@@ -424,3 +424,29 @@ def test_the_async_rule_runs_to_the_end_each_loser_written_by_its_own_step(tmp_p
     assert "did not run" not in buf.getvalue() and "interrupted" not in buf.getvalue()
     # the rung records written as the cells were judged went with the launch's pruning
     assert opened.list_objects("asyncr/rungs") == []
+
+
+def test_an_async_loser_retried_from_before_its_rung_is_stopped_there_again(tmp_path):
+    """A fault between the decision and the pause: Tune retries the loser's trial from its
+    newest checkpoint, older than the rung, so it trains back to the rung. There the
+    decision it got stands (before, its rung counted as judged and it trained to the end:
+    a lost stop); the epochs before the rung train on."""
+    spec = six_lrs(tmp_path, "g", halving={**HALVING, "rule": "async"})
+    cells = expand(spec)
+    a, b, loser = (SimpleNamespace(config={"cell": x.key}) for x in cells[:3])
+    store = open_store(str(tmp_path / "runs"))
+    halving = RowHalving(Rungs.from_epochs(spec.halving, cells, []), store, "g")
+    assert halving.on_trial_result(None, a, {"rungs/2": 0.5, "epoch": 2}) == TrialScheduler.CONTINUE
+    assert halving.on_trial_result(None, b, {"rungs/2": 0.9, "epoch": 2}) == TrialScheduler.CONTINUE
+    at_rung = {"rungs/2": 0.1, "epoch": 2}
+    assert halving.on_trial_result(None, loser, at_rung) == TrialScheduler.PAUSE
+    decision = store.read_stop("g", loser.config["cell"])
+    assert decision["rung"] == 2
+    # the trial fails before its pause; the retry resumes at epoch 1 and reports it
+    assert halving.on_trial_result(None, loser, {"epoch": 1}) == TrialScheduler.CONTINUE
+    # back at the rung (with the same or another score): paused again, to write itself stopped
+    again = {"rungs/2": 0.95, "epoch": 2}
+    assert halving.on_trial_result(None, loser, again) == TrialScheduler.PAUSE
+    assert store.read_stop("g", loser.config["cell"]) == decision  # the one decision, kept
+    # the others are unaffected
+    assert halving.on_trial_result(None, a, {"rungs/2": 0.5, "epoch": 3}) == TrialScheduler.CONTINUE
