@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import subprocess
 import sys
 import time
@@ -67,19 +68,24 @@ def check(args) -> dict:
     graphs, t0 = counters["stats"]["unique_graphs"], time.perf_counter()
     mode_b = train(second, report=lambda m, s: seen.append(m))["step_mode"]
     compiled_b, b_s = counters["stats"]["unique_graphs"] - graphs, time.perf_counter() - t0
-    done = subprocess.run(
-        [sys.executable, "-c", FRESH, json.dumps(second)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=args.timeout_s,
-    )
-    line = [s for s in done.stdout.splitlines() if s.startswith("LOSSES ")]
-    fresh = json.loads(line[-1][7:]) if line else None
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", FRESH, json.dumps(second)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=args.timeout_s,
+        )
+        line = [s for s in done.stdout.splitlines() if s.startswith("LOSSES ")]
+        fresh = json.loads(line[-1][7:]) if line else None
+        why = done.stderr[-500:]
+    except subprocess.TimeoutExpired:
+        fresh, why = None, f"it ran past --timeout-s {args.timeout_s:g}"
     kept = losses(seen)
+    comparable = fresh and len(fresh) == len(kept) and all(map(math.isfinite, kept + fresh))
     worst = (
         max(abs(k - f) / max(abs(f), 1e-12) for k, f in zip(kept, fresh, strict=True))
-        if fresh
+        if comparable
         else None
     )
     rel = REL["cuda" if args.device.startswith("cuda") else "cpu"]
@@ -89,7 +95,9 @@ def check(args) -> dict:
     if compiled_a == 0 or compiled_b != 0:
         problems.append(f"graphs compiled: A {compiled_a}, B {compiled_b} (B should compile none)")
     if fresh is None:
-        problems.append("the fresh process printed no losses: " + done.stderr[-500:])
+        problems.append(f"the fresh process printed no losses: {why}")
+    elif worst is None:
+        problems.append(f"losses not comparable (a NaN, or another count): {kept} vs {fresh}")
     elif worst > rel:
         problems.append(f"B's losses kept {kept} vs fresh {fresh}: {worst:.2e} apart > {rel:g}")
     return {

@@ -5,7 +5,7 @@
 # BENCHMARKS.md. Needs only the checkout and torch, torchvision, pyyaml, rich (no network;
 # Ray from this Python or the Ray bundle):
 #
-#   benchmarks/gpu_session.sh OUT [SAMPLE] [--cpu]  # SAMPLE: a folder holding cifar-10-batches-py
+#   benchmarks/gpu_session.sh OUT [SAMPLE] [--cpu]  # SAMPLE: cifar-10-batches-py's folder (learn)
 #                                                   # --cpu: the same, tiny, on a CPU (a dry run)
 #   PARTS="table gpu_check" benchmarks/gpu_session.sh OUT   # only these parts
 #   RAY_BUNDLE=DIR/ray-bundle-2.60.0-cp312-linux_x86_64.tar.xz benchmarks/gpu_session.sh OUT
@@ -24,7 +24,7 @@
 # 2. reuse: a slot's captured step kept across cells (benchmarks/gpu_reuse.py): a second
 #    cell of All-CNN-C in one process compiles nothing and trains as in a fresh process;
 # 3. gpu_check: every model in every mode, losses checked, and a 4-cell launch at gpu: 0.5
-#    (benchmarks/gpu_check.py), as far as its budget of 50 s goes.
+#    (benchmarks/gpu_check.py), as far as its budget of 45 s goes.
 # Not by default (PARTS="bench epoch learn"; measured in the first H200 session):
 # 4. bench: grid bench, ours vs the seeds' pipeline at width 1 and 0.25, 4 cells packed vs
 #    one after another; then ours with the captured step (train.compile) at width 1;
@@ -41,11 +41,11 @@ sample=${args[1]:-}
 mkdir -p "$out"
 if ((cpu)); then
     device=cpu check=(--device cpu --models strided_a,resnet9 --budget-s 30) table=(--cpu)
-    reuse=(--device cpu --model strided_a --width 0.125 --images 512)
+    reuse=(--device cpu --model strided_a --width 0.125 --images 512 --timeout-s 40)
     bench=(--device cpu --batch 16 --steps 2 --warmup 3 --repeats 1 --min-time 0)
     widths=0.125 pack=2 images=6000 width=0.125 epochs=2
 else
-    device=cuda check=(--budget-s 50) table=(--budget-s 300) reuse=(--device cuda)
+    device=cuda check=(--budget-s 45) table=(--budget-s 300) reuse=(--device cuda --timeout-s 40)
     bench=(--device cuda --batch 128 --min-time 3 --repeats 3)
     widths=1.0,0.25 pack=4 images=50000 width=1.0 epochs=40
 fi
@@ -76,9 +76,9 @@ fi
 
 { date -u; nvidia-smi 2>&1 | head -15; } >"$out/machine.txt"
 cat "$out/machine.txt"
-want table && part table 400 python3 -m benchmarks.gpu_table "$out/table" "${table[@]}"
-want reuse && part reuse 70 python3 -m benchmarks.gpu_reuse "${reuse[@]}" --json "$out/reuse.json"
-want gpu_check && part gpu_check 70 python3 -m benchmarks.gpu_check "${check[@]}" --json "$out/gpu_check.json"
+want table && part table 420 python3 -m benchmarks.gpu_table "$out/table" "${table[@]}"
+want reuse && part reuse 60 python3 -m benchmarks.gpu_reuse "${reuse[@]}" --json "$out/reuse.json"
+want gpu_check && part gpu_check 60 python3 -m benchmarks.gpu_check "${check[@]}" --json "$out/gpu_check.json"
 want bench && part bench 50 python3 -m orchestrator.cli bench "${bench[@]}" --width $widths --pack $pack --json
 want bench && part bench_compiled 40 python3 -m orchestrator.cli bench "${bench[@]}" --width $width --pack 0 \
     --compile --json

@@ -8,9 +8,11 @@ file layout, with the captured step (`train.compile`) at 8, 4, 2 and 1 trials pe
 - the fraction of the chip's dense bf16 peak (PEAK below; precision auto trains in bf16 on
   CUDA): the cells' training FLOPs (`orchestrator.planning.cost.cell_flops`) over that span;
 - the full table (the same architectures x the spec's 4 lrs x its 350 epochs) extrapolated
-  from the cells' own figures: a cell of 350 epochs costs its start-up (`wall_s` less its
-  epochs) plus 350 x its last epoch's `epoch_wall_s` (past the compile), measured while k
-  trials shared the GPU, and k x GPUs such cells run at once;
+  from the cells' own figures (`cell_seconds`): a cell of 350 epochs costs its start-up
+  (`wall_s` less its epochs) plus, from its last epoch (past the compile), measured while k
+  trials shared the GPU, 350 x its training and report and its evaluation at the table's
+  cadence; k x GPUs such cells run at once (a row says when some cells ended with fewer
+  trials beside them: there the figure is optimistic);
 
 then `grid plan --estimate`'s figure for the same table beside them. Ray comes from this
 Python or from the Ray bundle on PYTHONPATH (benchmarks/gpu_session.sh installs it).
@@ -20,7 +22,7 @@ the later ones find its kernels (their rows say "cold" and "warm"), as a real ta
 do after its first cell of each architecture; `--cold` gives each launch its own, so that
 launch times compare, at the price of compiling in every one.
 
-    python -m benchmarks.gpu_table OUT            # on a GPU node: at most ~8 minutes
+    python -m benchmarks.gpu_table OUT            # on a GPU node: at most ~7 minutes
     python -m benchmarks.gpu_table OUT --cpu      # the same mechanics, tiny, on a CPU (~1.5 min)
 
 A launch is started only while the budget (`--budget-s`) holds what it should take (from the
@@ -51,7 +53,6 @@ PEAK = (
     ("H100 PCIe", 756e12),
     ("H100", 989e12),
     ("H200", 989e12),
-    ("GH200", 989e12),
     ("A100", 312e12),
     ("L40S", 362e12),
 )
@@ -89,14 +90,25 @@ def overrides(args, root: Path, per_gpu: int, captured: bool) -> list[str]:
     ]
     if args.archs:
         sets.append(f"arch=[{args.archs}]")
+    # what is trained is what the files hold less the validation images (the cost model
+    # reads it from `dataset.subset`, else it counts CIFAR-10's 50,000)
+    val = args.images // 6 if args.cpu else load_spec_base()["dataset"]["val_size"]
+    sets += [f"dataset.subset={args.images - val}"]
     if args.cpu:
         # 1/6 held out, the rest trained; an eighth of the width: seconds per cell on a CPU
-        val = args.images // 6
-        sets += [f"dataset.val_size={val}", f"dataset.subset={args.images - val}"]
+        sets += [f"dataset.val_size={val}"]
         sets += ["model.width=0.125", "train.device=cpu", "resources.gpu=0", "resources.cpu=1"]
     else:
-        sets += [f"resources.gpu={1 / per_gpu:.6g}", "resources.cpu=auto"]
+        # Ray counts resources in units of 1e-4: a share rounded down, so that k fit a GPU
+        sets += [f"resources.gpu={math.floor(1e4 / per_gpu) / 1e4:g}", "resources.cpu=auto"]
     return sets
+
+
+def load_spec_base() -> dict:
+    """The table's spec as it stands (its validation split)."""
+    from orchestrator.spec.load import load_spec
+
+    return load_spec(SPEC).base
 
 
 def write_data(root: Path, images: int) -> None:
@@ -147,13 +159,10 @@ def run_launch(
         try:
             rc = proc.wait(timeout=limit_s)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                rc = proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                rc = proc.wait()
-            rc = f"{rc} (stopped at its limit, {limit_s:.0f}s)"
+            rc = f"{stop(proc)} (stopped at its limit, {limit_s:.0f}s)"
+        finally:  # this script stopped (SIGTERM from `timeout`, Ctrl-C): so is the launch,
+            if proc.poll() is None:  # within the 10 s `timeout -k 10` leaves before its kill
+                stop(proc, grace_s=7)
     wall = time.perf_counter() - t0
     return {
         "label": label,
@@ -166,12 +175,23 @@ def run_launch(
     }
 
 
+def stop(proc: subprocess.Popen, grace_s: float = 20) -> int:
+    """Ctrl-C to the launch's group (it stops its local Ray and says how far each cell got),
+    then, after `grace_s`, a kill of the group; its exit status."""
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        return proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return proc.wait()
+
+
 def figures(args, store_path: Path, sets: list[str], per_gpu: int) -> dict:
+    """The launch's figures from its rows and curves (see the module's docstring)."""
     from orchestrator.planning.cost import cell_flops
     from orchestrator.spec.expand import expand
     from orchestrator.spec.load import load_spec
     from results.store import open_store
-    from trainers.timing import sizes
 
     cells = {
         c.key: c
@@ -190,7 +210,8 @@ def figures(args, store_path: Path, sets: list[str], per_gpu: int) -> dict:
     if not done:
         return out
     last, spent = {}, {}  # each cell's last epoch, and the seconds of all its epochs
-    for e in store.read_epochs(GRID, ["epoch_wall_s"]).to_pylist():
+    columns = ["epoch_s", "images_per_s", "epoch_wall_s"]
+    for e in store.read_epochs(GRID, columns).to_pylist():
         spent[e["key"]] = spent.get(e["key"], 0.0) + (e["epoch_wall_s"] or 0.0)
         if e["epoch"] >= last.get(e["key"], {"epoch": 0})["epoch"]:
             last[e["key"]] = e
@@ -198,27 +219,58 @@ def figures(args, store_path: Path, sets: list[str], per_gpu: int) -> dict:
     span = max(stamp(r["ended"]) for r in done) - min(stamp(r["started"]) for r in done)
     span_s = max(span.total_seconds(), 1.0)
     gpus = 1 if args.cpu else gpu_count()  # the local Ray's node holds this machine's GPUs
-    train_n, _ = sizes(next(iter(cells.values())).config["dataset"])
+    train_images = trained_images(next(iter(cells.values())).config)
     flops = sum(cell_flops(cells[r["key"]].config) for r in done)
     out.update(
         span_s=span_s,
         cells_per_hour=len(done) / span_s * 3600,
-        images_per_s_per_gpu=len(done) * args.epochs * train_n / span_s / gpus,
+        images_per_s_per_gpu=len(done) * args.epochs * train_images / span_s / gpus,
         tflops_per_s=flops / span_s / 1e12,
+        # cells that finished with fewer trials beside them than the setting (the last wave
+        # of 12 cells at 8 a GPU): their epochs shared the GPU less, so the table's time,
+        # which assumes every epoch shares it as the setting says, is optimistic there
+        fewer_peers=sum(
+            sum(stamp(o["started"]) <= stamp(r["ended"]) <= stamp(o["ended"]) for o in done)
+            < min(per_gpu * gpus, len(cells))
+            for r in done
+        ),
     )
     peak = chip_peak()
     if peak and not args.cpu:
         out["fraction_of_peak"] = flops / span_s / (peak * gpus)
-    # the table: each architecture's 4 lrs at 350 epochs, from this launch's cells
-    table_epochs, lrs = 350, 4
-    cell_s = [
-        (r["wall_s"] - spent[r["key"]]) + table_epochs * last[r["key"]]["epoch_wall_s"]
-        for r in done
-        if last.get(r["key"], {}).get("epoch_wall_s")
-    ]
-    if len(cell_s) == len(cells):
-        out["table_h"] = lrs * sum(cell_s) / (per_gpu * gpus) / 3600
+    table = next(iter(expand(load_spec(SPEC, sets)))).config["train"]
+    seconds = [cell_seconds(r, last.get(r["key"]), spent, train_images, table) for r in done]
+    if len(done) == len(cells) and None not in seconds:
+        lrs = len(load_spec(SPEC).axes["train.lr"])  # the table's: each architecture's lrs
+        out["table_h"] = lrs * sum(seconds) / (per_gpu * gpus) / 3600
     return out
+
+
+def trained_images(config: dict) -> int:
+    """Images a cell trains on each epoch: full batches of its training set."""
+    from trainers.data import steps_per_epoch
+    from trainers.timing import sizes
+
+    batch = config["train"]["batch_size"]
+    return steps_per_epoch(sizes(config["dataset"])[0], batch) * batch
+
+
+def cell_seconds(row: dict, last: dict | None, spent: dict, images: int, table: dict) -> float:
+    """A table cell's seconds (`table`: its train section, epochs and evaluation cadence),
+    from a launched cell's row and last epoch: its start-up (wall time less its epochs),
+    then each epoch's training (`images / images_per_s`) and report, and the evaluations
+    at the table's cadence (every `eval_every`-th epoch and the last: the launch's short
+    cells evaluated every epoch). None without the last epoch's times."""
+    from trainers.cadence import evaluates
+
+    if not last or not all(last.get(c) for c in ("epoch_s", "images_per_s", "epoch_wall_s")):
+        return None
+    train_s = images / last["images_per_s"]
+    evaluate_s = max(last["epoch_s"] - train_s, 0.0)
+    report_s = max(last["epoch_wall_s"] - last["epoch_s"], 0.0)
+    evaluations = sum(evaluates(e, table) for e in range(1, table["epochs"] + 1))
+    startup = max(row["wall_s"] - spent[row["key"]], 0.0)
+    return startup + table["epochs"] * (train_s + report_s) + evaluations * evaluate_s
 
 
 def gpu_count() -> int:
@@ -281,18 +333,26 @@ def row(r: dict) -> str:
         return f"{r['per_gpu']:>9}  {step:<16}  {why}"
     frac = f"{100 * r['fraction_of_peak']:.1f}%" if "fraction_of_peak" in r else "-"
     table = f"{r['table_h']:.2f} h" if "table_h" in r else "-"
+    notes = []
+    if r["captured"] and r["step_modes"] != ["compiled"]:
+        notes.append(f"step modes {', '.join(r['step_modes'])}: not all captured")
+    if r["fewer_peers"]:
+        notes.append(f"{r['fewer_peers']} cells ended with fewer trials beside them")
     return (
         f"{r['per_gpu']:>9}  {step:<16}  {r['completed']:>2}/{r['cells']:<2}  {r['launch_s']:7.0f}"
         f"  {r['span_s']:6.0f}  {r['cells_per_hour']:8.0f}  {r['images_per_s_per_gpu']:10.0f}"
         f"  {r['tflops_per_s']:7.2f}  {frac:>6}  {table:>9}"
+        + (f"  ({'; '.join(notes)})" if notes else "")
     )
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # `timeout` ends a part with SIGTERM: as Ctrl-C, so that a running launch is stopped too
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
-    root = args.out / "cifar"
+    root = args.out / f"cifar-{args.images}"  # the files of one size: kept between runs
     write_data(root, args.images)
     for old in ("inductor", "stores"):  # the first launch compiles cold, each trains afresh
         shutil.rmtree(args.out / old, ignore_errors=True)
@@ -312,14 +372,16 @@ def main(argv=None) -> int:
                 (r for r in results if "table_h" in r), key=lambda r: r["table_h"], default=None
             )
             if best is None:
+                why = "skipped: no captured launch gave the table's time to choose a setting by"
+                results.append({"per_gpu": "-", "captured": False, "skipped": why})
+                print(row(results[-1]), flush=True)
                 break
             per_gpu = best["per_gpu"]
         left = args.budget_s - (time.perf_counter() - t0)
         expect = expected_s(results, per_gpu, cells)
         if expect is not None and expect > left or left < 10:
-            skip = {
-                "skipped": f"skipped: ~{expect or 0:.0f}s expected, {left:.0f}s of the budget left"
-            }
+            expected = f"~{expect:.0f}s expected, " if expect is not None else ""
+            skip = {"skipped": f"skipped: {expected}{left:.0f}s of the budget left"}
             results.append({"per_gpu": per_gpu, "captured": captured, **skip})
         else:
             warm = not args.cold and any(r.get("cache") for r in results if r["captured"])
@@ -328,7 +390,8 @@ def main(argv=None) -> int:
                 run_launch(args, root, len(results), per_gpu, captured, max(left, 10), cache)
             )
         print(row(results[-1]), flush=True)
-    estimate = None if args.no_estimate else plan_estimate(args, root, 240 if args.cpu else 90)
+        save(args, results)
+    estimate = None if args.no_estimate else plan_estimate(args, root, 240 if args.cpu else 60)
     if estimate is not None:
         if "error" in estimate:
             print(f"grid plan --estimate: {estimate['error']}")
@@ -346,13 +409,15 @@ def main(argv=None) -> int:
             f" ({fastest['table_h']:.2f} h): --set resources.gpu={gpu:g} "
             f"--set train.compile={str(fastest['captured']).lower()}"
         )
-    (args.out / "table.json").write_text(
-        json.dumps(
-            {"results": results, "estimate": estimate, "fastest": fastest}, indent=1, default=str
-        )
-    )
-    ran = [r for r in results if "span_s" in r]
-    return 0 if ran and all(r["completed"] == r["cells"] for r in ran) else 1
+    save(args, results, estimate=estimate, fastest=fastest)
+    ran = [r for r in results if "skipped" not in r]
+    return 0 if ran and all(r.get("completed") == r.get("cells") for r in ran) else 1
+
+
+def save(args, results: list[dict], **more) -> None:
+    """OUT/table.json: written after each launch, so that a run cut short keeps what ran."""
+    text = json.dumps({"results": results, **more}, indent=1, default=str)
+    (args.out / "table.json").write_text(text)
 
 
 def device_line() -> str:

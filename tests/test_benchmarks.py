@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 from orchestrator.spec.expand import expand
 from orchestrator.spec.load import load_spec
 
@@ -51,22 +53,30 @@ def test_gpu_table_figures_come_from_the_rows_and_curves_in_the_store(tmp_path):
     args = gpu_table.parse_args([str(tmp_path), "--cpu", "--epochs", "2"])
     sets = gpu_table.overrides(args, tmp_path, 2, True)
     cells = expand(load_spec(gpu_table.SPEC, [*sets, "lr=[0.01]", "train.epochs=2"]))
+    images = gpu_table.trained_images(cells[0].config)  # full batches of the 1,000 trained
+    assert images == 896
     store = open_store(str(tmp_path / "store"))
     t0 = datetime(2026, 12, 7, tzinfo=timezone.utc)
-    # two cells side by side over 100 s: 10 s to start (the compile), epochs of 60 s and 30 s
+    # two cells side by side over 100 s: 10 s to start, a first epoch of 60 s (the compile),
+    # then one of 30 s: 20 s of training, 5 s of evaluation, 5 s of report
     for cell in cells:
-        history = [{"epoch": e, "val_acc": 0.5, "epoch_wall_s": s} for e, s in ((1, 60), (2, 30))]
+        history = [
+            {"epoch": 1, "val_acc": 0.5, "epoch_s": 55, "images_per_s": 100, "epoch_wall_s": 60},
+            {"epoch": 2, "val_acc": 0.5, "epoch_s": 25, "images_per_s": images / 20,
+             "epoch_wall_s": 30},
+        ]  # fmt: skip
         summary = {"status": "completed", "epochs": 2, "wall_s": 100.0, "history": history}
         prov = provenance("0" * 64, t0, t0 + timedelta(seconds=100), "cpu")
         row = trial_row(cell, summary, prov)
         store.write_trial(cell.grid, cell.key, row, epoch_rows(cell, history))
     got = gpu_table.figures(args, tmp_path / "store", sets, per_gpu=2)
-    train_n = args.images - args.images // 6
     assert got["completed"] == got["cells"] == 2 and got["span_s"] == 100
-    assert got["cells_per_hour"] == 2 / 100 * 3600
-    assert got["images_per_s_per_gpu"] == 2 * 2 * train_n / 100
-    # each cell at 350 epochs: 10 s + 350 x 30 s; each architecture's 4 lrs; 2 at once
-    assert got["table_h"] == 4 * 2 * (10 + 350 * 30) / 2 / 3600
+    assert got["cells_per_hour"] == 2 / 100 * 3600 and got["fewer_peers"] == 0
+    assert got["images_per_s_per_gpu"] == 2 * 2 * images / 100
+    # each cell at the table's 350 epochs: 10 s, then 350 x (20 s + 5 s of report) and the
+    # table's 20 evaluations of 5 s (every 18th epoch and the last: not every epoch, as in
+    # the 2-epoch launch); each architecture's 4 lrs; 2 at once
+    assert got["table_h"] == pytest.approx(4 * 2 * (10 + 350 * 25 + 20 * 5) / 2 / 3600)
     # the next launch, at 1 trial at a time, takes twice the waves of this one
     ran = [{**got, "per_gpu": 2, "launch_s": 120.0}]
     assert gpu_table.expected_s(ran, 1, cells=2) == 240.0

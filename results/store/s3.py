@@ -37,6 +37,9 @@ class S3Store(Store):
             read_timeout=60,
             retries=retries,
             s3={"addressing_style": "path"} if endpoint else None,
+            # a connection for each of the store's read threads (boto3 keeps 10): more
+            # threads than connections wait for one, and drop the extras after each use
+            max_pool_connections=self.read_threads,
         )
         self.client = boto3.client("s3", endpoint_url=endpoint or None, config=config)
 
