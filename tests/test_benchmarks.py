@@ -77,6 +77,14 @@ def test_gpu_table_figures_come_from_the_rows_and_curves_in_the_store(tmp_path):
     # table's 20 evaluations of 5 s (every 18th epoch and the last: not every epoch, as in
     # the 2-epoch launch); each architecture's 4 lrs; 2 at once
     assert got["table_h"] == pytest.approx(4 * 2 * (10 + 350 * 25 + 20 * 5) / 2 / 3600)
+    # a third cell in a second wave: its last epoch ran alone, where the setting says 2
+    late = {
+        "started": (t0 + timedelta(seconds=100)).isoformat(),
+        "ended": (t0 + timedelta(seconds=160)).isoformat(),
+    }
+    rows = [{"started": t0.isoformat(), "ended": (t0 + timedelta(seconds=100)).isoformat()}] * 2
+    assert gpu_table.peers([*rows, late], rows[0], {"epoch_wall_s": 30}) == 2
+    assert gpu_table.peers([*rows, late], late, {"epoch_wall_s": 30}) == 1
     # the next launch, at 1 trial at a time, takes twice the waves of this one
     ran = [{**got, "per_gpu": 2, "launch_s": 120.0}]
     assert gpu_table.expected_s(ran, 1, cells=2) == 240.0
