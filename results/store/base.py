@@ -233,14 +233,8 @@ class Store:
         """Forget the decisions of the cells `keys`: they run again and are judged again. One
         listing of the grid's `stops/`, and a DELETE per decision found (`read_threads` at a
         time), not one per cell: a relaunch of 10,000 cells on S3 would wait on each."""
-        found = [
-            name
-            for name in self.list_objects(f"{grid}/stops")
-            if "/." not in name and name.rsplit("/", 1)[-1].removesuffix(".json") in keys
-        ]
-        if found:
-            with ThreadPoolExecutor(min(self.read_threads, len(found))) as pool:
-                list(pool.map(self.delete_object, found))
+        found = self._records(f"{grid}/stops", keys)
+        self._parallel(self.delete_object, list(found.values()))
         return len(found)
 
     def write_rungs(self, grid: str, key: str, record: dict) -> None:
@@ -255,11 +249,7 @@ class Store:
         (cells that train from scratch). Pruning deletes the records of finished cells
         (results/store/prune.py). The GETs and DELETEs run `read_threads` at a time: a
         relaunch of 10,000 unfinished cells on S3 would otherwise wait on each in turn."""
-        todo = {}
-        for name in self.list_objects(f"{grid}/{RUNGS}"):
-            key = name.rsplit("/", 1)[-1].removesuffix(".json")
-            if "/." not in name and (key in stale or key in keys):  # (a write in progress)
-                todo[key] = name
+        todo = self._records(f"{grid}/{RUNGS}", keys | stale)
 
         def one(key: str) -> dict | None:
             if key in stale:
@@ -270,11 +260,26 @@ class Store:
             except (NotFound, ValueError):  # gone, or torn: the cell is judged without it
                 return None
 
-        if not todo:
-            return {}
-        with ThreadPoolExecutor(min(self.read_threads, len(todo))) as pool:
-            got = dict(zip(todo, pool.map(one, todo), strict=True))
+        got = dict(zip(todo, self._parallel(one, list(todo)), strict=True))
         return {k: r for k, r in got.items() if r is not None}
+
+    def _records(self, folder: str, keys: set[str]) -> dict[str, str]:
+        """{key: name} of the `<key>.json` records listed in `folder` (one listing) whose key
+        is in `keys`; a folder store's write in progress (a hidden temp file) is left out."""
+        out = {}
+        for name in self.list_objects(folder):
+            key = name.rsplit("/", 1)[-1].removesuffix(".json")
+            if "/." not in name and key in keys:
+                out[key] = name
+        return out
+
+    def _parallel(self, fn, items: list) -> list:
+        """`fn` of each of `items`, `read_threads` at a time, in order: requests to a store
+        wait on the network (or the disk), not on a core."""
+        if not items:
+            return []
+        with ThreadPoolExecutor(min(self.read_threads, len(items))) as pool:
+            return list(pool.map(fn, items))
 
     def read_trials(self, grid: str, columns: list[str] | None = None) -> pa.Table:
         """One row per cell of `grid`: its finished row, else its last failure; only

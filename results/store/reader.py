@@ -22,7 +22,6 @@ import hashlib
 import io
 import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
@@ -286,12 +285,9 @@ def read_each(
     columns: list[str] | None = None,
 ) -> list[pa.Table | None]:
     """Each of `names` (None where unreadable), read in parallel; only `columns` when given."""
-    if not names:
-        return []
-    with ThreadPoolExecutor(min(store.read_threads, len(names))) as pool:
-        return list(
-            pool.map(lambda n: read_file(store, n, kind, columns=columns, epochs=epochs), names)
-        )
+    return store._parallel(
+        lambda n: read_file(store, n, kind, columns=columns, epochs=epochs), names
+    )
 
 
 def _cache_path(store, grid: str, kind: str) -> Path:
