@@ -69,13 +69,17 @@ def closure(names: list[str]) -> dict[str, metadata.Distribution]:
     return found
 
 
-def bundled(extra: tuple[str, ...] = ()) -> dict[str, metadata.Distribution]:
-    """What Ray Tune needs (`ray[tune]`), less the image's (`IMAGE` and what they need),
-    plus `extra` and what it needs."""
+def on_image(extra: tuple[str, ...] = ()) -> set[str]:
+    """The distributions the image has (`IMAGE` and what they need, as installed here), less
+    those `extra` asks to bundle all the same."""
     asked = set(map(_key, extra))
-    image = closure([n for n in IMAGE if _key(n) not in asked])
-    ray = closure([RAY, *extra])
-    return {k: d for k, d in ray.items() if k not in image or k in asked}
+    return set(closure([n for n in IMAGE if _key(n) not in asked])) - asked
+
+
+def bundled(extra: tuple[str, ...] = ()) -> dict[str, metadata.Distribution]:
+    """What Ray Tune needs (`ray[tune]`), less the image's, plus `extra` and what it needs."""
+    image = on_image(extra)
+    return {k: d for k, d in closure([RAY, *extra]).items() if k not in image}
 
 
 def files(dist: metadata.Distribution) -> list[tuple[Path, str]]:
@@ -84,14 +88,17 @@ def files(dist: metadata.Distribution) -> list[tuple[Path, str]]:
     out = []
     for f in dist.files or []:
         name = f.as_posix()
-        if name.startswith("..") or "__pycache__/" in name or name.endswith(".pyc"):
-            continue
-        if name.startswith(DROP):
+        if name.startswith("..") or not kept(name):
             continue
         src = Path(dist.locate_file(f))
         if src.is_file():
             out.append((src, name))
     return out
+
+
+def kept(name: str) -> bool:
+    """Whether a file of a distribution goes into the bundle: not `DROP`, not byte code."""
+    return not (name.startswith(DROP) or "__pycache__/" in name or name.endswith(".pyc"))
 
 
 def target() -> str:
@@ -149,17 +156,15 @@ def build_for(folder: Path, python: str, extra: tuple[str, ...] = ()) -> Path:
         )
         if got.returncode != 0:
             _fail(f"pip download for Python {python} failed: {got.stderr.strip()[-300:]}")
-        asked = set(map(_key, extra))
-        skip = set(closure([n for n in IMAGE if _key(n) not in asked])) - asked
         folder.mkdir(parents=True, exist_ok=True)
-        pack_wheels(sorted(Path(tmp).glob("*.whl")), out, skip)
+        pack_wheels(sorted(Path(tmp).glob("*.whl")), out, on_image(extra))
     return out
 
 
 def pack_wheels(wheels: list[Path], out: Path, skip: set[str]) -> None:
     """Unpack `wheels` into the bundle `out` under site/, as pip would install them (a
     wheel's `*.data/purelib` and `platlib` into site; its scripts and headers left out),
-    less the distributions named in `skip` and `DROP`."""
+    less the distributions named in `skip` and the files `kept` leaves out."""
     import zipfile
 
     part = out.with_suffix(".part")
@@ -175,7 +180,7 @@ def pack_wheels(wheels: list[Path], out: Path, skip: set[str]) -> None:
                         kind, _, name = rest.partition("/")
                         if kind not in ("purelib", "platlib"):
                             continue
-                    if info.is_dir() or name.startswith(DROP) or "__pycache__/" in name:
+                    if info.is_dir() or not kept(name):
                         continue
                     member = tarfile.TarInfo(f"site/{name}")
                     # the wheel's own modes: Ray's raylet and gcs_server are programs
