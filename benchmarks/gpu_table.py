@@ -99,9 +99,19 @@ def overrides(args, root: Path, per_gpu: int, captured: bool) -> list[str]:
         sets += [f"dataset.val_size={val}"]
         sets += ["model.width=0.125", "train.device=cpu", "resources.gpu=0", "resources.cpu=1"]
     else:
-        # Ray counts resources in units of 1e-4: a share rounded down, so that k fit a GPU
-        sets += [f"resources.gpu={math.floor(1e4 / per_gpu) / 1e4:g}", "resources.cpu=auto"]
+        sets += [f"resources.gpu={gpu_share(per_gpu):g}", "resources.cpu=auto"]
     return sets
+
+
+def gpu_share(per_gpu: int) -> float:
+    """`resources.gpu` for `per_gpu` trials a GPU. Ray counts resources in units of 1e-4:
+    the share rounded down, so that `per_gpu` of them fit one GPU."""
+    return math.floor(1e4 / per_gpu) / 1e4
+
+
+def fastest(results: list[dict]) -> dict | None:
+    """The launch whose extrapolated table is the shortest, or None."""
+    return min((r for r in results if "table_h" in r), key=lambda r: r["table_h"], default=None)
 
 
 def load_spec_base() -> dict:
@@ -236,10 +246,11 @@ def figures(args, store_path: Path, sets: list[str], per_gpu: int) -> dict:
     peak = chip_peak()
     if peak and not args.cpu:
         out["fraction_of_peak"] = flops / span_s / (peak * gpus)
-    table = next(iter(expand(load_spec(SPEC, sets)))).config["train"]
+    table_spec = load_spec(SPEC, sets)  # the table these cells are a slice of
+    table = expand(table_spec)[0].config["train"]
     seconds = [cell_seconds(r, last.get(r["key"]), spent, train_images, table) for r in done]
     if len(done) == len(cells) and None not in seconds:
-        lrs = len(load_spec(SPEC).axes["train.lr"])  # the table's: each architecture's lrs
+        lrs = len(table_spec.axes["train.lr"])  # each architecture's lrs
         out["table_h"] = lrs * sum(seconds) / (per_gpu * gpus) / 3600
     return out
 
@@ -374,9 +385,7 @@ def main(argv=None) -> int:
     plan = [(k, True) for k in args.per_gpu] + [(None, False)]
     for per_gpu, captured in plan:
         if per_gpu is None:  # eager at the best captured setting
-            best = min(
-                (r for r in results if "table_h" in r), key=lambda r: r["table_h"], default=None
-            )
+            best = fastest(results)
             if best is None:
                 why = "skipped: no captured launch gave the table's time to choose a setting by"
                 results.append({"per_gpu": "-", "captured": False, "skipped": why})
@@ -406,16 +415,16 @@ def main(argv=None) -> int:
                 f"grid plan --estimate ({estimate['device']}, one trial at a time): "
                 f"{estimate['total_h']:.2f} device-hours for the table"
             )
-    fastest = min((r for r in results if "table_h" in r), key=lambda r: r["table_h"], default=None)
-    if fastest is not None:
-        gpu = 0 if args.cpu else 1 / fastest["per_gpu"]
+    best = fastest(results)
+    if best is not None:
+        gpu = 0 if args.cpu else gpu_share(best["per_gpu"])
         print(
-            f"fastest for the table here: {fastest['per_gpu']} trials per "
-            f"{'device' if args.cpu else 'GPU'}, {'captured' if fastest['captured'] else 'eager'}"
-            f" ({fastest['table_h']:.2f} h): --set resources.gpu={gpu:g} "
-            f"--set train.compile={str(fastest['captured']).lower()}"
+            f"fastest for the table here: {best['per_gpu']} trials per "
+            f"{'device' if args.cpu else 'GPU'}, {'captured' if best['captured'] else 'eager'}"
+            f" ({best['table_h']:.2f} h): --set resources.gpu={gpu:g} "
+            f"--set train.compile={str(best['captured']).lower()}"
         )
-    save(args, results, estimate=estimate, fastest=fastest)
+    save(args, results, estimate=estimate, fastest=best)
     ran = [r for r in results if "skipped" not in r]
     return 0 if ran and all(r.get("completed") == r.get("cells") for r in ran) else 1
 
