@@ -276,8 +276,8 @@ class Store:
     def _parallel(self, fn, items: list) -> list:
         """`fn` of each of `items`, `read_threads` at a time, in order: requests to a store
         wait on the network (or the disk), not on a core."""
-        if not items:
-            return []
+        if self.read_threads == 1 or len(items) < 2:  # no pool for nothing to overlap
+            return [fn(item) for item in items]
         with ThreadPoolExecutor(min(self.read_threads, len(items))) as pool:
             return list(pool.map(fn, items))
 
@@ -388,6 +388,10 @@ class Store:
 
 
 def _parquet(table: pa.Table) -> bytes:
+    """A row's or a curve's file. Without column statistics: a file of one row group gains
+    nothing from its min and max, and they made a ~100-column row's footer, which every first
+    read of the row decodes, 20 % larger and ~25 % slower to decode (BENCHMARKS.md, "The cold
+    read")."""
     sink = io.BytesIO()
-    pq.write_table(table, sink)
+    pq.write_table(table, sink, write_statistics=False)
     return sink.getvalue()

@@ -171,3 +171,21 @@ class LocalStore(Store):
         if not self.root.is_dir():
             return []
         return sorted(p.name for p in self.root.iterdir() if (p / "trials").is_dir())
+
+
+def _read_part() -> None:
+    """A worker of a read of many files (reader.py, `_read_in_processes`): a pickled job on
+    stdin, its rows and warnings pickled to stdout."""
+    import pickle
+    import sys
+
+    from results.store.reader import read_part
+
+    root, uri, names, kind, columns = pickle.load(sys.stdin.buffer)
+    store = LocalStore(root, uri)
+    store.read_threads = 1  # the process is the unit of parallelism here
+    sys.stdout.buffer.write(pickle.dumps(read_part(store, names, kind, columns)))
+
+
+if __name__ == "__main__":
+    _read_part()

@@ -40,6 +40,11 @@ BATCH = 500
 # killed before it compacted the rows. Fewer (the rows a launch added since this machine's
 # last read) are read whole, into the cache every command shares.
 NARROW_FROM = 500
+# A folder store's files, when at least this many are to be read and the machine has more than
+# one core, are decoded in one process per core (`_read_in_processes`): a Parquet footer is
+# decoded under the GIL, so threads gained nothing on a cold read of 10,000 rows, and the
+# ~0.3 s a spawned process takes to import pyarrow pays from about this many files.
+PROCESSES_FROM = 2000
 CACHE_ENV = "GRID_CACHE_DIR"
 _FILE, _TAG = "_file", "_tag"  # the cache's own columns
 
@@ -178,9 +183,24 @@ def _narrow_rows(
 def _read_files(
     store, names: list[str], kind: str, listing: dict, columns: list[str] | None = None
 ) -> list[pa.Table]:
-    """The rows of `names` (the readable ones), beside their files' names and tags, in
-    batches whose one-row tables are copied into one (each file's read keeps its own
-    buffers until then)."""
+    """The rows of `names` (the readable ones), beside their files' names and tags. Many
+    files of a folder store are decoded in processes, one per core (`PROCESSES_FROM`)."""
+    root, cores = getattr(store, "root", None), min(8, os.cpu_count() or 1)
+    if root is not None and cores > 1 and len(names) >= PROCESSES_FROM:
+        out = _read_in_processes(store, names, kind, columns, cores)
+    else:
+        out = _read_batches(store, names, kind, columns)
+    return [
+        t.append_column(
+            _TAG, pa.array([listing[n] for n in t.column(_FILE).to_pylist()], pa.string())
+        )
+        for t in out
+    ]
+
+
+def _read_batches(store, names: list[str], kind: str, columns: list[str] | None) -> list[pa.Table]:
+    """The rows of `names` beside their files' names, in batches whose one-row tables are
+    copied into one (each file's read keeps its own buffers until then)."""
     out = []
     for i in range(0, len(names), BATCH):
         batch = names[i : i + BATCH]
@@ -189,15 +209,74 @@ def _read_files(
             for n, t in zip(batch, read_each(store, batch, kind, columns=columns), strict=True)
             if t is not None
         ]
-        if read:  # the files' names and tags as two columns, added once to the batch
+        if read:  # the files' names as a column, added once to the batch
             fresh = unify([t for _, t in read]).combine_chunks()
             files = [n for n, t in read for _ in range(t.num_rows)]
-            out.append(
-                fresh.append_column(_FILE, pa.array(files, pa.string())).append_column(
-                    _TAG, pa.array([listing[n] for n in files], pa.string())
-                )
-            )
+            out.append(fresh.append_column(_FILE, pa.array(files, pa.string())))
     return out
+
+
+def _read_in_processes(
+    store, names: list[str], kind: str, columns: list[str] | None, cores: int
+) -> list[pa.Table]:
+    """`_read_batches` of a folder store, its files split in order among `cores` processes
+    (`python -m results.store.local`). Plain subprocesses, not multiprocessing's spawn,
+    which runs the caller's main script again in each worker (a script without a
+    `__main__` guard would fail); nor fork, which copies pyarrow's thread pools in whatever
+    state they are. A worker that fails costs only speed: its part is read here."""
+    import pickle
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    cuts = [len(names) * i // cores for i in range(cores + 1)]
+    parts = [names[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+
+    def run(part: list[str]) -> tuple[list[bytes], list[str]] | None:
+        job = pickle.dumps((str(store.root), store.uri, part, kind, columns))
+        try:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "results.store.local"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=env,
+            )
+            data, _ = worker.communicate(job)
+        except OSError:
+            return None
+        return pickle.loads(data) if worker.returncode == 0 else None
+
+    out = []
+    with ThreadPoolExecutor(len(parts)) as pool:  # threads that wait on the workers' pipes
+        done = list(pool.map(run, parts))
+    for part, got in zip(parts, done, strict=True):
+        if got is None:  # the worker failed: its part is read here
+            out += _read_batches(store, part, kind, columns)
+            continue
+        blobs, skipped = got
+        for message in skipped:  # the worker's warnings, said here where a user sees them
+            warnings.warn(message, StoreWarning, stacklevel=3)
+        out += [pa.ipc.open_stream(b).read_all() for b in blobs]
+    return out
+
+
+def read_part(
+    store, names: list[str], kind: str, columns: list[str] | None
+) -> tuple[list[bytes], list[str]]:
+    """A worker's part of `_read_in_processes` (`python -m results.store.local`): the
+    tables of `_read_batches` as Arrow IPC streams, and the warnings of the files it skipped."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", StoreWarning)
+        tables = _read_batches(store, names, kind, columns)
+    blobs = []
+    for t in tables:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, t.schema) as w:
+            w.write_table(t)
+        blobs.append(sink.getvalue().to_pybytes())
+    return blobs, [str(w.message) for w in caught if issubclass(w.category, StoreWarning)]
 
 
 def _matching(table: pa.Table | None, listing: dict, known: set) -> tuple[list, set]:

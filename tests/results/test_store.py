@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -291,3 +292,55 @@ def test_clearing_the_stops_of_cells_that_run_again_deletes_only_theirs(store):
         None,
     ]
     assert store.clear_stops("g2", {"a"}) == 0  # a grid without stops: one listing, nothing else
+
+
+def _many_rows(local_store, make_trial, summary, put, monkeypatch, tmp_path) -> dict:
+    """Three rows and a corrupt file in a folder store read from PROCESSES_FROM files (here
+    2) on a machine of 2 cores; {key: test accuracy} of the rows."""
+    from results.store import reader
+
+    monkeypatch.setenv("GRID_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(reader, "PROCESSES_FROM", 2)
+    monkeypatch.setattr(reader.os, "cpu_count", lambda: 2)
+    trials = [make_trial(**{"train.lr": lr}) for lr in (0.1, 0.2, 0.3)]
+    for i, t in enumerate(trials):
+        put(local_store, t, summary(test_acc=0.5 + i / 10))
+    local_store.put_object("g/trials/garbage.parquet", b"PAR1 this is not parquet")
+    return {t.key: 0.5 + i / 10 for i, t in enumerate(trials)}
+
+
+def _read_whole(store) -> tuple[dict, str]:
+    with pytest.warns(StoreWarning) as caught:
+        rows = store.read_trials("g").to_pylist()
+    return {r["key"]: r["final_test_acc"] for r in rows}, " ".join(str(w.message) for w in caught)
+
+
+def test_many_files_of_a_folder_are_read_in_worker_processes_with_their_warnings(
+    local_store, make_trial, summary, put, monkeypatch, tmp_path
+):
+    """From PROCESSES_FROM files a folder store's rows are decoded in worker processes, one
+    per core (reader.py, `_read_in_processes`): reading here is made to fail, and the rows
+    still come back whole, with the corrupt file's warning said in this process."""
+    from results.store import reader
+
+    rows = _many_rows(local_store, make_trial, summary, put, monkeypatch, tmp_path)
+    real = reader._read_batches
+
+    def here(store, names, kind, columns):
+        assert not names, "a part was read in this process, not in a worker"
+        return real(store, names, kind, columns)
+
+    monkeypatch.setattr(reader, "_read_batches", here)
+    found, warned = _read_whole(local_store)
+    assert found == rows
+    assert "garbage.parquet" in warned and "not a readable Parquet file" in warned
+
+
+def test_a_worker_that_cannot_start_costs_only_speed(
+    local_store, make_trial, summary, put, monkeypatch, tmp_path
+):
+    """Workers that exit at once (their interpreter is `false`): each part is read here."""
+    rows = _many_rows(local_store, make_trial, summary, put, monkeypatch, tmp_path)
+    monkeypatch.setattr(sys, "executable", shutil.which("false"))
+    found, warned = _read_whole(local_store)
+    assert found == rows and "garbage.parquet" in warned
