@@ -129,7 +129,7 @@ def fill(spec_path: Path, uri: str, threads: int) -> tuple[float, float | None]:
 
 
 RUNNER = """
-import sys, time
+import inspect, os, sys, time
 t0 = time.perf_counter()
 what, spec, store = sys.argv[1], sys.argv[2], sys.argv[3]
 if what == "rungs":  # a halving relaunch's driver: the plain launch's reads + the rung rows
@@ -139,7 +139,11 @@ if what == "rungs":  # a halving relaunch's driver: the plain launch's reads + t
     from results.store import open_store
     s, st = load_spec(spec), open_store(store)
     st.statuses(s.name)
-    launch._rungs(s, st, [], Console(file=open("/dev/null", "w")))
+    quiet = Console(file=open(os.devnull, "w"))
+    if "fresh" in inspect.signature(launch._rungs).parameters:  # since ff6d5cc
+        launch._rungs(s, st, [], quiet, frozenset())  # no cell trains from scratch
+    else:
+        launch._rungs(s, st, [], quiet)
     rc = 0
 elif what == "plainlaunch":  # the same, without the rung rows
     from orchestrator.spec.load import load_spec
