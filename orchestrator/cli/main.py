@@ -139,6 +139,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from orchestrator.execution.progress import epoch_line
     from orchestrator.spec.expand import expand
+    from trainers import runtime
     from trainers.loop import train
 
     spec = _load(args)
@@ -151,6 +152,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"(see `grid plan {args.spec}` for the keys)"
             )
     cell = cells[0]
+    try:  # a device this machine lacks: said with the spec's file, before any work
+        runtime.resolve_device(cell.config["train"]["device"])
+    except GridError as e:
+        raise GridError(f"{spec.path}: {e}") from None
     console = Console()
     console.print(f"cell {cell.key}: {cell.params}")
 

@@ -242,7 +242,10 @@ def test_plot_format_and_size(tmp_path):
 @pytest.mark.parametrize(
     ("args", "named"),
     [
-        (["train", "grids/quickstart.yaml", "--set", "train.device=cuda"], "train.device cuda"),
+        (
+            ["train", "grids/quickstart.yaml", "--set", "train.device=cuda"],
+            "grids/quickstart.yaml: train.device cuda",
+        ),
         (["bench", "--quick", "--device", "cuda"], "--device cuda"),
         (["plan", "grids/quickstart.yaml", "--estimate", "--device", "cuda:3"], "--device cuda:3"),
     ],
