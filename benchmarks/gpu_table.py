@@ -99,14 +99,10 @@ def overrides(args, root: Path, per_gpu: int, captured: bool) -> list[str]:
         sets += [f"dataset.val_size={val}"]
         sets += ["model.width=0.125", "train.device=cpu", "resources.gpu=0", "resources.cpu=1"]
     else:
+        from orchestrator.planning.resources import gpu_share
+
         sets += [f"resources.gpu={gpu_share(per_gpu):g}", "resources.cpu=auto"]
     return sets
-
-
-def gpu_share(per_gpu: int) -> float:
-    """`resources.gpu` for `per_gpu` trials a GPU. Ray counts resources in units of 1e-4:
-    the share rounded down, so that `per_gpu` of them fit one GPU."""
-    return math.floor(1e4 / per_gpu) / 1e4
 
 
 def fastest(results: list[dict]) -> dict | None:
@@ -415,8 +411,10 @@ def main(argv=None) -> int:
                 f"grid plan --estimate ({estimate['device']}, one trial at a time): "
                 f"{estimate['total_h']:.2f} device-hours for the table"
             )
-    best = fastest(results)
+    best, entry = fastest(results), None
     if best is not None:
+        from orchestrator.planning.resources import gpu_share
+
         gpu = 0 if args.cpu else gpu_share(best["per_gpu"])
         print(
             f"fastest for the table here: {best['per_gpu']} trials per "
@@ -424,7 +422,14 @@ def main(argv=None) -> int:
             f" ({best['table_h']:.2f} h): --set resources.gpu={gpu:g} "
             f"--set train.compile={str(best['captured']).lower()}"
         )
-    save(args, results, estimate=estimate, fastest=best)
+        if not args.cpu:  # what `gpu: auto` gives on this kind, once added to the table
+            entry = {ray_kind(): [best["per_gpu"], datetime.now().date().isoformat()]}
+            kind, (per, day) = next(iter(entry.items()))
+            print(
+                "for `gpu: auto`, add to TRIALS_PER_GPU in orchestrator/planning/resources.py: "
+                f'"{kind}": ({per}, "{day}"),'
+            )
+    save(args, results, estimate=estimate, fastest=best, trials_per_gpu=entry)
     ran = [r for r in results if "skipped" not in r]
     return 0 if ran and all(r.get("completed") == r.get("cells") for r in ran) else 1
 
@@ -433,6 +438,20 @@ def save(args, results: list[dict], **more) -> None:
     """OUT/table.json: written after each launch, so that a run cut short keeps what ran."""
     text = json.dumps({"results": results, **more}, indent=1, default=str)
     (args.out / "table.json").write_text(text)
+
+
+def ray_kind() -> str:
+    """This GPU's kind as Ray names it (a node's `accelerator_type:<kind>` resource), the key
+    of TRIALS_PER_GPU: Ray's own mapping from the device name, a private function of Ray
+    2.60 (the bundle's); the device name itself where it is missing."""
+    import torch
+
+    name = torch.cuda.get_device_name(0)
+    try:
+        from ray._private.accelerators.nvidia_gpu import NvidiaGPUAcceleratorManager
+    except ImportError:
+        return name
+    return NvidiaGPUAcceleratorManager._gpu_name_to_accelerator_type(name) or name
 
 
 def device_line() -> str:

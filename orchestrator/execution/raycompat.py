@@ -10,6 +10,11 @@ Tune 2.60 then gives back the one idle actor it keeps for reuse
 (tests/orchestrator/test_share_cluster.py). Both are public methods of a search algorithm,
 but the second leans on what Tune does with their answers.
 
+Outside the package, benchmarks/gpu_table.py names the GPU kind as Ray does, with Ray's own
+mapping from the device name (`NvidiaGPUAcceleratorManager._gpu_name_to_accelerator_type`),
+so that the entry it prints for `resources.TRIALS_PER_GPU` matches a node's
+`accelerator_type:<kind>` resource; the device name where it is missing.
+
 `check_ray()` runs first in every launch: another Ray fails at once with one line, before
 any trial starts, instead of a trial failing later on a changed internal.
 """

@@ -9,31 +9,75 @@ that `grid launch` started on this machine, which no node will ever join.
 
 from __future__ import annotations
 
+import math
+
 from trainers.errors import GridError
+
+# Trials per GPU that `gpu: auto` gives, by the GPU kind Ray names (a node's
+# `accelerator_type:<kind>` resource: "H100", "H200", "A100"...), each the fastest of 1, 2, 4
+# and 8 trials per GPU that benchmarks/gpu_table.py measured on allcnn_table's models, with
+# its date (BENCHMARKS.md). A kind not listed gets 1, the safe choice until measured: a
+# launch-bound step favours several trials per GPU, but by how much is the GPU's to say.
+# Empty: no GPU session has run gpu_table.py yet; it prints the entry to add.
+TRIALS_PER_GPU: dict[str, tuple[int, str]] = {}
+KIND = "accelerator_type:"
 
 
 def _gpus(resources: dict) -> float:
     return float(resources.get("GPU", 0) or 0)
 
 
+def _measured(nodes: list[dict]) -> tuple[int, str] | None:
+    """(trials per GPU, why) where every GPU node is of a kind TRIALS_PER_GPU lists with
+    more than one; the fewest over the kinds (a trial may land on any of them)."""
+    gpu_nodes = [n for n in nodes if _gpus(n) > 0]
+    kinds = [{k[len(KIND) :] for k in n if k.startswith(KIND)} for n in gpu_nodes]
+    if not gpu_nodes or not all(len(k) == 1 and min(k) in TRIALS_PER_GPU for k in kinds):
+        return None
+    kind = min((min(k) for k in kinds), key=lambda k: TRIALS_PER_GPU[k][0])
+    per, measured = TRIALS_PER_GPU[kind]
+    if per <= 1:
+        return None
+    return per, f"{per} trials per {kind} GPU, as benchmarks/gpu_table.py measured on {measured}"
+
+
+def gpu_share(per_gpu: int) -> float:
+    """The GPUs of one of `per_gpu` trials a GPU. Ray counts resources in units of 1e-4: the
+    share rounded down, so that `per_gpu` of them fit one GPU."""
+    return math.floor(1e4 / per_gpu) / 1e4
+
+
 def decide_gpu(setting, cluster: dict) -> tuple[float, str]:
     """(GPUs per trial, why). `auto` is 1 when the cluster has a GPU now or its autoscaler can
     add a GPU node (its GPU workers are not up yet at launch), else 0: deciding it from the
-    GPUs up at this moment would start a whole grid on CPUs."""
+    GPUs up at this moment would start a whole grid on CPUs. On GPUs of a kind that
+    TRIALS_PER_GPU lists, it is that many trials' share of a GPU instead of 1."""
     if setting != "auto":
         return float(setting), f"resources.gpu: {float(setting):g} (from the spec)"
     now = sum(_gpus(n) for n in cluster["nodes"])
     if now > 0:
+        measured = _measured(cluster["nodes"])
+        if measured is not None:
+            per, why = measured
+            return gpu_share(per), f"gpu auto -> {gpu_share(per):g} per trial: {why}"
         return 1.0, f"gpu auto -> 1 per trial: the cluster has {now:g} GPUs"
     addable = [
-        t["name"]
+        t
         for t in cluster.get("node_types") or []
         if _gpus(t["resources"]) > 0 and t.get("max_count", 0) != 0
     ]
     if addable:
+        measured = _measured([t["resources"] for t in addable])
+        names = ", ".join(t["name"] for t in addable)
+        if measured is not None:
+            per, why = measured
+            return gpu_share(per), (
+                f"gpu auto -> {gpu_share(per):g} per trial: no GPU is up yet, but the "
+                f"autoscaler can add GPU nodes ({names}); {why}"
+            )
         return 1.0, (
             f"gpu auto -> 1 per trial: no GPU is up yet, but the autoscaler can add "
-            f"GPU nodes ({', '.join(addable)})"
+            f"GPU nodes ({names})"
         )
     where = "this machine" if cluster.get("local") else "the cluster"
     extra = "" if cluster.get("node_types") is None else ", nor can its autoscaler add one"

@@ -78,3 +78,48 @@ def test_cpu_auto_takes_the_smallest_share_the_autoscaler_and_a_fixed_cpu():
     assert decide_cpu("auto", 0.0, GPU_NODE) == (1.0, "cpu auto -> 1 per trial: trials on CPUs")
     assert decide_cpu("auto", 0.5, LAPTOP)[0] == 1.0
     assert decide_cpu(3, 0.5, GPU_NODE) == (3.0, "resources.cpu: 3 (from the spec)")
+
+
+H200_NODE = {
+    "nodes": [{"CPU": 16.0, "GPU": 1.0, "accelerator_type:H200": 1.0}],
+    "node_types": None,
+    "local": False,
+}
+
+
+def test_gpu_auto_gives_the_trials_per_gpu_measured_on_that_kind(monkeypatch):
+    """TRIALS_PER_GPU (benchmarks/gpu_table.py's fastest setting per GPU kind) sets `auto`'s
+    share of a GPU on the kinds it lists; the CPUs are then spread over those trials."""
+    from orchestrator.planning import resources
+
+    monkeypatch.setattr(resources, "TRIALS_PER_GPU", {"H200": (4, "2026-12-08")})
+    gpu, why = decide_gpu("auto", H200_NODE)
+    assert gpu == 0.25 and "4 trials per H200 GPU" in why and "2026-12-08" in why
+    assert decide_cpu("auto", gpu, H200_NODE)[0] == 4.0  # 16 CPUs over its 4 trials
+    # a node of a kind not measured (or without the kind) may take any trial: 1 per GPU
+    for other in ({"CPU": 8.0, "GPU": 1.0, "accelerator_type:A100": 1.0}, {"GPU": 1.0}):
+        mixed = {**H200_NODE, "nodes": [*H200_NODE["nodes"], other]}
+        assert decide_gpu("auto", mixed) == (1.0, "gpu auto -> 1 per trial: the cluster has 2 GPUs")
+    # GPU nodes an autoscaler can add, of a measured kind
+    scaling = {
+        **AUTOSCALING,
+        "node_types": [
+            AUTOSCALING["node_types"][0],
+            {"name": "h200", "resources": H200_NODE["nodes"][0], "max_count": 2},
+        ],
+    }
+    gpu, why = decide_gpu("auto", scaling)
+    assert gpu == 0.25 and "autoscaler can add GPU nodes (h200)" in why
+    # three trials a GPU: a share Ray can count (units of 1e-4) of which three fit one GPU
+    monkeypatch.setattr(resources, "TRIALS_PER_GPU", {"H200": (3, "2026-12-08")})
+    gpu = decide_gpu("auto", H200_NODE)[0]
+    assert gpu == 0.3333 and 3 * gpu <= 1.0
+
+
+def test_gpu_auto_is_one_per_gpu_where_nothing_or_one_was_measured(monkeypatch):
+    from orchestrator.planning import resources
+
+    one = (1.0, "gpu auto -> 1 per trial: the cluster has 1 GPUs")
+    for table in ({}, {"H200": (1, "2026-12-08")}, {"H100": (8, "2026-12-08")}):
+        monkeypatch.setattr(resources, "TRIALS_PER_GPU", table)
+        assert decide_gpu("auto", H200_NODE) == one
