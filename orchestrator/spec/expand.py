@@ -13,7 +13,7 @@ import dataclasses
 import itertools
 from typing import Any
 
-from orchestrator.spec.keys import cell_key
+from orchestrator.spec.keys import cell_key, leaves
 from orchestrator.spec.load import Spec
 from trainers import config
 from trainers.cadence import eval_every
@@ -97,6 +97,7 @@ def expand(spec: Spec) -> list[Cell]:
     axis_paths = list(spec.axes) + [p for c in spec.include for p in c if p not in spec.axes]
     axis_paths = list(dict.fromkeys(axis_paths))
     trials, seen = [], set()
+    defaults = leaves(config.DEFAULTS)  # once per grid, not once per cell
     for overrides in cell_overrides(spec):
         cfg = resolve(spec, overrides)
         if any(_matches(cfg, rule) for rule in spec.exclude):
@@ -111,7 +112,7 @@ def expand(spec: Spec) -> list[Cell]:
                 f"{spec.path}: train.body: {cfg['train']['body']} starts from a parent cell; "
                 "add a stage: section naming the parent grid (docs/spec.md#stage)"
             )
-        key = cell_key(cfg)
+        key = cell_key(cfg, defaults)
         if key in seen:
             continue
         seen.add(key)

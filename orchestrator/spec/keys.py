@@ -96,22 +96,13 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-_defaults: tuple[dict | None, dict[str, Any]] = (None, {})
-
-
-def _default_leaves() -> dict[str, Any]:
-    """`leaves(config.DEFAULTS)`, flattened once per defaults, not once per cell (~0.2 s of
-    a grid of 10,000 cells); read only: identity copies what it keeps."""
-    global _defaults
-    if _defaults[0] is not config.DEFAULTS:
-        _defaults = (config.DEFAULTS, leaves(config.DEFAULTS))
-    return _defaults[1]
-
-
-def identity(resolved: dict) -> dict[str, Any]:
+def identity(resolved: dict, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
     """The leaves of a resolved config that make it this cell: those that differ from the
-    baseline (or, for a leaf the baseline lacks, from its default), minus where-it-runs."""
-    defaults = _default_leaves()
+    baseline (or, for a leaf the baseline lacks, from its default), minus where-it-runs.
+    `defaults`: `leaves(config.DEFAULTS)`, given by a caller that keys many cells (expand:
+    flattened once, not once per cell)."""
+    if defaults is None:
+        defaults = leaves(config.DEFAULTS)
     out = {}
     for path, value in leaves(resolved).items():
         if path in config.NON_IDENTITY:
@@ -122,13 +113,15 @@ def identity(resolved: dict) -> dict[str, Any]:
     return out
 
 
-def canonical_json(resolved: dict) -> str:
+def canonical_json(resolved: dict, defaults: dict[str, Any] | None = None) -> str:
     """The scheme version and the cell's identity as sorted compact JSON: what is hashed."""
     return json.dumps(
-        {"scheme": SCHEME, "differs": identity(resolved)}, sort_keys=True, separators=(",", ":")
+        {"scheme": SCHEME, "differs": identity(resolved, defaults)},
+        sort_keys=True,
+        separators=(",", ":"),
     )
 
 
-def cell_key(resolved: dict) -> str:
-    """The stable key of a resolved config."""
-    return hashlib.sha256(canonical_json(resolved).encode()).hexdigest()[:KEY_LENGTH]
+def cell_key(resolved: dict, defaults: dict[str, Any] | None = None) -> str:
+    """The stable key of a resolved config (`defaults`: as for `identity`)."""
+    return hashlib.sha256(canonical_json(resolved, defaults).encode()).hexdigest()[:KEY_LENGTH]

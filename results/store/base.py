@@ -151,10 +151,10 @@ class Store:
         self.put_object(curve, _parquet(table))
         name = layout.row_name(grid, key)
         if row.get("generation") is None:  # an outside tool's write: not fenced
-            self.put_object(name, _parquet(schema.to_table([row], meta)))
+            self.put_object(name, _parquet(schema.to_table([row], meta), statistics=False))
             self._clear_failure(grid, key)
             return
-        data = _parquet(schema.to_table([row], meta))
+        data = _parquet(schema.to_table([row], meta), statistics=False)
         try:
             self._fence(grid, row.get("generation"))
             for _ in range(COMMIT_TRIES):  # compare-and-swap: another writer may move first
@@ -182,7 +182,7 @@ class Store:
         self._fence(grid, row.get("generation"))
         self.put_object(
             layout.failure_name(grid, key),
-            _parquet(schema.to_table([row], schema.file_metadata(row))),
+            _parquet(schema.to_table([row], schema.file_metadata(row)), statistics=False),
         )
         self.forget()
 
@@ -275,9 +275,18 @@ class Store:
 
     def _parallel(self, fn, items: list) -> list:
         """`fn` of each of `items`, `read_threads` at a time, in order: requests to a store
-        wait on the network (or the disk), not on a core."""
+        wait on the network (or the disk), not on a core. Each item is tried; the first
+        error is raised once all are."""
         if self.read_threads == 1 or len(items) < 2:  # no pool for nothing to overlap
-            return [fn(item) for item in items]
+            out, error = [], None
+            for item in items:
+                try:
+                    out.append(fn(item))
+                except Exception as e:  # noqa: BLE001 - raised below, as the pool would
+                    error = error or e
+            if error is not None:
+                raise error
+            return out
         with ThreadPoolExecutor(min(self.read_threads, len(items))) as pool:
             return list(pool.map(fn, items))
 
@@ -387,11 +396,12 @@ class Store:
         return {n: (None, 0) for n in self.list_objects(folder)}
 
 
-def _parquet(table: pa.Table) -> bytes:
-    """A row's or a curve's file. Without column statistics: a file of one row group gains
-    nothing from its min and max, and they made a ~100-column row's footer, which every first
-    read of the row decodes, 20 % larger and ~25 % slower to decode (BENCHMARKS.md, "The cold
-    read")."""
+def _parquet(table: pa.Table, statistics: bool = True) -> bytes:
+    """A curve's file (with column statistics: a reader of many curves, pyarrow.dataset or
+    DuckDB, skips the files whose key or epochs a filter rules out), or a row's, without
+    them: the min and max of its one row rule out no more than its values, and they made a
+    ~100-column row's footer, which every first read of the row decodes, 20 % larger and
+    ~25 % slower to decode (BENCHMARKS.md, "The cold read in worker processes")."""
     sink = io.BytesIO()
-    pq.write_table(table, sink, write_statistics=False)
+    pq.write_table(table, sink, write_statistics=statistics)
     return sink.getvalue()

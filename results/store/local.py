@@ -173,9 +173,9 @@ class LocalStore(Store):
         return sorted(p.name for p in self.root.iterdir() if (p / "trials").is_dir())
 
 
-def _read_part() -> None:
-    """A worker of a read of many files (reader.py, `_read_in_processes`): a pickled job on
-    stdin, its rows and warnings pickled to stdout."""
+def _read_part(answer: int) -> None:
+    """A worker of a read of many files (reader.py, `_read_in_processes`, `WORKER`): a
+    pickled job on stdin; its rows and warnings pickled to the file descriptor `answer`."""
     import pickle
     import sys
 
@@ -184,8 +184,5 @@ def _read_part() -> None:
     root, uri, names, kind, columns = pickle.load(sys.stdin.buffer)
     store = LocalStore(root, uri)
     store.read_threads = 1  # the process is the unit of parallelism here
-    sys.stdout.buffer.write(pickle.dumps(read_part(store, names, kind, columns)))
-
-
-if __name__ == "__main__":
-    _read_part()
+    with os.fdopen(answer, "wb") as out:
+        out.write(pickle.dumps(read_part(store, names, kind, columns)))

@@ -45,6 +45,17 @@ NARROW_FROM = 500
 # decoded under the GIL, so threads gained nothing on a cold read of 10,000 rows, and the
 # ~0.3 s a spawned process takes to import pyarrow pays from about this many files.
 PROCESSES_FROM = 2000
+# At most this many reading processes: each holds its batch of rows (up to ~250 MB for whole
+# rows of ~100 columns), and 4 already decode 10,000 footers in about a second.
+WORKERS = 4
+# A reading process: `-c` puts the current folder first on sys.path, where a stray `uuid.py`
+# would shadow the library's; it is dropped, and the worker sees the caller's path
+# (PYTHONPATH). Its stdout is kept for the answer: anything an import prints goes to stderr.
+WORKER = (
+    "import os, sys; sys.path[:1] = [p for p in sys.path[:1] if p]; "
+    "answer = os.dup(1); os.dup2(2, 1); "
+    "from results.store.local import _read_part; _read_part(answer)"
+)
 CACHE_ENV = "GRID_CACHE_DIR"
 _FILE, _TAG = "_file", "_tag"  # the cache's own columns
 
@@ -185,9 +196,9 @@ def _read_files(
 ) -> list[pa.Table]:
     """The rows of `names` (the readable ones), beside their files' names and tags. Many
     files of a folder store are decoded in processes, one per core (`PROCESSES_FROM`)."""
-    root, cores = getattr(store, "root", None), min(8, os.cpu_count() or 1)
-    if root is not None and cores > 1 and len(names) >= PROCESSES_FROM:
-        out = _read_in_processes(store, names, kind, columns, cores)
+    root, workers = getattr(store, "root", None), min(WORKERS, _cores())
+    if root is not None and workers > 1 and len(names) >= PROCESSES_FROM:
+        out = _read_in_processes(store, names, kind, columns, workers)
     else:
         out = _read_batches(store, names, kind, columns)
     return [
@@ -196,6 +207,15 @@ def _read_files(
         )
         for t in out
     ]
+
+
+def _cores() -> int:
+    """The cores this process may run on (its affinity: a container's or `taskset`'s
+    limit), where `os.cpu_count()` counts the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def _read_batches(store, names: list[str], kind: str, columns: list[str] | None) -> list[pa.Table]:
@@ -217,42 +237,60 @@ def _read_batches(store, names: list[str], kind: str, columns: list[str] | None)
 
 
 def _read_in_processes(
-    store, names: list[str], kind: str, columns: list[str] | None, cores: int
+    store, names: list[str], kind: str, columns: list[str] | None, workers: int
 ) -> list[pa.Table]:
-    """`_read_batches` of a folder store, its files split in order among `cores` processes
-    (`python -m results.store.local`). Plain subprocesses, not multiprocessing's spawn,
-    which runs the caller's main script again in each worker (a script without a
-    `__main__` guard would fail); nor fork, which copies pyarrow's thread pools in whatever
-    state they are. A worker that fails costs only speed: its part is read here."""
+    """`_read_batches` of a folder store, its files split in order among `workers` processes
+    (`WORKER`). Plain subprocesses, not multiprocessing's spawn, which runs the caller's main
+    script again in each worker (a script without a `__main__` guard would fail); nor fork,
+    which copies pyarrow's thread pools in whatever state they are. A worker sees the
+    caller's `sys.path`, not the current folder. One that fails costs only speed, and says
+    so: its part is read here."""
     import pickle
     import subprocess
     import sys
     from concurrent.futures import ThreadPoolExecutor
 
-    cuts = [len(names) * i // cores for i in range(cores + 1)]
+    cuts = [len(names) * i // workers for i in range(workers + 1)]
     parts = [names[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    path = [os.fspath(p) for p in sys.path if isinstance(p, (str, os.PathLike)) and p]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
 
-    def run(part: list[str]) -> tuple[list[bytes], list[str]] | None:
+    def run(part: list[str]) -> tuple[list[bytes], list[str]] | str:
         job = pickle.dumps((str(store.root), store.uri, part, kind, columns))
         try:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "results.store.local"],
+            with subprocess.Popen(
+                [sys.executable, "-c", WORKER],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
                 env=env,
-            )
-            data, _ = worker.communicate(job)
-        except OSError:
-            return None
-        return pickle.loads(data) if worker.returncode == 0 else None
+            ) as worker:
+                try:
+                    data, err = worker.communicate(job)
+                except BaseException:
+                    worker.kill()
+                    raise
+        except OSError as e:
+            return _one_line(e)
+        if worker.returncode != 0:
+            lines = err.decode(errors="replace").strip().splitlines()
+            return f"exit {worker.returncode}: {lines[-1] if lines else 'no message'}"
+        try:
+            return pickle.loads(data)
+        except Exception as e:  # noqa: BLE001 - something else wrote to its stdout
+            return f"unreadable answer ({_one_line(e)})"
 
-    out = []
     with ThreadPoolExecutor(len(parts)) as pool:  # threads that wait on the workers' pipes
         done = list(pool.map(run, parts))
+    out = []
     for part, got in zip(parts, done, strict=True):
-        if got is None:  # the worker failed: its part is read here
+        if isinstance(got, str):
+            warnings.warn(
+                f"{store.uri}: a reading process failed ({got}); its {len(part)} files "
+                "were read in this one",
+                StoreWarning,
+                stacklevel=3,
+            )
             out += _read_batches(store, part, kind, columns)
             continue
         blobs, skipped = got
@@ -265,7 +303,7 @@ def _read_in_processes(
 def read_part(
     store, names: list[str], kind: str, columns: list[str] | None
 ) -> tuple[list[bytes], list[str]]:
-    """A worker's part of `_read_in_processes` (`python -m results.store.local`): the
+    """A worker's part of `_read_in_processes` (`WORKER`): the
     tables of `_read_batches` as Arrow IPC streams, and the warnings of the files it skipped."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", StoreWarning)

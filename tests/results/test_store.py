@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -296,12 +295,12 @@ def test_clearing_the_stops_of_cells_that_run_again_deletes_only_theirs(store):
 
 def _many_rows(local_store, make_trial, summary, put, monkeypatch, tmp_path) -> dict:
     """Three rows and a corrupt file in a folder store read from PROCESSES_FROM files (here
-    2) on a machine of 2 cores; {key: test accuracy} of the rows."""
+    2) by 2 processes; {key: test accuracy} of the rows."""
     from results.store import reader
 
     monkeypatch.setenv("GRID_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(reader, "PROCESSES_FROM", 2)
-    monkeypatch.setattr(reader.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(reader, "_cores", lambda: 2)
     trials = [make_trial(**{"train.lr": lr}) for lr in (0.1, 0.2, 0.3)]
     for i, t in enumerate(trials):
         put(local_store, t, summary(test_acc=0.5 + i / 10))
@@ -309,10 +308,24 @@ def _many_rows(local_store, make_trial, summary, put, monkeypatch, tmp_path) -> 
     return {t.key: 0.5 + i / 10 for i, t in enumerate(trials)}
 
 
-def _read_whole(store) -> tuple[dict, str]:
+def _read_whole(store) -> tuple[list, str]:
+    """[(key, test accuracy)] of every row read (in the reader's order), and its warnings."""
     with pytest.warns(StoreWarning) as caught:
         rows = store.read_trials("g").to_pylist()
-    return {r["key"]: r["final_test_acc"] for r in rows}, " ".join(str(w.message) for w in caught)
+    return [(r["key"], r["final_test_acc"]) for r in rows], " ".join(str(w.message) for w in caught)
+
+
+def _workers(monkeypatch) -> list:
+    """The reading processes started (their argv), counted as they start."""
+    started = []
+    real = subprocess.Popen
+
+    def popen(args, *a, **k):
+        started.append(args)
+        return real(args, *a, **k)
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    return started
 
 
 def test_many_files_of_a_folder_are_read_in_worker_processes_with_their_warnings(
@@ -320,10 +333,15 @@ def test_many_files_of_a_folder_are_read_in_worker_processes_with_their_warnings
 ):
     """From PROCESSES_FROM files a folder store's rows are decoded in worker processes, one
     per core (reader.py, `_read_in_processes`): reading here is made to fail, and the rows
-    still come back whole, with the corrupt file's warning said in this process."""
+    still come back once each, with the corrupt file's warning said in this process. A
+    command that needs key and status only reads them the same way, and its second read
+    needs no worker."""
     from results.store import reader
 
     rows = _many_rows(local_store, make_trial, summary, put, monkeypatch, tmp_path)
+    started = _workers(monkeypatch)
+    (tmp_path / "uuid.py").write_text("raise SystemExit('the current folder was imported')\n")
+    monkeypatch.chdir(tmp_path)  # a stray module in the folder the command runs in
     real = reader._read_batches
 
     def here(store, names, kind, columns):
@@ -332,15 +350,44 @@ def test_many_files_of_a_folder_are_read_in_worker_processes_with_their_warnings
 
     monkeypatch.setattr(reader, "_read_batches", here)
     found, warned = _read_whole(local_store)
-    assert found == rows
+    assert sorted(found) == sorted(rows.items())  # once each
     assert "garbage.parquet" in warned and "not a readable Parquet file" in warned
+    assert "reading process failed" not in warned and len(started) == 2
+    # key and status only (`_narrow_rows`, from NARROW_FROM files), on another machine
+    monkeypatch.setattr(reader, "NARROW_FROM", 2)
+    monkeypatch.setenv("GRID_CACHE_DIR", str(tmp_path / "another-cache"))
+    started.clear()
+    with pytest.warns(StoreWarning, match="garbage.parquet"):
+        assert open_store(str(local_store.root)).statuses("g") == dict.fromkeys(rows, "completed")
+    assert len(started) == 2
+    started.clear()
+    monkeypatch.setattr(reader, "_read_batches", real)  # the corrupt file, read again here
+    with pytest.warns(StoreWarning, match="garbage.parquet"):
+        assert open_store(str(local_store.root)).statuses("g") == dict.fromkeys(rows, "completed")
+    assert started == []  # the rows from the narrow read's cache: no worker
 
 
-def test_a_worker_that_cannot_start_costs_only_speed(
-    local_store, make_trial, summary, put, monkeypatch, tmp_path
+@pytest.mark.parametrize(
+    ("script", "why"),
+    [
+        ("exit 3", "exit 3"),  # it starts and fails
+        ("echo not a pickle", "unreadable answer"),  # it answers something else
+        (None, "No such file"),  # it cannot start
+    ],
+)
+def test_a_reading_process_that_fails_costs_only_speed_and_says_so(
+    local_store, make_trial, summary, put, monkeypatch, tmp_path, script, why
 ):
-    """Workers that exit at once (their interpreter is `false`): each part is read here."""
+    """Each part of a worker that fails is read in the command's own process, whole and
+    once, with a warning that says so."""
     rows = _many_rows(local_store, make_trial, summary, put, monkeypatch, tmp_path)
-    monkeypatch.setattr(sys, "executable", shutil.which("false"))
+    python = tmp_path / "python"
+    if script is not None:
+        python.write_text(f"#!/bin/sh\n{script}\n")
+        python.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(python))
+    started = _workers(monkeypatch)
     found, warned = _read_whole(local_store)
-    assert found == rows and "garbage.parquet" in warned
+    assert sorted(found) == sorted(rows.items()) and "garbage.parquet" in warned
+    assert warned.count("a reading process failed") == 2 and why in warned
+    assert len(started) == 2
