@@ -359,7 +359,11 @@ def report_command(
         path, finished = write_report(
             spec, store, out_dir, expected, console, refresh=None if last or not every else every
         )
+        # a store with no row of the grid yet (nothing launched, or another --store) is
+        # not a grid in progress; the statuses are the ones the page just read
         state = "finished" if finished else "in progress"
+        if not finished and not store.statuses(spec.name):
+            state = "no results yet"
         console.print(Text(f"wrote {path} ({state}, {datetime.now():%H:%M:%S})"), soft_wrap=True)
         return finished
 

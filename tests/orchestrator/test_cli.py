@@ -181,6 +181,10 @@ def test_report_writes_one_page(tmp_path, capsys):
     assert "Tiny: test accuracy (%) per lr" in page and "55.50" in page and "45.00" in page
     assert ">2 done</span>" in page and ">1 missing</span>" in page
     assert "tiny.html (in progress" in capsys.readouterr().out
+    # the same grid in a store that holds none of its rows
+    empty = str(tmp_path / "empty")
+    assert main(["report", spec, "--store", empty, "--out", str(tmp_path / "rep")]) == 0
+    assert "tiny.html (no results yet" in capsys.readouterr().out
 
 
 def test_report_watch_count_stops_an_unfinished_grid(tmp_path, monkeypatch, capsys):
