@@ -174,3 +174,66 @@ def test_the_quickstart_output_is_condensed_without_machine_paths():
         "done    67428cfb676c\ndone    db067efd97a7\nq: all 2 cells finished", "/x"
     )
     assert lines == ["done    67428cfb676c   (and 1 more cells done)", "q: all 2 cells finished"]
+
+
+# A dotted name in backticks that starts with one of our packages: `results.store.base.Fenced`.
+DOTTED = re.compile(r"`((?:orchestrator|results|trainers)(?:\.\w+)+)")
+
+
+def resolves(dotted: str) -> bool:
+    """The longest importable module prefix of `dotted`, then the rest as attributes."""
+    import importlib
+
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for attr in parts[cut:]:
+            if not hasattr(obj, attr):
+                return False
+            obj = getattr(obj, attr)
+        return True
+    return False
+
+
+def test_every_dotted_name_of_ours_the_docs_give_can_be_imported():
+    missing = sorted(
+        {
+            f"{doc.relative_to(ROOT)}: {m.group(1)}"
+            for doc in DOCS
+            for m in DOTTED.finditer(text(doc))
+            if not resolves(m.group(1))
+        }
+    )
+    assert missing == []
+
+
+def test_the_readmes_spec_is_the_grid_it_names_abridged():
+    """Every value the README's example spec states is the one in the grid file it names."""
+    import yaml
+
+    block = re.search(r"## A spec\n\n```yaml\n(.*?)```", text(ROOT / "README.md"), re.S)
+    shown = yaml.safe_load(block.group(1).replace(", ...]", "]"))
+    named = re.search(r"Launch: grid launch (\S+)", block.group(1)).group(1)
+    full = yaml.safe_load((ROOT / named).read_text())
+    assert shown["name"] == full["name"]
+
+    def leaves(d: dict, prefix: str = ""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from leaves(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}", v
+
+    stated = dict(leaves({s: shown[s] for s in ("dataset", "model", "train")}))
+    actual = dict(leaves({s: full[s] for s in ("dataset", "model", "train")}))
+    assert {k: actual.get(k) for k in stated} == stated
+    assert shown["grid"]["lr"] == full["grid"]["lr"]
+    assert full["grid"]["arch"][: len(shown["grid"]["arch"])] == shown["grid"]["arch"]
+    (table,) = [t for t in full["tables"] if t["over"] == shown["tables"][0]["over"]]
+    refs = {r["where"]["arch"]: r["value"] for r in table["reference"]}
+    assert {a: refs.get(a) for a in shown["tables"][0]["reference"]} == shown["tables"][0][
+        "reference"
+    ]
