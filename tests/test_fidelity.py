@@ -117,6 +117,11 @@ _001 = [
     ),
     ("dataset.val_size", 0, f"{S001} §2.2: 'we did not include a validation set'"),
     ("dataset.augment", [], f"{S001} Table 2 reproduces the paper's no-augmentation table"),
+    (
+        "model.padding",
+        1,
+        f"{S001} §2.2: 'Convolutional layers with a filter size larger than 1 have a padding of 1'",
+    ),
 ]
 # seeds/002 (Xin Wang), section 1.
 _002 = [

@@ -60,6 +60,7 @@ DEFAULTS: dict[str, Any] = {
         "width": 1.0,
         # Family options (docs/spec.md); a family that does not name one ignores it.
         "head": "conv",  # allcnn/nin: "fc" makes the trailing 1x1 convs dense layers
+        "padding": "same",  # allcnn: or n, every conv larger than 1x1 pads n (seed 001 §2.2)
         "block_order": "original",  # resnet15/18: seed 003 Fig. 10's five orders
         "downsample": "stride",  # resnet15/18: "maxpool", seed 003's improved block
         "pool_first": False,  # resnet9/12: max-pool before BN and act (seed 003 §5.2)
@@ -178,6 +179,13 @@ def arch(v: Any) -> tuple[str | None, Any]:
     return (None, name) if name is not None else choice(lambda: _registry("arch"), "arch")(v)
 
 
+def padding(v: Any) -> tuple[str | None, Any]:
+    """`same` (the papers' layer tables) or a whole number of pixels."""
+    if v == "same" or (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
+        return None, v
+    return f"must be same or a whole number >= 0, got {v!r}", v
+
+
 def optimizer_switch(v):
     """Null, or {epoch: E, ...}: trainers.phases checks the mapping."""
     from trainers.phases import check_switch
@@ -218,6 +226,7 @@ CHECKS: dict[str, Callable[[Any], tuple[str | None, Any]]] = {
     "model.input_dropout": number(0, lo_open=False, hi=1, hi_open=True),
     "model.width": number(0),
     "model.head": choice(("conv", "fc"), "head"),
+    "model.padding": lambda v: padding(v),
     "model.block_order": choice(
         ("original", "bn_after_add", "act_before_add", "act_preact", "preact"), "block order"
     ),

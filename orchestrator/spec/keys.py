@@ -75,6 +75,7 @@ BASELINE: dict[str, Any] = {
     "train.body_lr": 1.0,
     "model.bn_momentum": 0.1,
     "model.bn_eps": 1e-5,
+    "model.padding": "same",
 }
 
 

@@ -104,6 +104,11 @@ def test_int_lr_is_the_same_value_as_float(tmp_path):
         ("name: t\nresources: {gpus: 1}", "resources.gpus: unknown key (did you mean 'gpu'?)"),
         ("name: t\nresources: {cpu: many}", "resources.cpu: expected a number > 0 or auto"),
         ("name: t\nmax_failures: -1", "max_failures: expected a whole number >= 0"),
+        (
+            "name: t\nmodel: {padding: valid}",
+            "model.padding: must be same or a whole number >= 0, got 'valid'",
+        ),
+        ("name: t\nmodel: {padding: -1}", "model.padding: must be same or a whole number >= 0"),
         ("name: 'My Grid!'", "name: must be a folder-safe id"),
         ("description: no name", "name: missing"),
         ("name: t\ngrid: {lr: [0.1], train.lr: [0.2]}", "grid.train.lr: the same axis as 'lr'"),

@@ -123,6 +123,39 @@ def test_allcnn_c_layout_follows_the_paper():
     assert sizes == [6]
 
 
+def feature_sides(model: nn.Module) -> list[int]:
+    """The side of each conv's output, in order, for one 32x32 image."""
+    sides: list[int] = []
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            m.register_forward_hook(lambda m, i, o: sides.append(o.shape[-1]))
+    with torch.no_grad():
+        model(torch.randn(1, 3, 32, 32))
+    return sides
+
+
+@pytest.mark.parametrize(
+    ("name", "same", "one"),
+    [
+        # 5x5 convs shrink by 2 at padding 1; the pools keep their own padding
+        ("model_a", [32, 16, 6, 6, 6], [30, 13, 7, 7, 7]),
+        ("strided_b", [32, 16, 16, 8, 6, 6, 6], [30, 15, 13, 7, 7, 7, 7]),
+        # 3x3 convs are "same" either way but the top one, "valid" in the papers' tables
+        ("allcnn_c", [32, 32, 16, 16, 16, 8, 6, 6, 6], [32, 32, 16, 16, 16, 8, 8, 8, 8]),
+    ],
+)
+def test_padding_n_pads_every_conv_larger_than_1x1_and_keeps_the_parameters(name, same, one):
+    # seed 001's reproduction: "a filter size larger than 1 have a padding of 1" (§2.2)
+    default, padded = create_model(name), create_model(name, padding=1)
+    assert feature_sides(default) == same
+    assert feature_sides(padded) == one
+    assert count_params(padded) == count_params(default) == EXACT_PARAMS[name]
+    # the fc head: a dense layer on the padded map, then a dense layer on its output
+    fc = create_model(name, padding=1, head="fc")
+    assert feature_sides(fc) == one[:-2] + [1, 1]
+    assert count_params(fc) > count_params(create_model(name, head="fc"))
+
+
 @pytest.mark.parametrize("letter", "abc")
 def test_variants_transform_the_pooling(letter):
     def kinds(name):

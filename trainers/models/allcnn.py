@@ -10,6 +10,9 @@ Tables: seed 000 Table 1 (the base nets) and seed 001 appendix Tables 3-5 (all v
   Tables 3-5 print "96" for the second one, a typo: it has the 192 channels it replaces.)
 Padding is "same" everywhere except the 3x3 conv after the second pooling stage, which is
 "valid": 32 -> 16 -> 8 -> 6, the papers' "global averaging over 6x6 spatial dimensions".
+`padding=n` instead pads every conv larger than 1x1 by n pixels, as seed 001's reproduction
+states ("Convolutional layers with a filter size larger than 1 have a padding of 1", §2.2):
+Model A 32 -> 30 -> 15 -> 13 -> 7 -> 7, Model C 32 -> 16 -> 8 -> 8. The pools keep theirs.
 Every conv, the class conv included, is conv -> [BN] -> activation ("1x1 conv. 10 ReLU").
 Dropout: `input_dropout` on the input (paper: 20%), `dropout` after each pooling stage or the
 layer that replaces it (paper: 50%).
@@ -29,8 +32,8 @@ from trainers.models.layers import ActLayer, NormLayer, conv_norm_act, scale_cha
 from trainers.models.registry import preset
 
 CLASSES = "classes"  # the class conv's channels: num_classes, never scaled by width
-# Rows: ("conv", channels, kernel, stride, padding "same"|"valid"), ("maxpool", kernel,
-# stride), ("dropout", "input"|"stage") -> input_dropout | dropout.
+# Rows: ("conv", channels, kernel, stride, padding "same"|"valid"|pixels), ("maxpool",
+# kernel, stride), ("dropout", "input"|"stage") -> input_dropout | dropout.
 POOL = ("maxpool", 3, 2)  # 3x3 max-pooling stride 2, as in every table
 BASE: dict[str, list[tuple]] = {
     "a": [
@@ -106,13 +109,27 @@ TABLES: dict[str, list[tuple]] = {
 }
 
 
+def pixels(kernel: int, padding: str | int) -> int:
+    """A conv row's padding in pixels: "same" keeps the side (at stride 1), "valid" none."""
+    if isinstance(padding, int):
+        return padding
+    return kernel // 2 if padding == "same" else 0
+
+
+def padded(table: list[tuple], padding: str | int) -> list[tuple]:
+    """`table` as built with `padding`: "same" is the table as written; n pads every conv
+    larger than 1x1 by n pixels."""
+    if padding == "same":
+        return table
+    return [(*row[:4], padding) if row[0] == "conv" and row[2] > 1 else row for row in table]
+
+
 def spatial_size(table: list[tuple], size: int = 32) -> int:
     """The side of the feature map after `table`'s convs and pools, from a `size` input."""
     for row in table:
         if row[0] == "conv":
             _, _, kernel, stride, padding = row
-            pad = kernel // 2 if padding == "same" else 0
-            size = (size + 2 * pad - kernel) // stride + 1
+            size = (size + 2 * pixels(kernel, padding) - kernel) // stride + 1
         elif row[0] in ("maxpool", "avgpool"):
             size = (size + 2 * (row[1] // 2) - row[1]) // row[2] + 1
     return size
@@ -137,7 +154,8 @@ def fc_head(table: list[tuple]) -> list[tuple]:
 class AllCNN(nn.Module):
     """A plain conv net built from a layer table, then global average pooling: the class
     conv's channel means are the logits. `head="fc"`: the trailing 1x1 convs become fully
-    connected layers (`fc_head`)."""
+    connected layers (`fc_head`). `padding`: "same" builds the table as written, n pads
+    every conv larger than 1x1 by n pixels (`padded`)."""
 
     def __init__(
         self,
@@ -150,8 +168,10 @@ class AllCNN(nn.Module):
         input_dropout: float = 0.0,
         width: float = 1.0,
         head: str = "conv",
+        padding: str | int = "same",
     ):
         super().__init__()
+        table = padded(table, padding)
         if head == "fc":
             table = fc_head(table)
         rates = {"input": input_dropout, "stage": dropout}
@@ -161,10 +181,15 @@ class AllCNN(nn.Module):
             if row[0] == "conv":
                 _, c, kernel, stride, padding = row
                 c_out = num_classes if c == CLASSES else scale_channels(c, width)
-                pad = kernel // 2 if padding == "same" else 0
                 layers.append(
                     conv_norm_act(
-                        c_in, c_out, kernel, stride, pad, act_layer=act_layer, norm_layer=norm_layer
+                        c_in,
+                        c_out,
+                        kernel,
+                        stride,
+                        pixels(kernel, padding),
+                        act_layer=act_layer,
+                        norm_layer=norm_layer,
                     )
                 )
                 c_in = c_out
