@@ -444,7 +444,7 @@ FIELDS = [
         {"model.arch": "allcnn_c"},
         "model.arch",
         "allcnn_c",
-        f"{S002} §1.4: 'After data augmentation with flip, random crop, color jittering, shift, scale' (on the ALL-C of §1)",
+        f"{S002} §1.4: 'After data augmentation with flip, random crop, color jittering, shift, scale' (no model named: the ALL-C that §2 pretrains, ours)",
     ),
     *_rows(
         "allcnn_transfer_vehicles.yaml",
