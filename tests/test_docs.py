@@ -214,21 +214,16 @@ def test_the_readmes_spec_is_the_grid_it_names_abridged():
     """Every value the README's example spec states is the one in the grid file it names."""
     import yaml
 
+    from orchestrator.spec.keys import leaves
+
     block = re.search(r"## A spec\n\n```yaml\n(.*?)```", text(ROOT / "README.md"), re.S)
     shown = yaml.safe_load(block.group(1).replace(", ...]", "]"))
     named = re.search(r"Launch: grid launch (\S+)", block.group(1)).group(1)
     full = yaml.safe_load((ROOT / named).read_text())
     assert shown["name"] == full["name"]
 
-    def leaves(d: dict, prefix: str = ""):
-        for k, v in d.items():
-            if isinstance(v, dict):
-                yield from leaves(v, f"{prefix}{k}.")
-            else:
-                yield f"{prefix}{k}", v
-
-    stated = dict(leaves({s: shown[s] for s in ("dataset", "model", "train")}))
-    actual = dict(leaves({s: full[s] for s in ("dataset", "model", "train")}))
+    stated = leaves({s: shown[s] for s in ("dataset", "model", "train")})
+    actual = leaves({s: full[s] for s in ("dataset", "model", "train")})
     assert {k: actual.get(k) for k in stated} == stated
     assert shown["grid"]["lr"] == full["grid"]["lr"]
     assert full["grid"]["arch"][: len(shown["grid"]["arch"])] == shown["grid"]["arch"]

@@ -105,6 +105,13 @@ def auto_or_count(v):
     return number(0, integer=True)(v)
 
 
+def same_or_pixels(v):
+    """'same' or a whole number of pixels (>= 0)."""
+    if v == "same" or number(0, lo_open=False, integer=True)(v)[0] is None:
+        return None, v
+    return f"must be same or a whole number >= 0, got {_show(v)}", v
+
+
 def device(v):
     if isinstance(v, str) and (v in ("auto", "cpu", "cuda") or v.startswith("cuda:")):
         return None, v

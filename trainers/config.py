@@ -21,6 +21,7 @@ from trainers.checkers import (  # noqa: F401 - config.number etc., as callers k
     milestones,
     number,
     optional_str,
+    same_or_pixels,
     str_list,
     tri_state,
 )
@@ -179,13 +180,6 @@ def arch(v: Any) -> tuple[str | None, Any]:
     return (None, name) if name is not None else choice(lambda: _registry("arch"), "arch")(v)
 
 
-def padding(v: Any) -> tuple[str | None, Any]:
-    """`same` (the papers' layer tables) or a whole number of pixels."""
-    if v == "same" or (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
-        return None, v
-    return f"must be same or a whole number >= 0, got {v!r}", v
-
-
 def optimizer_switch(v):
     """Null, or {epoch: E, ...}: trainers.phases checks the mapping."""
     from trainers.phases import check_switch
@@ -226,7 +220,7 @@ CHECKS: dict[str, Callable[[Any], tuple[str | None, Any]]] = {
     "model.input_dropout": number(0, lo_open=False, hi=1, hi_open=True),
     "model.width": number(0),
     "model.head": choice(("conv", "fc"), "head"),
-    "model.padding": lambda v: padding(v),
+    "model.padding": same_or_pixels,
     "model.block_order": choice(
         ("original", "bn_after_add", "act_before_add", "act_preact", "preact"), "block order"
     ),
